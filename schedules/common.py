@@ -1,0 +1,48 @@
+"""Block lookup shared by the per-target schedules.
+
+A PrimFunc reaching a schedule holds the decomposed conv's phase blocks (annotated
+``tvm_deconv.phase`` by :mod:`tvm_deconv.compute`), possibly ``zero_*`` blocks of tapless
+phases, and whatever FuseTIR fused after them (bias, activation, BatchNorm epilogues).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.target import Target
+
+from tvm_deconv.compute import PHASE_ANNOTATION
+from tvm_deconv.plan import ConvTransposeSpec
+
+
+def root_blocks(sch: s_tir.Schedule) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def is_decomposed_block(sch: s_tir.Schedule, block) -> bool:
+    return PHASE_ANNOTATION in sch.get(block).annotations
+
+
+def is_reduction_block(sch: s_tir.Schedule, block) -> bool:
+    return any(iv.iter_type == 2 for iv in sch.get(block).iter_vars)  # 2 = CommReduce
+
+
+def split_blocks(sch: s_tir.Schedule) -> tuple[list, list, list]:
+    """(phase reduction blocks, tapless zero blocks, other blocks) at the root."""
+    phases, zeros, others = [], [], []
+    for block in root_blocks(sch):
+        if not is_decomposed_block(sch, block):
+            others.append(block)
+        elif is_reduction_block(sch, block):
+            phases.append(block)
+        else:
+            zeros.append(block)
+    return phases, zeros, others
+
+
+def supports_dtype(spec: ConvTransposeSpec, target: Target) -> str | None:
+    """Predicate shared by the built-in implementations."""
+    if spec.dtype not in ("float32", "float16", "float64"):
+        return f"dtype {spec.dtype} is not a float type the decomposed kernels support"
+    if spec.out_dtype not in ("float32", "float16", "float64"):
+        return f"out_dtype {spec.out_dtype} is not supported"
+    return None

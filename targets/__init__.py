@@ -1,0 +1,74 @@
+"""Target presets (installed as ``tvm_deconv.targets``).
+
+``resolve_target`` accepts a :class:`tvm.target.Target`, a target dict (TVM 0.27 takes JSON
+dicts, not command-line strings), or one of the preset names below.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Union
+
+import tvm
+from tvm.target import Target
+
+TargetLike = Union[Target, dict, str]
+
+# CUDA limits MetaSchedule needs in the target (else "missing attribute max_threads_per_block").
+_CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49152,
+                "thread_warp_size": 32, "registers_per_block": 65536}
+
+
+def _host_cpu() -> dict:
+    """The machine we run on: LLVM's name for this CPU and its core count."""
+    return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+            "num-cores": os.cpu_count() or 1}
+
+
+def _aarch64(mcpu: str | None = None, cores: int | None = None, mattr=("+neon",)) -> dict:
+    target = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": list(mattr)}
+    if mcpu:
+        target["mcpu"] = mcpu
+    if cores:
+        target["num-cores"] = cores
+    return target
+
+
+def _cuda(arch: str, host: dict | None = None) -> dict:
+    target = {"kind": "cuda", "arch": arch, **_CUDA_LIMITS}
+    if host is not None:
+        target["host"] = host
+    return target
+
+
+PRESETS: dict[str, Callable[[], dict]] = {
+    "llvm": _host_cpu,
+    "host": _host_cpu,
+    "x86-avx2": lambda: {"kind": "llvm", "mcpu": "haswell", "num-cores": os.cpu_count() or 1},
+    "x86-avx512": lambda: {"kind": "llvm", "mcpu": "skylake-avx512",
+                           "num-cores": os.cpu_count() or 1},
+    "aarch64": lambda: _aarch64(),
+    "cortex-a53": lambda: _aarch64("cortex-a53", 4),     # Raspberry Pi 3
+    "cortex-a72": lambda: _aarch64("cortex-a72", 4),     # Raspberry Pi 4
+    "cortex-a76": lambda: _aarch64("cortex-a76", 4, ("+neon", "+dotprod", "+fullfp16")),  # Pi 5
+    "cuda": lambda: _cuda("sm_90"),
+    "h100": lambda: _cuda("sm_90"),
+    "jetson-orin": lambda: _cuda("sm_87", host=_aarch64("cortex-a78", 8)),
+}
+
+
+def resolve_target(target: TargetLike) -> Target:
+    """A :class:`tvm.target.Target` from a Target, a dict or a preset name."""
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, dict):
+        return Target(target)
+    if isinstance(target, str):
+        key = target.strip().lower()
+        if key in PRESETS:
+            return Target(PRESETS[key]())
+        raise ValueError(
+            f"unknown target {target!r}: use a preset ({', '.join(sorted(PRESETS))}), a "
+            "tvm.target.Target, or a target dict such as {'kind': 'llvm', 'mcpu': 'znver3'}")
+    raise TypeError(f"target must be a tvm.target.Target, dict or preset name, not "
+                    f"{type(target).__name__}")

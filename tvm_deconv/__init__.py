@@ -1,0 +1,24 @@
+"""tvm-deconv: decomposed transposed (and dilated) convolution for Apache TVM 0.27 (Relax era).
+
+Quick start::
+
+    import tvm_deconv
+    ex = tvm_deconv.build(mod, "llvm", params)          # successor of relay.build
+    # or: tvm.compile(mod, target, relax_pipeline=tvm_deconv.pipeline(target))
+"""
+
+from . import plan, strategy, testing, transform
+from .build import build, pipeline
+from .compute import (conv1d_transpose, conv2d_transpose, conv3d_transpose,
+                      decomposed_conv_transpose)
+from .plan import ConvTransposeSpec, PlanError, TransposedConvPlan, make_plan, make_spec
+from .targets import resolve_target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "build", "pipeline", "conv1d_transpose", "conv2d_transpose", "conv3d_transpose",
+    "decomposed_conv_transpose", "make_spec", "make_plan", "ConvTransposeSpec",
+    "TransposedConvPlan", "PlanError", "resolve_target", "plan", "strategy", "testing",
+    "transform",
+]

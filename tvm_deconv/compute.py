@@ -1,0 +1,162 @@
+"""TIR compute definitions of the decomposed transposed convolution.
+
+One PrimFunc per transposed conv, built from :mod:`tvm_deconv.plan`:
+
+* one reduction block per output phase with taps (``phase_<r...>``), a dense stride-1
+  correlation of the ORIGINAL input with the phase's ragged sub-kernel, storing straight into
+  the strided positions ``o = r + q*s`` of the final interleaved output;
+* one spatial block per phase without taps (``zero_<r...>``, only when k < s), which writes
+  zeros and computes nothing.
+
+There is no zero-inserted tensor and no interleave pass.  Why TIR and not a single TE compute:
+TE gives each tensor one compute body, so several reductions cannot write one output buffer;
+a TIR PrimFunc may hold several blocks writing disjoint parts of it.  The blocks are in the
+canonical form TVM's schedules expect (one loop per block iterator, no schedule applied), so
+``tvm.compile`` runs the PrimFunc as is, and dlight / MetaSchedule / our schedules work on it.
+
+Every block carries the annotation ``tvm_deconv.phase`` (the phase index), which survives
+FuseOps/FuseTIR and lets the schedule pass find the decomposed conv inside fused functions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tvm import tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+
+from .plan import ConvTransposeSpec, Phase, TransposedConvPlan, make_plan, make_spec
+
+PHASE_ANNOTATION = "tvm_deconv.phase"
+# relax.OpPatternKind.kOutEWiseFusable: elementwise consumers (bias, activation) fuse into it.
+OUT_ELEMWISE_FUSABLE = 4
+INDEX_DTYPE = "int64"
+
+
+def _i64(value: int) -> tirx.IntImm:
+    return tirx.IntImm(INDEX_DTYPE, value)
+
+
+def _index(layout: str, by_axis: dict) -> list:
+    return [by_axis[a] for a in layout]
+
+
+def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out) -> None:
+    """Emit the loop nest and reduction block of one phase with taps."""
+    spec = plan.spec
+    nd, sp = spec.ndim, spec.spatial_axes
+    extents = ([spec.batch, spec.out_channels] + list(phase.extent) + [spec.in_per_group]
+               + list(phase.num_taps))
+    kinds = "SS" + "S" * nd + "R" + "R" * nd
+    with T.grid(*[_i64(e) for e in extents]) as loops:
+        with T.sblock(phase.name):
+            iters = T.axis.remap(kinds, loops, dtype=INDEX_DTYPE)
+            n, oc, qs, ric, js = iters[0], iters[1], iters[2:2 + nd], iters[2 + nd], iters[3 + nd:]
+            T.sblock_attr({PHASE_ANNOTATION: list(phase.index)})
+            if spec.groups == 1:
+                ic, oc_in_group = ric, oc
+            else:
+                group = tirx.floordiv(oc, _i64(spec.out_per_group))
+                ic = group * _i64(spec.in_per_group) + ric
+                oc_in_group = tirx.floormod(oc, _i64(spec.out_per_group))
+            in_idx, tap_idx, out_idx, guards = {}, {}, {}, []
+            for a, ap, axis_plan, q, j in zip(sp, phase.axes, plan.axes, qs, js):
+                in_idx[a] = q + _i64(ap.in_start) - j * _i64(ap.in_step)
+                tap_idx[a] = _i64(ap.tap_start) + j * _i64(ap.tap_step)
+                out_idx[a] = q * _i64(ap.stride) + _i64(ap.phase)
+                lowest = ap.in_start - (ap.num_taps - 1) * ap.in_step
+                highest = ap.extent - 1 + ap.in_start
+                if lowest < 0:
+                    guards.append(in_idx[a] >= _i64(0))
+                if highest >= axis_plan.in_size:
+                    guards.append(in_idx[a] < _i64(axis_plan.in_size))
+            acc = spec.out_dtype
+            x = data[tuple(_index(spec.data_layout, dict(in_idx, N=n, C=ic)))]
+            if guards:
+                x = tirx.if_then_else(tirx.all(*guards), x, tirx.const(0, spec.dtype))
+            w = weight[tuple(_index(spec.kernel_layout, dict(tap_idx, I=ic, O=oc_in_group)))]
+            y_idx = _index(spec.out_layout, dict(out_idx, N=n, C=oc))
+            with T.init():
+                T.buffer_store(out, tirx.const(0, acc), y_idx)
+            T.buffer_store(out, out[tuple(y_idx)] + x.astype(acc) * w.astype(acc), y_idx)
+
+
+def _zero_block(spec: ConvTransposeSpec, phase: Phase, out) -> None:
+    """Emit the block of a phase that receives no tap (k < s): its outputs are zero."""
+    extents = [spec.batch, spec.out_channels] + list(phase.extent)
+    with T.grid(*[_i64(e) for e in extents]) as loops:
+        with T.sblock("zero_" + phase.name[len("phase_"):]):
+            iters = T.axis.remap("S" * len(extents), loops, dtype=INDEX_DTYPE)
+            T.sblock_attr({PHASE_ANNOTATION: list(phase.index)})
+            out_idx = {a: q * _i64(ap.stride) + _i64(ap.phase)
+                       for a, ap, q in zip(spec.spatial_axes, phase.axes, iters[2:])}
+            y_idx = _index(spec.out_layout, dict(out_idx, N=iters[0], C=iters[1]))
+            T.buffer_store(out, tirx.const(0, spec.out_dtype), y_idx)
+
+
+def decomposed_conv_transpose(spec: ConvTransposeSpec, name: str | None = None) -> tirx.PrimFunc:
+    """The decomposed transposed conv of ``spec`` as an unscheduled PrimFunc.
+
+    Signature ``(data, weight, out)`` in the spec's layouts; ``op_pattern`` is set to
+    out-elementwise-fusable so Relax's FuseOps fuses bias/activation consumers into it.
+    """
+    plan = make_plan(spec)
+    name = name or f"conv{spec.ndim}d_transpose_decomposed"
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(name)
+            T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
+            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
+            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
+            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            for phase in plan.phases():
+                if phase.is_empty:
+                    continue
+                if phase.has_taps:
+                    _phase_block(plan, phase, data, weight, out)
+                else:
+                    _zero_block(spec, phase, out)
+    return builder.get()
+
+
+def _conv_nd_transpose(ndim: int, data_shape: Sequence[int], weight_shape: Sequence[int],
+                       **attrs) -> tirx.PrimFunc:
+    spec = make_spec(data_shape, weight_shape, **attrs)
+    if spec.ndim != ndim:
+        raise ValueError(f"conv{ndim}d_transpose got {spec.ndim}-d shapes {tuple(data_shape)}")
+    return decomposed_conv_transpose(spec)
+
+
+def conv1d_transpose(data_shape, weight_shape, strides=1, padding=0, output_padding=0,
+                     dilation=1, groups=1, data_layout="NCW", kernel_layout=None,
+                     out_layout=None, dtype="float32", out_dtype=None) -> tirx.PrimFunc:
+    """Decomposed 1-d transposed conv (attributes as ``relax.op.nn.conv1d_transpose``)."""
+    return _conv_nd_transpose(1, data_shape, weight_shape, strides=strides, padding=padding,
+                              output_padding=output_padding, dilation=dilation, groups=groups,
+                              data_layout=data_layout, kernel_layout=kernel_layout,
+                              out_layout=out_layout, dtype=dtype, out_dtype=out_dtype)
+
+
+def conv2d_transpose(data_shape, weight_shape, strides=1, padding=0, output_padding=0,
+                     dilation=1, groups=1, data_layout="NCHW", kernel_layout=None,
+                     out_layout=None, dtype="float32", out_dtype=None) -> tirx.PrimFunc:
+    """Decomposed 2-d transposed conv (attributes as ``relax.op.nn.conv2d_transpose``).
+
+    Layouts: NCHW data with IOHW kernel (PyTorch/ONNX) or NHWC with HWOI (TensorFlow's
+    ``conv2d_transpose`` filter); any other permutation of the letters works too.
+    """
+    return _conv_nd_transpose(2, data_shape, weight_shape, strides=strides, padding=padding,
+                              output_padding=output_padding, dilation=dilation, groups=groups,
+                              data_layout=data_layout, kernel_layout=kernel_layout,
+                              out_layout=out_layout, dtype=dtype, out_dtype=out_dtype)
+
+
+def conv3d_transpose(data_shape, weight_shape, strides=1, padding=0, output_padding=0,
+                     dilation=1, groups=1, data_layout="NCDHW", kernel_layout=None,
+                     out_layout=None, dtype="float32", out_dtype=None) -> tirx.PrimFunc:
+    """Decomposed 3-d transposed conv (attributes as ``relax.op.nn.conv3d_transpose``)."""
+    return _conv_nd_transpose(3, data_shape, weight_shape, strides=strides, padding=padding,
+                              output_padding=output_padding, dilation=dilation, groups=groups,
+                              data_layout=data_layout, kernel_layout=kernel_layout,
+                              out_layout=out_layout, dtype=dtype, out_dtype=out_dtype)

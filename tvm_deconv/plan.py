@@ -1,0 +1,354 @@
+"""The phase plan of a transposed convolution: the one place that derives its arithmetic.
+
+A transposed conv with stride ``s`` scatters input pixel ``i`` through kernel tap ``t`` to
+output ``o = i*s + t*d - pad_before``.  Split the output into its ``s`` phases
+``o = q*s + r``: phase ``r`` receives exactly the taps with ``t*d ≡ r + pad_before (mod s)``.
+Those taps form an arithmetic sequence (step ``s/g``, ``g = gcd(s, d)``) whose input rows form
+another (step ``d/g``), so each phase is a *dense, stride-1* correlation of the original input
+with a ragged sub-kernel, written to every ``s``-th output element.  N-d convs take the
+product of the per-axis phases.
+
+Everything here is plain Python (no TVM import): the TIR computes, the schedules, the Relax
+pass, the benchmarks and the tests all read the plan instead of re-deriving the arithmetic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+SPATIAL_AXES = {1: "W", 2: "HW", 3: "DHW"}
+DEFAULT_LAYOUTS = {
+    # data layout -> kernel layout used when the caller names none
+    "NCW": "IOW",
+    "NWC": "WOI",
+    "NCHW": "IOHW",
+    "NHWC": "HWOI",
+    "NCDHW": "IODHW",
+    "NDHWC": "DHWOI",
+}
+
+
+class PlanError(ValueError):
+    """Invalid transposed-convolution attributes or shapes (the message names the fix)."""
+
+
+@dataclass(frozen=True)
+class AxisPhase:
+    """One output phase ``r`` along one spatial axis.
+
+    Output elements ``o = r + q*stride`` for ``q in range(extent)``.  Sub-kernel tap ``j`` in
+    ``range(num_taps)`` is kernel index ``tap_start + j*tap_step`` and reads input index
+    ``q + in_start - j*in_step`` (zero when outside the input: implicit padding).
+    """
+
+    phase: int
+    stride: int
+    extent: int
+    num_taps: int
+    tap_start: int
+    tap_step: int
+    in_start: int
+    in_step: int
+
+    @property
+    def taps(self) -> tuple[int, ...]:
+        """Kernel indices of this phase's sub-kernel, in reduction order."""
+        return tuple(self.tap_start + j * self.tap_step for j in range(self.num_taps))
+
+    @property
+    def input_offsets(self) -> tuple[int, ...]:
+        """Input index minus ``q`` for each sub-kernel tap."""
+        return tuple(self.in_start - j * self.in_step for j in range(self.num_taps))
+
+    def output_index(self, q: int) -> int:
+        return self.phase + q * self.stride
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """The phases of one spatial axis and the sizes they come from."""
+
+    in_size: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad_before: int
+    pad_after: int
+    output_padding: int
+    out_size: int
+    phases: tuple[AxisPhase, ...]
+
+    @property
+    def max_taps(self) -> int:
+        return max(p.num_taps for p in self.phases)
+
+    @property
+    def uniform_taps(self) -> bool:
+        """All phases have the same tap count (k % s == 0 for dilation 1)."""
+        return len({p.num_taps for p in self.phases}) == 1
+
+
+def plan_axis(
+    in_size: int,
+    kernel: int,
+    stride: int,
+    dilation: int = 1,
+    pad_before: int = 0,
+    pad_after: int = 0,
+    output_padding: int = 0,
+) -> AxisPlan:
+    """Phase plan of one spatial axis (sizes already validated by :func:`make_plan`)."""
+    out_size = (in_size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1)
+    out_size += output_padding + 1
+    g = math.gcd(stride, dilation)
+    tap_step, in_step = stride // g, dilation // g
+    phases = []
+    for r in range(stride):
+        extent = max(0, -(-(out_size - r) // stride))
+        taps = [t for t in range(kernel) if (r + pad_before - t * dilation) % stride == 0]
+        t0 = taps[0] if taps else 0
+        # Python's // floors, and the numerator is an exact multiple of stride here.
+        in_start = (r + pad_before - t0 * dilation) // stride
+        phases.append(AxisPhase(r, stride, extent, len(taps), t0, tap_step, in_start, in_step))
+    return AxisPlan(in_size, kernel, stride, dilation, pad_before, pad_after, output_padding,
+                    out_size, tuple(phases))
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One N-d output phase: the product of one :class:`AxisPhase` per spatial axis."""
+
+    index: tuple[int, ...]
+    axes: tuple[AxisPhase, ...]
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        return tuple(a.extent for a in self.axes)
+
+    @property
+    def num_taps(self) -> tuple[int, ...]:
+        return tuple(a.num_taps for a in self.axes)
+
+    @property
+    def has_taps(self) -> bool:
+        """False when k < s leaves this phase without taps: its output is zero (plus bias)."""
+        return all(n > 0 for n in self.num_taps)
+
+    @property
+    def is_empty(self) -> bool:
+        """The phase owns no output element (stride larger than the output)."""
+        return any(e == 0 for e in self.extent)
+
+    @property
+    def name(self) -> str:
+        return "phase_" + "_".join(str(r) for r in self.index)
+
+
+@dataclass(frozen=True)
+class ConvTransposeSpec:
+    """A transposed convolution in logical (layout-free) terms, validated.
+
+    Channel counts: ``in_channels = groups * in_per_group``,
+    ``out_channels = groups * out_per_group``.  Weight logical axes are
+    ``(I = in_channels, O = out_per_group, *kernel)``, as in PyTorch/ONNX (IOHW).
+    """
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_size: tuple[int, ...]
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad_before: tuple[int, ...]
+    pad_after: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    data_layout: str
+    kernel_layout: str
+    out_layout: str
+    dtype: str = "float32"
+    out_dtype: str = "float32"
+
+    @property
+    def ndim(self) -> int:
+        return len(self.in_size)
+
+    @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def spatial_axes(self) -> str:
+        return SPATIAL_AXES[self.ndim]
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return _shape(self.data_layout, self._data_sizes())
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        sizes = dict(zip(self.spatial_axes, self.kernel), I=self.in_channels, O=self.out_per_group)
+        return _shape(self.kernel_layout, sizes)
+
+    @property
+    def out_size(self) -> tuple[int, ...]:
+        return tuple(a.out_size for a in plan_axes(self))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        sizes = dict(zip(self.spatial_axes, self.out_size), N=self.batch, C=self.out_channels)
+        return _shape(self.out_layout, sizes)
+
+    def _data_sizes(self) -> dict[str, int]:
+        return dict(zip(self.spatial_axes, self.in_size), N=self.batch, C=self.in_channels)
+
+
+def _shape(layout: str, sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[a] for a in layout)
+
+
+def _per_axis(name: str, value, ndim: int, allow_pairs: bool = False) -> tuple[int, ...]:
+    vals = (int(value),) if isinstance(value, int) else tuple(int(v) for v in value)
+    allowed = {1, ndim, 2 * ndim} if allow_pairs else {1, ndim}
+    if len(vals) not in allowed:
+        raise PlanError(f"{name}={vals} has {len(vals)} values; a {ndim}-d transposed conv takes "
+                        + " or ".join(str(a) for a in sorted(allowed)))
+    return vals * ndim if len(vals) == 1 else vals
+
+
+def _check_layout(kind: str, layout: str, letters: str) -> None:
+    if sorted(layout) != sorted(letters):
+        raise PlanError(f"{kind} layout {layout!r} is not a permutation of {letters!r}; "
+                        f"use e.g. {letters!r}")
+
+
+def make_spec(
+    data_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    strides=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    groups: int = 1,
+    data_layout: str | None = None,
+    kernel_layout: str | None = None,
+    out_layout: str | None = None,
+    dtype: str = "float32",
+    out_dtype: str | None = None,
+) -> ConvTransposeSpec:
+    """Validate attributes as Relax's ``conv{1,2,3}d_transpose`` takes them.
+
+    ``padding`` is one value, one per axis, or all befores then all afters
+    (Relax/ONNX order, e.g. ``(top, left, bottom, right)``).  Raises :class:`PlanError`
+    naming the offending attribute and the fix.
+    """
+    data_shape = tuple(int(d) for d in data_shape)
+    weight_shape = tuple(int(d) for d in weight_shape)
+    ndim = len(data_shape) - 2
+    if ndim not in SPATIAL_AXES:
+        raise PlanError(f"data shape {data_shape} has rank {len(data_shape)}; transposed convs "
+                        "take rank 3 (1-d), 4 (2-d) or 5 (3-d)")
+    spatial = SPATIAL_AXES[ndim]
+    data_layout = data_layout or "NC" + spatial
+    kernel_layout = kernel_layout or DEFAULT_LAYOUTS.get(data_layout, "IO" + spatial)
+    out_layout = out_layout or data_layout
+    _check_layout("data", data_layout, "NC" + spatial)
+    _check_layout("kernel", kernel_layout, "IO" + spatial)
+    _check_layout("output", out_layout, "NC" + spatial)
+    if len(weight_shape) != len(data_shape):
+        raise PlanError(f"weight shape {weight_shape} must have rank {len(data_shape)} to match "
+                        f"data shape {data_shape}")
+    if any(d <= 0 for d in data_shape + weight_shape):
+        raise PlanError(f"shapes must be positive: data {data_shape}, weight {weight_shape}")
+    dsz = dict(zip(data_layout, data_shape))
+    wsz = dict(zip(kernel_layout, weight_shape))
+    groups = int(groups)
+    if groups < 1 or dsz["C"] % groups:
+        raise PlanError(f"groups={groups} must be >= 1 and divide the {dsz['C']} input channels")
+    if wsz["I"] != dsz["C"]:
+        raise PlanError(f"weight {weight_shape} (layout {kernel_layout}) has I={wsz['I']} input "
+                        f"channels but data {data_shape} (layout {data_layout}) has C={dsz['C']}; "
+                        "transposed-conv weights are (in_channels, out_channels/groups, *k): "
+                        "check kernel_layout")
+    strides = _per_axis("strides", strides, ndim)
+    dilation = _per_axis("dilation", dilation, ndim)
+    output_padding = _per_axis("output_padding", output_padding, ndim)
+    pads = _per_axis("padding", padding, ndim, allow_pairs=True)
+    pad_before, pad_after = (pads, pads) if len(pads) == ndim else (pads[:ndim], pads[ndim:])
+    for name, vals, low in (("strides", strides, 1), ("dilation", dilation, 1),
+                            ("padding", pad_before + pad_after, 0),
+                            ("output_padding", output_padding, 0)):
+        if any(v < low for v in vals):
+            raise PlanError(f"{name}={vals} must be >= {low}")
+    for s, d, op in zip(strides, dilation, output_padding):
+        if op >= max(s, d):
+            raise PlanError(f"output_padding={output_padding} must be smaller than the stride or "
+                            f"the dilation of its axis (strides={strides}, dilation={dilation})")
+    spec = ConvTransposeSpec(
+        batch=dsz["N"], in_channels=dsz["C"], out_channels=wsz["O"] * groups, groups=groups,
+        in_size=tuple(dsz[a] for a in spatial), kernel=tuple(wsz[a] for a in spatial),
+        strides=strides, dilation=dilation, pad_before=pad_before, pad_after=pad_after,
+        output_padding=output_padding, data_layout=data_layout, kernel_layout=kernel_layout,
+        out_layout=out_layout, dtype=dtype, out_dtype=out_dtype or dtype)
+    if any(o <= 0 for o in spec.out_size):
+        raise PlanError(f"output size {spec.out_size} is empty: padding "
+                        f"{pad_before + pad_after} crops more than the transposed conv produces")
+    return spec
+
+
+def plan_axes(spec: ConvTransposeSpec) -> tuple[AxisPlan, ...]:
+    return tuple(
+        plan_axis(n, k, s, d, pb, pa, op)
+        for n, k, s, d, pb, pa, op in zip(spec.in_size, spec.kernel, spec.strides, spec.dilation,
+                                          spec.pad_before, spec.pad_after, spec.output_padding))
+
+
+@dataclass(frozen=True)
+class TransposedConvPlan:
+    """The decomposition of one transposed conv: its spec and per-axis phase plans."""
+
+    spec: ConvTransposeSpec
+    axes: tuple[AxisPlan, ...]
+
+    def phases(self) -> Iterator[Phase]:
+        """All ``prod(strides)`` output phases, in row-major phase order."""
+        for combo in itertools.product(*(a.phases for a in self.axes)):
+            yield Phase(tuple(p.phase for p in combo), tuple(combo))
+
+    @property
+    def num_phases(self) -> int:
+        return math.prod(self.spec.strides)
+
+    @property
+    def uniform_taps(self) -> bool:
+        return all(a.uniform_taps for a in self.axes)
+
+    def macs(self) -> int:
+        """Multiply-adds of the decomposed kernel: each output element times its phase's taps."""
+        s = self.spec
+        per_point = s.batch * s.out_channels * s.in_per_group
+        return per_point * sum(math.prod(p.extent) * math.prod(p.num_taps) for p in self.phases())
+
+    def zero_insertion_macs(self) -> int:
+        """Multiply-adds of a stride-1 conv over the zero-inserted input (TVM's default)."""
+        s = self.spec
+        return (s.batch * s.out_channels * s.in_per_group
+                * math.prod(s.out_size) * math.prod(s.kernel))
+
+    def useful_flops(self) -> int:
+        """The customary FLOP count 2·N·Cin·Cout·prod(in)·prod(k)/groups."""
+        s = self.spec
+        return 2 * s.batch * s.in_channels * s.out_per_group * math.prod(s.in_size) * math.prod(
+            s.kernel)
+
+
+def make_plan(spec: ConvTransposeSpec) -> TransposedConvPlan:
+    return TransposedConvPlan(spec, plan_axes(spec))

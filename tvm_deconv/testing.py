@@ -1,0 +1,74 @@
+"""Reference implementations and checks shared by tests, benchmarks and the tuner.
+
+The reference is the textbook *scatter* definition of a transposed convolution, computed in
+float64: every input pixel times every kernel tap lands at ``i*s + t*d - pad_before``.  It does
+not use :mod:`tvm_deconv.plan` (it is the oracle the plan is checked against).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from .plan import ConvTransposeSpec
+
+
+def _to_canonical(array: np.ndarray, layout: str, canonical: str) -> np.ndarray:
+    return np.transpose(array, [layout.index(a) for a in canonical])
+
+
+def _from_canonical(array: np.ndarray, canonical: str, layout: str) -> np.ndarray:
+    return np.transpose(array, [canonical.index(a) for a in layout])
+
+
+def conv_transpose_reference(
+    data: np.ndarray, weight: np.ndarray, spec: ConvTransposeSpec, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """Float64 transposed convolution of ``data``/``weight`` laid out as ``spec`` says.
+
+    Returns the output in ``spec.out_layout`` (float64).
+    """
+    spatial = spec.spatial_axes
+    x = _to_canonical(np.asarray(data, np.float64), spec.data_layout, "NC" + spatial)
+    w = _to_canonical(np.asarray(weight, np.float64), spec.kernel_layout, "IO" + spatial)
+    n, g = spec.batch, spec.groups
+    cig, cog = spec.in_per_group, spec.out_per_group
+    full = [(i - 1) * s + d * (k - 1) + 1 + op for i, s, d, k, op in
+            zip(spec.in_size, spec.strides, spec.dilation, spec.kernel, spec.output_padding)]
+    out = np.zeros((n, spec.out_channels, *full))
+    for grp in range(g):
+        xg = x[:, grp * cig:(grp + 1) * cig]
+        wg = w[grp * cig:(grp + 1) * cig]
+        for taps in itertools.product(*(range(k) for k in spec.kernel)):
+            contrib = np.einsum("nc...,co->no...", xg, wg[(slice(None), slice(None)) + taps])
+            dst = tuple(slice(t * d, t * d + (i - 1) * s + 1, s) for t, d, i, s in
+                        zip(taps, spec.dilation, spec.in_size, spec.strides))
+            out[(slice(None), slice(grp * cog, (grp + 1) * cog)) + dst] += contrib
+    crop = tuple(slice(pb, pb + o) for pb, o in zip(spec.pad_before, spec.out_size))
+    out = out[(slice(None), slice(None)) + crop]
+    if bias is not None:
+        out = out + np.asarray(bias, np.float64).reshape((1, -1) + (1,) * spec.ndim)
+    return _from_canonical(out, "NC" + spatial, spec.out_layout)
+
+
+def random_inputs(spec: ConvTransposeSpec, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random normal data and weight (never zeros) in the spec's layouts and dtype."""
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal(spec.data_shape).astype(spec.dtype)
+    weight = rng.standard_normal(spec.weight_shape).astype(spec.dtype)
+    return data, weight
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """‖out − ref‖ / ‖ref‖ in float64 (NaN/Inf in ``out`` give ``inf``)."""
+    out = np.asarray(out, np.float64)
+    if not np.all(np.isfinite(out)):
+        return float("inf")
+    denom = np.linalg.norm(np.asarray(ref, np.float64))
+    return float(np.linalg.norm(out - ref) / (denom if denom else 1.0))
+
+
+def tolerance(dtype: str) -> float:
+    """Relative-error bound for a kernel computing in ``dtype``."""
+    return {"float32": 1e-5, "float16": 2e-3, "float64": 1e-12}.get(dtype, 1e-5)

@@ -1,0 +1,201 @@
+"""Relax passes that put the decomposed transposed conv into a model.
+
+* :class:`DecomposeTransposedConv` (before legalization): ``relax.nn.conv{1,2,3}d_transpose``
+  calls → ``R.call_tir`` of the decomposed PrimFunc chosen by the strategy registry.
+* :class:`ApplyDeconvSchedule` (after FuseOps/FuseTIR): schedules every PrimFunc holding
+  decomposed blocks, fused epilogues included, with its implementation's schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import tvm
+from tvm import relax, s_tir, tirx
+from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.target import Target
+
+from . import strategy
+from .plan import ConvTransposeSpec, make_spec
+from .targets import TargetLike, resolve_target
+
+logger = logging.getLogger("tvm_deconv")
+
+IMPL_ANNOTATION = "tvm_deconv.impl"
+TRANSPOSED_CONV_OPS = {
+    "relax.nn.conv1d_transpose": 1,
+    "relax.nn.conv2d_transpose": 2,
+    "relax.nn.conv3d_transpose": 3,
+}
+
+
+def _current_target(target: Optional[TargetLike]) -> Target:
+    if target is not None:
+        return resolve_target(target)
+    current = Target.current(allow_none=True)
+    return current if current is not None else resolve_target("llvm")
+
+
+def _static_shape(expr: relax.Expr) -> Optional[tuple[int, ...]]:
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not hasattr(shape, "values"):
+        return None
+    if not all(isinstance(v, tirx.IntImm) for v in shape.values):
+        return None
+    return tuple(int(v) for v in shape.values)
+
+
+def spec_from_call(call: relax.Call) -> tuple[Optional[ConvTransposeSpec], str]:
+    """The spec of a transposed-conv call, or ``(None, why it is not supported)``.
+
+    Invalid attributes raise :class:`~tvm_deconv.plan.PlanError` (they would be wrong under
+    any lowering); unsupported-but-valid calls return a reason instead.
+    """
+    data, weight = call.args[0], call.args[1]
+    data_shape, weight_shape = _static_shape(data), _static_shape(weight)
+    if data_shape is None or weight_shape is None:
+        return None, "symbolic (dynamic) shapes are not supported"
+    attrs = call.attrs
+    spec = make_spec(
+        data_shape, weight_shape, strides=attrs.strides, padding=attrs.padding,
+        output_padding=attrs.output_padding, dilation=attrs.dilation, groups=int(attrs.groups),
+        data_layout=str(attrs.data_layout), kernel_layout=str(attrs.kernel_layout),
+        out_layout=str(attrs.out_layout), dtype=str(data.ty.dtype), out_dtype=str(call.ty.dtype))
+    if str(weight.ty.dtype) != spec.dtype:
+        return None, f"data dtype {spec.dtype} differs from weight dtype {weight.ty.dtype}"
+    return spec, ""
+
+
+def annotate_implementation(func: tirx.PrimFunc, impl_name: str) -> tirx.PrimFunc:
+    """Tag every root block of ``func`` with the implementation that must schedule it."""
+    sch = s_tir.Schedule(func)
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        sch.annotate(block, IMPL_ANNOTATION, impl_name)
+    return sch.mod["main"]
+
+
+def _describe(call: relax.Call, spec: Optional[ConvTransposeSpec]) -> str:
+    if spec is None:
+        return call.op.name
+    return (f"{call.op.name}(data {spec.data_shape} {spec.data_layout}, weight "
+            f"{spec.weight_shape} {spec.kernel_layout}, strides={spec.strides}, "
+            f"groups={spec.groups}, {spec.dtype}->{spec.out_dtype})")
+
+
+@mutator
+class _TransposedConvRewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, target: Target):
+        super().__init__(mod)
+        self.mod = mod
+        self.target = target
+        self.rewritten = 0
+        self.fallbacks = 0
+        self._funcs: dict[tuple, relax.GlobalVar] = {}
+
+    def rewrite(self) -> tvm.IRModule:
+        for gv, func in self.mod.functions_items():
+            if isinstance(func, relax.Function):
+                self.builder_.update_func(gv, self.visit_expr(func))
+        return self.builder_.get()
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
+        call = self.visit_expr_post_order(call)
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name not in TRANSPOSED_CONV_OPS:
+            return call
+        spec, why = spec_from_call(call)
+        impl = None
+        if spec is not None:
+            selection = strategy.select(strategy.CONV_TRANSPOSE, spec, self.target)
+            impl, why = selection.implementation, selection.reason()
+        if impl is None:
+            self.fallbacks += 1
+            logger.warning("tvm_deconv: %s falls back to TVM's default lowering: %s",
+                           _describe(call, spec), why)
+            return call
+        weight = call.args[1]
+        if impl.pack is not None:
+            pack = impl.pack(spec)
+            packed = pack.buffer_map[pack.params[-1]]
+            pack_gv = self._add(("pack", spec, impl.name), pack, f"pack_weight_{impl.name}")
+            weight = self.builder_.emit(relax.call_tir(
+                pack_gv, [weight], relax.TensorType([int(d) for d in packed.shape], packed.dtype)))
+        gv = self._add((spec, impl.name), None, f"conv{spec.ndim}d_transpose_decomposed",
+                       lambda: annotate_implementation(impl.compute(spec), impl.name))
+        self.rewritten += 1
+        out_ty = relax.TensorType(spec.out_shape, spec.out_dtype)
+        return relax.call_tir(gv, [call.args[0], weight], out_ty)
+
+    def _add(self, key, func, name, make=None) -> relax.GlobalVar:
+        if key not in self._funcs:
+            func = func if func is not None else make()
+            self._funcs[key] = self.builder_.add_func(func.without_attr("global_symbol"), name)
+        return self._funcs[key]
+
+
+@tvm.transform.module_pass(opt_level=0, name="DecomposeTransposedConv")
+class DecomposeTransposedConv:
+    """Rewrite supported transposed convs into decomposed PrimFuncs.
+
+    IR in: Relax functions calling ``relax.nn.conv{1,2,3}d_transpose``.
+    IR out: each supported call replaced by ``R.call_tir`` of an unscheduled PrimFunc with
+    ``op_pattern`` = out-elementwise-fusable (so FuseOps/FuseTIR fuse bias and activations
+    into it) and blocks tagged with the implementation name.  Calls no implementation takes
+    stay as they are for TVM's ``LegalizeOps``, with one warning line each saying why.
+    """
+
+    def __init__(self, target: Optional[TargetLike] = None):
+        self.target = target
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _TransposedConvRewriter(mod, _current_target(self.target))
+        return rewriter.rewrite()
+
+
+def implementation_of(func: tirx.PrimFunc) -> Optional[str]:
+    """The implementation tag of a PrimFunc's decomposed blocks (``None`` if it has none)."""
+    sch = s_tir.Schedule(func)
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        name = sch.get(block).annotations.get(IMPL_ANNOTATION)
+        if name is not None:
+            return str(name)
+    return None
+
+
+@tvm.transform.module_pass(opt_level=0, name="ApplyDeconvSchedule")
+class ApplyDeconvSchedule:
+    """Schedule the PrimFuncs that hold decomposed transposed convs.
+
+    IR in: PrimFuncs (fused or not) whose blocks carry ``tvm_deconv.impl``.
+    IR out: those PrimFuncs scheduled by their implementation and marked
+    ``tirx.is_scheduled`` (so dlight leaves them alone).  If a schedule raises, the PrimFunc
+    stays unscheduled (still correct: the CPU runs it as is, dlight schedules it on GPUs) and
+    a warning says so.
+    """
+
+    def __init__(self, target: Optional[TargetLike] = None):
+        self.target = target
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        target = _current_target(self.target)
+        updates = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
+                continue
+            impl_name = implementation_of(func)
+            if impl_name is None:
+                continue
+            impl = strategy.get(strategy.CONV_TRANSPOSE, impl_name)
+            if impl.schedule is None:
+                continue
+            sch = s_tir.Schedule(func)
+            try:
+                impl.schedule(sch, target)
+            except Exception as err:  # pylint: disable=broad-except
+                logger.warning("tvm_deconv: schedule %s failed on %s (%s); using it unscheduled",
+                               impl_name, gv.name_hint, err)
+                continue
+            updates[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
