@@ -57,6 +57,10 @@ PRESETS: dict[str, Callable[[], dict]] = {
 }
 
 
+class TargetError(ValueError):
+    """A target that is neither a Target, a target dict nor a preset name."""
+
+
 def resolve_target(target: TargetLike) -> Target:
     """A :class:`tvm.target.Target` from a Target, a dict or a preset name."""
     if isinstance(target, Target):
@@ -67,8 +71,8 @@ def resolve_target(target: TargetLike) -> Target:
         key = target.strip().lower()
         if key in PRESETS:
             return Target(PRESETS[key]())
-        raise ValueError(
+        raise TargetError(
             f"unknown target {target!r}: use a preset ({', '.join(sorted(PRESETS))}), a "
             "tvm.target.Target, or a target dict such as {'kind': 'llvm', 'mcpu': 'znver3'}")
-    raise TypeError(f"target must be a tvm.target.Target, dict or preset name, not "
+    raise TargetError(f"target must be a tvm.target.Target, dict or preset name, not "
                     f"{type(target).__name__}")

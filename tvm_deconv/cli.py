@@ -7,8 +7,12 @@ import importlib
 import logging
 import sys
 
+from .plan import PlanError
+from .targets import TargetError
+
 SUBCOMMANDS = {
     "demo": ("tvm_deconv.demo", "compile a DCGAN generator with and without tvm-deconv"),
+    "bench": ("tvm_deconv.bench", "benchmark the zoo layers against TVM's default, ORT, PyTorch"),
 }
 
 
@@ -24,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(message)s")
-    return modules[args.command].run(args)
+    try:
+        return modules[args.command].run(args)
+    except (PlanError, TargetError) as err:
+        print(f"tvm-deconv {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def _conv_nd_transpose(ndim: int, data_shape: Sequence[int], weight_shape: Seque
 
 
 def conv1d_transpose(data_shape, weight_shape, strides=1, padding=0, output_padding=0,
-                     dilation=1, groups=1, data_layout="NCW", kernel_layout=None,
+                     dilation=1, groups=1, data_layout=None, kernel_layout=None,
                      out_layout=None, dtype="float32", out_dtype=None) -> tirx.PrimFunc:
     """Decomposed 1-d transposed conv (attributes as ``relax.op.nn.conv1d_transpose``)."""
     return _conv_nd_transpose(1, data_shape, weight_shape, strides=strides, padding=padding,
@@ -139,7 +139,7 @@ def conv1d_transpose(data_shape, weight_shape, strides=1, padding=0, output_padd
 
 
 def conv2d_transpose(data_shape, weight_shape, strides=1, padding=0, output_padding=0,
-                     dilation=1, groups=1, data_layout="NCHW", kernel_layout=None,
+                     dilation=1, groups=1, data_layout=None, kernel_layout=None,
                      out_layout=None, dtype="float32", out_dtype=None) -> tirx.PrimFunc:
     """Decomposed 2-d transposed conv (attributes as ``relax.op.nn.conv2d_transpose``).
 
@@ -153,7 +153,7 @@ def conv2d_transpose(data_shape, weight_shape, strides=1, padding=0, output_padd
 
 
 def conv3d_transpose(data_shape, weight_shape, strides=1, padding=0, output_padding=0,
-                     dilation=1, groups=1, data_layout="NCDHW", kernel_layout=None,
+                     dilation=1, groups=1, data_layout=None, kernel_layout=None,
                      out_layout=None, dtype="float32", out_dtype=None) -> tirx.PrimFunc:
     """Decomposed 3-d transposed conv (attributes as ``relax.op.nn.conv3d_transpose``)."""
     return _conv_nd_transpose(3, data_shape, weight_shape, strides=strides, padding=padding,

@@ -72,3 +72,34 @@ def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
 def tolerance(dtype: str) -> float:
     """Relative-error bound for a kernel computing in ``dtype``."""
     return {"float32": 1e-5, "float16": 2e-3, "float64": 1e-12}.get(dtype, 1e-5)
+
+
+def run_primfunc(func, args: list[np.ndarray], out_shape, out_dtype: str,
+                 target="llvm") -> np.ndarray:
+    """Compile a PrimFunc ``(*args, out)`` for a CPU target, run it once, return ``out``."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    name = "main"
+    func = func.with_attr("global_symbol", name)
+    lib = tvm.compile(tvm.IRModule({name: func}), target)
+    dev = tvm.cpu(0)
+    out = tvm.runtime.tensor(np.zeros(out_shape, out_dtype), dev)
+    lib[name](*[tvm.runtime.tensor(a, dev) for a in args], out)
+    return out.numpy()
+
+
+def loop_nest_macs(func) -> int:
+    """Multiply-accumulates a PrimFunc's loop nest performs: for every reduction block, the
+    product of the extents of the loops around it (each iteration is one MAC)."""
+    from tvm import s_tir  # pylint: disable=import-outside-toplevel
+
+    sch = s_tir.Schedule(func)
+    total = 0
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if not any(iv.iter_type == 2 for iv in sch.get(block).iter_vars):
+            continue
+        macs = 1
+        for loop in sch.get_loops(block):
+            macs *= int(sch.get(loop).extent)
+        total += macs
+    return total

@@ -116,7 +116,7 @@ class _TransposedConvRewriter(PyExprMutator):
         weight = call.args[1]
         if impl.pack is not None:
             pack = impl.pack(spec)
-            packed = pack.buffer_map[pack.params[-1]]
+            packed = pack.params[-1]  # TVM 0.27: PrimFunc params are the buffers
             pack_gv = self._add(("pack", spec, impl.name), pack, f"pack_weight_{impl.name}")
             weight = self.builder_.emit(relax.call_tir(
                 pack_gv, [weight], relax.TensorType([int(d) for d in packed.shape], packed.dtype)))
