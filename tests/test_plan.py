@@ -120,3 +120,34 @@ def test_useful_flops_formula():
     spec = make_spec((2, 8, 5, 7), (8, 3, 4, 4), strides=2, padding=1, groups=2)
     assert make_plan(spec).useful_flops() == 2 * 2 * 8 * 3 * 5 * 7 * 16
     assert math.prod(spec.out_size) == 10 * 14
+
+
+@pytest.mark.parametrize("data,weight,attrs", [
+    ((2, 4, 5, 5), (4, 3, 3, 3), dict(strides=2, padding=1, output_padding=1)),
+    ((1, 6, 4, 3), (6, 2, 4, 4), dict(strides=(2, 3), padding=(1, 2), groups=3)),
+    ((1, 3, 7), (3, 2, 16), dict(strides=8, padding=4)),
+    ((1, 2, 3, 4, 2), (2, 3, 2, 3, 4), dict(strides=2, padding=1, output_padding=1)),
+])
+def test_reference_agrees_with_tvm_topi_testing(data, weight, attrs):
+    """Our float64 oracle against TVM's own Python references (where they apply)."""
+    import numpy as np
+    from tvm.topi import testing as topi_testing
+
+    from tvm_deconv.testing import conv_transpose_reference, random_inputs
+
+    spec = make_spec(data, weight, **attrs)
+    x, w = random_inputs(spec)
+    x, w = x.astype("float64"), w.astype("float64")
+    nd = spec.ndim
+    pads = list(spec.pad_before + spec.pad_after)
+    if nd == 1:
+        theirs = topi_testing.conv1d_transpose_ncw_python(x, w, spec.strides[0], pads,
+                                                          spec.output_padding)
+    elif nd == 2:
+        theirs = topi_testing.conv2d_transpose_nchw_python(x, w, spec.strides, pads,
+                                                           spec.output_padding, spec.groups)
+    else:
+        theirs = topi_testing.conv3d_transpose_ncdhw_python(x, w, spec.strides, pads,
+                                                             spec.output_padding, spec.groups)
+    np.testing.assert_allclose(conv_transpose_reference(x, w, spec), theirs, rtol=1e-10,
+                               atol=1e-10)
