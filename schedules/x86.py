@@ -1,0 +1,518 @@
+"""The x86 default schedule (no tuning): register-blocked, vectorised, packed weights.
+
+Compute (:func:`x86_compute`), per output phase with taps, is a small GEMM
+``acc[oc, q] += dpad[ic, q + in_start - j*in_step] * w[ic, tap(j), oc]`` over a *dense*
+per-phase accumulator ``acc_<phase>``; a write-back block per phase copies it to the strided
+output positions ``o = q*s + r`` (it is the only block touching the interleaved output, so
+the register tile never covers another phase's elements: the "one-phase tile + cache_write"
+corruption of the prototype cannot happen).  Two vector modes, picked from the spec and the
+target's vector width ``L``:
+
+* ``oc`` (``out_channels/groups >= L/2``): lanes are ``L`` output channels.  Packed weight
+  ``[G, ceil(Cog/L), Icg*prod(k), L]``, each phase's sub-kernel contiguous (``ic`` outer,
+  taps inner); data is repacked once per call to a zero-padded channels-last copy so the
+  sub-kernel taps need no bounds checks.  Register tile: ``OBT`` channel vectors x ``CW``
+  output columns.
+* ``w`` (few output channels: FSRCNN, RGB heads, depthwise): lanes are ``L`` output columns
+  of one phase.  Packed weight ``[G, Icg*prod(k), Cog]``, zero-padded channels-first data.
+  Register tile: ``OT`` channels x ``RH`` rows x ``V`` column vectors.
+
+Ragged phases (``k % s != 0``) each get their own block with their own tap count, so no MAC
+is spent on padding taps; the per-phase sub-kernels are concatenated in the packed weight
+(its size equals the original weight's, up to channel padding to ``L``).  Phase arithmetic
+comes from :mod:`tvm_deconv.plan` only.  Tapless phases (``k < s``) get ``zero_*`` blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from tvm import s_tir, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+from tvm.target import Target
+
+from tvm_deconv.compute import INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION
+from tvm_deconv.plan import ConvTransposeSpec, TransposedConvPlan, make_plan
+from tvm_deconv.targets import resolve_target
+
+ROLE = "tvm_deconv.x86.role"   # "pad" | "conv" | "wb" | "zero"
+TILE = "tvm_deconv.x86.tile"   # conv blocks: the register tile the schedule applies
+ACC_BUDGET = 12                # accumulator vector registers of a tile (16 ymm/zmm on x86)
+
+
+def _i64(value: int) -> tirx.IntImm:
+    return tirx.IntImm(INDEX_DTYPE, int(value))
+
+
+def _index(layout: str, by_axis: dict) -> list:
+    return [by_axis[a] for a in layout]
+
+
+def vector_lanes(target: Optional[Target] = None, dtype: str = "float32") -> int:
+    """float32 lanes of the target's widest vector unit (from its features, not its name).
+
+    ``llvm_get_vector_width`` answers 512 even on AVX2-only CPUs, so read the features.
+    """
+    if target is None:
+        target = Target.current(allow_none=True) or resolve_target("llvm")
+    bits = 128
+    try:
+        has = tirx_features(target)
+        if has("avx512f"):
+            bits = 512
+        elif has("avx") or has("avx2"):
+            bits = 256
+    except Exception:  # pylint: disable=broad-except
+        bits = 128
+    return max(1, bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)))
+
+
+def tirx_features(target: Target):
+    from tvm.target import codegen  # pylint: disable=import-outside-toplevel
+
+    return lambda feature: bool(codegen.target_has_features(feature, target))
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout: every size the pack, the compute and the schedule must agree on.
+
+
+def _best_tile(extent: int, cap: int) -> int:
+    """Tile size <= cap for an axis of ``extent``: few padded (wasted) columns, big tiles."""
+    cap = max(1, min(cap, extent))
+    best, best_score = 1, -1.0
+    for c in range(1, cap + 1):
+        padded = -(-extent // c) * c
+        score = (extent / padded) * (c / (c + 2.0))
+        if score > best_score + 1e-9:
+            best, best_score = c, score
+    return best
+
+
+@dataclass(frozen=True)
+class X86Layout:
+    mode: str            # "oc" or "w"
+    lanes: int           # L
+    groups: int
+    in_per_group: int
+    out_per_group: int
+    ob: int              # oc mode: channel blocks of L (padded); w mode: == out_per_group
+    tile: tuple          # oc: (OBT, CW); w: (OT, RH, V, L)
+    lo: tuple            # zero padding before, per spatial axis
+    hi: tuple            # zero padding after, per spatial axis
+    tap_offsets: dict    # phase index -> offset of its sub-kernel in the packed tap axis
+    total_taps: int      # Icg * prod(kernel)
+
+    def padded_extent(self, axis: int, ndim: int, extent: int) -> int:
+        """Per-phase q extent the conv block iterates (tiled axes rounded up to the tile)."""
+        if self.mode == "oc":
+            step = self.tile[1] if axis == ndim - 1 else 1
+        else:
+            step = (self.tile[2] * self.lanes if axis == ndim - 1
+                    else self.tile[1] if axis == ndim - 2 else 1)
+        return -(-extent // step) * step
+
+    @property
+    def packed_shape(self) -> tuple:
+        if self.mode == "oc":
+            return (self.groups, self.ob, self.total_taps, self.lanes)
+        return (self.groups, self.total_taps, self.out_per_group)
+
+
+def x86_layout(spec: ConvTransposeSpec, lanes: Optional[int] = None) -> X86Layout:
+    plan = make_plan(spec)
+    lanes = lanes or vector_lanes(dtype=spec.dtype)
+    nd = spec.ndim
+    cog = spec.out_per_group
+    # Widest phase extents per axis decide the tiles.
+    ext = [max(p.extent for p in ax.phases) for ax in plan.axes]
+    if 2 * cog >= lanes:
+        mode = "oc"
+        ob = -(-cog // lanes)
+        obt = 2 if ob % 2 == 0 else 1
+        cw = _best_tile(ext[-1], ACC_BUDGET // obt if obt == 2 else 8)
+        tile = (obt, cw)
+    else:
+        mode = "w"
+        ob = cog
+        ot = max(d for d in range(1, min(cog, 4) + 1) if cog % d == 0)
+        v = 2 if ext[-1] >= 2 * lanes and ot <= 3 else 1
+        rh = _best_tile(ext[-2], max(1, ACC_BUDGET // (ot * v))) if nd >= 2 else 1
+        tile = (ot, rh, v, lanes)
+    lay = X86Layout(mode, lanes, spec.groups, spec.in_per_group, cog, ob, tile, (), (), {}, 0)
+    lo, hi = [], []
+    for a, ax in enumerate(plan.axes):
+        lows, highs = [0], [0]
+        for ap in ax.phases:
+            if ap.num_taps == 0 or ap.extent == 0:
+                continue
+            qp = lay.padded_extent(a, nd, ap.extent)
+            lows.append(-(ap.in_start - (ap.num_taps - 1) * ap.in_step))
+            highs.append(qp - 1 + ap.in_start - (ax.in_size - 1))
+        lo.append(max(lows))
+        hi.append(max(highs))
+    offsets, off = {}, 0
+    for phase in plan.phases():
+        offsets[phase.index] = off
+        off += spec.in_per_group * math.prod(phase.num_taps)
+    return X86Layout(mode, lanes, spec.groups, spec.in_per_group, cog, ob, tile, tuple(lo),
+                     tuple(hi), offsets, off)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pack: weight (any kernel layout) -> packed weight.
+
+
+def _flat(js, taps) -> tirx.PrimExpr:
+    idx = _i64(0)
+    for j, t in zip(js, taps):
+        idx = idx * _i64(t) + j
+    return idx
+
+
+def x86_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+    """PrimFunc ``(weight, packed_weight)``; FoldConstant runs it at compile time."""
+    plan, lay = make_plan(spec), x86_layout(spec)
+    nd, sp = spec.ndim, spec.spatial_axes
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name("x86_pack_weight")
+            T.func_attr({"tirx.noalias": True})
+            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
+            packed = T.arg("packed_weight",
+                           T.buffer([_i64(d) for d in lay.packed_shape], spec.dtype))
+            for phase in plan.phases():
+                if not phase.has_taps:
+                    continue
+                taps = phase.num_taps
+                prod_t = math.prod(taps)
+                if lay.mode == "oc":
+                    extents = [lay.groups, lay.ob, lay.in_per_group] + list(taps) + [lay.lanes]
+                else:
+                    extents = [lay.groups, lay.in_per_group] + list(taps) + [lay.out_per_group]
+                with T.grid(*[_i64(e) for e in extents]) as loops:
+                    with T.sblock("pack_" + phase.name):
+                        it = T.axis.remap("S" * len(extents), loops, dtype=INDEX_DTYPE)
+                        if lay.mode == "oc":
+                            g, ob, ric, js, l = it[0], it[1], it[2], it[3:3 + nd], it[-1]
+                            oc = ob * _i64(lay.lanes) + l
+                        else:
+                            g, ric, js, oc = it[0], it[1], it[2:2 + nd], it[-1]
+                        tap = _i64(lay.tap_offsets[phase.index]) + ric * _i64(prod_t) + _flat(
+                            js, taps)
+                        kidx = {a: _i64(ap.tap_start) + j * _i64(ap.tap_step)
+                                for a, ap, j in zip(sp, phase.axes, js)}
+                        ocl = tirx.min(oc, _i64(lay.out_per_group - 1))
+                        kidx.update(I=g * _i64(lay.in_per_group) + ric, O=ocl)
+                        val = weight[tuple(_index(spec.kernel_layout, kidx))]
+                        if lay.mode == "oc":
+                            if lay.ob * lay.lanes != lay.out_per_group:
+                                val = tirx.if_then_else(oc < _i64(lay.out_per_group), val,
+                                                        tirx.const(0, spec.dtype))
+                            T.buffer_store(packed, val, [g, ob, tap, l])
+                        else:
+                            T.buffer_store(packed, val, [g, tap, oc])
+    return builder.get()
+
+
+# ---------------------------------------------------------------------------------------------
+# Compute: (data, packed_weight, out).
+
+
+def x86_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+    plan, lay = make_plan(spec), x86_layout(spec)
+    nd, sp = spec.ndim, spec.spatial_axes
+    psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(f"conv{nd}d_transpose_x86")
+            T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
+            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
+            packed = T.arg("packed_weight",
+                           T.buffer([_i64(d) for d in lay.packed_shape], spec.dtype))
+            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            if lay.mode == "oc":
+                dshape = [spec.batch] + psizes + [spec.in_channels]
+            else:
+                dshape = [spec.batch, spec.in_channels] + psizes
+            dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
+            _pad_block(spec, lay, data, dpad, dshape)
+            for phase in plan.phases():
+                if phase.is_empty:
+                    continue
+                if phase.has_taps:
+                    _conv_blocks(plan, lay, phase, dpad, packed, out)
+                else:
+                    _zero_block(spec, phase, out)
+    return builder.get()
+
+
+def _pad_block(spec, lay, data, dpad, dshape) -> None:
+    nd = spec.ndim
+    with T.grid(*[_i64(e) for e in dshape]) as loops:
+        with T.sblock("pad_data"):
+            it = T.axis.remap("S" * len(dshape), loops, dtype=INDEX_DTYPE)
+            T.sblock_attr({PHASE_ANNOTATION: [], ROLE: "pad"})
+            if lay.mode == "oc":
+                n, ps, c = it[0], it[1:1 + nd], it[-1]
+            else:
+                n, c, ps = it[0], it[1], it[2:]
+            guards, idx = [], {}
+            for a, p, lo, hi, size in zip(spec.spatial_axes, ps, lay.lo, lay.hi, spec.in_size):
+                idx[a] = p - _i64(lo)
+                if lo:
+                    guards.append(p >= _i64(lo))
+                if hi:
+                    guards.append(p < _i64(lo + size))
+            idx.update(N=n, C=c)
+            # Clamp the read so the region analysis never sees an out-of-range access.
+            for a, size in zip(spec.spatial_axes, spec.in_size):
+                idx[a] = tirx.max(tirx.min(idx[a], _i64(size - 1)), _i64(0)) if guards else idx[a]
+            val = data[tuple(_index(spec.data_layout, idx))]
+            if guards:
+                val = tirx.if_then_else(tirx.all(*guards), val, tirx.const(0, spec.dtype))
+            T.buffer_store(dpad, val, list(it))
+
+
+def _tiles(lay: X86Layout, nd: int, sshape: list) -> list:
+    """Per accumulator dim: the inner loops ``[(extent, kind, multiplier)]`` of its tile."""
+    tiles = [[] for _ in sshape]
+    if lay.mode == "oc":
+        obt, cw = lay.tile
+        tiles[2] = [(obt, "unroll", 1)]
+        tiles[2 + nd] = [(cw, "unroll", 1)]
+        tiles[3 + nd] = [(lay.lanes, "vector", 1)]
+    else:
+        ot, rh, v, lanes = lay.tile
+        tiles[2] = [(ot, "unroll", 1)]
+        if nd >= 2:
+            tiles[1 + nd] = [(rh, "unroll", 1)]
+        tiles[2 + nd] = [(v, "unroll", lanes), (lanes, "vector", 1)]
+    return tiles
+
+
+def _inner_loops(tiles, kinds_for_vector="vector"):
+    loops = []
+    for d, tile in enumerate(tiles):
+        for extent, kind, mult in tile:
+            loops.append((d, extent, kind if kind != "vector" else kinds_for_vector, mult))
+    # the vector loop innermost
+    loops.sort(key=lambda x: x[2] == "vector")
+    return loops
+
+
+def _for(extent: int, kind: str):
+    if kind == "unroll":
+        return T.unroll(_i64(extent))
+    if kind == "vector":
+        return T.vectorized(_i64(extent))
+    return T.serial(_i64(extent))
+
+
+def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, out) -> None:
+    """One phase: a register-tiled loop nest, already scheduled (the tile sizes come from
+    :func:`x86_layout`).  Under one parallel loop over the tiles: zero the tile of the dense
+    accumulator, accumulate over input channels (taps unrolled, vector lanes innermost), then
+    copy the tile to this phase's output positions.
+
+    The nest is emitted scheduled because the output buffer has several writers (one per
+    phase): ``compute_at``/``parallel`` refuse such scopes once FuseTIR has put an epilogue
+    reading that buffer next to them.
+    """
+    spec = plan.spec
+    nd, sp = spec.ndim, spec.spatial_axes
+    taps = phase.num_taps
+    prod_t = math.prod(taps)
+    qext = [lay.padded_extent(a, nd, e) for a, e in enumerate(phase.extent)]
+    if lay.mode == "oc":
+        sshape = [spec.batch, lay.groups, lay.ob] + qext + [lay.lanes]
+    else:
+        sshape = [spec.batch, lay.groups, lay.out_per_group] + qext
+    acc = T.sblock_alloc_buffer([_i64(d) for d in sshape], spec.out_dtype, scope="local")
+    tiles = _tiles(lay, nd, sshape)
+    tile_size = [math.prod(e for e, _, _ in t) for t in tiles]
+    outer = [d // t for d, t in zip(sshape, tile_size)]
+    total = math.prod(outer)
+    annot = {PHASE_ANNOTATION: list(phase.index), TILE: list(lay.tile)}
+
+    def coords(fused, inner_vars, loops):
+        # Row-major decomposition of the fused tile index, plus the inner tile offsets.
+        out_c, rest = [], fused
+        strides = [math.prod(outer[d + 1:]) for d in range(len(outer))]
+        for d in range(len(outer)):
+            o = rest if d == 0 else tirx.floormod(fused, _i64(strides[d - 1]))
+            o = tirx.floordiv(o, _i64(strides[d])) if strides[d] != 1 else o
+            if outer[d] == 1:
+                o = _i64(0)
+            c = o * _i64(tile_size[d]) if tile_size[d] != 1 else o
+            out_c.append(c)
+        for (d, _, _, mult), var in zip(loops, inner_vars):
+            out_c[d] = out_c[d] + (var * _i64(mult) if mult != 1 else var)
+        return out_c
+
+    loops_c = _inner_loops(tiles)
+    with T.parallel(_i64(0), _i64(total)) if total > 1 else T.serial(_i64(total)) as fused:
+        # 1. zero the accumulator tile
+        with _nest(loops_c) as ivs:
+            with T.sblock(phase.name + "_init"):
+                cs = coords(fused, ivs, loops_c)
+                vs = [T.axis.spatial(_i64(e), c, dtype=INDEX_DTYPE) for e, c in zip(sshape, cs)]
+                T.sblock_attr(dict(annot, **{ROLE: "init"}))
+                T.buffer_store(acc, tirx.const(0, spec.out_dtype), vs)
+        # 2. accumulate
+        red_loops = [(None, lay.in_per_group, "serial", 1)] + [(None, t, "unroll", 1) for t in taps]
+        with _nest(red_loops + loops_c) as ivs:
+            with T.sblock(phase.name):
+                rivs, sivs = ivs[:1 + nd], ivs[1 + nd:]
+                cs = coords(fused, sivs, loops_c)
+                vs = [T.axis.spatial(_i64(e), c, dtype=INDEX_DTYPE) for e, c in zip(sshape, cs)]
+                ric = T.axis.reduce(_i64(lay.in_per_group), rivs[0], dtype=INDEX_DTYPE)
+                js = [T.axis.reduce(_i64(t), r, dtype=INDEX_DTYPE) for t, r in zip(taps, rivs[1:])]
+                T.sblock_attr(dict(annot, **{ROLE: "conv"}))
+                n, g, o, qs = vs[0], vs[1], vs[2], vs[3:3 + nd]
+                ic = g * _i64(lay.in_per_group) + ric
+                pos = [q + _i64(ap.in_start + lo) - j * _i64(ap.in_step)
+                       for q, j, ap, lo in zip(qs, js, phase.axes, lay.lo)]
+                tap = _i64(lay.tap_offsets[phase.index]) + ric * _i64(prod_t) + _flat(js, taps)
+                if lay.mode == "oc":
+                    x = dpad[tuple([n] + pos + [ic])]
+                    w = packed[g, o, tap, vs[3 + nd]]
+                else:
+                    x = dpad[tuple([n, ic] + pos)]
+                    w = packed[g, tap, o]
+                T.buffer_store(acc, acc[tuple(vs)] + x.astype(spec.out_dtype)
+                               * w.astype(spec.out_dtype), vs)
+        # 3. write back: dense tile -> this phase's strided output positions (no other phase's)
+        wb_loops = [(d, e, "serial", m) for d, e, _, m in loops_c]
+        with _nest(wb_loops) as ivs:
+            with T.sblock("wb_" + phase.name[len("phase_"):]):
+                cs = coords(fused, ivs, wb_loops)
+                vs = [T.axis.spatial(_i64(e), c, dtype=INDEX_DTYPE) for e, c in zip(sshape, cs)]
+                T.sblock_attr(dict(annot, **{ROLE: "wb"}))
+                n, g, o, qs = vs[0], vs[1], vs[2], vs[3:3 + nd]
+                conds = [q < _i64(e) for q, e, qp in zip(qs, phase.extent, qext) if qp != e]
+                if lay.mode == "oc":
+                    oc = o * _i64(lay.lanes) + vs[3 + nd]
+                    if lay.ob * lay.lanes != lay.out_per_group:
+                        conds.append(oc < _i64(lay.out_per_group))
+                else:
+                    oc = o
+                oidx = {a: q * _i64(ap.stride) + _i64(ap.phase)
+                        for a, q, ap in zip(sp, qs, phase.axes)}
+                oidx.update(N=n, C=g * _i64(lay.out_per_group) + oc)
+                oidx = _index(spec.out_layout, oidx)
+                T.reads(acc[tuple(vs)])
+                T.writes(out[tuple(oidx)])
+                if conds:
+                    with T.If(tirx.all(*conds) if len(conds) > 1 else conds[0]):
+                        with T.Then():
+                            T.buffer_store(out, acc[tuple(vs)], oidx)
+                else:
+                    T.buffer_store(out, acc[tuple(vs)], oidx)
+
+
+class _nest:
+    """``with _nest([(dim, extent, kind, mult), ...]) as vars``: nested annotated loops."""
+
+    def __init__(self, loops):
+        self.loops = loops
+        self.frames = []
+
+    def __enter__(self):
+        ivs = []
+        for _, extent, kind, _ in self.loops:
+            frame = _for(extent, kind)
+            ivs.append(frame.__enter__())
+            self.frames.append(frame)
+        return ivs
+
+    def __exit__(self, *exc):
+        for frame in reversed(self.frames):
+            frame.__exit__(*exc)
+        return False
+
+
+def _zero_block(spec: ConvTransposeSpec, phase, out) -> None:
+    extents = [spec.batch, spec.out_channels] + list(phase.extent)
+    with T.grid(*[_i64(e) for e in extents]) as loops:
+        with T.sblock("zero_" + phase.name[len("phase_"):]):
+            it = T.axis.remap("S" * len(extents), loops, dtype=INDEX_DTYPE)
+            T.sblock_attr({PHASE_ANNOTATION: list(phase.index), ROLE: "zero"})
+            oidx = {a: q * _i64(ap.stride) + _i64(ap.phase)
+                    for a, ap, q in zip(spec.spatial_axes, phase.axes, it[2:])}
+            oidx.update(N=it[0], C=it[1])
+            T.buffer_store(out, tirx.const(0, spec.out_dtype), _index(spec.out_layout, oidx))
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule.
+
+
+def _role(sch, block) -> Optional[str]:
+    role = sch.get(block).annotations.get(ROLE)
+    return None if role is None else str(role)
+
+
+def _parallel_spatial(sch, block, lanes: int, max_fused: Optional[int] = None) -> None:
+    """Elementwise / copy blocks: fuse the loops, vectorise a divisible tail, go parallel."""
+    iter_vars = sch.get(block).iter_vars
+    loops = sch.get_loops(block)
+    if len(loops) != len(iter_vars) or any(iv.iter_type != 0 for iv in iter_vars):
+        if loops:
+            spatial = [lp for lp, iv in zip(loops, iter_vars) if iv.iter_type == 0][:2]
+            if len(loops) == len(iter_vars) and spatial:
+                sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
+        return
+    extents = [int(iv.dom.extent) for iv in iter_vars]
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    total = math.prod(extents)
+    if total % lanes == 0 and total >= 4 * lanes and sch.get(block).reads is not None:
+        outer, inner = sch.split(fused, [None, lanes])
+        sch.vectorize(inner)
+        sch.parallel(outer)
+    else:
+        sch.parallel(fused)
+
+
+def schedule_x86(sch: s_tir.Schedule, target: Target) -> None:
+    lanes = vector_lanes(target)
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    for block in blocks:
+        role = _role(sch, block)
+        if role in ("conv", "wb", "init"):
+            continue  # the phase nests are emitted scheduled by x86_compute
+        if role == "pad":
+            _schedule_pad(sch, block, lanes)
+        else:  # zero blocks and fused epilogues
+            _parallel_spatial(sch, block, lanes)
+
+
+def _schedule_pad(sch, block, lanes) -> None:
+    loops = sch.get_loops(block)
+    sch.parallel(sch.fuse(loops[0], loops[1]))
+
+
+def supports_x86(spec: ConvTransposeSpec, target: Target) -> Optional[str]:
+    if "arm_cpu" in target.keys:
+        return "arm_cpu targets get their own schedule"
+    if target.kind.name != "llvm":
+        return f"target kind {target.kind.name} is not llvm"
+    if spec.dtype != "float32" or spec.out_dtype != "float32":
+        return f"dtype {spec.dtype}->{spec.out_dtype}: the x86 schedule is float32 only"
+    return None
+
+
+def workspace_bytes(spec: ConvTransposeSpec, lanes: Optional[int] = None) -> int:
+    """Extra memory of this implementation: packed weight minus the weight, plus the padded
+    data copy (the per-tile accumulators live in registers / a few KB of stack)."""
+    lay = x86_layout(spec, lanes)
+    item = {"float32": 4, "float16": 2, "float64": 8}.get(spec.dtype, 4)
+    packed = math.prod(lay.packed_shape) - math.prod(spec.weight_shape)
+    dpad = spec.batch * spec.in_channels * math.prod(
+        n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi))
+    return (packed + dpad) * item
