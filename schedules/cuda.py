@@ -85,6 +85,12 @@ class _Tiles:
     bk: int
 
 
+def _bk(ric: int) -> int:
+    """Channels per K step: a divisor of Cin/groups (an imperfect split makes the staged
+    input window's bounds unprovable, and its shared buffer balloons past the 48 KiB limit)."""
+    return next(b for b in range(min(16, ric), 0, -1) if ric % b == 0)
+
+
 def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int) -> _Tiles:
     """Thread-block tile of one phase: BM = ty*vo channels × BN = tx*vw pixels.
 
@@ -104,7 +110,7 @@ def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int) -> _Tiles:
             left //= tiles[i]
         vw_e = next(v for v in (4, 2, 1) if v <= vw and tiles[-1] % v == 0)
         grid = -(-oc // (vo_e * ty)) * math.prod(-(-e // t) for e, t in zip(spatial, tiles))
-        return _Tiles(vo_e, ty, tiles, vw_e, min(16, ric)), grid
+        return _Tiles(vo_e, ty, tiles, vw_e, _bk(ric)), grid
 
     tiles, grid = derive()
     while grid < num_sms:
@@ -236,6 +242,49 @@ def _num_sms(target: Target) -> int:
     return {"sm_90": 132, "sm_89": 128, "sm_87": 16, "sm_86": 84, "sm_80": 108}.get(arch, 80)
 
 
+def _shared_fits(sch, phase_names, knobs, num_sms, target) -> bool:
+    """Build the phases with shared staging on a copy; False if a kernel's static shared
+    memory exceeds the target's per-block limit."""
+    import re  # pylint: disable=import-outside-toplevel
+
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    _, zeros, others = split_blocks(sch)
+    rest = [sch.get(b).name_hint for b in zeros + others]
+    trial = sch.copy()
+    try:
+        for name in phase_names:
+            attempt = trial.copy()
+            try:
+                schedule_phase(attempt, name, knobs, shared_cache=True, num_sms=num_sms)
+                shared = True
+            except Exception:  # pylint: disable=broad-except
+                shared = False
+            schedule_phase(trial, name, knobs, shared_cache=shared, num_sms=num_sms)
+        for name in rest:
+            schedule_elementwise(trial, trial.get_sblock(name), knobs)
+        func = trial.mod["main"].with_attr("global_symbol", "shared_probe")
+        ex = tvm.compile(tvm.IRModule({"shared_probe": func}), target)
+    except Exception:  # pylint: disable=broad-except
+        return True  # decided per phase below
+    limit = int(target.attrs.get("max_shared_memory_per_block", 49152))
+
+    def sources(mod):
+        out = [mod.inspect_source()] if mod.kind == "cuda" else []
+        for sub in mod.imports:
+            out += sources(sub)
+        return out
+
+    sizes = {"float": 4, "half": 2, "double": 8}
+    for src in sources(ex.mod):
+        for kernel in src.split("__global__")[1:]:
+            used = sum(int(n) * sizes.get(t, 8) for t, n in re.findall(
+                r"__shared__[^;]*?(float|half|double)\s+\w+\[(\d+)\]", kernel))
+            if used > limit:
+                return False
+    return True
+
+
 def schedule_cuda(sch: s_tir.Schedule, target: Target, knobs: _Knobs = GPU) -> None:
     """Schedule every root block of a decomposed-conv PrimFunc for CUDA."""
     phases, zeros, others = split_blocks(sch)
@@ -243,16 +292,19 @@ def schedule_cuda(sch: s_tir.Schedule, target: Target, knobs: _Knobs = GPU) -> N
     zero_names = [sch.get(b).name_hint for b in zeros]
     other_names = [sch.get(b).name_hint for b in others]
     num_sms = _num_sms(target)
+    # Stage input/weight tiles in shared memory unless that fails (grouped convs: the input
+    # window is no constant box) or TVM's region bound of the staged window comes out larger
+    # than a block's shared memory (seen: the whole image plane): try on a copy first.
+    shared = knobs.bind is False or _shared_fits(sch, phase_names, knobs, num_sms, target)
     for name in phase_names:
-        # A grouped conv's input window is not a constant-size box: try shared staging on a
-        # copy first and fall back to register tiling from global memory.
-        trial = sch.copy()
-        try:
-            schedule_phase(trial, name, knobs, shared_cache=True, num_sms=num_sms)
-            shared = True
-        except Exception:  # pylint: disable=broad-except
-            shared = False
-        schedule_phase(sch, name, knobs, shared_cache=shared, num_sms=num_sms)
+        use_shared = shared
+        if use_shared:
+            trial = sch.copy()
+            try:
+                schedule_phase(trial, name, knobs, shared_cache=True, num_sms=num_sms)
+            except Exception:  # pylint: disable=broad-except
+                use_shared = False
+        schedule_phase(sch, name, knobs, shared_cache=use_shared, num_sms=num_sms)
     # Fold chains of elementwise epilogue blocks into the last one (one kernel, not several).
     for name in other_names[:-1]:
         trial = sch.copy()

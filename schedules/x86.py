@@ -40,6 +40,8 @@ from tvm_deconv.targets import resolve_target
 
 ROLE = "tvm_deconv.x86.role"   # "pad" | "conv" | "wb" | "zero"
 TILE = "tvm_deconv.x86.tile"   # conv blocks: the register tile the schedule applies
+L2_WEIGHT_BYTES = 256 * 1024  # a phase sub-kernel this small stays in L2
+OC_TILE_COLS = 4               # oc mode, 2 channel vectors: output columns per tile
 ACC_BUDGET = 12                # accumulator vector registers of a tile (16 ymm/zmm on x86)
 
 
@@ -133,7 +135,10 @@ def x86_layout(spec: ConvTransposeSpec, lanes: Optional[int] = None) -> X86Layou
         mode = "oc"
         ob = -(-cog // lanes)
         obt = 2 if ob % 2 == 0 else 1
-        cw = _best_tile(ext[-1], ACC_BUDGET // obt if obt == 2 else 8)
+        # 2 channel vectors x 4 columns: 8 accumulators + 2 weight vectors + broadcasts.  A
+        # 2x6 tile (12 accumulators) measured 1.2-1.7x slower (pose, unet): LLVM runs out of
+        # the 16 ymm registers and spills.
+        cw = _best_tile(ext[-1], OC_TILE_COLS if obt == 2 else 8)
         tile = (obt, cw)
     else:
         mode = "w"
@@ -294,6 +299,16 @@ def _tiles(lay: X86Layout, nd: int, sshape: list) -> list:
     return tiles
 
 
+def _tap_reuse_axes(lay: X86Layout, nd: int) -> set:
+    """Spatial axes whose register tile spans several scalar output positions."""
+    if lay.mode == "oc":
+        return {nd - 1} if lay.tile[1] > 1 else set()
+    # w mode: rows reuse input rows across ky taps too, but a serial ky loop costs a 32-bit
+    # address computation + sign extension per load (NarrowDataType), which measured slower
+    # (FSRCNN 2x) than the spills of the fully unrolled taps.
+    return set()
+
+
 def _inner_loops(tiles, kinds_for_vector="vector"):
     loops = []
     for d, tile in enumerate(tiles):
@@ -338,17 +353,27 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
     total = math.prod(outer)
     annot = {PHASE_ANNOTATION: list(phase.index), TILE: list(lay.tile)}
 
+    # Order of the tile loops inside the fused parallel loop (outermost first).  When this
+    # phase's whole packed sub-kernel fits in L2, the channel-tile dim goes innermost, so every
+    # input patch is read once from memory for all output channels; otherwise channel tiles
+    # stay outer, so each weight slice is reused by all spatial tiles while it is hot.
+    wbytes = lay.in_per_group * prod_t * lay.ob * (lay.lanes if lay.mode == "oc" else 1) * 4
+    tile_order = list(range(len(outer)))
+    if wbytes <= L2_WEIGHT_BYTES and len(outer) > 3:
+        tile_order = [0, 1] + list(range(3, len(outer))) + [2]
+
     def coords(fused, inner_vars, loops):
-        # Row-major decomposition of the fused tile index, plus the inner tile offsets.
-        out_c, rest = [], fused
-        strides = [math.prod(outer[d + 1:]) for d in range(len(outer))]
-        for d in range(len(outer)):
-            o = rest if d == 0 else tirx.floormod(fused, _i64(strides[d - 1]))
-            o = tirx.floordiv(o, _i64(strides[d])) if strides[d] != 1 else o
+        # Row-major decomposition of the fused tile index (in ``tile_order``), plus the inner tile
+        # offsets.
+        out_c = [None] * len(outer)
+        ords = [outer[d] for d in tile_order]
+        strides = [math.prod(ords[i + 1:]) for i in range(len(ords))]
+        for i, d in enumerate(tile_order):
+            o = fused if i == 0 else tirx.floormod(fused, _i64(strides[i - 1]))
+            o = tirx.floordiv(o, _i64(strides[i])) if strides[i] != 1 else o
             if outer[d] == 1:
                 o = _i64(0)
-            c = o * _i64(tile_size[d]) if tile_size[d] != 1 else o
-            out_c.append(c)
+            out_c[d] = o * _i64(tile_size[d]) if tile_size[d] != 1 else o
         for (d, _, _, mult), var in zip(loops, inner_vars):
             out_c[d] = out_c[d] + (var * _i64(mult) if mult != 1 else var)
         return out_c
@@ -363,14 +388,23 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
                 T.sblock_attr(dict(annot, **{ROLE: "init"}))
                 T.buffer_store(acc, tirx.const(0, spec.out_dtype), vs)
         # 2. accumulate
-        red_loops = [(None, lay.in_per_group, "serial", 1)] + [(None, t, "unroll", 1) for t in taps]
+        # Taps along an axis the register tile spans in scalar steps reuse the same input
+        # elements for neighbouring outputs: unrolled, LLVM keeps those loads live across taps
+        # and spills them.  Those tap loops stay serial (outer); the others are unrolled.
+        reuse = _tap_reuse_axes(lay, nd)
+        order = ([a for a in range(nd) if a in reuse and taps[a] > 1]
+                 + [a for a in range(nd) if not (a in reuse and taps[a] > 1)])
+        red_loops = [(None, lay.in_per_group, "serial", 1)] + [
+            (None, taps[a], "serial" if a in reuse else "unroll", 1) for a in order]
         with _nest(red_loops + loops_c) as ivs:
             with T.sblock(phase.name):
                 rivs, sivs = ivs[:1 + nd], ivs[1 + nd:]
                 cs = coords(fused, sivs, loops_c)
                 vs = [T.axis.spatial(_i64(e), c, dtype=INDEX_DTYPE) for e, c in zip(sshape, cs)]
                 ric = T.axis.reduce(_i64(lay.in_per_group), rivs[0], dtype=INDEX_DTYPE)
-                js = [T.axis.reduce(_i64(t), r, dtype=INDEX_DTYPE) for t, r in zip(taps, rivs[1:])]
+                tap_iv = dict(zip(order, rivs[1:]))
+                js = [T.axis.reduce(_i64(taps[a]), tap_iv[a], dtype=INDEX_DTYPE)
+                      for a in range(nd)]
                 T.sblock_attr(dict(annot, **{ROLE: "conv"}))
                 n, g, o, qs = vs[0], vs[1], vs[2], vs[3:3 + nd]
                 ic = g * _i64(lay.in_per_group) + ric
@@ -386,7 +420,13 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
                 T.buffer_store(acc, acc[tuple(vs)] + x.astype(spec.out_dtype)
                                * w.astype(spec.out_dtype), vs)
         # 3. write back: dense tile -> this phase's strided output positions (no other phase's)
+        # oc mode: lanes (output channels) outer, columns inner, so consecutive stores share
+        # cache lines of the channels-first output.
         wb_loops = [(d, e, "serial", m) for d, e, _, m in loops_c]
+        if lay.mode == "oc":
+            wb_loops = [lp for lp in wb_loops if lp[0] == 2] + [
+                lp for lp in wb_loops if lp[0] == 3 + nd] + [
+                lp for lp in wb_loops if lp[0] not in (2, 3 + nd)]
         with _nest(wb_loops) as ivs:
             with T.sblock("wb_" + phase.name[len("phase_"):]):
                 cs = coords(fused, ivs, wb_loops)

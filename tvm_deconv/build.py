@@ -9,6 +9,7 @@ import tvm
 from tvm import relax
 
 from .targets import TargetLike, resolve_target
+from .dilated import DecomposeDilatedConv
 from .transform import ApplyDeconvSchedule, DecomposeTransposedConv
 
 
@@ -34,10 +35,24 @@ def _gpu_default_schedule() -> tvm.transform.Pass:
                                    dl.gpu.GeneralReduction(), dl.gpu.Fallback())
 
 
-def pipeline(target: TargetLike, decompose: bool = True) -> tvm.transform.Pass:
+def _tuning_database(target: tvm.target.Target, tuning_logs):
+    """(database or None, whether missing records deserve a warning)."""
+    from .tuning import load_tuning_logs, shipped_log_dir  # pylint: disable=C0415
+
+    if tuning_logs is False:
+        return None, False
+    if tuning_logs is None:
+        shipped = shipped_log_dir(target)
+        return (load_tuning_logs(shipped, target) if shipped else None), False
+    return load_tuning_logs(tuning_logs, target), True
+
+
+def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None
+             ) -> tvm.transform.Pass:
     """The Relax pipeline of ``target`` with the decomposed transposed conv in it.
 
-    Library dispatch → :class:`DecomposeTransposedConv` → LegalizeOps → AnnotateTIROpPattern →
+    Library dispatch → :class:`DecomposeTransposedConv` → :class:`DecomposeDilatedConv` →
+    LegalizeOps → AnnotateTIROpPattern →
     FoldConstant (weight transforms of constant weights) → FuseOps → FuseTIR →
     :class:`ApplyDeconvSchedule` → (GPU: dlight for everything else) → the backend's dataflow
     lowering and finalization.  ``decompose=False`` gives the same pipeline without the plugin
@@ -49,7 +64,9 @@ def pipeline(target: TargetLike, decompose: bool = True) -> tvm.transform.Pass:
     backend = _backend(target)
     passes = list(backend.library_dispatch_passes(target))
     if decompose:
-        passes.append(DecomposeTransposedConv(target))
+        database, warn_untuned = _tuning_database(target, tuning_logs)
+        passes.append(DecomposeTransposedConv(target, database, warn_untuned))
+        passes.append(DecomposeDilatedConv(target))
     passes += [
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -76,16 +93,17 @@ def build(
     target: TargetLike = "llvm",
     params: Optional[dict] = None,
     decompose: bool = True,
+    tuning_logs=None,
 ) -> relax.Executable:
     """Compile a Relax module with decomposed transposed convs; run it with
     ``relax.VirtualMachine(ex, dev)``.
 
     ``params`` (name → array) are bound as constants of ``main`` first, so weight transforms
-    are folded at compile time.
+    are folded at compile time.  ``tuning_logs``: see :func:`pipeline`.
     """
     target = resolve_target(target)
     if params:
         params = {k: v if isinstance(v, tvm.runtime.Tensor) else tvm.runtime.tensor(np.asarray(v))
                   for k, v in params.items()}
         mod = relax.transform.BindParams("main", params)(mod)
-    return tvm.compile(mod, target, relax_pipeline=pipeline(target, decompose=decompose))
+    return tvm.compile(mod, target, relax_pipeline=pipeline(target, decompose, tuning_logs))

@@ -42,8 +42,12 @@ def _index(layout: str, by_axis: dict) -> list:
     return [by_axis[a] for a in layout]
 
 
-def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out) -> None:
-    """Emit the loop nest and reduction block of one phase with taps."""
+def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out, acc=None) -> None:
+    """Emit the loop nest and reduction block of one phase with taps.
+
+    With ``acc`` (a dense buffer of the phase's extent) the block reduces into it instead of
+    the strided output; :func:`_store_block` then copies it out.
+    """
     spec = plan.spec
     nd, sp = spec.ndim, spec.spatial_axes
     extents = ([spec.batch, spec.out_channels] + list(phase.extent) + [spec.in_per_group]
@@ -71,15 +75,30 @@ def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out) -> N
                     guards.append(in_idx[a] >= _i64(0))
                 if highest >= axis_plan.in_size:
                     guards.append(in_idx[a] < _i64(axis_plan.in_size))
-            acc = spec.out_dtype
             x = data[tuple(_index(spec.data_layout, dict(in_idx, N=n, C=ic)))]
             if guards:
                 x = tirx.if_then_else(tirx.all(*guards), x, tirx.const(0, spec.dtype))
             w = weight[tuple(_index(spec.kernel_layout, dict(tap_idx, I=ic, O=oc_in_group)))]
-            y_idx = _index(spec.out_layout, dict(out_idx, N=n, C=oc))
+            dst, y_idx = out, _index(spec.out_layout, dict(out_idx, N=n, C=oc))
+            if acc is not None:
+                dst, y_idx = acc, [n, oc] + list(qs)
             with T.init():
-                T.buffer_store(out, tirx.const(0, acc), y_idx)
-            T.buffer_store(out, out[tuple(y_idx)] + x.astype(acc) * w.astype(acc), y_idx)
+                T.buffer_store(dst, tirx.const(0, spec.out_dtype), y_idx)
+            T.buffer_store(dst, dst[tuple(y_idx)] + x.astype(spec.out_dtype)
+                           * w.astype(spec.out_dtype), y_idx)
+
+
+def _store_block(spec: ConvTransposeSpec, phase: Phase, acc, out) -> None:
+    """Copy a phase's dense accumulator into its strided positions of the output."""
+    extents = [spec.batch, spec.out_channels] + list(phase.extent)
+    with T.grid(*[_i64(e) for e in extents]) as loops:
+        with T.sblock("store_" + phase.name[len("phase_"):]):
+            iters = T.axis.remap("S" * len(extents), loops, dtype=INDEX_DTYPE)
+            T.sblock_attr({PHASE_ANNOTATION: list(phase.index)})
+            out_idx = {a: q * _i64(ap.stride) + _i64(ap.phase)
+                       for a, ap, q in zip(spec.spatial_axes, phase.axes, iters[2:])}
+            y_idx = _index(spec.out_layout, dict(out_idx, N=iters[0], C=iters[1]))
+            T.buffer_store(out, acc[tuple(iters)], y_idx)
 
 
 def _zero_block(spec: ConvTransposeSpec, phase: Phase, out) -> None:
@@ -95,11 +114,20 @@ def _zero_block(spec: ConvTransposeSpec, phase: Phase, out) -> None:
             T.buffer_store(out, tirx.const(0, spec.out_dtype), y_idx)
 
 
-def decomposed_conv_transpose(spec: ConvTransposeSpec, name: str | None = None) -> tirx.PrimFunc:
+def decomposed_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
+                              phase_buffers: bool = False) -> tirx.PrimFunc:
     """The decomposed transposed conv of ``spec`` as an unscheduled PrimFunc.
 
     Signature ``(data, weight, out)`` in the spec's layouts; ``op_pattern`` is set to
     out-elementwise-fusable so Relax's FuseOps fuses bias/activation consumers into it.
+
+    ``phase_buffers=True`` gives the form TIR's reduction-block primitives accept
+    (``decompose_reduction``, ``cache_write``, ``reorder`` across reduction loops, and so
+    MetaSchedule's stock space): each phase reduces into its own dense accumulator and a
+    ``store_<r>`` block copies it into the strided output.  Those primitives require a
+    reduction block to be the only writer of its buffer, which the direct form is not.  A
+    schedule that ``reverse_compute_at``'s the store into the phase's tile keeps the
+    accumulator tile-sized; unscheduled, it is one output-sized workspace.
     """
     plan = make_plan(spec)
     name = name or f"conv{spec.ndim}d_transpose_decomposed"
@@ -113,7 +141,12 @@ def decomposed_conv_transpose(spec: ConvTransposeSpec, name: str | None = None) 
             for phase in plan.phases():
                 if phase.is_empty:
                     continue
-                if phase.has_taps:
+                if phase.has_taps and phase_buffers:
+                    acc = T.alloc_buffer([_i64(d) for d in (spec.batch, spec.out_channels)
+                                          + phase.extent], spec.out_dtype)
+                    _phase_block(plan, phase, data, weight, out, acc)
+                    _store_block(spec, phase, acc, out)
+                elif phase.has_taps:
                     _phase_block(plan, phase, data, weight, out)
                 else:
                     _zero_block(spec, phase, out)

@@ -352,3 +352,257 @@ class TransposedConvPlan:
 
 def make_plan(spec: ConvTransposeSpec) -> TransposedConvPlan:
     return TransposedConvPlan(spec, plan_axes(spec))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dilated (atrous) convolution, untangled (HUGE2): the phase plan of a FORWARD conv whose kernel
+# has dilation d.  Output element o reads input o*s + t*d - pad_before.  Split the output into
+# P = d / gcd(s, d) phases o = q*P + r: then o*s + t*d - pad_before = (q*m + t + a)*d + b with
+# m = s / gcd(s, d) and r*s - pad_before = a*d + b (0 <= b < d), i.e. phase r is a DENSE
+# (undilated) correlation of input phase b (every d-th input element, space-to-batch) with the
+# original kernel, read at rows q*m + t + a of that phase, and written to every P-th output
+# element (batch-to-space).  No kernel zero is ever multiplied.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DilatedAxisPhase:
+    """One output phase ``r`` of a dilated conv along one spatial axis.
+
+    Output elements ``o = r + q*num_phases`` for ``q in range(extent)``; tap ``t`` in
+    ``range(kernel)`` reads input index ``(q*in_step + t + in_start)*dilation + in_phase``
+    (zero outside the input: implicit padding), i.e. row ``q*in_step + t + in_start`` of input
+    phase ``in_phase``.
+    """
+
+    phase: int
+    num_phases: int
+    extent: int
+    kernel: int
+    dilation: int
+    in_phase: int
+    in_start: int
+    in_step: int
+
+    def input_index(self, q: int, t: int) -> int:
+        return (q * self.in_step + t + self.in_start) * self.dilation + self.in_phase
+
+    def output_index(self, q: int) -> int:
+        return self.phase + q * self.num_phases
+
+    @property
+    def lowest_input(self) -> int:
+        return self.input_index(0, 0)
+
+    @property
+    def highest_input(self) -> int:
+        return self.input_index(self.extent - 1, self.kernel - 1)
+
+
+@dataclass(frozen=True)
+class DilatedAxisPlan:
+    in_size: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad_before: int
+    pad_after: int
+    out_size: int
+    phases: tuple[DilatedAxisPhase, ...]
+
+    @property
+    def num_phases(self) -> int:
+        return len(self.phases)
+
+
+def dilated_out_size(in_size: int, kernel: int, stride: int = 1, dilation: int = 1,
+                     pad_before: int = 0, pad_after: int = 0) -> int:
+    return (in_size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def plan_dilated_axis(in_size: int, kernel: int, stride: int = 1, dilation: int = 1,
+                      pad_before: int = 0, pad_after: int = 0) -> DilatedAxisPlan:
+    """Phase plan of one spatial axis of a dilated forward conv (see the section comment)."""
+    out_size = dilated_out_size(in_size, kernel, stride, dilation, pad_before, pad_after)
+    g = math.gcd(stride, dilation)
+    num_phases, in_step = dilation // g, stride // g
+    phases = []
+    for r in range(num_phases):
+        extent = max(0, -(-(out_size - r) // num_phases))
+        a, b = divmod(r * stride - pad_before, dilation)  # Python floors: 0 <= b < dilation
+        phases.append(DilatedAxisPhase(r, num_phases, extent, kernel, dilation, b, a, in_step))
+    return DilatedAxisPlan(in_size, kernel, stride, dilation, pad_before, pad_after, out_size,
+                           tuple(phases))
+
+
+@dataclass(frozen=True)
+class DilatedPhase:
+    index: tuple[int, ...]
+    axes: tuple[DilatedAxisPhase, ...]
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        return tuple(a.extent for a in self.axes)
+
+    @property
+    def is_empty(self) -> bool:
+        return any(e == 0 for e in self.extent)
+
+    @property
+    def name(self) -> str:
+        return "dilated_phase_" + "_".join(str(r) for r in self.index)
+
+
+@dataclass(frozen=True)
+class DilatedConvSpec:
+    """A forward conv with dilation, validated; weight logical axes ``(O, I/groups, *k)``."""
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_size: tuple[int, ...]
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad_before: tuple[int, ...]
+    pad_after: tuple[int, ...]
+    data_layout: str
+    kernel_layout: str
+    out_layout: str
+    dtype: str = "float32"
+    out_dtype: str = "float32"
+
+    @property
+    def ndim(self) -> int:
+        return len(self.in_size)
+
+    @property
+    def spatial_axes(self) -> str:
+        return SPATIAL_AXES[self.ndim]
+
+    @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return _shape(self.data_layout, dict(zip(self.spatial_axes, self.in_size),
+                                             N=self.batch, C=self.in_channels))
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return _shape(self.kernel_layout, dict(zip(self.spatial_axes, self.kernel),
+                                               O=self.out_channels, I=self.in_per_group))
+
+    @property
+    def out_size(self) -> tuple[int, ...]:
+        return tuple(dilated_out_size(*a) for a in zip(
+            self.in_size, self.kernel, self.strides, self.dilation, self.pad_before,
+            self.pad_after))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return _shape(self.out_layout, dict(zip(self.spatial_axes, self.out_size),
+                                            N=self.batch, C=self.out_channels))
+
+
+def make_dilated_spec(
+    data_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    strides=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    data_layout: str | None = None,
+    kernel_layout: str | None = None,
+    out_layout: str | None = None,
+    dtype: str = "float32",
+    out_dtype: str | None = None,
+) -> DilatedConvSpec:
+    """Validate a forward conv's attributes as Relax's ``conv{1,2,3}d`` takes them."""
+    data_shape = tuple(int(d) for d in data_shape)
+    weight_shape = tuple(int(d) for d in weight_shape)
+    ndim = len(data_shape) - 2
+    if ndim not in SPATIAL_AXES:
+        raise PlanError(f"data shape {data_shape} has rank {len(data_shape)}; convs take rank "
+                        "3 (1-d), 4 (2-d) or 5 (3-d)")
+    spatial = SPATIAL_AXES[ndim]
+    data_layout = data_layout or "NC" + spatial
+    kernel_layout = kernel_layout or "OI" + spatial
+    out_layout = out_layout or data_layout
+    _check_layout("data", data_layout, "NC" + spatial)
+    _check_layout("kernel", kernel_layout, "OI" + spatial)
+    _check_layout("output", out_layout, "NC" + spatial)
+    if len(weight_shape) != len(data_shape):
+        raise PlanError(f"weight shape {weight_shape} must have rank {len(data_shape)} to match "
+                        f"data shape {data_shape}")
+    if any(d <= 0 for d in data_shape + weight_shape):
+        raise PlanError(f"shapes must be positive: data {data_shape}, weight {weight_shape}")
+    dsz = dict(zip(data_layout, data_shape))
+    wsz = dict(zip(kernel_layout, weight_shape))
+    groups = int(groups)
+    if groups < 1 or dsz["C"] % groups or wsz["O"] % groups:
+        raise PlanError(f"groups={groups} must be >= 1 and divide the {dsz['C']} input and "
+                        f"{wsz['O']} output channels")
+    if wsz["I"] * groups != dsz["C"]:
+        raise PlanError(f"weight {weight_shape} (layout {kernel_layout}) has I={wsz['I']} "
+                        f"channels per group but data {data_shape} has C={dsz['C']} with "
+                        f"groups={groups}; conv weights are (out_channels, in_channels/groups, "
+                        "*k): check kernel_layout")
+    strides = _per_axis("strides", strides, ndim)
+    dilation = _per_axis("dilation", dilation, ndim)
+    pads = _per_axis("padding", padding, ndim, allow_pairs=True)
+    pad_before, pad_after = (pads, pads) if len(pads) == ndim else (pads[:ndim], pads[ndim:])
+    for name, vals, low in (("strides", strides, 1), ("dilation", dilation, 1),
+                            ("padding", pad_before + pad_after, 0)):
+        if any(v < low for v in vals):
+            raise PlanError(f"{name}={vals} must be >= {low}")
+    spec = DilatedConvSpec(
+        batch=dsz["N"], in_channels=dsz["C"], out_channels=wsz["O"], groups=groups,
+        in_size=tuple(dsz[a] for a in spatial), kernel=tuple(wsz[a] for a in spatial),
+        strides=strides, dilation=dilation, pad_before=pad_before, pad_after=pad_after,
+        data_layout=data_layout, kernel_layout=kernel_layout, out_layout=out_layout,
+        dtype=dtype, out_dtype=out_dtype or dtype)
+    if any(o <= 0 for o in spec.out_size):
+        raise PlanError(f"output size {spec.out_size} is empty: the dilated kernel "
+                        f"{tuple(d * (k - 1) + 1 for d, k in zip(dilation, spec.kernel))} is "
+                        f"larger than the padded input")
+    return spec
+
+
+@dataclass(frozen=True)
+class DilatedConvPlan:
+    spec: DilatedConvSpec
+    axes: tuple[DilatedAxisPlan, ...]
+
+    def phases(self) -> Iterator[DilatedPhase]:
+        for combo in itertools.product(*(a.phases for a in self.axes)):
+            yield DilatedPhase(tuple(p.phase for p in combo), tuple(combo))
+
+    @property
+    def num_phases(self) -> int:
+        return math.prod(a.num_phases for a in self.axes)
+
+    def macs(self) -> int:
+        """Multiply-adds of the untangled kernel: every output element times the DENSE kernel."""
+        s = self.spec
+        per_point = s.batch * s.out_channels * s.in_per_group * math.prod(s.kernel)
+        return per_point * sum(math.prod(p.extent) for p in self.phases())
+
+    def dilated_kernel_macs(self) -> int:
+        """Multiply-adds of a conv with the zero-inserted (dilated) kernel made dense."""
+        s = self.spec
+        return (s.batch * s.out_channels * s.in_per_group * math.prod(s.out_size)
+                * math.prod(d * (k - 1) + 1 for d, k in zip(s.dilation, s.kernel)))
+
+
+def make_dilated_plan(spec: DilatedConvSpec) -> DilatedConvPlan:
+    return DilatedConvPlan(spec, tuple(
+        plan_dilated_axis(n, k, s, d, pb, pa) for n, k, s, d, pb, pa in zip(
+            spec.in_size, spec.kernel, spec.strides, spec.dilation, spec.pad_before,
+            spec.pad_after)))

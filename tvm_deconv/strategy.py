@@ -21,6 +21,7 @@ from .plan import ConvTransposeSpec
 logger = logging.getLogger("tvm_deconv")
 
 CONV_TRANSPOSE = "conv_transpose"
+DILATED_CONV = "dilated_conv"
 
 Predicate = Callable[[ConvTransposeSpec, Target], Optional[str]]
 """Returns ``None`` when the implementation handles the call, else the reason it cannot."""
@@ -32,7 +33,7 @@ Schedule = Callable[[s_tir.Schedule, Target], None]
 class Implementation:
     """One way to lower an op on some targets.
 
-    ``compute`` builds the unscheduled PrimFunc ``(data, weight, out)``; with ``pack`` set,
+    ``compute`` builds the PrimFunc ``(data, weight, out)``; with ``pack`` set,
     ``pack(spec)`` is a PrimFunc ``(weight, packed_weight)`` run first (FoldConstant runs it at
     compile time when the weight is a constant) and ``compute``'s second argument is the
     packed weight.  ``schedule`` (applied after FuseOps/FuseTIR, so it sees fused epilogues)
@@ -46,6 +47,9 @@ class Implementation:
     compute: Callable[[ConvTransposeSpec], tirx.PrimFunc]
     schedule: Optional[Schedule] = None
     pack: Optional[Callable[[ConvTransposeSpec], tirx.PrimFunc]] = None
+    # A schedule that samples knobs (sch.sample_perfect_tile, sample_categorical, ...): the
+    # implementation's MetaSchedule design space.  None: the tuner measures ``schedule``.
+    space: Optional[Schedule] = None
     predicate: Predicate = field(default=lambda spec, target: None)
 
     def applies_to(self, spec: ConvTransposeSpec, target: Target) -> Optional[str]:
@@ -83,12 +87,15 @@ def implementations(op: str) -> list[Implementation]:
     return list(_REGISTRY.get(op, []))
 
 
-def get(op: str, name: str) -> Implementation:
-    for impl in implementations(op):
-        if impl.name == name:
-            return impl
-    raise KeyError(f"no implementation {name!r} of {op}; registered: "
-                   f"{[i.name for i in implementations(op)]}")
+def get(name: str) -> Implementation:
+    """The implementation registered under ``name`` (names are unique across ops)."""
+    _load_builtin()
+    for impls in _REGISTRY.values():
+        for impl in impls:
+            if impl.name == name:
+                return impl
+    raise KeyError(f"no implementation {name!r}; registered: "
+                   f"{[i.name for impls in _REGISTRY.values() for i in impls]}")
 
 
 def select(op: str, spec: ConvTransposeSpec, target: Target) -> Selection:

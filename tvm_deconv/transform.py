@@ -23,6 +23,7 @@ from .targets import TargetLike, resolve_target
 logger = logging.getLogger("tvm_deconv")
 
 IMPL_ANNOTATION = "tvm_deconv.impl"
+OPAQUE = 8  # relax.OpPatternKind.kOpaque
 TRANSPOSED_CONV_OPS = {
     "relax.nn.conv1d_transpose": 1,
     "relax.nn.conv2d_transpose": 2,
@@ -85,10 +86,13 @@ def _describe(call: relax.Call, spec: Optional[ConvTransposeSpec]) -> str:
 
 @mutator
 class _TransposedConvRewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, target: Target):
+    def __init__(self, mod: tvm.IRModule, target: Target, database=None,
+                 warn_untuned: bool = False):
         super().__init__(mod)
         self.mod = mod
         self.target = target
+        self.database = database
+        self.warn_untuned = warn_untuned
         self.rewritten = 0
         self.fallbacks = 0
         self._funcs: dict[tuple, relax.GlobalVar] = {}
@@ -113,18 +117,51 @@ class _TransposedConvRewriter(PyExprMutator):
             logger.warning("tvm_deconv: %s falls back to TVM's default lowering: %s",
                            _describe(call, spec), why)
             return call
-        weight = call.args[1]
-        if impl.pack is not None:
-            pack = impl.pack(spec)
-            packed = pack.params[-1]  # TVM 0.27: PrimFunc params are the buffers
-            pack_gv = self._add(("pack", spec, impl.name), pack, f"pack_weight_{impl.name}")
-            weight = self.builder_.emit(relax.call_tir(
-                pack_gv, [weight], relax.TensorType([int(d) for d in packed.shape], packed.dtype)))
-        gv = self._add((spec, impl.name), None, f"conv{spec.ndim}d_transpose_decomposed",
-                       lambda: annotate_implementation(impl.compute(spec), impl.name))
         self.rewritten += 1
         out_ty = relax.TensorType(spec.out_shape, spec.out_dtype)
+        tuned = self._tuned(spec, impl) if self.database is not None else None
+        if tuned is not None:
+            name, func, pack = tuned
+            weight = self._packed(call.args[1], spec, name, pack)
+            gv = self._add((spec, name, "tuned"), func, f"conv{spec.ndim}d_transpose_tuned")
+            return relax.call_tir(gv, [call.args[0], weight], out_ty)
+        weight = self._packed(call.args[1], spec, impl.name,
+                              impl.pack(spec) if impl.pack is not None else None)
+        gv = self._add((spec, impl.name), None, f"conv{spec.ndim}d_transpose_decomposed",
+                       lambda: annotate_implementation(impl.compute(spec), impl.name))
         return relax.call_tir(gv, [call.args[0], weight], out_ty)
+
+    def _tuned(self, spec: ConvTransposeSpec, impl):
+        """(implementation, scheduled PrimFunc, pack) of the best tuning record, if any."""
+        from .tuning import SPACES, best_schedule, spec_label, workload_func  # noqa: C0415
+
+        best = None
+        for space in SPACES:
+            name, func, pack = workload_func(spec, space, self.target)
+            found = best_schedule(self.database, tvm.IRModule({"main": func}), self.target)
+            if found is not None and (best is None or found[1] < best[1]):
+                best = (found[0], found[1], name, pack)
+        if best is None:
+            log = logger.warning if self.warn_untuned else logger.info
+            log("tvm_deconv: no tuning record for %s; using %s's default schedule",
+                spec_label(spec), impl.name)
+            return None
+        sch, secs, name, pack = best
+        logger.info("tvm_deconv: %s uses its tuned %s schedule (%.3f ms when tuned)",
+                    spec_label(spec), name, secs * 1e3)
+        # Tuned kernels are complete: keep epilogues out of them (opaque) and mark them done.
+        func = sch.mod["main"].with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled",
+                                                                           True)
+        return name, func, pack
+
+    def _packed(self, weight: relax.Expr, spec: ConvTransposeSpec, impl_name: str, pack
+                ) -> relax.Expr:
+        if pack is None:
+            return weight
+        packed = pack.params[-1]  # TVM 0.27: PrimFunc params are the buffers
+        pack_gv = self._add(("pack", spec, impl_name), pack, f"pack_weight_{impl_name}")
+        return self.builder_.emit(relax.call_tir(
+            pack_gv, [weight], relax.TensorType([int(d) for d in packed.shape], packed.dtype)))
 
     def _add(self, key, func, name, make=None) -> relax.GlobalVar:
         if key not in self._funcs:
@@ -142,13 +179,22 @@ class DecomposeTransposedConv:
     ``op_pattern`` = out-elementwise-fusable (so FuseOps/FuseTIR fuse bias and activations
     into it) and blocks tagged with the implementation name.  Calls no implementation takes
     stay as they are for TVM's ``LegalizeOps``, with one warning line each saying why.
+
+    With a MetaSchedule ``database`` (see :func:`tvm_deconv.tuning.load_tuning_logs`), a call
+    whose workload has records gets the best tuned kernel (over our space and the stock
+    space) instead, already scheduled and kept out of fusion; calls without records log so
+    and keep the default schedule.
     """
 
-    def __init__(self, target: Optional[TargetLike] = None):
+    def __init__(self, target: Optional[TargetLike] = None, database=None,
+                 warn_untuned: bool = False):
         self.target = target
+        self.database = database
+        self.warn_untuned = warn_untuned
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _TransposedConvRewriter(mod, _current_target(self.target))
+        rewriter = _TransposedConvRewriter(mod, _current_target(self.target), self.database,
+                                           self.warn_untuned)
         return rewriter.rewrite()
 
 
@@ -185,7 +231,7 @@ class ApplyDeconvSchedule:
             impl_name = implementation_of(func)
             if impl_name is None:
                 continue
-            impl = strategy.get(strategy.CONV_TRANSPOSE, impl_name)
+            impl = strategy.get(impl_name)
             if impl.schedule is None:
                 continue
             sch = s_tir.Schedule(func)

@@ -1,0 +1,503 @@
+"""Tuning the decomposed transposed convs with MetaSchedule, and using the results at build.
+
+Tasks are the *conv-only* PrimFuncs of a model's transposed convs (one per distinct spec and
+design space); fused epilogues are not part of a task.  Two design spaces:
+
+* ``"ours"``: the target implementation's compute under its schedule (a one-point space
+  unless the implementation defines a sampled ``space``);
+* ``"stock"``: MetaSchedule's post-order-apply rules on the canonical compute in its
+  ``phase_buffers`` form (the only form TIR's reduction primitives accept).
+
+Every candidate that would become a task's best record is first run on random inputs
+against the float64 reference; a wrong one is reported and never stored (MetaSchedule does
+not check numerics).  Records go to a MetaSchedule JSON database (``work_dir``), appended as
+they are measured: Ctrl-C keeps them, and re-running continues where it stopped.
+
+At build, :func:`load_tuning_logs` validates a database (a corrupt line is an error naming the
+file and line; records for another target are ignored with a warning), and
+:class:`~tvm_deconv.transform.DecomposeTransposedConv` uses the best record of each call's
+workload.  Workloads are compared structurally, so a changed compute never picks up a stale
+schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.target import Target
+
+from . import strategy
+from .compute import decomposed_conv_transpose
+from .plan import ConvTransposeSpec, make_plan
+from .targets import TargetLike, resolve_target
+from .testing import conv_transpose_reference, random_inputs, relative_error, tolerance
+
+logger = logging.getLogger("tvm_deconv")
+
+STOCK = "stock"
+SPACES = ("ours", STOCK)
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+
+
+class TuningLogError(ValueError):
+    """A tuning database that cannot be used (the message names the file, line and fix)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+@dataclass(frozen=True)
+class TuningTask:
+    """One workload to tune: a conv-only PrimFunc ``main(data, weight_or_packed, out)``."""
+
+    name: str
+    spec: ConvTransposeSpec
+    space: str                       # "ours" or "stock"
+    implementation: str              # the implementation whose compute/pack it uses
+    func: tirx.PrimFunc = field(compare=False)
+    pack: Optional[tirx.PrimFunc] = field(default=None, compare=False)
+
+    @property
+    def mod(self) -> tvm.IRModule:
+        return tvm.IRModule({"main": self.func})
+
+
+def spec_label(spec: ConvTransposeSpec) -> str:
+    """A short readable name for a spec: ``ct2d_512x256_k4x4_s2x2_in4x4_b1``."""
+    def dims(v):
+        return "x".join(str(d) for d in v)
+    label = (f"ct{spec.ndim}d_{spec.in_channels}x{spec.out_channels}_k{dims(spec.kernel)}"
+             f"_s{dims(spec.strides)}_in{dims(spec.in_size)}_b{spec.batch}")
+    if spec.groups > 1:
+        label += f"_g{spec.groups}"
+    return label
+
+
+def workload_func(spec: ConvTransposeSpec, space: str, target: Target
+                  ) -> tuple[str, tirx.PrimFunc, Optional[tirx.PrimFunc]]:
+    """(implementation name, conv PrimFunc as tuned and as looked up at build, pack PrimFunc).
+
+    The same function builds the workload when tuning and when applying records, so the
+    structural lookup matches exactly.
+    """
+    from .transform import annotate_implementation  # pylint: disable=import-outside-toplevel
+
+    if space == STOCK:
+        func = decomposed_conv_transpose(spec, phase_buffers=True)
+        return STOCK, annotate_implementation(func, STOCK).with_attr("global_symbol", "main"), None
+    selection = strategy.select(strategy.CONV_TRANSPOSE, spec, target)
+    impl = selection.implementation
+    if impl is None:
+        raise ValueError(f"no implementation for {spec_label(spec)}: {selection.reason()}")
+    func = annotate_implementation(impl.compute(spec), impl.name).with_attr("global_symbol",
+                                                                            "main")
+    return impl.name, func, impl.pack(spec) if impl.pack is not None else None
+
+
+def transposed_conv_specs(mod: tvm.IRModule) -> list[ConvTransposeSpec]:
+    """The distinct (static, supported) transposed-conv specs called in a Relax module."""
+    from .transform import TRANSPOSED_CONV_OPS, spec_from_call  # pylint: disable=C0415
+
+    specs: list[ConvTransposeSpec] = []
+
+    def visit(expr):
+        if (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)
+                and expr.op.name in TRANSPOSED_CONV_OPS):
+            spec, _ = spec_from_call(expr)
+            if spec is not None and spec not in specs:
+                specs.append(spec)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return specs
+
+
+def make_tasks(specs: Iterable[ConvTransposeSpec], target: TargetLike,
+               spaces: Iterable[str] = SPACES) -> list[TuningTask]:
+    target = resolve_target(target)
+    tasks = []
+    for spec in specs:
+        for space in spaces:
+            if space not in SPACES:
+                raise ValueError(f"unknown design space {space!r}; use one of {SPACES}")
+            impl, func, pack = workload_func(spec, space, target)
+            tasks.append(TuningTask(f"{spec_label(spec)}_{space}", spec, space, impl, func,
+                                    pack))
+    return tasks
+
+
+def extract_tasks(mod: tvm.IRModule, target: TargetLike, spaces: Iterable[str] = SPACES
+                  ) -> list[TuningTask]:
+    """The tuning tasks of every transposed conv in a Relax module."""
+    return make_tasks(transposed_conv_specs(mod), target, spaces)
+
+
+def _space_generator(task: TuningTask, target: Target):
+    is_gpu = "gpu" in target.keys
+    if task.space == STOCK:
+        kind = "cuda" if is_gpu else "llvm"
+        return ms.space_generator.PostOrderApply(
+            sch_rules=_stock_rules(target), postprocs=ms.postproc.Postproc.create(kind),
+            mutator_probs=ms.mutator.Mutator.create(kind))
+    impl = strategy.get(task.implementation)
+    sample = impl.space or impl.schedule
+
+    def schedule_fn(sch):
+        if sample is not None:
+            sample(sch, target)
+
+    return ms.space_generator.ScheduleFn(schedule_fn, sch_rules=[], postprocs=[],
+                                         mutator_probs={})
+
+
+def _stock_rules(target: Target) -> list:
+    """MetaSchedule's default rules, without write-cache reuse: a phase's output tile is
+    strided, and cache_write's write-back covers its bounding box (other phases' elements)."""
+    rule = ms.schedule_rule
+    if "gpu" in target.keys:
+        return [
+            rule.MultiLevelTiling(
+                structure="SSSRRSRS", tile_binds=["blockIdx.x", "vthread.x", "threadIdx.x"],
+                max_innermost_factor=64, vector_load_lens=[1, 2, 3, 4, 8, 16],
+                reuse_read=rule.ReuseType(req="must", levels=[4], scope="shared")),
+            rule.AutoBind(),
+            rule.ParallelizeVectorizeUnroll(max_jobs_per_core=-1, max_vectorize_extent=-1,
+                                            unroll_max_steps=[0, 16, 64, 512, 1024],
+                                            unroll_explicit=True),
+        ]
+    return [
+        rule.MultiLevelTiling(structure="SSRSRS", max_innermost_factor=64),
+        rule.ParallelizeVectorizeUnroll(max_jobs_per_core=16, max_vectorize_extent=64,
+                                        unroll_max_steps=[0, 16, 64, 512],
+                                        unroll_explicit=True),
+        rule.RandomComputeLocation(),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification of candidates
+
+
+class Verifier:
+    """Runs a candidate schedule of a task on random inputs against the float64 reference."""
+
+    def __init__(self, task: TuningTask, target: Target, seed: int = 0):
+        self.task, self.target = task, target
+        self.dev = tvm.cuda(0) if "gpu" in target.keys else tvm.cpu(0)
+        if not self.dev.exist:
+            raise RuntimeError(
+                f"cannot verify tuned kernels for {target.kind.name}: no such device here. "
+                "Tune on a machine with the device, or pass verify=False (--no-verify) to "
+                "store unverified records at your own risk")
+        spec = task.spec
+        self.data, weight = random_inputs(spec, seed)
+        self.ref = conv_transpose_reference(self.data, weight, spec)
+        self.weight = weight
+        if task.pack is not None:
+            pack = task.pack.with_attr("global_symbol", "main")
+            lib = tvm.compile(tvm.IRModule({"main": pack}), _host(target))
+            packed_buf = pack.params[-1]
+            packed = tvm.runtime.tensor(
+                np.zeros([int(d) for d in packed_buf.shape], packed_buf.dtype), tvm.cpu(0))
+            lib["main"](tvm.runtime.tensor(weight, tvm.cpu(0)), packed)
+            self.weight = packed.numpy()
+
+    def error(self, sch) -> float:
+        """Relative error of the scheduled workload (``inf`` if it fails to build or run)."""
+        spec = self.task.spec
+        try:
+            lib = tvm.compile(sch.mod, self.target)
+            out = tvm.runtime.tensor(np.zeros(spec.out_shape, spec.out_dtype), self.dev)
+            lib["main"](tvm.runtime.tensor(self.data, self.dev),
+                        tvm.runtime.tensor(self.weight, self.dev), out)
+            self.dev.sync()
+            return relative_error(out.numpy(), self.ref)
+        except Exception as err:  # pylint: disable=broad-except
+            logger.warning("tvm_deconv: verifying a candidate of %s failed: %s",
+                           self.task.name, err)
+            return float("inf")
+
+
+def _host(target: Target) -> Target:
+    return target.host if target.host is not None else resolve_target("llvm")
+
+
+@derived_object
+class VerifiedCommit(ms.measure_callback.PyMeasureCallback):
+    """Commit measured candidates to the database; one that would become the best record is
+    checked against the reference first, and dropped (and counted) if it is wrong."""
+
+    def __init__(self, database, task: TuningTask, target: Target, verifier: Optional[Verifier],
+                 progress=None, best_secs: float = math.inf):
+        self.database, self.task, self.target = database, task, target
+        self.verifier, self.progress = verifier, progress
+        self.workload = database.commit_workload(task.mod)
+        self.best_secs = best_secs
+        self.rejected = 0
+        self.measured = 0
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+              runner_results) -> None:
+        for cand, built, ran in zip(measure_candidates, builder_results, runner_results):
+            self.measured += 1
+            if built.error_msg or ran.error_msg or not ran.run_secs:
+                continue
+            secs = [float(s) for s in ran.run_secs]
+            mean = sum(secs) / len(secs)
+            if mean < self.best_secs and self.verifier is not None:
+                err = self.verifier.error(cand.sch)
+                if not err < tolerance(self.task.spec.out_dtype):
+                    self.rejected += 1
+                    logger.warning("tvm_deconv: %s: discarded a candidate measuring %.3f ms: "
+                                   "wrong result (relative error %.2e)", self.task.name,
+                                   mean * 1e3, err)
+                    continue
+            self.best_secs = min(self.best_secs, mean)
+            self.database.commit_tuning_record(ms.database.TuningRecord(
+                cand.sch.trace, self.workload, secs, self.target, cand.args_info))
+        if self.progress is not None:
+            self.progress.update(len(measure_candidates))
+            if math.isfinite(self.best_secs):
+                self.progress.set_postfix(best_ms=f"{self.best_secs * 1e3:.3f}",
+                                          rejected=self.rejected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tuning
+
+
+@dataclass
+class TaskResult:
+    task: str
+    space: str
+    implementation: str
+    trials_before: int
+    trials_run: int
+    best_ms: Optional[float]
+    rejected: int
+    gflops: Optional[float] = None
+
+
+def _records(database, task: TuningTask) -> list:
+    workload = database.commit_workload(task.mod)
+    return list(database.get_top_k(workload, 1 << 20))
+
+
+def open_database(work_dir: str | os.PathLike):
+    """The JSON database in ``work_dir`` (created if missing, validated if present)."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    validate_log_files(work_dir)
+    return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+
+
+def tune(
+    mod_or_tasks,
+    target: TargetLike,
+    work_dir: str | os.PathLike,
+    trials: int = 64,
+    spaces: Iterable[str] = SPACES,
+    runner="local",
+    builder=None,
+    cost_model: str = "xgb",
+    verify: bool = True,
+    progress: bool = True,
+    seed: Optional[int] = None,
+) -> list[TaskResult]:
+    """Tune the transposed convs of a Relax module (or a list of :class:`TuningTask`).
+
+    ``trials`` is per task; tasks already holding records in ``work_dir`` only run the
+    remaining trials (re-running the same command resumes).  Returns one row per task.
+    """
+    target = resolve_target(target)
+    tasks = (list(mod_or_tasks) if not isinstance(mod_or_tasks, tvm.IRModule)
+             else extract_tasks(mod_or_tasks, target, spaces))
+    if not tasks:
+        raise ValueError("nothing to tune: the module has no supported transposed conv")
+    database = open_database(work_dir)
+    if builder is None:
+        # The default 30 s build timeout is too short on 2-core machines.
+        builder = ms.builder.LocalBuilder(timeout_sec=120)
+    if runner == "local":
+        runner = ms.runner.LocalRunner(timeout_sec=60)
+    results = []
+    for task in tasks:
+        done = _records(database, task)
+        before = len(done)
+        left = trials - before
+        best = min((sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in done),
+                   default=math.inf)
+        rejected = 0
+        if left > 0:
+            bar = _progress_bar(task.name, left) if progress else None
+            verifier = Verifier(task, target, seed or 0) if verify else None
+            callback = VerifiedCommit(database, task, target, verifier, bar, best)
+            context = ms.TuneContext(
+                mod=task.mod, target=target, space_generator=_space_generator(task, target),
+                search_strategy="evolutionary", task_name=task.name,
+                rand_state=-1 if seed is None else seed, num_threads="physical",
+                logger=logger)
+            try:
+                ms.tune_tasks(
+                    tasks=[context], task_weights=[1.0], work_dir=str(work_dir),
+                    max_trials_global=left, num_trials_per_iter=min(16, left),
+                    builder=builder, runner=runner, database=database, cost_model=cost_model,
+                    measure_callbacks=[callback, ms.measure_callback.RemoveBuildArtifact(),
+                                       ms.measure_callback.UpdateCostModel()])
+            finally:
+                if bar is not None:
+                    bar.close()
+            best, rejected = callback.best_secs, callback.rejected
+        run = len(_records(database, task)) - before
+        best_ms = best * 1e3 if math.isfinite(best) else None
+        flops = make_plan(task.spec).useful_flops()
+        results.append(TaskResult(task.name, task.space, task.implementation, before, run,
+                                  best_ms, rejected,
+                                  flops / (best_ms * 1e6) if best_ms else None))
+    return results
+
+
+def _progress_bar(name: str, total: int):
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    return tqdm(total=total, desc=name, unit="trial", dynamic_ncols=True)
+
+
+def results_table(results: list[TaskResult]) -> str:
+    """A Markdown table of tuning results."""
+    lines = ["| task | space | implementation | trials (new) | best ms | GFLOP/s | rejected |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        best = f"{r.best_ms:.3f}" if r.best_ms is not None else "n/a"
+        gflops = f"{r.gflops:.1f}" if r.gflops is not None else "n/a"
+        lines.append(f"| {r.task} | {r.space} | {r.implementation} | "
+                     f"{r.trials_before + r.trials_run} ({r.trials_run}) | {best} | {gflops} | "
+                     f"{r.rejected} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Using tuning logs at build
+
+
+def target_key(target: Target) -> str:
+    """What a record's target must share with the build target: kind and CPU/GPU model."""
+    exported = target.export()
+    parts = [target.kind.name]
+    for attr in ("mtriple", "mcpu", "arch"):
+        value = exported.get(attr)
+        if value and not (attr == "mtriple" and target.kind.name != "llvm"):
+            parts.append(str(value).split("-")[0] if attr == "mtriple" else str(value))
+    return "-".join(parts)
+
+
+def shipped_log_dir(target: Target) -> Optional[Path]:
+    """The tuning log shipped with the package for this target, if any."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    found = importlib.util.find_spec("tvm_deconv.tuning_logs")
+    if found is None or not found.submodule_search_locations:
+        return None  # a source tree used without installing it: no shipped logs
+    path = Path(list(found.submodule_search_locations)[0]) / target_key(target)
+    return path if (path / RECORD_FILE).exists() else None
+
+
+def validate_log_files(work_dir: Path) -> None:
+    """Raise :class:`TuningLogError` naming the file and line of the first malformed entry."""
+    workloads = work_dir / WORKLOAD_FILE
+    records = work_dir / RECORD_FILE
+    count = 0
+    fix = "delete that line (or the file) and re-run `tvm-deconv tune`"
+    if workloads.exists():
+        for lineno, line in _lines(workloads):
+            entry = _json(workloads, lineno, line, fix)
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)):
+                raise TuningLogError(f"{workloads}:{lineno}: not a MetaSchedule workload entry "
+                                     f"([hash, module json]); {fix}")
+            count += 1
+    if records.exists():
+        for lineno, line in _lines(records):
+            entry = _json(records, lineno, line, fix)
+            ok = (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)
+                  and isinstance(entry[1], list) and len(entry[1]) >= 2)
+            if not ok:
+                raise TuningLogError(f"{records}:{lineno}: not a MetaSchedule tuning record "
+                                     f"([workload index, [trace, run_secs, target, args]]); "
+                                     f"{fix}")
+            if not 0 <= entry[0] < count:
+                raise TuningLogError(f"{records}:{lineno}: refers to workload {entry[0]} but "
+                                     f"{workloads} has {count}; the two files do not belong "
+                                     f"together: {fix}")
+
+
+def _lines(path: Path):
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if line.strip():
+                yield lineno, line
+
+
+def _json(path: Path, lineno: int, line: str, fix: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise TuningLogError(f"{path}:{lineno}: corrupt JSON ({err.msg}); {fix}") from None
+
+
+def load_tuning_logs(path: str | os.PathLike, target: Target):
+    """A database of the records in ``path`` that were measured on ``target``'s kind of device.
+
+    Records for other targets are dropped with one warning per file.
+    """
+    path = Path(path)
+    if not (path / RECORD_FILE).exists() or not (path / WORKLOAD_FILE).exists():
+        raise TuningLogError(f"{path} is not a tuning log: it needs {WORKLOAD_FILE} and "
+                             f"{RECORD_FILE} (the work_dir of `tvm-deconv tune`)")
+    validate_log_files(path)
+    try:
+        source = ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")
+        records = source.get_all_tuning_records()
+    except Exception as err:  # pylint: disable=broad-except
+        raise TuningLogError(f"{path}: MetaSchedule could not read the log ({err}); delete it "
+                             "and re-run `tvm-deconv tune`") from None
+    wanted = target_key(target)
+    database = ms.database.MemoryDatabase(module_equality="structural")
+    foreign = set()
+    for record in records:
+        key = target_key(record.target) if record.target is not None else "?"
+        if key != wanted:
+            foreign.add(key)
+            continue
+        database.commit_workload(record.workload.mod)
+        database.commit_tuning_record(record)
+    if foreign:
+        logger.warning("tvm_deconv: %s: ignored records tuned for %s (building for %s)", path,
+                       ", ".join(sorted(foreign)), wanted)
+    return database
+
+
+def best_schedule(database, task_mod: tvm.IRModule, target: Target):
+    """(schedule, seconds) of the best record for a workload, or ``None``."""
+    records = database.get_top_k(database.commit_workload(task_mod), 1)
+    if not records:
+        return None
+    record = records[0]
+    sch = tvm.s_tir.Schedule(task_mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    secs = [float(s) for s in record.run_secs]
+    return sch, sum(secs) / len(secs)
