@@ -47,8 +47,8 @@ def _tuning_database(target: tvm.target.Target, tuning_logs):
     return load_tuning_logs(tuning_logs, target), True
 
 
-def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None
-             ) -> tvm.transform.Pass:
+def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
+             mode: str = "fused") -> tvm.transform.Pass:
     """The Relax pipeline of ``target`` with the decomposed transposed conv in it.
 
     Library dispatch → :class:`DecomposeTransposedConv` → :class:`DecomposeDilatedConv` →
@@ -65,7 +65,7 @@ def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None
     passes = list(backend.library_dispatch_passes(target))
     if decompose:
         database, warn_untuned = _tuning_database(target, tuning_logs)
-        passes.append(DecomposeTransposedConv(target, database, warn_untuned))
+        passes.append(DecomposeTransposedConv(target, database, warn_untuned, mode))
         passes.append(DecomposeDilatedConv(target))
     passes += [
         relax.transform.LegalizeOps(),
@@ -94,16 +94,17 @@ def build(
     params: Optional[dict] = None,
     decompose: bool = True,
     tuning_logs=None,
+    mode: str = "fused",
 ) -> relax.Executable:
     """Compile a Relax module with decomposed transposed convs; run it with
     ``relax.VirtualMachine(ex, dev)``.
 
     ``params`` (name → array) are bound as constants of ``main`` first, so weight transforms
-    are folded at compile time.  ``tuning_logs``: see :func:`pipeline`.
+    are folded at compile time.  ``tuning_logs`` and ``mode``: see :func:`pipeline`.
     """
     target = resolve_target(target)
     if params:
         params = {k: v if isinstance(v, tvm.runtime.Tensor) else tvm.runtime.tensor(np.asarray(v))
                   for k, v in params.items()}
         mod = relax.transform.BindParams("main", params)(mod)
-    return tvm.compile(mod, target, relax_pipeline=pipeline(target, decompose, tuning_logs))
+    return tvm.compile(mod, target, relax_pipeline=pipeline(target, decompose, tuning_logs, mode))

@@ -24,6 +24,7 @@ logger = logging.getLogger("tvm_deconv")
 
 IMPL_ANNOTATION = "tvm_deconv.impl"
 OPAQUE = 8  # relax.OpPatternKind.kOpaque
+MODES = ("fused", "graph")
 TRANSPOSED_CONV_OPS = {
     "relax.nn.conv1d_transpose": 1,
     "relax.nn.conv2d_transpose": 2,
@@ -180,6 +181,11 @@ class DecomposeTransposedConv:
     into it) and blocks tagged with the implementation name.  Calls no implementation takes
     stay as they are for TVM's ``LegalizeOps``, with one warning line each saying why.
 
+    ``mode="graph"`` (Split Deconvolution) instead rewrites each call into ``prod(strides)``
+    ordinary ``relax.nn.conv{1,2,3}d`` calls plus a stock-op interleave
+    (:class:`~tvm_deconv.graph_mode.SplitTransposedConvToConv`), for backends that only know
+    standard convolution (BYOC libraries, accelerators).
+
     With a MetaSchedule ``database`` (see :func:`tvm_deconv.tuning.load_tuning_logs`), a call
     whose workload has records gets the best tuned kernel (over our space and the stock
     space) instead, already scheduled and kept out of fusion; calls without records log so
@@ -187,12 +193,20 @@ class DecomposeTransposedConv:
     """
 
     def __init__(self, target: Optional[TargetLike] = None, database=None,
-                 warn_untuned: bool = False):
+                 warn_untuned: bool = False, mode: str = "fused"):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}: use 'fused' (decomposed PrimFuncs) or 'graph' "
+                             "(ordinary Relax convolutions any backend runs)")
         self.target = target
         self.database = database
         self.warn_untuned = warn_untuned
+        self.mode = mode
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if self.mode == "graph":
+            from .graph_mode import SplitTransposedConvToConv  # pylint: disable=C0415
+
+            return SplitTransposedConvToConv()(mod)
         rewriter = _TransposedConvRewriter(mod, _current_target(self.target), self.database,
                                            self.warn_untuned)
         return rewriter.rewrite()
