@@ -131,7 +131,12 @@ CORNER_SPECS = [
 # CPU-side: builds and emulated numerics
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layer", zoo.LAYERS, ids=lambda l: l.name)
+# FCN-8s (64 phases) takes minutes to schedule on 2 cores: in the slow set.
+ZOO_BUILD = [pytest.param(l, marks=pytest.mark.slow) if l.name.startswith("fcn8s") else l
+             for l in zoo.LAYERS]
+
+
+@pytest.mark.parametrize("layer", ZOO_BUILD, ids=lambda l: l.name)
 def test_cuda_build_zoo_layer(layer, caplog):
     spec = layer.spec(1)
     with caplog.at_level(logging.WARNING, logger="tvm_deconv"):

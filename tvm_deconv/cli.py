@@ -9,9 +9,11 @@ import sys
 
 from .plan import PlanError
 from .targets import TargetError
+from .tuning import TuningLogError
 
 SUBCOMMANDS = {
     "demo": ("tvm_deconv.demo", "compile a DCGAN generator with and without tvm-deconv"),
+    "tune": ("tvm_deconv.tune_command", "MetaSchedule-tune zoo layers or a model's deconvs"),
     "bench": ("tvm_deconv.bench", "benchmark the zoo layers against TVM's default, ORT, PyTorch"),
 }
 
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(message)s")
     try:
         return modules[args.command].run(args)
-    except (PlanError, TargetError) as err:
+    except (PlanError, TargetError, TuningLogError) as err:
         print(f"tvm-deconv {args.command}: error: {err}", file=sys.stderr)
         return 2
 

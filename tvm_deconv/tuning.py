@@ -165,6 +165,13 @@ def _space_generator(task: TuningTask, target: Target):
                                          mutator_probs={})
 
 
+def _space_size(task: TuningTask) -> float:
+    """How many distinct candidates a task's space has (1 for a schedule without knobs)."""
+    if task.space == STOCK:
+        return math.inf
+    return math.inf if strategy.get(task.implementation).space is not None else 1
+
+
 def _stock_rules(target: Target) -> list:
     """MetaSchedule's default rules, without write-cache reuse: a phase's output tile is
     strided, and cache_write's write-back covers its bounding box (other phases' elements)."""
@@ -321,8 +328,9 @@ def tune(
 ) -> list[TaskResult]:
     """Tune the transposed convs of a Relax module (or a list of :class:`TuningTask`).
 
-    ``trials`` is per task; tasks already holding records in ``work_dir`` only run the
-    remaining trials (re-running the same command resumes).  Returns one row per task.
+    ``trials`` is per task (a space without knobs is measured once); tasks already holding
+    records in ``work_dir`` only run the remaining trials (re-running the same command
+    resumes).  Returns one row per task.
     """
     target = resolve_target(target)
     tasks = (list(mod_or_tasks) if not isinstance(mod_or_tasks, tvm.IRModule)
@@ -339,7 +347,7 @@ def tune(
     for task in tasks:
         done = _records(database, task)
         before = len(done)
-        left = trials - before
+        left = min(trials, _space_size(task)) - before
         best = min((sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in done),
                    default=math.inf)
         rejected = 0

@@ -1,0 +1,164 @@
+"""Tuning: verified records, resumable databases, logs applied at build, log hygiene."""
+
+import logging
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, s_tir
+from tvm.s_tir import meta_schedule as ms
+
+import tvm_deconv
+from tvm_deconv import tuning
+from tvm_deconv.plan import make_spec
+from tvm_deconv.testing import conv_transpose_reference, random_inputs, relative_error
+
+SPEC = make_spec((1, 4, 4, 4), (4, 2, 4, 4), strides=2, padding=1)
+
+
+def one_layer(spec, weight):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(spec.data_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d_transpose(
+                x, relax.const(weight), strides=spec.strides,
+                padding=spec.pad_before + spec.pad_after))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def write_record(work_dir, spec, target, record_target=None, secs=1e-4):
+    """A hand-made record for the stock workload of ``spec``: the oc loops parallel."""
+    _, func, _ = tuning.workload_func(spec, tuning.STOCK, target)
+    mod = tvm.IRModule({"main": func})
+    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    workload = database.commit_workload(mod)
+    sch = s_tir.Schedule(mod)
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        sch.parallel(sch.get_loops(block)[1])
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, workload, [secs], record_target or target,
+        ms.arg_info.ArgInfo.from_prim_func(func)))
+
+
+def lowered_names(mod, target, logs):
+    lowered = tvm_deconv.pipeline(target, tuning_logs=logs)(mod)
+    return [gv.name_hint for gv, f in lowered.functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+def test_build_applies_a_tuned_record(tmp_path, caplog):
+    target = tvm_deconv.resolve_target("llvm")
+    write_record(tmp_path, SPEC, target)
+    data, weight = random_inputs(SPEC)
+    mod = one_layer(SPEC, weight)
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        names = lowered_names(mod, target, str(tmp_path))
+    assert any("transpose_tuned" in n for n in names)
+    assert any("uses its tuned stock schedule" in r.getMessage() for r in caplog.records)
+    vm = relax.VirtualMachine(tvm_deconv.build(mod, target, tuning_logs=str(tmp_path)),
+                              tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(data)).numpy()
+    assert relative_error(out, conv_transpose_reference(data, weight, SPEC)) < 1e-5
+
+
+def test_workloads_without_records_keep_the_default_and_say_so(tmp_path, caplog):
+    target = tvm_deconv.resolve_target("llvm")
+    write_record(tmp_path, SPEC, target)
+    other = make_spec((1, 4, 4, 4), (4, 3, 4, 4), strides=2, padding=1)  # a changed workload
+    _, weight = random_inputs(other)
+    with caplog.at_level(logging.WARNING, logger="tvm_deconv"):
+        names = lowered_names(one_layer(other, weight), target, str(tmp_path))
+    assert not any("tuned" in n for n in names)
+    assert any("no tuning record for ct2d_4x3" in r.getMessage() for r in caplog.records)
+
+
+def test_records_of_another_target_are_ignored_with_a_warning(tmp_path, caplog):
+    target = tvm_deconv.resolve_target("llvm")
+    arm = tvm_deconv.resolve_target("cortex-a72")
+    write_record(tmp_path, SPEC, target, record_target=arm)
+    with caplog.at_level(logging.WARNING, logger="tvm_deconv"):
+        database = tuning.load_tuning_logs(tmp_path, target)
+    assert len(database.get_all_tuning_records()) == 0
+    assert any("llvm-aarch64-cortex-a72" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("which,garbage,message", [
+    (tuning.RECORD_FILE, "{not json\n", "corrupt JSON"),
+    (tuning.RECORD_FILE, '[7, ["trace", [0.1]]]\n', "refers to workload 7"),
+    (tuning.WORKLOAD_FILE, '{"a": 1}\n', "not a MetaSchedule workload"),
+])
+def test_corrupt_log_names_file_and_line(tmp_path, which, garbage, message):
+    target = tvm_deconv.resolve_target("llvm")
+    write_record(tmp_path, SPEC, target)
+    path = tmp_path / which
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines) + garbage)
+    with pytest.raises(tuning.TuningLogError, match=f"{which}:{len(lines) + 1}: .*{message}"):
+        tvm_deconv.build(one_layer(SPEC, random_inputs(SPEC)[1]), target,
+                         tuning_logs=str(tmp_path))
+
+
+def test_not_a_log_directory(tmp_path):
+    with pytest.raises(tuning.TuningLogError, match="is not a tuning log"):
+        tuning.load_tuning_logs(tmp_path, tvm_deconv.resolve_target("llvm"))
+
+
+def test_tasks_come_from_the_model():
+    from tvm_deconv.models import dcgan_generator
+
+    mod, _ = dcgan_generator(ngf=8)
+    tasks = tuning.extract_tasks(mod, "llvm", spaces=["ours"])
+    assert len(tasks) == 5 and len({t.name for t in tasks}) == 5
+    assert all(t.implementation == "x86.decomposed" for t in tasks)
+
+
+def test_only_verified_candidates_become_best(tmp_path, monkeypatch):
+    """The measure callback: a candidate faster than the best so far is checked against the
+    reference; a wrong one is counted and never stored, a right one is."""
+    target = tvm_deconv.resolve_target("llvm")
+    task = tuning.make_tasks([SPEC], target, spaces=["stock"])[0]
+    database = tuning.open_database(tmp_path)
+    verifier = tuning.Verifier(task, target)
+    callback = tuning.VerifiedCommit(database, task, target, verifier)
+    sch = s_tir.Schedule(task.mod)
+    args = ms.arg_info.ArgInfo.from_prim_func(task.func)
+
+    def measure(secs):
+        callback.apply(ms.task_scheduler.TaskScheduler.create("round-robin"), 0,
+                       [ms.MeasureCandidate(sch, args)],
+                       [ms.builder.BuilderResult("unused", None)],
+                       [ms.runner.RunnerResult([secs], None)])
+
+    measure(2e-3)  # correct (the unscheduled workload): stored
+    assert callback.rejected == 0 and len(database.get_all_tuning_records()) == 1
+    real_error = tuning.Verifier.error
+    monkeypatch.setattr(tuning.Verifier, "error", lambda self, s: float("nan"))
+    measure(1e-3)  # faster but "wrong": dropped
+    assert callback.rejected == 1 and len(database.get_all_tuning_records()) == 1
+    measure(3e-3)  # slower than the best: stored without a check
+    assert len(database.get_all_tuning_records()) == 2
+    assert callback.best_secs == pytest.approx(2e-3)
+    monkeypatch.setattr(tuning.Verifier, "error", real_error)
+    assert verifier.error(sch) < 1e-5
+
+
+@pytest.mark.slow
+def test_tune_verifies_resumes_and_discards_wrong_kernels(tmp_path, monkeypatch):
+    """A real (tiny) MetaSchedule run in both spaces, then a resume, then a run whose
+    verifier rejects everything: nothing wrong is ever stored."""
+    target = tvm_deconv.resolve_target("llvm")
+    ours, stock = tuning.make_tasks([SPEC], target)
+    results = tuning.tune([ours, stock], target, tmp_path / "db", trials=2, progress=False,
+                          seed=1)
+    assert [r.space for r in results] == ["ours", "stock"]
+    assert all(r.trials_run >= 1 and r.best_ms > 0 and r.rejected == 0 for r in results)
+    assert results[0].trials_run == 1  # our schedule has no knobs: one point to measure
+    again = tuning.tune([ours, stock], target, tmp_path / "db", trials=results[1].trials_run,
+                        progress=False)
+    assert [r.trials_run for r in again] == [0, 0]
+
+    monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch: float("nan"))
+    wrong = tuning.tune([ours], target, tmp_path / "wrong", trials=2, progress=False)
+    assert wrong[0].rejected == 1 and wrong[0].trials_run == 0 and wrong[0].best_ms is None
