@@ -8,15 +8,18 @@ from tvm_deconv.compute import decomposed_conv_transpose
 from tvm_deconv.dilated import untangled_dilated_conv
 from tvm_deconv.strategy import CONV_TRANSPOSE, DILATED_CONV, Implementation, register
 
+from . import arm
 from .common import supports_dtype
 from .cuda import cuda_compute, schedule_cuda
 from .generic_cpu import schedule_generic_cpu
 from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
 
 # Transposed convolution.
+# AArch64 NEON: the x86 pack/compute/schedule with NEON vector and register-tile sizes
+# (schedules/arm.py); 32-bit ARM and non-float32 calls fall through to cpu.generic.
 register(CONV_TRANSPOSE, Implementation(
-    name="arm_cpu.decomposed", target_keys=("arm_cpu",), priority=20,
-    compute=decomposed_conv_transpose, schedule=schedule_generic_cpu, predicate=supports_dtype))
+    name="arm_cpu.decomposed", target_keys=("arm_cpu",), priority=20, compute=arm.neon_compute,
+    schedule=arm.schedule_neon, pack=arm.neon_pack, predicate=arm.supports_neon))
 register(CONV_TRANSPOSE, Implementation(
     name="x86.decomposed", target_keys=("cpu",), priority=10, compute=x86_compute,
     schedule=schedule_x86, pack=x86_pack, predicate=supports_x86))

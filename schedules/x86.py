@@ -21,6 +21,10 @@ Ragged phases (``k % s != 0``) each get their own block with their own tap count
 is spent on padding taps; the per-phase sub-kernels are concatenated in the packed weight
 (its size equals the original weight's, up to channel padding to ``L``).  Phase arithmetic
 comes from :mod:`tvm_deconv.plan` only.  Tapless phases (``k < s``) get ``zero_*`` blocks.
+
+The vector width and register-tile sizes come from a :class:`VectorISA`: :data:`X86` (width
+from the target's features, 16 vector registers) by default; :mod:`.arm` passes :data:`NEON`
+(128-bit, 32 registers) to the same pack / compute / schedule.
 """
 
 from __future__ import annotations
@@ -45,6 +49,47 @@ OC_TILE_COLS = 4               # oc mode, 2 channel vectors: output columns per 
 ACC_BUDGET = 12                # accumulator vector registers of a tile (16 ymm/zmm on x86)
 
 
+@dataclass(frozen=True)
+class VectorISA:
+    """Vector width and register-tile sizes of a CPU family.
+
+    ``bits=None`` reads the width from the target's features (:func:`vector_lanes`); a fixed
+    width makes the layout independent of the current target (cross-compiling, tuning).
+    """
+
+    name: str                  # used in the PrimFunc names
+    bits: Optional[int]        # vector width, or None: from the target's features
+    oc_cols: tuple             # oc mode: (columns per tile with OBT == i+1) ...
+    oc_max_vectors: int        # oc mode: most channel vectors (OBT) per tile
+    acc_budget: int            # w mode: accumulator vector registers of a tile
+
+    def obt(self, ob: int) -> int:
+        """Channel vectors per oc-mode tile: the most (a power of two) dividing ``ob``."""
+        best, obt = 1, 2
+        while obt <= self.oc_max_vectors:
+            if ob % obt == 0:
+                best = obt
+            obt *= 2
+        return best
+
+    def cols(self, obt: int) -> int:
+        return self.oc_cols[obt - 1]
+
+
+# x86: 2 channel vectors x 4 columns: 8 accumulators + 2 weight vectors + broadcasts.  A 2x6
+# tile (12 accumulators) measured 1.2-1.7x slower (pose, unet): LLVM runs out of the 16 ymm
+# registers and spills.
+X86 = VectorISA("x86", None, oc_cols=(8, OC_TILE_COLS), oc_max_vectors=2,
+                acc_budget=ACC_BUDGET)
+# AArch64 NEON: 128-bit (4 fp32 lanes), 32 vector registers.  oc mode: 4 channel vectors x 5
+# columns = 20 accumulators + 4 weight vectors + broadcasts (fmla by element) stay within 32
+# (4x6 spills q registers to the stack in the cortex-a72 assembly; 4x5 does not).  w mode:
+# 8 accumulators (e.g. 4 rows x 2 column vectors); 12 (6 rows x 2 vectors, the x86 choice)
+# spills ~350 q registers on FSRCNN's 9x9 kernel because the unrolled ky taps keep input rows
+# live.  Chosen from the assembly, not timed on a board yet.
+NEON = VectorISA("neon", 128, oc_cols=(8, 8, 5, 5), oc_max_vectors=4, acc_budget=8)
+
+
 def _i64(value: int) -> tirx.IntImm:
     return tirx.IntImm(INDEX_DTYPE, int(value))
 
@@ -61,6 +106,8 @@ def vector_lanes(target: Optional[Target] = None, dtype: str = "float32") -> int
     if target is None:
         target = Target.current(allow_none=True) or resolve_target("llvm")
     bits = 128
+    if is_aarch64(target):  # NEON (SVE lengths are not known at compile time)
+        return max(1, bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)))
     try:
         has = tirx_features(target)
         if has("avx512f"):
@@ -70,6 +117,15 @@ def vector_lanes(target: Optional[Target] = None, dtype: str = "float32") -> int
     except Exception:  # pylint: disable=broad-except
         bits = 128
     return max(1, bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)))
+
+
+def is_aarch64(target: Target) -> bool:
+    """An LLVM target generating AArch64 code (NEON is part of the base ISA)."""
+    if target.kind.name != "llvm":
+        return False
+    if bool(target.attrs.get("feature.is_aarch64", False)):
+        return True
+    return str(target.attrs.get("mtriple", "")).startswith(("aarch64", "arm64"))
 
 
 def tirx_features(target: Target):
@@ -124,8 +180,13 @@ class X86Layout:
         return (self.groups, self.total_taps, self.out_per_group)
 
 
-def x86_layout(spec: ConvTransposeSpec, lanes: Optional[int] = None) -> X86Layout:
+def x86_layout(spec: ConvTransposeSpec, lanes: Optional[int] = None,
+               isa: Optional[VectorISA] = None) -> X86Layout:
     plan = make_plan(spec)
+    isa = isa or X86
+    if lanes is None and isa.bits is not None:
+        lanes = max(1, isa.bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(
+            spec.dtype, 4)))
     lanes = lanes or vector_lanes(dtype=spec.dtype)
     nd = spec.ndim
     cog = spec.out_per_group
@@ -134,18 +195,15 @@ def x86_layout(spec: ConvTransposeSpec, lanes: Optional[int] = None) -> X86Layou
     if 2 * cog >= lanes:
         mode = "oc"
         ob = -(-cog // lanes)
-        obt = 2 if ob % 2 == 0 else 1
-        # 2 channel vectors x 4 columns: 8 accumulators + 2 weight vectors + broadcasts.  A
-        # 2x6 tile (12 accumulators) measured 1.2-1.7x slower (pose, unet): LLVM runs out of
-        # the 16 ymm registers and spills.
-        cw = _best_tile(ext[-1], OC_TILE_COLS if obt == 2 else 8)
+        obt = isa.obt(ob)   # x86: 2 if ob is even, else 1
+        cw = _best_tile(ext[-1], isa.cols(obt))
         tile = (obt, cw)
     else:
         mode = "w"
         ob = cog
         ot = max(d for d in range(1, min(cog, 4) + 1) if cog % d == 0)
         v = 2 if ext[-1] >= 2 * lanes and ot <= 3 else 1
-        rh = _best_tile(ext[-2], max(1, ACC_BUDGET // (ot * v))) if nd >= 2 else 1
+        rh = _best_tile(ext[-2], max(1, isa.acc_budget // (ot * v))) if nd >= 2 else 1
         tile = (ot, rh, v, lanes)
     lay = X86Layout(mode, lanes, spec.groups, spec.in_per_group, cog, ob, tile, (), (), {}, 0)
     lo, hi = [], []
@@ -178,13 +236,13 @@ def _flat(js, taps) -> tirx.PrimExpr:
     return idx
 
 
-def x86_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+def x86_pack(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.PrimFunc:
     """PrimFunc ``(weight, packed_weight)``; FoldConstant runs it at compile time."""
-    plan, lay = make_plan(spec), x86_layout(spec)
+    plan, lay = make_plan(spec), x86_layout(spec, isa=isa)
     nd, sp = spec.ndim, spec.spatial_axes
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
-            T.func_name("x86_pack_weight")
+            T.func_name(f"{(isa or X86).name}_pack_weight")
             T.func_attr({"tirx.noalias": True})
             weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
             packed = T.arg("packed_weight",
@@ -227,13 +285,13 @@ def x86_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
 # Compute: (data, packed_weight, out).
 
 
-def x86_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
-    plan, lay = make_plan(spec), x86_layout(spec)
+def x86_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.PrimFunc:
+    plan, lay = make_plan(spec), x86_layout(spec, isa=isa)
     nd, sp = spec.ndim, spec.spatial_axes
     psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
-            T.func_name(f"conv{nd}d_transpose_x86")
+            T.func_name(f"conv{nd}d_transpose_{(isa or X86).name}")
             T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
             data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
             packed = T.arg("packed_weight",
@@ -542,15 +600,20 @@ def supports_x86(spec: ConvTransposeSpec, target: Target) -> Optional[str]:
         return "arm_cpu targets get their own schedule"
     if target.kind.name != "llvm":
         return f"target kind {target.kind.name} is not llvm"
+    return supports_float32(spec, "x86")
+
+
+def supports_float32(spec: ConvTransposeSpec, name: str) -> Optional[str]:
     if spec.dtype != "float32" or spec.out_dtype != "float32":
-        return f"dtype {spec.dtype}->{spec.out_dtype}: the x86 schedule is float32 only"
+        return f"dtype {spec.dtype}->{spec.out_dtype}: the {name} schedule is float32 only"
     return None
 
 
-def workspace_bytes(spec: ConvTransposeSpec, lanes: Optional[int] = None) -> int:
+def workspace_bytes(spec: ConvTransposeSpec, lanes: Optional[int] = None,
+                    isa: Optional[VectorISA] = None) -> int:
     """Extra memory of this implementation: packed weight minus the weight, plus the padded
     data copy (the per-tile accumulators live in registers / a few KB of stack)."""
-    lay = x86_layout(spec, lanes)
+    lay = x86_layout(spec, lanes, isa)
     item = {"float32": 4, "float16": 2, "float64": 8}.get(spec.dtype, 4)
     packed = math.prod(lay.packed_shape) - math.prod(spec.weight_shape)
     dpad = spec.batch * spec.in_channels * math.prod(
