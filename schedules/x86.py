@@ -287,7 +287,7 @@ def x86_pack(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.P
 
 def x86_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.PrimFunc:
     plan, lay = make_plan(spec), x86_layout(spec, isa=isa)
-    nd, sp = spec.ndim, spec.spatial_axes
+    nd = spec.ndim
     psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):

@@ -27,39 +27,23 @@ from tvm import relax, s_tir
 
 import tvm_deconv
 from tvm_deconv import zoo
-from tvm_deconv.compute import decomposed_conv_transpose
 from tvm_deconv.plan import PlanError, make_spec
 from tvm_deconv.schedules import cuda as cuda_sched
 from tvm_deconv.targets import resolve_target
-from tvm_deconv.testing import conv_transpose_reference, random_inputs, relative_error
+from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
+                                transposed_conv_module)
 
 CUDA = resolve_target("cuda")
-OPS = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
-       3: relax.op.nn.conv3d_transpose}
 
 
 def one_layer(spec, bias: bool = False) -> tvm.IRModule:
     """A Relax module ``main(x, w[, b])`` with one transposed conv (+ bias + ReLU)."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(spec.data_shape, spec.dtype))
-    w = relax.Var("w", relax.TensorType(spec.weight_shape, spec.dtype))
-    args = [x, w]
-    if bias:
-        b = relax.Var("b", relax.TensorType((1, spec.out_channels) + (1,) * spec.ndim,
-                                            spec.out_dtype))
-        args.append(b)
-    with bb.function("main", args):
-        with bb.dataflow():
-            y = bb.emit(OPS[spec.ndim](
-                x, w, strides=spec.strides, padding=spec.pad_before + spec.pad_after,
-                output_padding=spec.output_padding, dilation=spec.dilation, groups=spec.groups,
-                data_layout=spec.data_layout, kernel_layout=spec.kernel_layout,
-                out_layout=spec.out_layout, out_dtype=spec.out_dtype))
-            if bias:
-                y = bb.emit(relax.op.nn.relu(relax.op.add(y, args[2])))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    if not bias:
+        return transposed_conv_module(spec)
+    b = relax.Var("b", relax.TensorType((1, spec.out_channels) + (1,) * spec.ndim,
+                                        spec.out_dtype))
+    return transposed_conv_module(
+        spec, extra_args=[b], epilogue=lambda bb, y: bb.emit(relax.op.nn.relu(relax.op.add(y, b))))
 
 
 def cuda_sources(mod) -> list[str]:

@@ -10,36 +10,16 @@ from tvm import relax
 import tvm_deconv
 from tvm_deconv.graph_mode import SplitTransposedConvToConv, axis_conv_params, conv_count
 from tvm_deconv.plan import make_plan, make_spec, plan_axis
-from tvm_deconv.testing import conv_transpose_reference, random_inputs, relative_error
+from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
+                                transposed_conv_module)
 
-OPS = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
-       3: relax.op.nn.conv3d_transpose}
 STOCK_OK = {"relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.zeros",
             "relax.stack", "relax.reshape", "relax.strided_slice", "relax.permute_dims",
             "relax.flip", "relax.expand_dims", "relax.add", "relax.nn.relu"}
 
 
 def one_layer(spec, weight=None, epilogue=None):
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(spec.data_shape, spec.dtype))
-    params = [x]
-    if weight is None:
-        w = relax.Var("w", relax.TensorType(spec.weight_shape, spec.dtype))
-        params.append(w)
-    else:
-        w = relax.const(weight)
-    with bb.function("main", params):
-        with bb.dataflow():
-            y = bb.emit(OPS[spec.ndim](
-                x, w, strides=spec.strides, padding=spec.pad_before + spec.pad_after,
-                output_padding=spec.output_padding, dilation=spec.dilation, groups=spec.groups,
-                data_layout=spec.data_layout, kernel_layout=spec.kernel_layout,
-                out_dtype=spec.out_dtype))
-            if epilogue is not None:
-                y = epilogue(bb, y)
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    return transposed_conv_module(spec, weight, epilogue)
 
 
 def run(ex, *args):

@@ -10,38 +10,13 @@ from tvm import relax
 import tvm_deconv
 from tvm_deconv import strategy
 from tvm_deconv.plan import make_spec
-from tvm_deconv.testing import conv_transpose_reference, random_inputs, relative_error
+from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
+                                transposed_conv_module)
 from tvm_deconv.transform import DecomposeTransposedConv, implementation_of
-
-OPS = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
-       3: relax.op.nn.conv3d_transpose}
 
 
 def one_layer(spec, weight=None, epilogue=None, symbolic_batch=False):
-    """main(x[, w]) = epilogue(conv_transpose(x, w)); the weight is a constant if given."""
-    bb = relax.BlockBuilder()
-    shape = list(spec.data_shape)
-    if symbolic_batch:
-        shape[spec.data_layout.index("N")] = tvm.tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorType(shape, spec.dtype))
-    params = [x]
-    if weight is None:
-        w = relax.Var("w", relax.TensorType(spec.weight_shape, spec.dtype))
-        params.append(w)
-    else:
-        w = relax.const(weight)
-    with bb.function("main", params):
-        with bb.dataflow():
-            y = bb.emit(OPS[spec.ndim](
-                x, w, strides=spec.strides, padding=spec.pad_before + spec.pad_after,
-                output_padding=spec.output_padding, dilation=spec.dilation, groups=spec.groups,
-                data_layout=spec.data_layout, kernel_layout=spec.kernel_layout,
-                out_dtype=spec.out_dtype))
-            if epilogue is not None:
-                y = epilogue(bb, y)
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    return transposed_conv_module(spec, weight, epilogue, symbolic_batch=symbolic_batch)
 
 
 def run(ex, *args):
@@ -227,7 +202,7 @@ def test_dcgan_generator_matches_tvm_default():
 
 
 def test_onnx_model_compiles_and_matches():
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
     from tvm.relax.frontend.onnx import from_onnx
 

@@ -2,7 +2,6 @@
 
 import logging
 
-import numpy as np
 import pytest
 import tvm
 from tvm import relax, s_tir
@@ -11,21 +10,14 @@ from tvm.s_tir import meta_schedule as ms
 import tvm_deconv
 from tvm_deconv import tuning
 from tvm_deconv.plan import make_spec
-from tvm_deconv.testing import conv_transpose_reference, random_inputs, relative_error
+from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
+                                transposed_conv_module)
 
 SPEC = make_spec((1, 4, 4, 4), (4, 2, 4, 4), strides=2, padding=1)
 
 
 def one_layer(spec, weight):
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(spec.data_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.conv2d_transpose(
-                x, relax.const(weight), strides=spec.strides,
-                padding=spec.pad_before + spec.pad_after))
-        bb.emit_func_output(out)
-    return bb.get()
+    return transposed_conv_module(spec, weight)
 
 
 def write_record(work_dir, spec, target, record_target=None, secs=1e-4):

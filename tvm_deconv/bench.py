@@ -17,8 +17,6 @@ import statistics
 import time
 from typing import Callable, Optional
 
-import numpy as np
-
 from . import zoo
 from .plan import ConvTransposeSpec, make_plan
 from .testing import conv_transpose_reference, random_inputs, relative_error, tolerance
@@ -251,8 +249,6 @@ def markdown_table(rows: list[dict], impls: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import tvm  # pylint: disable=import-outside-toplevel
-
     from .targets import resolve_target  # pylint: disable=import-outside-toplevel
 
     target = resolve_target(args.target)

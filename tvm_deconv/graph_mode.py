@@ -22,14 +22,14 @@ layouts is permuted to ``NC...`` and back with ``permute_dims``.
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import numpy as np
 import tvm
-from tvm import relax, tirx
+from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .plan import AxisPhase, ConvTransposeSpec, PlanError, TransposedConvPlan, make_plan, make_spec
+from .plan import AxisPhase, TransposedConvPlan, make_plan
+from .transform import spec_from_call
 
 logger = logging.getLogger("tvm_deconv")
 
@@ -39,15 +39,6 @@ TRANSPOSED_CONV_OPS = {
     "relax.nn.conv3d_transpose": 3,
 }
 _CONV = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}
-
-
-def _static_shape(expr: relax.Expr) -> Optional[tuple[int, ...]]:
-    shape = getattr(expr.ty, "shape", None)
-    if shape is None or not hasattr(shape, "values"):
-        return None
-    if not all(isinstance(v, tirx.IntImm) for v in shape.values):
-        return None
-    return tuple(int(v) for v in shape.values)
 
 
 def axis_conv_params(ap: AxisPhase, in_size: int, extent: int) -> tuple[int, int, int]:
@@ -181,26 +172,6 @@ class _Emitter:
         return bb.emit(relax.op.reshape(sub, [spec.out_channels, spec.in_per_group] + taps))
 
 
-def spec_of(call: relax.Call) -> tuple[Optional[ConvTransposeSpec], str]:
-    data, weight = call.args[0], call.args[1]
-    data_shape, weight_shape = _static_shape(data), _static_shape(weight)
-    if data_shape is None or weight_shape is None:
-        return None, "symbolic (dynamic) shapes are not supported"
-    attrs = call.attrs
-    try:
-        spec = make_spec(
-            data_shape, weight_shape, strides=attrs.strides, padding=attrs.padding,
-            output_padding=attrs.output_padding, dilation=attrs.dilation,
-            groups=int(attrs.groups), data_layout=str(attrs.data_layout),
-            kernel_layout=str(attrs.kernel_layout), out_layout=str(attrs.out_layout),
-            dtype=str(data.ty.dtype), out_dtype=str(call.ty.dtype))
-    except PlanError as err:
-        return None, str(err)
-    if str(weight.ty.dtype) != spec.dtype:
-        return None, f"data dtype {spec.dtype} differs from weight dtype {weight.ty.dtype}"
-    return spec, ""
-
-
 @mutator
 class _SplitRewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule):
@@ -218,7 +189,7 @@ class _SplitRewriter(PyExprMutator):
         call = self.visit_expr_post_order(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name not in TRANSPOSED_CONV_OPS:
             return call
-        spec, why = spec_of(call)
+        spec, why = spec_from_call(call)
         if spec is None:
             logger.warning("tvm_deconv: graph mode leaves %s as it is: %s", call.op.name, why)
             return call
@@ -245,4 +216,4 @@ def conv_count(plan: TransposedConvPlan) -> int:
     return sum(1 for p in plan.phases() if p.has_taps)
 
 
-__all__ = ["SplitTransposedConvToConv", "axis_conv_params", "conv_count", "spec_of"]
+__all__ = ["SplitTransposedConvToConv", "axis_conv_params", "conv_count"]

@@ -103,3 +103,37 @@ def loop_nest_macs(func) -> int:
             macs *= int(sch.get(loop).extent)
         total += macs
     return total
+
+
+def transposed_conv_module(spec: ConvTransposeSpec, weight: np.ndarray | None = None,
+                           epilogue=None, extra_args=(), symbolic_batch: bool = False):
+    """A Relax module ``main(x[, w], *extra_args)`` calling one ``relax.nn.convNd_transpose``
+    with ``spec``'s attributes; ``weight`` given → a constant weight.  ``epilogue(bb, y)``
+    may emit ops after the conv (bias, activation) and returns the output."""
+    from tvm import relax, tirx  # pylint: disable=import-outside-toplevel
+
+    ops = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
+           3: relax.op.nn.conv3d_transpose}
+    shape = list(spec.data_shape)
+    if symbolic_batch:
+        shape[spec.data_layout.index("N")] = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType(shape, spec.dtype))
+    params = [x]
+    if weight is None:
+        w = relax.Var("w", relax.TensorType(spec.weight_shape, spec.dtype))
+        params.append(w)
+    else:
+        w = relax.const(weight)
+    bb = relax.BlockBuilder()
+    with bb.function("main", params + list(extra_args)):
+        with bb.dataflow():
+            y = bb.emit(ops[spec.ndim](
+                x, w, strides=spec.strides, padding=spec.pad_before + spec.pad_after,
+                output_padding=spec.output_padding, dilation=spec.dilation, groups=spec.groups,
+                data_layout=spec.data_layout, kernel_layout=spec.kernel_layout,
+                out_layout=spec.out_layout, out_dtype=spec.out_dtype))
+            if epilogue is not None:
+                y = epilogue(bb, y)
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
