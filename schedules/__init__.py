@@ -12,6 +12,7 @@ from . import arm
 from .common import supports_dtype
 from .cuda import cuda_compute, schedule_cuda
 from .generic_cpu import schedule_generic_cpu
+from .single_pixel import schedule_single_pixel, single_pixel_compute, supports_single_pixel
 from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
 
 # Transposed convolution.
@@ -20,6 +21,10 @@ from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
 register(CONV_TRANSPOSE, Implementation(
     name="arm_cpu.decomposed", target_keys=("arm_cpu",), priority=20, compute=arm.neon_compute,
     schedule=arm.schedule_neon, pack=arm.neon_pack, predicate=arm.supports_neon))
+register(CONV_TRANSPOSE, Implementation(
+    name="cpu.single_pixel", target_keys=("cpu",), priority=15,
+    compute=single_pixel_compute, schedule=schedule_single_pixel,
+    predicate=supports_single_pixel))
 register(CONV_TRANSPOSE, Implementation(
     name="x86.decomposed", target_keys=("cpu",), priority=10, compute=x86_compute,
     schedule=schedule_x86, pack=x86_pack, predicate=supports_x86))
