@@ -30,7 +30,8 @@ from tvm.script.ir_builder import tirx as T
 
 from . import strategy
 from .compute import INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION, _i64, _index
-from .transform import _current_target, _static_shape, annotate_implementation
+from .transform import (_current_target, _static_shape, annotate_implementation, describe_call,
+                        rewrite_relax_functions)
 from .plan import (DilatedConvPlan, DilatedConvSpec, DilatedPhase, PlanError,
                    make_dilated_plan, make_dilated_spec)
 
@@ -187,29 +188,12 @@ def dilated_spec_from_call(call: relax.Call) -> tuple[Optional[DilatedConvSpec],
     return spec, ""
 
 
-def _describe(call: relax.Call, spec: Optional[DilatedConvSpec]) -> str:
-    if spec is None:
-        return call.op.name
-    return (f"{call.op.name}(data {spec.data_shape} {spec.data_layout}, weight "
-            f"{spec.weight_shape} {spec.kernel_layout}, strides={spec.strides}, "
-            f"dilation={spec.dilation}, groups={spec.groups}, {spec.dtype}->{spec.out_dtype})")
-
-
 @mutator
 class _DilatedConvRewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, target):
         super().__init__(mod)
-        self.mod = mod
         self.target = target
-        self.rewritten = 0
-        self.skipped = 0
         self._funcs: dict[DilatedConvSpec, relax.GlobalVar] = {}
-
-    def rewrite(self) -> tvm.IRModule:
-        for gv, func in self.mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = self.visit_expr_post_order(call)
@@ -223,15 +207,13 @@ class _DilatedConvRewriter(PyExprMutator):
             selection = strategy.select(DILATED_CONV, spec, self.target)
             impl, why = selection.implementation, selection.reason()
         if impl is None:
-            self.skipped += 1
             logger.warning("tvm_deconv: dilated %s keeps TVM's default lowering: %s",
-                           _describe(call, spec), why)
+                           describe_call(call, spec), why)
             return call
         if spec not in self._funcs:
             func = annotate_implementation(impl.compute(spec), impl.name)
             func = func.without_attr("global_symbol")
             self._funcs[spec] = self.builder_.add_func(func, f"conv{spec.ndim}d_dilated_untangled")
-        self.rewritten += 1
         return relax.call_tir(self._funcs[spec], [call.args[0], call.args[1]],
                               relax.TensorType(spec.out_shape, spec.out_dtype))
 
@@ -253,7 +235,7 @@ class DecomposeDilatedConv:
         self.target = target
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return _DilatedConvRewriter(mod, _current_target(self.target)).rewrite()
+        return rewrite_relax_functions(_DilatedConvRewriter(mod, _current_target(self.target)), mod)
 
 
 __all__ = ["DecomposeDilatedConv", "dilated_conv1d", "dilated_conv2d", "dilated_conv3d",

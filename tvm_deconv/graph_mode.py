@@ -29,7 +29,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .plan import AxisPhase, TransposedConvPlan, make_plan
-from .transform import spec_from_call
+from .transform import rewrite_relax_functions, spec_from_call
 
 logger = logging.getLogger("tvm_deconv")
 
@@ -176,14 +176,6 @@ class _Emitter:
 class _SplitRewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
-        self.mod = mod
-        self.rewritten = 0
-
-    def rewrite(self) -> tvm.IRModule:
-        for gv, func in self.mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = self.visit_expr_post_order(call)
@@ -193,7 +185,6 @@ class _SplitRewriter(PyExprMutator):
         if spec is None:
             logger.warning("tvm_deconv: graph mode leaves %s as it is: %s", call.op.name, why)
             return call
-        self.rewritten += 1
         return _Emitter(self.builder_, make_plan(spec)).emit(call.args[0], call.args[1])
 
 
@@ -208,7 +199,7 @@ class SplitTransposedConvToConv:
     """
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return _SplitRewriter(mod).rewrite()
+        return rewrite_relax_functions(_SplitRewriter(mod), mod)
 
 
 def conv_count(plan: TransposedConvPlan) -> int:

@@ -148,13 +148,8 @@ class Phase:
 
 
 @dataclass(frozen=True)
-class ConvTransposeSpec:
-    """A transposed convolution in logical (layout-free) terms, validated.
-
-    Channel counts: ``in_channels = groups * in_per_group``,
-    ``out_channels = groups * out_per_group``.  Weight logical axes are
-    ``(I = in_channels, O = out_per_group, *kernel)``, as in PyTorch/ONNX (IOHW).
-    """
+class _ConvSpec:
+    """What transposed and dilated conv specs share: sizes, window attributes and layouts."""
 
     batch: int
     in_channels: int
@@ -166,12 +161,11 @@ class ConvTransposeSpec:
     dilation: tuple[int, ...]
     pad_before: tuple[int, ...]
     pad_after: tuple[int, ...]
-    output_padding: tuple[int, ...]
     data_layout: str
     kernel_layout: str
     out_layout: str
-    dtype: str = "float32"
-    out_dtype: str = "float32"
+    dtype: str
+    out_dtype: str
 
     @property
     def ndim(self) -> int:
@@ -191,7 +185,29 @@ class ConvTransposeSpec:
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        return _shape(self.data_layout, self._data_sizes())
+        sizes = dict(zip(self.spatial_axes, self.in_size), N=self.batch, C=self.in_channels)
+        return _shape(self.data_layout, sizes)
+
+    @property
+    def out_size(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        sizes = dict(zip(self.spatial_axes, self.out_size), N=self.batch, C=self.out_channels)
+        return _shape(self.out_layout, sizes)
+
+
+@dataclass(frozen=True)
+class ConvTransposeSpec(_ConvSpec):
+    """A transposed convolution in logical (layout-free) terms, validated.
+
+    Channel counts: ``in_channels = groups * in_per_group``,
+    ``out_channels = groups * out_per_group``.  Weight logical axes are
+    ``(I = in_channels, O = out_per_group, *kernel)``, as in PyTorch/ONNX (IOHW).
+    """
+
+    output_padding: tuple[int, ...]
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -201,14 +217,6 @@ class ConvTransposeSpec:
     @property
     def out_size(self) -> tuple[int, ...]:
         return tuple(a.out_size for a in plan_axes(self))
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        sizes = dict(zip(self.spatial_axes, self.out_size), N=self.batch, C=self.out_channels)
-        return _shape(self.out_layout, sizes)
-
-    def _data_sizes(self) -> dict[str, int]:
-        return dict(zip(self.spatial_axes, self.in_size), N=self.batch, C=self.in_channels)
 
 
 def _shape(layout: str, sizes: dict[str, int]) -> tuple[int, ...]:
@@ -228,6 +236,44 @@ def _check_layout(kind: str, layout: str, letters: str) -> None:
     if sorted(layout) != sorted(letters):
         raise PlanError(f"{kind} layout {layout!r} is not a permutation of {letters!r}; "
                         f"use e.g. {letters!r}")
+
+
+def _parse_layouts_and_shapes(op: str, data_shape, weight_shape, data_layout, kernel_layout,
+                              out_layout, kernel_letters: str, default_kernel_layout):
+    """Validated (ndim, spatial axes, layouts, sizes by data axis, sizes by kernel axis)."""
+    data_shape = tuple(int(d) for d in data_shape)
+    weight_shape = tuple(int(d) for d in weight_shape)
+    ndim = len(data_shape) - 2
+    if ndim not in SPATIAL_AXES:
+        raise PlanError(f"data shape {data_shape} has rank {len(data_shape)}; {op} "
+                        "take rank 3 (1-d), 4 (2-d) or 5 (3-d)")
+    spatial = SPATIAL_AXES[ndim]
+    data_layout = data_layout or "NC" + spatial
+    kernel_layout = kernel_layout or default_kernel_layout(data_layout, spatial)
+    out_layout = out_layout or data_layout
+    _check_layout("data", data_layout, "NC" + spatial)
+    _check_layout("kernel", kernel_layout, kernel_letters + spatial)
+    _check_layout("output", out_layout, "NC" + spatial)
+    if len(weight_shape) != len(data_shape):
+        raise PlanError(f"weight shape {weight_shape} must have rank {len(data_shape)} to match "
+                        f"data shape {data_shape}")
+    if any(d <= 0 for d in data_shape + weight_shape):
+        raise PlanError(f"shapes must be positive: data {data_shape}, weight {weight_shape}")
+    return (ndim, spatial, data_layout, kernel_layout, out_layout,
+            dict(zip(data_layout, data_shape)), dict(zip(kernel_layout, weight_shape)))
+
+
+def _parse_window(strides, padding, dilation, ndim: int):
+    """Validated per-axis (strides, dilation, pad_before, pad_after)."""
+    strides = _per_axis("strides", strides, ndim)
+    dilation = _per_axis("dilation", dilation, ndim)
+    pads = _per_axis("padding", padding, ndim, allow_pairs=True)
+    pad_before, pad_after = (pads, pads) if len(pads) == ndim else (pads[:ndim], pads[ndim:])
+    for name, vals, low in (("strides", strides, 1), ("dilation", dilation, 1),
+                            ("padding", pad_before + pad_after, 0)):
+        if any(v < low for v in vals):
+            raise PlanError(f"{name}={vals} must be >= {low}")
+    return strides, dilation, pad_before, pad_after
 
 
 def make_spec(
@@ -250,44 +296,21 @@ def make_spec(
     (Relax/ONNX order, e.g. ``(top, left, bottom, right)``).  Raises :class:`PlanError`
     naming the offending attribute and the fix.
     """
-    data_shape = tuple(int(d) for d in data_shape)
-    weight_shape = tuple(int(d) for d in weight_shape)
-    ndim = len(data_shape) - 2
-    if ndim not in SPATIAL_AXES:
-        raise PlanError(f"data shape {data_shape} has rank {len(data_shape)}; transposed convs "
-                        "take rank 3 (1-d), 4 (2-d) or 5 (3-d)")
-    spatial = SPATIAL_AXES[ndim]
-    data_layout = data_layout or "NC" + spatial
-    kernel_layout = kernel_layout or DEFAULT_LAYOUTS.get(data_layout, "IO" + spatial)
-    out_layout = out_layout or data_layout
-    _check_layout("data", data_layout, "NC" + spatial)
-    _check_layout("kernel", kernel_layout, "IO" + spatial)
-    _check_layout("output", out_layout, "NC" + spatial)
-    if len(weight_shape) != len(data_shape):
-        raise PlanError(f"weight shape {weight_shape} must have rank {len(data_shape)} to match "
-                        f"data shape {data_shape}")
-    if any(d <= 0 for d in data_shape + weight_shape):
-        raise PlanError(f"shapes must be positive: data {data_shape}, weight {weight_shape}")
-    dsz = dict(zip(data_layout, data_shape))
-    wsz = dict(zip(kernel_layout, weight_shape))
+    ndim, spatial, data_layout, kernel_layout, out_layout, dsz, wsz = _parse_layouts_and_shapes(
+        "transposed convs", data_shape, weight_shape, data_layout, kernel_layout, out_layout,
+        "IO", lambda layout, sp: DEFAULT_LAYOUTS.get(layout, "IO" + sp))
     groups = int(groups)
     if groups < 1 or dsz["C"] % groups:
         raise PlanError(f"groups={groups} must be >= 1 and divide the {dsz['C']} input channels")
     if wsz["I"] != dsz["C"]:
-        raise PlanError(f"weight {weight_shape} (layout {kernel_layout}) has I={wsz['I']} input "
-                        f"channels but data {data_shape} (layout {data_layout}) has C={dsz['C']}; "
-                        "transposed-conv weights are (in_channels, out_channels/groups, *k): "
-                        "check kernel_layout")
-    strides = _per_axis("strides", strides, ndim)
-    dilation = _per_axis("dilation", dilation, ndim)
+        raise PlanError(f"weight {tuple(weight_shape)} (layout {kernel_layout}) has I={wsz['I']} "
+                        f"input channels but data {tuple(data_shape)} (layout {data_layout}) has "
+                        f"C={dsz['C']}; transposed-conv weights are (in_channels, "
+                        "out_channels/groups, *k): check kernel_layout")
+    strides, dilation, pad_before, pad_after = _parse_window(strides, padding, dilation, ndim)
     output_padding = _per_axis("output_padding", output_padding, ndim)
-    pads = _per_axis("padding", padding, ndim, allow_pairs=True)
-    pad_before, pad_after = (pads, pads) if len(pads) == ndim else (pads[:ndim], pads[ndim:])
-    for name, vals, low in (("strides", strides, 1), ("dilation", dilation, 1),
-                            ("padding", pad_before + pad_after, 0),
-                            ("output_padding", output_padding, 0)):
-        if any(v < low for v in vals):
-            raise PlanError(f"{name}={vals} must be >= {low}")
+    if any(v < 0 for v in output_padding):
+        raise PlanError(f"output_padding={output_padding} must be >= 0")
     for s, d, op in zip(strides, dilation, output_padding):
         if op >= max(s, d):
             raise PlanError(f"output_padding={output_padding} must be smaller than the stride or "
@@ -454,45 +477,8 @@ class DilatedPhase:
 
 
 @dataclass(frozen=True)
-class DilatedConvSpec:
+class DilatedConvSpec(_ConvSpec):
     """A forward conv with dilation, validated; weight logical axes ``(O, I/groups, *k)``."""
-
-    batch: int
-    in_channels: int
-    out_channels: int
-    groups: int
-    in_size: tuple[int, ...]
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    dilation: tuple[int, ...]
-    pad_before: tuple[int, ...]
-    pad_after: tuple[int, ...]
-    data_layout: str
-    kernel_layout: str
-    out_layout: str
-    dtype: str = "float32"
-    out_dtype: str = "float32"
-
-    @property
-    def ndim(self) -> int:
-        return len(self.in_size)
-
-    @property
-    def spatial_axes(self) -> str:
-        return SPATIAL_AXES[self.ndim]
-
-    @property
-    def in_per_group(self) -> int:
-        return self.in_channels // self.groups
-
-    @property
-    def out_per_group(self) -> int:
-        return self.out_channels // self.groups
-
-    @property
-    def data_shape(self) -> tuple[int, ...]:
-        return _shape(self.data_layout, dict(zip(self.spatial_axes, self.in_size),
-                                             N=self.batch, C=self.in_channels))
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -504,11 +490,6 @@ class DilatedConvSpec:
         return tuple(dilated_out_size(*a) for a in zip(
             self.in_size, self.kernel, self.strides, self.dilation, self.pad_before,
             self.pad_after))
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return _shape(self.out_layout, dict(zip(self.spatial_axes, self.out_size),
-                                            N=self.batch, C=self.out_channels))
 
 
 def make_dilated_spec(
@@ -525,43 +506,19 @@ def make_dilated_spec(
     out_dtype: str | None = None,
 ) -> DilatedConvSpec:
     """Validate a forward conv's attributes as Relax's ``conv{1,2,3}d`` takes them."""
-    data_shape = tuple(int(d) for d in data_shape)
-    weight_shape = tuple(int(d) for d in weight_shape)
-    ndim = len(data_shape) - 2
-    if ndim not in SPATIAL_AXES:
-        raise PlanError(f"data shape {data_shape} has rank {len(data_shape)}; convs take rank "
-                        "3 (1-d), 4 (2-d) or 5 (3-d)")
-    spatial = SPATIAL_AXES[ndim]
-    data_layout = data_layout or "NC" + spatial
-    kernel_layout = kernel_layout or "OI" + spatial
-    out_layout = out_layout or data_layout
-    _check_layout("data", data_layout, "NC" + spatial)
-    _check_layout("kernel", kernel_layout, "OI" + spatial)
-    _check_layout("output", out_layout, "NC" + spatial)
-    if len(weight_shape) != len(data_shape):
-        raise PlanError(f"weight shape {weight_shape} must have rank {len(data_shape)} to match "
-                        f"data shape {data_shape}")
-    if any(d <= 0 for d in data_shape + weight_shape):
-        raise PlanError(f"shapes must be positive: data {data_shape}, weight {weight_shape}")
-    dsz = dict(zip(data_layout, data_shape))
-    wsz = dict(zip(kernel_layout, weight_shape))
+    ndim, spatial, data_layout, kernel_layout, out_layout, dsz, wsz = _parse_layouts_and_shapes(
+        "convs", data_shape, weight_shape, data_layout, kernel_layout, out_layout, "OI",
+        lambda layout, sp: "OI" + sp)
     groups = int(groups)
     if groups < 1 or dsz["C"] % groups or wsz["O"] % groups:
         raise PlanError(f"groups={groups} must be >= 1 and divide the {dsz['C']} input and "
                         f"{wsz['O']} output channels")
     if wsz["I"] * groups != dsz["C"]:
-        raise PlanError(f"weight {weight_shape} (layout {kernel_layout}) has I={wsz['I']} "
-                        f"channels per group but data {data_shape} has C={dsz['C']} with "
+        raise PlanError(f"weight {tuple(weight_shape)} (layout {kernel_layout}) has I={wsz['I']} "
+                        f"channels per group but data {tuple(data_shape)} has C={dsz['C']} with "
                         f"groups={groups}; conv weights are (out_channels, in_channels/groups, "
                         "*k): check kernel_layout")
-    strides = _per_axis("strides", strides, ndim)
-    dilation = _per_axis("dilation", dilation, ndim)
-    pads = _per_axis("padding", padding, ndim, allow_pairs=True)
-    pad_before, pad_after = (pads, pads) if len(pads) == ndim else (pads[:ndim], pads[ndim:])
-    for name, vals, low in (("strides", strides, 1), ("dilation", dilation, 1),
-                            ("padding", pad_before + pad_after, 0)):
-        if any(v < low for v in vals):
-            raise PlanError(f"{name}={vals} must be >= {low}")
+    strides, dilation, pad_before, pad_after = _parse_window(strides, padding, dilation, ndim)
     spec = DilatedConvSpec(
         batch=dsz["N"], in_channels=dsz["C"], out_channels=wsz["O"], groups=groups,
         in_size=tuple(dsz[a] for a in spatial), kernel=tuple(wsz[a] for a in spatial),

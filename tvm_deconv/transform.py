@@ -77,12 +77,21 @@ def annotate_implementation(func: tirx.PrimFunc, impl_name: str) -> tirx.PrimFun
     return sch.mod["main"]
 
 
-def _describe(call: relax.Call, spec: Optional[ConvTransposeSpec]) -> str:
+def describe_call(call: relax.Call, spec) -> str:
+    """A conv call for a log line: its op, and its shapes and attributes when ``spec`` is known."""
     if spec is None:
         return call.op.name
     return (f"{call.op.name}(data {spec.data_shape} {spec.data_layout}, weight "
             f"{spec.weight_shape} {spec.kernel_layout}, strides={spec.strides}, "
-            f"groups={spec.groups}, {spec.dtype}->{spec.out_dtype})")
+            f"dilation={spec.dilation}, groups={spec.groups}, {spec.dtype}->{spec.out_dtype})")
+
+
+def rewrite_relax_functions(mutator: PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
+    """Run ``mutator`` (built on ``mod``) over every Relax function of ``mod``."""
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return mutator.builder_.get()
 
 
 @mutator
@@ -90,19 +99,10 @@ class _TransposedConvRewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, target: Target, database=None,
                  warn_untuned: bool = False):
         super().__init__(mod)
-        self.mod = mod
         self.target = target
         self.database = database
         self.warn_untuned = warn_untuned
-        self.rewritten = 0
-        self.fallbacks = 0
         self._funcs: dict[tuple, relax.GlobalVar] = {}
-
-    def rewrite(self) -> tvm.IRModule:
-        for gv, func in self.mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = self.visit_expr_post_order(call)
@@ -114,11 +114,9 @@ class _TransposedConvRewriter(PyExprMutator):
             selection = strategy.select(strategy.CONV_TRANSPOSE, spec, self.target)
             impl, why = selection.implementation, selection.reason()
         if impl is None:
-            self.fallbacks += 1
             logger.warning("tvm_deconv: %s falls back to TVM's default lowering: %s",
-                           _describe(call, spec), why)
+                           describe_call(call, spec), why)
             return call
-        self.rewritten += 1
         out_ty = relax.TensorType(spec.out_shape, spec.out_dtype)
         tuned = self._tuned(spec, impl) if self.database is not None else None
         if tuned is not None:
@@ -209,7 +207,7 @@ class DecomposeTransposedConv:
             return SplitTransposedConvToConv()(mod)
         rewriter = _TransposedConvRewriter(mod, _current_target(self.target), self.database,
                                            self.warn_untuned)
-        return rewriter.rewrite()
+        return rewrite_relax_functions(rewriter, mod)
 
 
 def implementation_of(func: tirx.PrimFunc) -> Optional[str]:
