@@ -30,7 +30,8 @@ from tvm_deconv.schedules import arm
 from tvm_deconv.schedules.x86 import NEON, X86, x86_layout
 from tvm_deconv.strategy import CONV_TRANSPOSE, Implementation
 from tvm_deconv.targets import resolve_target
-from tvm_deconv.testing import conv_transpose_reference, random_inputs, relative_error
+from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
+                                transposed_conv_module)
 
 HOST = resolve_target("llvm")
 CROSS_CC = "aarch64-linux-gnu-gcc"
@@ -38,30 +39,7 @@ FMLA_4S = re.compile(r"fmla\s+v\d+\.4s")
 
 
 def _module(spec, bias=False, act=None):
-    op = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
-          3: relax.op.nn.conv3d_transpose}[spec.ndim]
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(spec.data_shape, "float32"))
-    w = relax.Var("w", relax.TensorType(spec.weight_shape, "float32"))
-    params = [x, w]
-    if bias:
-        b = relax.Var("b", relax.TensorType((spec.out_channels,), "float32"))
-        params.append(b)
-    with bb.function("main", params):
-        with bb.dataflow():
-            y = bb.emit(op(x, w, strides=spec.strides, padding=spec.pad_before + spec.pad_after,
-                           output_padding=spec.output_padding, dilation=spec.dilation,
-                           groups=spec.groups, data_layout=spec.data_layout,
-                           kernel_layout=spec.kernel_layout))
-            if bias:
-                shape = [1] * len(spec.out_shape)
-                shape[spec.out_layout.index("C")] = spec.out_channels
-                y = bb.emit(relax.op.add(y, relax.op.reshape(b, shape)))
-            if act is not None:
-                y = bb.emit(act(y))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    return transposed_conv_module(spec, bias=bias, activation=act)
 
 
 def _functions_asm(ex) -> dict[str, str]:

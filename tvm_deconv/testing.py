@@ -106,10 +106,12 @@ def loop_nest_macs(func) -> int:
 
 
 def transposed_conv_module(spec: ConvTransposeSpec, weight: np.ndarray | None = None,
-                           epilogue=None, extra_args=(), symbolic_batch: bool = False):
-    """A Relax module ``main(x[, w], *extra_args)`` calling one ``relax.nn.convNd_transpose``
-    with ``spec``'s attributes; ``weight`` given → a constant weight.  ``epilogue(bb, y)``
-    may emit ops after the conv (bias, activation) and returns the output."""
+                           epilogue=None, extra_args=(), symbolic_batch: bool = False,
+                           bias: bool = False, activation=None):
+    """A Relax module ``main(x[, w][, b], *extra_args)`` calling one ``relax.nn.convNd_transpose``
+    with ``spec``'s attributes; ``weight`` given → a constant weight.  ``bias`` adds a
+    parameter ``b`` of shape (out_channels,) along the output's channel axis, then
+    ``activation(y)`` (a Relax op) and ``epilogue(bb, y)`` (any ops) follow, in that order."""
     from tvm import relax, tirx  # pylint: disable=import-outside-toplevel
 
     ops = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
@@ -124,6 +126,9 @@ def transposed_conv_module(spec: ConvTransposeSpec, weight: np.ndarray | None = 
         params.append(w)
     else:
         w = relax.const(weight)
+    if bias:
+        b = relax.Var("b", relax.TensorType((spec.out_channels,), spec.out_dtype))
+        params.append(b)
     bb = relax.BlockBuilder()
     with bb.function("main", params + list(extra_args)):
         with bb.dataflow():
@@ -132,6 +137,12 @@ def transposed_conv_module(spec: ConvTransposeSpec, weight: np.ndarray | None = 
                 output_padding=spec.output_padding, dilation=spec.dilation, groups=spec.groups,
                 data_layout=spec.data_layout, kernel_layout=spec.kernel_layout,
                 out_layout=spec.out_layout, out_dtype=spec.out_dtype))
+            if bias:
+                shape = [1] * len(spec.out_shape)
+                shape[spec.out_layout.index("C")] = spec.out_channels
+                y = bb.emit(relax.op.add(y, relax.op.reshape(b, shape)))
+            if activation is not None:
+                y = bb.emit(activation(y))
             if epilogue is not None:
                 y = epilogue(bb, y)
             out = bb.emit_output(y)
