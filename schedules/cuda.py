@@ -1,35 +1,29 @@
 """The CUDA default schedule of the decomposed transposed conv: correct and fast untuned.
 
-In: a PrimFunc from :func:`tvm_deconv.compute.decomposed_conv_transpose`, possibly with
-elementwise epilogue blocks fused after it (bias, activation).  Out: every root block bound
-to GPU blocks/threads, so the PrimFunc can be marked scheduled.
+Two computes, both scheduled as implicit GEMMs (M = output channels, N = batch × output
+pixels, K = taps × Cin/groups, taps outermost so every K step reads one dense, shifted input
+window and one weight slice; thread-block tiles BM × BN, threads ``ty`` over channels and
+``tx`` over pixels, each thread VO × VW float accumulators; BK input channels of input and
+weight staged in shared memory per K step):
 
-Each ``phase_*`` block is an implicit GEMM: M = output channels, N = batch × the phase's
-output pixels, K = taps × Cin/groups (taps outermost, so every K step reads one dense,
-shifted input window and one weight slice).  Per phase:
+* **phase-batched** (:func:`~tvm_deconv.compute.phase_batched_conv_transpose`; k % s == 0 and
+  s | out — DCGAN, pose, U-Net, FCN-8s, HiFi-GAN, FSRCNN x3, 3-D U-Net): ONE kernel for every
+  phase, the phases on grid dimensions y/z.  Its ``store`` block is the only writer of the
+  output, so the PrimFunc is a stage pipeline: fused epilogues (bias, activations) are
+  reverse-inlined into the store and run inside the same kernel, and float16 convs
+  accumulate in float32.
+* **per phase** (ragged phases: k % s != 0, e.g. CycleGAN k3 s2, FSRCNN x2 k9 s2): one
+  ``phase_*`` block and kernel per phase.  ``reindex`` gives each a dense accumulator and a
+  write-back to the strided positions ``o = r + q*s`` (never ``cache_write`` the strided
+  output: its bounding box spans the other phases' positions and the write-back would
+  overwrite them, silently).  :func:`cuda_compute` marks this PrimFunc opaque: with several
+  writers of one buffer the root scope is no stage pipeline, so reindex / compute_at refuse
+  a fused epilogue; bias/ReLU run as their own elementwise kernel.
 
-* ``reindex`` the output write first: the block then writes a *dense* buffer indexed by
-  (n, oc, q...), and a separate write-back block stores it to the strided positions
-  ``o = r + q*s`` of the interleaved output.  The dense buffer becomes the thread's local
-  accumulator.  (Never ``cache_write`` the strided output: its bounding box spans the other
-  phases' positions and the write-back would overwrite them with garbage, silently.)
-* thread block tile BM output channels × BN pixels (per-axis tiles of n, q1..qd), threads
-  ``ty`` over channels and ``tx`` over pixels (adjacent threads → adjacent pixels), each
-  thread VO × VW accumulators;
-* input and weight tiles of BK input channels staged in shared memory per K step (skipped
-  for grouped convs, whose channel window is not a constant-size box).
-
-``zero_*`` blocks (tapless phases) are plain elementwise kernels.  Epilogues (bias,
-activation) are NOT fused: :func:`cuda_compute` marks the PrimFunc opaque, so FuseOps leaves
-bias/ReLU to their own elementwise kernel (scheduled by dlight).  Why: with an epilogue
-fused after them, the phase blocks (several writers of one strided buffer that a later block
-reads) make the root scope fail TVM's "stage pipeline" check, and then reindex / compute_at
-(and dlight's own rules) refuse the PrimFunc.  Computing the epilogue inside a phase tile
-would need per-phase copies of every epilogue block.  Cost: one extra pass over the output.
-(:func:`schedule_cuda` still schedules any elementwise blocks it finds, for callers that
-build the fused form themselves from an unfused-safe structure.)
-
-Everything is plain FFMA in the compute dtype (no tensor cores, so never TF32).
+Shared-memory staging is skipped where TVM's bound of the staged window exceeds a block's
+shared memory (probed by building a copy) or the window is no constant box (grouped convs).
+``zero_*`` blocks (tapless phases) are plain elementwise kernels.  Everything is plain FFMA
+in the accumulation dtype (no tensor cores, so never TF32).
 """
 
 from __future__ import annotations
@@ -40,17 +34,45 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from tvm_deconv.compute import decomposed_conv_transpose
-from tvm_deconv.plan import ConvTransposeSpec
+from tvm_deconv.compute import (BATCHED_ANNOTATION, decomposed_conv_transpose,
+                                 phase_batched_conv_transpose)
+from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
-from .common import split_blocks
+from .common import root_blocks, split_blocks, supports_dtype
 
 OP_PATTERN_OPAQUE = 8  # relax.OpPatternKind.kOpaque: FuseOps fuses nothing into it
 
 
 def cuda_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
-    """The decomposed compute, marked opaque so that no epilogue is fused into it."""
+    """The phase-batched compute (one kernel, epilogues fused) where the plan allows it and
+    its staged input window fits shared memory (float16: always, for float32 accumulation);
+    otherwise the per-phase compute, marked opaque so that no epilogue is fused into it."""
+    if make_plan(spec).phase_batched:
+        batched = phase_batched_conv_transpose(spec)
+        if spec.out_dtype == "float16" or _batched_shared_fits(batched):
+            return batched
     return decomposed_conv_transpose(spec).with_attr("op_pattern", OP_PATTERN_OPAQUE)
+
+
+def _batched_shared_fits(func: tirx.PrimFunc) -> bool:
+    """TVM bounds the batched block's staged input window loosely for some plans (FSRCNN
+    k9 s3: the whole 131x131 plane); those keep one kernel per phase, which stages fine."""
+    from tvm_deconv.targets import resolve_target  # pylint: disable=import-outside-toplevel
+
+    trial = s_tir.Schedule(func)
+    try:
+        schedule_batched(trial, *_batched_blocks(trial), GPU, shared_cache=True)
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return _shared_within_limit(trial, resolve_target("cuda"))
+
+
+def supports_cuda(spec: ConvTransposeSpec, target: Target) -> str | None:
+    why = supports_dtype(spec, target)
+    if why is None and spec.out_dtype == "float16" and not make_plan(spec).phase_batched:
+        why = ("float16 accumulates in float32 only in the phase-batched kernel (dilation 1, "
+               "k % s == 0, stride dividing the output); this one has ragged phases")
+    return why
 
 
 @dataclass(frozen=True)
@@ -91,7 +113,8 @@ def _bk(ric: int) -> int:
     return next(b for b in range(min(16, ric), 0, -1) if ric % b == 0)
 
 
-def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int) -> _Tiles:
+def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
+                  block_only: tuple = ()) -> _Tiles:
     """Thread-block tile of one phase: BM = ty*vo channels × BN = tx*vw pixels.
 
     Start from 256 threads with 4×4 accumulators each; while the grid is smaller than the
@@ -106,7 +129,12 @@ def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int) -> _Tiles:
         tiles = [1] * len(spatial)
         left = tx_target * vw
         for i in reversed(range(len(spatial))):
-            tiles[i] = min(spatial[i], max(1, left))
+            if i in block_only:
+                continue
+            # A divisor: an imperfect split makes the staged input window's bound the whole
+            # plane (seen: 230k floats of shared memory for FSRCNN's 3 phases per axis).
+            tiles[i] = max(d for d in range(1, min(spatial[i], max(1, left)) + 1)
+                           if spatial[i] % d == 0)
             left //= tiles[i]
         vw_e = next(v for v in (4, 2, 1) if v <= vw and tiles[-1] % v == 0)
         grid = -(-oc // (vo_e * ty)) * math.prod(-(-e // t) for e, t in zip(spatial, tiles))
@@ -158,36 +186,62 @@ def schedule_phase(sch: s_tir.Schedule, name: str, knobs: _Knobs = GPU,
                    shared_cache: bool = True, num_sms: int = 132) -> None:
     """Schedule one ``phase_*`` reduction block as a tiled implicit GEMM."""
     block = sch.get_sblock(name)
-    ivs = sch.get(block).iter_vars
-    nd = (len(ivs) - 3) // 2
-    extents = [int(iv.dom.extent) for iv in ivs]
-    oc_ext, spatial, ric_ext = extents[1], [extents[0]] + extents[2:2 + nd], extents[2 + nd]
-    n_var = ivs[0].var
-    t = _choose_tiles(oc_ext, spatial, ric_ext, num_sms)
-
+    nd = (len(sch.get(block).iter_vars) - 3) // 2
     # Dense per-phase output buffer (the accumulators) + a write-back to the strided output.
     # The write-back is not the only writer of the output (the other phases are), so it cannot
     # be moved (reverse_compute_at); it carries the tile loops and the phase block is moved
     # under them instead.
     sch.reindex(block, ("write", 0))
-    writeback = sch.get_consumers(block)[0]
+    _schedule_gemm(sch, block, sch.get_consumers(block)[0], nd, knobs, shared_cache, num_sms)
+
+
+def schedule_batched(sch: s_tir.Schedule, conv: str, store: str, knobs: _Knobs = GPU,
+                     shared_cache: bool = True, num_sms: int = 132) -> None:
+    """Schedule the all-phases block of :func:`~tvm_deconv.compute.phase_batched_conv_transpose`
+    (pixel axes ``n, r1.., q1..``) with its ``store`` block as the write-back: one kernel for
+    every phase, the phases spread over thread blocks."""
+    block = sch.get_sblock(conv)
+    nd = (len(sch.get(block).iter_vars) - 3) // 3
+    # Phases go to blockIdx only: with (q, r) pairs fused into one thread index, TVM
+    # miscompiled the kernel (wrong outputs in the CPU emulation test).
+    _schedule_gemm(sch, block, sch.get_sblock(store), 2 * nd, knobs, shared_cache, num_sms,
+                   block_only=tuple(range(1, 1 + nd)))
+
+
+def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Knobs,
+                   shared_cache: bool, num_sms: int, block_only: tuple = ()) -> None:
+    """Tile ``block`` (iterators ``n, oc, <npix pixel axes>, ric, taps...``, writing a dense
+    buffer that ``writeback`` copies out) as an implicit GEMM: thread-block tiles of the
+    write-back's loops, the block computed at each thread's tile with local accumulators."""
+    ivs = sch.get(block).iter_vars
+    extents = [int(iv.dom.extent) for iv in ivs]
+    oc_ext, spatial, ric_ext = extents[1], [extents[0]] + extents[2:2 + npix], extents[2 + npix]
+    n_var = ivs[0].var
+    t = _choose_tiles(oc_ext, spatial, ric_ext, num_sms, block_only)
     sch.set_scope(block, 0, knobs.local)
 
     loops = sch.get_loops(writeback)
-    n, oc, qs = loops[0], loops[1], loops[2:2 + nd]
+    n, oc, qs = loops[0], loops[1], loops[2:2 + npix]
     bo, ty, vo = sch.split(oc, [None, t.ty, t.vo])
     sp_loops = [n] + list(qs)
+    by_loops = [lp for i, lp in enumerate(sp_loops) if i in block_only]
     b_loops, t_loops = [], []
     for i, (lp, tile) in enumerate(zip(sp_loops, t.tiles)):
+        if i in block_only:
+            continue
         if i == len(sp_loops) - 1:
             b, tt, vw = sch.split(lp, [None, tile // t.vw, t.vw])
         else:
             b, tt = sch.split(lp, [None, tile])
         b_loops.append(b)
         t_loops.append(tt)
-    sch.reorder(bo, *b_loops, ty, *t_loops, vo, vw)
-    bx = sch.fuse(bo, *b_loops)
+    # Whole axes per thread block (the phases) get grid dimensions y and z of their own; a
+    # third joins x.  (Fusing two phase axes into one index miscompiled: wrong outputs.)
+    sch.reorder(*by_loops[:2], bo, *by_loops[2:], *b_loops, ty, *t_loops, vo, vw)
+    bx = sch.fuse(bo, *by_loops[2:], *b_loops)
     tx = sch.fuse(*t_loops) if len(t_loops) > 1 else t_loops[0]
+    for loop, axis in zip(by_loops[:2], ("blockIdx.y", "blockIdx.z")):
+        _bind(sch, loop, axis, knobs)
     _bind(sch, bx, "blockIdx.x", knobs)
     _bind(sch, ty, "threadIdx.y", knobs)
     _bind(sch, tx, "threadIdx.x", knobs)
@@ -198,7 +252,7 @@ def schedule_phase(sch: s_tir.Schedule, name: str, knobs: _Knobs = GPU,
     sch.compute_at(block, tx, preserve_unit_loops=True)
     loops = sch.get_loops(block)
     inner = loops[len(loops) - len(ivs):]   # one loop per block iterator, in order
-    sp_inner, ric, taps = inner[:2 + nd], inner[2 + nd], inner[3 + nd:]
+    sp_inner, ric, taps = inner[:2 + npix], inner[2 + npix], inner[3 + npix:]
     ko, ki = sch.split(ric, [None, t.bk])
     sch.reorder(*taps, ko, ki, *sp_inner)
 
@@ -242,31 +296,21 @@ def _num_sms(target: Target) -> int:
     return {"sm_90": 132, "sm_89": 128, "sm_87": 16, "sm_86": 84, "sm_80": 108}.get(arch, 80)
 
 
-def _shared_fits(sch, phase_names, knobs, num_sms, target) -> bool:
-    """Build the phases with shared staging on a copy; False if a kernel's static shared
-    memory exceeds the target's per-block limit."""
+def _shared_within_limit(trial: s_tir.Schedule, target: Target) -> bool:
+    """Build a fully scheduled copy; False if a kernel's static shared memory exceeds the
+    target's per-block limit (TVM's region bound of a staged window can come out as a whole
+    image plane)."""
     import re  # pylint: disable=import-outside-toplevel
 
     import tvm  # pylint: disable=import-outside-toplevel
 
-    _, zeros, others = split_blocks(sch)
-    rest = [sch.get(b).name_hint for b in zeros + others]
-    trial = sch.copy()
     try:
-        for name in phase_names:
-            attempt = trial.copy()
-            try:
-                schedule_phase(attempt, name, knobs, shared_cache=True, num_sms=num_sms)
-                shared = True
-            except Exception:  # pylint: disable=broad-except
-                shared = False
-            schedule_phase(trial, name, knobs, shared_cache=shared, num_sms=num_sms)
-        for name in rest:
-            schedule_elementwise(trial, trial.get_sblock(name), knobs)
         func = trial.mod["main"].with_attr("global_symbol", "shared_probe")
         ex = tvm.compile(tvm.IRModule({"shared_probe": func}), target)
     except Exception:  # pylint: disable=broad-except
-        return True  # decided per phase below
+        # Where nvcc is installed, tvm.compile runs ptxas, which rejects too much shared
+        # memory ("uses too much shared data"); without it only the source is generated.
+        return False
     limit = int(target.attrs.get("max_shared_memory_per_block", 49152))
 
     def sources(mod):
@@ -285,17 +329,91 @@ def _shared_fits(sch, phase_names, knobs, num_sms, target) -> bool:
     return True
 
 
+def _schedule_rest(sch: s_tir.Schedule, names: list, knobs: _Knobs) -> None:
+    """Elementwise blocks (zero phases, epilogues): chains folded into their last block, each
+    remaining one an elementwise kernel."""
+    for name in names[:-1]:
+        trial = sch.copy()
+        try:
+            trial.compute_inline(trial.get_sblock(name))
+        except Exception:  # pylint: disable=broad-except
+            continue
+        sch.compute_inline(sch.get_sblock(name))
+    for name in names:
+        try:
+            block = sch.get_sblock(name)
+        except Exception:  # pylint: disable=broad-except
+            continue  # inlined above
+        schedule_elementwise(sch, block, knobs)
+
+
+def _batched_blocks(sch: s_tir.Schedule):
+    """(conv, store) block names of a phase-batched PrimFunc, or None."""
+    roles = {}
+    for block in root_blocks(sch):
+        role = sch.get(block).annotations.get(BATCHED_ANNOTATION)
+        if role is not None:
+            roles[str(role)] = sch.get(block).name_hint
+    return (roles["conv"], roles["store"]) if "conv" in roles else None
+
+
+def _schedule_batched_func(sch: s_tir.Schedule, target: Target, knobs: _Knobs, conv: str,
+                           store: str) -> None:
+    """One kernel for all phases; fused epilogues (bias, activations) are inlined into the
+    store, so they run inside it too."""
+    others = [sch.get(b).name_hint for b in root_blocks(sch)
+              if sch.get(b).name_hint not in (conv, store)]
+    left = []
+    for name in others:
+        trial = sch.copy()
+        try:
+            trial.reverse_compute_inline(trial.get_sblock(name))
+        except Exception:  # pylint: disable=broad-except
+            left.append(name)
+            continue
+        sch.reverse_compute_inline(sch.get_sblock(name))
+    num_sms = _num_sms(target)
+    use_shared = True
+    trial = sch.copy()
+    try:
+        schedule_batched(trial, conv, store, knobs, shared_cache=True, num_sms=num_sms)
+        _schedule_rest(trial, left, knobs)
+        use_shared = knobs.bind is False or _shared_within_limit(trial, target)
+    except Exception:  # pylint: disable=broad-except
+        use_shared = False
+    schedule_batched(sch, conv, store, knobs, shared_cache=use_shared, num_sms=num_sms)
+    _schedule_rest(sch, left, knobs)
+
+
 def schedule_cuda(sch: s_tir.Schedule, target: Target, knobs: _Knobs = GPU) -> None:
     """Schedule every root block of a decomposed-conv PrimFunc for CUDA."""
+    batched = _batched_blocks(sch)
+    if batched is not None:
+        _schedule_batched_func(sch, target, knobs, *batched)
+        return
     phases, zeros, others = split_blocks(sch)
     phase_names = [sch.get(b).name_hint for b in phases]
-    zero_names = [sch.get(b).name_hint for b in zeros]
-    other_names = [sch.get(b).name_hint for b in others]
+    rest = [sch.get(b).name_hint for b in zeros + others]
     num_sms = _num_sms(target)
     # Stage input/weight tiles in shared memory unless that fails (grouped convs: the input
-    # window is no constant box) or TVM's region bound of the staged window comes out larger
-    # than a block's shared memory (seen: the whole image plane): try on a copy first.
-    shared = knobs.bind is False or _shared_fits(sch, phase_names, knobs, num_sms, target)
+    # window is no constant box) or the staged window exceeds a block's shared memory: try on
+    # a copy first.
+    shared = knobs.bind is False
+    if not shared:
+        trial = sch.copy()
+        try:
+            for name in phase_names:
+                attempt = trial.copy()
+                try:
+                    schedule_phase(attempt, name, knobs, shared_cache=True, num_sms=num_sms)
+                    ok = True
+                except Exception:  # pylint: disable=broad-except
+                    ok = False
+                schedule_phase(trial, name, knobs, shared_cache=ok, num_sms=num_sms)
+            _schedule_rest(trial, rest, knobs)
+            shared = _shared_within_limit(trial, target)
+        except Exception:  # pylint: disable=broad-except
+            shared = True  # decided per phase below
     for name in phase_names:
         use_shared = shared
         if use_shared:
@@ -305,17 +423,4 @@ def schedule_cuda(sch: s_tir.Schedule, target: Target, knobs: _Knobs = GPU) -> N
             except Exception:  # pylint: disable=broad-except
                 use_shared = False
         schedule_phase(sch, name, knobs, shared_cache=use_shared, num_sms=num_sms)
-    # Fold chains of elementwise epilogue blocks into the last one (one kernel, not several).
-    for name in other_names[:-1]:
-        trial = sch.copy()
-        try:
-            trial.compute_inline(trial.get_sblock(name))
-        except Exception:  # pylint: disable=broad-except
-            continue
-        sch.compute_inline(sch.get_sblock(name))
-    for name in zero_names + other_names:
-        try:
-            block = sch.get_sblock(name)
-        except Exception:  # pylint: disable=broad-except
-            continue  # inlined above
-        schedule_elementwise(sch, block, knobs)
+    _schedule_rest(sch, rest, knobs)

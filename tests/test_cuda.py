@@ -27,7 +27,7 @@ from tvm import relax, s_tir
 
 import tvm_deconv
 from tvm_deconv import zoo
-from tvm_deconv.plan import PlanError, make_spec
+from tvm_deconv.plan import PlanError, make_plan, make_spec
 from tvm_deconv.schedules import cuda as cuda_sched
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
@@ -171,6 +171,50 @@ def test_cuda_schedule_structure_cpu_emulation(spec):
     assert _emulate(spec) < 1e-5
 
 
+BATCHED_SPECS = [
+    make_spec((2, 6, 4, 5), (6, 3, 4, 4), strides=2, padding=1),               # DCGAN-like
+    make_spec((1, 6, 4, 4), (6, 2, 4, 4), strides=2, padding=1, groups=3),     # groups
+    make_spec((1, 4, 5, 6), (4, 3, 4, 6), strides=(2, 3), padding=(1, 2),      # s differs per axis
+              output_padding=(0, 1)),
+    make_spec((2, 4, 7), (4, 5, 16), strides=8, padding=4),                    # 1-d, 8 phases
+    make_spec((1, 4, 3, 4, 3), (4, 2, 4, 4, 4), strides=2, padding=1),         # 3-d
+    make_spec((1, 3, 3, 5), (4, 4, 2, 5), strides=2, padding=1,                # NHWC / HWOI
+              data_layout="NHWC", kernel_layout="HWOI"),
+    make_spec((1, 5, 3, 3), (5, 2, 9, 9), strides=3, padding=4, output_padding=2),  # FSRCNN x3
+]
+
+
+@pytest.mark.parametrize("spec", BATCHED_SPECS, ids=lambda s: f"{s.ndim}d_s{s.strides}_k{s.kernel}")
+def test_phase_batched_is_one_kernel_with_fused_epilogue(spec):
+    """k % s == 0 and s | out: all phases (and bias + ReLU) run in ONE kernel, and the same
+    loop structure on LLVM matches the reference."""
+    assert cuda_sched.cuda_compute(spec).attrs["op_pattern"] == 4  # epilogues may fuse
+    channels_first = spec.out_layout.index("C") == 1  # one_layer's bias is NC...-shaped
+    ex = tvm_deconv.build(one_layer(spec, bias=channels_first), "cuda")
+    kernels = {k.split("(")[1].split()[-1]: k for src in cuda_sources(ex.mod)
+               for k in src.split("__global__")[1:] if "{" in k}  # definitions, by name
+    assert len(kernels) == 1, list(kernels)
+    if channels_first:
+        assert "max(" in next(iter(kernels.values()))  # the ReLU is inside the conv kernel
+    assert _emulate(spec) < 1e-5
+
+
+def test_ragged_phases_keep_one_kernel_per_phase():
+    spec = make_spec((1, 4, 6, 5), (4, 3, 3, 3), strides=2, padding=1, output_padding=1)
+    assert cuda_sched.cuda_compute(spec).attrs["op_pattern"] == cuda_sched.OP_PATTERN_OPAQUE
+
+
+def test_float16_accumulates_in_float32():
+    """fp16 convs: float32 accumulators (one rounding at the store); ragged fp16 falls back
+    to TVM's default with the reason."""
+    spec = make_spec((1, 64, 4, 4), (64, 32, 4, 4), strides=2, padding=1, dtype="float16")
+    script = cuda_sched.cuda_compute(spec).script()
+    assert '"float32"' in script and "T.Cast(\"float16\"" in script.replace("'", '"')
+    ragged = make_spec((1, 4, 6, 5), (4, 3, 3, 3), strides=2, padding=1, output_padding=1,
+                       dtype="float16")
+    assert "float32 only in the phase-batched" in cuda_sched.supports_cuda(ragged, CUDA)
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU
 # ---------------------------------------------------------------------------------------------
@@ -220,3 +264,27 @@ def test_gpu_zoo_layer_with_bias_relu(layer, batch):
     out = vm["main"](*(tvm.runtime.tensor(a, dev) for a in (data, weight, bias))).numpy()
     ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias.reshape(-1)), 0)
     assert relative_error(out, ref) < 1e-5
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("spec", BATCHED_SPECS, ids=lambda s: f"{s.ndim}d_s{s.strides}_k{s.kernel}")
+def test_gpu_phase_batched(spec):
+    assert _run_primfunc_gpu(spec, seed=2) < 1e-5
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("layer", [l for l in zoo.LAYERS if make_plan(l.spec(1)).phase_batched],
+                         ids=lambda l: l.name)
+def test_gpu_float16_zoo_layer(layer):
+    """fp16 in and out, float32 accumulation: within 2e-3 of the float64 result of the same
+    (fp16-rounded) inputs."""
+    spec = layer.spec(2, dtype="float16")
+    ex = tvm_deconv.build(one_layer(spec), "cuda")
+    dev = tvm.cuda(0)
+    data, weight = random_inputs(spec, seed=5)
+    out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev),
+                                                tvm.runtime.tensor(weight, dev)).numpy()
+    ref = conv_transpose_reference(data.astype("float64"), weight.astype("float64"), spec)
+    assert relative_error(out.astype("float64"), ref) < 2e-3

@@ -53,6 +53,27 @@ def test_axis_plan_matches_scatter_definition(cfg):
     assert planned == scatter_pairs(in_size, kernel, stride, dilation, pad_before, out)
 
 
+@settings(max_examples=300, deadline=None)
+@given(axis_configs())
+def test_batched_closed_forms_match_every_phase(cfg):
+    """Where all phases share one loop nest (the CUDA phase-batched kernel), the closed forms
+    in ``r`` give exactly each phase's taps and input offsets."""
+    in_size, kernel, stride, dilation, pad_before, pad_after, output_padding, out = cfg
+    if out <= 0:
+        return
+    axis = plan_axis(in_size, kernel, stride, dilation, pad_before, pad_after, output_padding)
+    expected = (dilation == 1 and kernel % stride == 0 and out % stride == 0)
+    assert axis.phase_batched == expected
+    if not expected:
+        return
+    for phase in axis.phases:
+        assert phase.extent == out // stride
+        for j in range(phase.num_taps):
+            assert axis.batched_tap(phase.phase, j) == phase.taps[j]
+            for q in range(phase.extent):
+                assert axis.batched_input(phase.phase, q, j) == q + phase.input_offsets[j]
+
+
 @pytest.mark.parametrize("kernel,stride,taps", [
     (3, 2, (2, 1)), (9, 2, (5, 4)), (4, 2, (2, 2)), (9, 3, (3, 3, 3)), (16, 8, (2,) * 8),
     (2, 3, (1, 1, 0)), (1, 4, (1, 0, 0, 0))])

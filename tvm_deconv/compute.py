@@ -29,6 +29,8 @@ from tvm.script.ir_builder import tirx as T
 from .plan import ConvTransposeSpec, Phase, TransposedConvPlan, make_plan, make_spec
 
 PHASE_ANNOTATION = "tvm_deconv.phase"
+# Blocks of :func:`phase_batched_conv_transpose`: "conv" (all phases) or "store".
+BATCHED_ANNOTATION = "tvm_deconv.batched"
 # relax.OpPatternKind.kOutEWiseFusable: elementwise consumers (bias, activation) fuse into it.
 OUT_ELEMWISE_FUSABLE = 4
 INDEX_DTYPE = "int64"
@@ -150,6 +152,80 @@ def decomposed_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
                     _phase_block(plan, phase, data, weight, out)
                 else:
                     _zero_block(spec, phase, out)
+    return builder.get()
+
+
+def accumulate_dtype(spec: ConvTransposeSpec) -> str:
+    """float16 convs accumulate in float32 (the output is rounded once, at the store)."""
+    return "float32" if spec.out_dtype == "float16" else spec.out_dtype
+
+
+def phase_batched_conv_transpose(spec: ConvTransposeSpec,
+                                 name: str | None = None) -> tirx.PrimFunc:
+    """All phases in ONE reduction block, for plans where that wastes nothing.
+
+    Requires ``make_plan(spec).phase_batched`` (dilation 1, k % s == 0, s | out: every phase
+    has the same taps count and extent).  The block iterates ``(n, oc, r1, .., q1, ..,
+    ric, j1, ..)`` and reduces into a dense accumulator ``acc[n, oc, r1, .., q1, ..]`` of
+    :func:`accumulate_dtype`; the phase ``r`` enters the tap and input indices through the
+    plan's closed forms (:meth:`~tvm_deconv.plan.AxisPlan.batched_tap` / ``batched_input``).
+    A ``store`` block writes ``out[.., q*s + r, ..] = acc`` (casting when accumulating in
+    float32): it is the only writer of the output, a bijection, so the PrimFunc is a stage
+    pipeline — epilogues fuse after it and every TIR primitive applies (GPU schedules: one
+    kernel for all phases instead of one per phase).
+    """
+    plan = make_plan(spec)
+    if not plan.phase_batched:
+        raise ValueError(f"{spec} is not phase-batched (needs dilation 1, k % s == 0, s | out)")
+    nd, sp = spec.ndim, spec.spatial_axes
+    acc_dtype = accumulate_dtype(spec)
+    grid = [ax.stride for ax in plan.axes] + [ax.out_size // ax.stride for ax in plan.axes]
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(name or f"conv{nd}d_transpose_phase_batched")
+            T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
+            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
+            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
+            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            acc = T.sblock_alloc_buffer(
+                [_i64(d) for d in [spec.batch, spec.out_channels] + grid], acc_dtype)
+            extents = ([spec.batch, spec.out_channels] + grid + [spec.in_per_group]
+                       + [ax.max_taps for ax in plan.axes])
+            with T.grid(*[_i64(e) for e in extents]) as loops:
+                with T.sblock("phases"):
+                    it = T.axis.remap("SS" + "S" * 2 * nd + "R" * (1 + nd), loops,
+                                      dtype=INDEX_DTYPE)
+                    n, oc, qr, ric, js = it[0], it[1], it[2:2 + 2 * nd], it[2 + 2 * nd], it[
+                        3 + 2 * nd:]
+                    T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, BATCHED_ANNOTATION: "conv"})
+                    if spec.groups == 1:
+                        ic, oc_in_group = ric, oc
+                    else:
+                        ic = tirx.floordiv(oc, _i64(spec.out_per_group)) * _i64(
+                            spec.in_per_group) + ric
+                        oc_in_group = tirx.floormod(oc, _i64(spec.out_per_group))
+                    in_idx, tap_idx, guards = {}, {}, []
+                    for a, ax, r, q, j in zip(sp, plan.axes, qr[:nd], qr[nd:], js):
+                        in_idx[a] = ax.batched_input(r, q, j)
+                        tap_idx[a] = ax.batched_tap(r, j)
+                        guards += [in_idx[a] >= _i64(0), in_idx[a] < _i64(ax.in_size)]
+                    x = data[tuple(_index(spec.data_layout, dict(in_idx, N=n, C=ic)))]
+                    x = tirx.if_then_else(tirx.all(*guards), x, tirx.const(0, spec.dtype))
+                    w = weight[tuple(_index(spec.kernel_layout,
+                                            dict(tap_idx, I=ic, O=oc_in_group)))]
+                    with T.init():
+                        T.buffer_store(acc, tirx.const(0, acc_dtype), list(it[:2 + 2 * nd]))
+                    T.buffer_store(acc, acc[tuple(it[:2 + 2 * nd])] + x.astype(acc_dtype)
+                                   * w.astype(acc_dtype), list(it[:2 + 2 * nd]))
+            with T.grid(*[_i64(e) for e in [spec.batch, spec.out_channels] + grid]) as loops:
+                with T.sblock("store"):
+                    it = T.axis.remap("S" * (2 + 2 * nd), loops, dtype=INDEX_DTYPE)
+                    T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, BATCHED_ANNOTATION: "store"})
+                    qr = it[2:]
+                    out_idx = {a: q * _i64(ax.stride) + r
+                               for a, ax, r, q in zip(sp, plan.axes, qr[:nd], qr[nd:])}
+                    y_idx = _index(spec.out_layout, dict(out_idx, N=it[0], C=it[1]))
+                    T.buffer_store(out, acc[tuple(it)].astype(spec.out_dtype), y_idx)
     return builder.get()
 
 

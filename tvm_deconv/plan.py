@@ -90,6 +90,24 @@ class AxisPlan:
         """All phases have the same tap count (k % s == 0 for dilation 1)."""
         return len({p.num_taps for p in self.phases}) == 1
 
+    @property
+    def phase_batched(self) -> bool:
+        """One loop over ``r`` covers every phase: dilation 1, equal tap counts (k % s == 0)
+        and equal extents (s divides the output), so ``o = q*s + r`` is a dense (q, r) grid.
+        Then :meth:`batched_tap` and :meth:`batched_input` give every phase's arithmetic as
+        closed forms in ``r``."""
+        return (self.dilation == 1 and self.uniform_taps and self.max_taps > 0
+                and self.out_size % self.stride == 0)
+
+    def batched_tap(self, r, j):
+        """Kernel index of sub-kernel tap ``j`` of phase ``r`` (ints or TIR expressions; only
+        for :attr:`phase_batched` axes): the phase's ``tap_start + j*tap_step``."""
+        return (r + self.pad_before) % self.stride + j * self.stride
+
+    def batched_input(self, r, q, j):
+        """Input index read by tap ``j`` of output ``q*s + r``: ``q + in_start - j*in_step``."""
+        return q + (r + self.pad_before) // self.stride - j
+
 
 def plan_axis(
     in_size: int,
@@ -353,6 +371,11 @@ class TransposedConvPlan:
     @property
     def uniform_taps(self) -> bool:
         return all(a.uniform_taps for a in self.axes)
+
+    @property
+    def phase_batched(self) -> bool:
+        """Every axis is :attr:`AxisPlan.phase_batched`: all phases fit one loop nest."""
+        return all(a.phase_batched for a in self.axes)
 
     def macs(self) -> int:
         """Multiply-adds of the decomposed kernel: each output element times its phase's taps."""
