@@ -14,6 +14,8 @@ from .cuda import cuda_compute, schedule_cuda, supports_cuda
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import schedule_single_pixel, single_pixel_compute, supports_single_pixel
 from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
+from . import x86_dilated
+from .x86_space import schedule_x86_space, x86_space_compute
 
 # Transposed convolution.
 # AArch64 NEON: the x86 pack/compute/schedule with NEON vector and register-tile sizes
@@ -27,7 +29,8 @@ register(CONV_TRANSPOSE, Implementation(
     predicate=supports_single_pixel))
 register(CONV_TRANSPOSE, Implementation(
     name="x86.decomposed", target_keys=("cpu",), priority=10, compute=x86_compute,
-    schedule=schedule_x86, pack=x86_pack, predicate=supports_x86))
+    schedule=schedule_x86, pack=x86_pack, space_compute=x86_space_compute,
+    space=schedule_x86_space, predicate=supports_x86))
 register(CONV_TRANSPOSE, Implementation(
     name="cpu.generic", target_keys=("cpu",), priority=0,
     compute=decomposed_conv_transpose, schedule=schedule_generic_cpu, predicate=supports_dtype))
@@ -37,6 +40,16 @@ register(CONV_TRANSPOSE, Implementation(
     compute=cuda_compute, schedule=schedule_cuda, predicate=supports_cuda))
 
 # Dilated convolution, untangled into dense per-phase convolutions.
+# Packed weights + register tiles (schedules/x86_dilated.py), x86 and AArch64 NEON sizes;
+# depthwise / few channels per group and non-float32 calls fall through to cpu.dilated.
+register(DILATED_CONV, Implementation(
+    name="arm_cpu.dilated", target_keys=("arm_cpu",), priority=20,
+    compute=x86_dilated.neon_dilated_compute, schedule=x86_dilated.schedule_dilated,
+    pack=x86_dilated.neon_dilated_pack, predicate=x86_dilated.supports_neon_dilated))
+register(DILATED_CONV, Implementation(
+    name="x86.dilated", target_keys=("cpu",), priority=10,
+    compute=x86_dilated.dilated_compute, schedule=x86_dilated.schedule_dilated,
+    pack=x86_dilated.dilated_pack, predicate=x86_dilated.supports_x86_dilated))
 register(DILATED_CONV, Implementation(
     name="cpu.dilated", target_keys=("cpu",), priority=0,
     compute=untangled_dilated_conv, schedule=schedule_generic_cpu, predicate=supports_dtype))

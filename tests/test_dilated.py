@@ -2,6 +2,7 @@
 
 import itertools
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -198,7 +199,7 @@ def test_pass_build_matches_reference_and_stock_lowering(spec):
     assert relative_error(stock, ref) < 1e-5
 
 
-def test_undilated_convs_are_untouched_and_bias_relu_fuse():
+def test_ordinary_convs_take_the_packed_kernel_and_bias_relu_fuse():
     spec = SPECS[0]
     data, weight = random_inputs(spec, seed=1)
     bias = np.random.default_rng(0).standard_normal(spec.out_channels).astype("float32")
@@ -210,17 +211,40 @@ def test_undilated_convs_are_untouched_and_bias_relu_fuse():
     mod = conv_layer(spec, weight=weight, epilogue=epilogue, extra_undilated=True)
     rewritten = DecomposeDilatedConv()(mod)
     ops = called_ops(rewritten["main"])
-    assert ops.count("relax.call_tir") == 1 and ops.count("relax.nn.conv2d") == 1
+    # weight pack + conv for the dilated conv and for the ordinary 1x1 conv after it (on CPUs
+    # the packed register-tiled kernel takes ordinary convs too)
+    assert ops.count("relax.call_tir") == 4 and ops.count("relax.nn.conv2d") == 0
     lowered = tvm_deconv.pipeline("llvm")(rewritten)
     fused = untangled_funcs(lowered)
-    assert len(fused) == 1
-    script = fused[0][1].script()
+    assert len(fused) == 2
+    script = next(f for name, f in fused if "relu" in name).script()
     assert "T.max" in script or "max(" in script, "bias + relu should fuse into the conv"
     w2 = np.random.default_rng(9).standard_normal((6, 6, 1, 1))
     ref = np.maximum(dilated_conv_reference(data, weight, spec, bias), 0)
     ref = np.einsum("nchw,oc->nohw", ref, w2[:, :, 0, 0])
     out = run(tvm_deconv.build(rewritten, "llvm"), data)
     assert relative_error(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("spec", [
+    make_dilated_spec((1, 8, 9, 10), (16, 8, 4, 4), strides=2, padding=1),          # pix2pix down
+    make_dilated_spec((2, 6, 7, 7), (8, 3, 3, 3), padding=1, groups=2),            # groups
+    make_dilated_spec((1, 12, 11, 9), (12, 12, 1, 1)),                              # 1x1
+    make_dilated_spec((1, 8, 20), (16, 8, 5), strides=3, padding=(2, 1)),          # 1-d
+], ids=_id)
+def test_ordinary_convs_match_reference(spec):
+    data, weight = random_inputs(spec, seed=6)
+    rewritten = DecomposeDilatedConv("llvm")(conv_layer(spec))
+    assert not any(op.startswith("relax.nn.conv") for op in called_ops(rewritten["main"]))
+    out = run(tvm_deconv.build(rewritten, "llvm"), data, weight)
+    assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5
+
+
+def test_single_input_channel_convs_keep_tvm_default():
+    """1 input channel per group: TVM's default measured faster, so the call stays as is."""
+    spec = make_dilated_spec((1, 1, 16, 16), (8, 1, 5, 5), padding=2)
+    rewritten = DecomposeDilatedConv("llvm")(conv_layer(spec))
+    assert called_ops(rewritten["main"]).count("relax.nn.conv2d") == 1
 
 
 def test_unhandled_dilated_calls_log_one_line_each(caplog):
@@ -244,3 +268,139 @@ def test_unhandled_dilated_calls_log_one_line_each(caplog):
         DecomposeDilatedConv()(bb.get())
     lines = [r.getMessage() for r in caplog.records if r.name == "tvm_deconv"]
     assert len(lines) == 1 and "int32" in lines[0]
+
+
+# ------------------------------------------------------------- x86 / NEON schedule (x86.dilated)
+
+from tvm_deconv import strategy  # noqa: E402
+from tvm_deconv.schedules import x86_dilated  # noqa: E402
+from tvm_deconv.schedules.x86 import NEON  # noqa: E402
+from tvm_deconv.targets import resolve_target  # noqa: E402
+
+
+def _random_x86_specs(count, seed):
+    """Random dilated convs the x86 schedule takes (out_channels/groups >= 4): 1-d and 2-d,
+    groups, asymmetric padding, dilation 2..18, stride 1..2, batch 1..2."""
+    rng = np.random.default_rng(seed)
+    specs = []
+    while len(specs) < count:
+        nd = int(rng.integers(1, 3))
+        groups = int(rng.choice([1, 2, 3]))
+        cin_g, cout_g = int(rng.integers(1, 7)), int(rng.choice([4, 6, 8, 12, 16, 20]))
+        d = tuple(int(v) for v in rng.integers(2, 19, nd))
+        k = tuple(int(v) for v in rng.integers(1, 4, nd))
+        size = tuple(int(v) for v in rng.integers(3, 40, nd))
+        pads = tuple(int(rng.integers(0, dd + 2)) for dd in d * 2)
+        s = tuple(int(v) for v in rng.integers(1, 3, nd))
+        try:
+            specs.append(make_dilated_spec(
+                (int(rng.integers(1, 3)), cin_g * groups) + size,
+                (cout_g * groups, cin_g) + k, strides=s, padding=pads, dilation=d,
+                groups=groups))
+        except PlanError:
+            continue
+    return specs
+
+
+X86_SPECS = _random_x86_specs(10, seed=8) + [
+    make_dilated_spec((1, 600, 9, 9), (12, 600, 3, 3), padding=2, dilation=2),  # chunks, Cog 12
+    make_dilated_spec((1, 14, 14, 8), (3, 3, 8, 16), padding=(3, 1, 0, 4), dilation=(3, 2),
+                      data_layout="NHWC", kernel_layout="HWIO"),              # NHWC/HWIO
+    make_dilated_spec((1, 8, 33, 33), (16, 8, 3, 3), padding=18, dilation=18),  # ASPP d18 rate
+    make_dilated_spec((2, 16, 200), (32, 16, 2), dilation=64),                   # WaveNet-style
+]
+
+
+def _x86_build(spec, weight, bias=None, relu=False, caplog=None):
+    def epilogue(bb, y):
+        if bias is not None:
+            shape = [1] * len(spec.out_shape)
+            shape[spec.out_layout.index("C")] = -1
+            y = bb.emit(relax.op.add(y, relax.const(bias.reshape(shape))))
+        return bb.emit(relax.op.nn.relu(y)) if relu else y
+
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        ex = tvm_deconv.build(conv_layer(spec, weight=weight, epilogue=epilogue), "llvm")
+    assert "failed" not in caplog.text and "keeps TVM" not in caplog.text, caplog.text
+    return ex
+
+
+@pytest.mark.parametrize("spec", X86_SPECS, ids=[f"{i}-{_id(s)}" for i, s in enumerate(X86_SPECS)])
+def test_x86_dilated_matches_reference(spec, caplog):
+    assert strategy.select("dilated_conv", spec, resolve_target("llvm")).implementation.name \
+        == "x86.dilated"
+    data, weight = random_inputs(spec, seed=2)
+    out = run(_x86_build(spec, weight, caplog=caplog), data)
+    assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5
+
+
+def test_x86_dilated_fuses_bias_relu_and_emits_fma(caplog):
+    spec = make_dilated_spec((1, 16, 20, 20), (32, 16, 3, 3), padding=6, dilation=6)
+    data, weight = random_inputs(spec, seed=6)
+    bias = np.random.default_rng(3).standard_normal(32).astype("float32")
+    ex = _x86_build(spec, weight, bias=bias, relu=True, caplog=caplog)
+    ref = np.maximum(dilated_conv_reference(data, weight, spec, bias), 0)
+    assert relative_error(run(ex, data), ref) < 1e-5
+    lowered = tvm_deconv.pipeline("llvm")(conv_layer(
+        spec, weight=weight, epilogue=lambda bb, y: bb.emit(relax.op.nn.relu(y))))
+    fused = untangled_funcs(lowered)
+    assert len(fused) == 1 and "max(" in fused[0][1].script()
+    asm = "\n".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
+    assert "vfmadd" in asm
+
+
+def test_neon_dilated_layout_numerics_on_host_and_fmla():
+    """The NEON sizes (4 lanes, up to 4 channel vectors per tile) compute the right thing on
+    the host, and the aarch64 build of the same kernel has fmla v.4s."""
+    spec = make_dilated_spec((1, 6, 17, 15), (16, 6, 3, 3), padding=(4, 2, 3, 5), dilation=4)
+    data, weight = random_inputs(spec, seed=9)
+    lay = x86_dilated.dilated_layout(spec, NEON)
+    assert lay.lanes == 4 and lay.obt == 4
+    packed = run_primfunc(x86_dilated.dilated_pack(spec, NEON), [weight],
+                          lay.packed_shape(spec), "float32")
+    out = run_primfunc(x86_dilated.dilated_compute(spec, NEON), [data, packed], spec.out_shape,
+                       "float32")
+    assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5
+    aarch64 = resolve_target("aarch64")
+    assert strategy.select("dilated_conv", spec, aarch64).implementation.name == "arm_cpu.dilated"
+    ex = tvm_deconv.build(conv_layer(spec, weight=weight), aarch64)
+    asm = "\n".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
+    assert re.search(r"fmla\s+v\d+\.4s", asm)
+
+
+def test_depthwise_falls_back_to_generic_with_a_reason(caplog):
+    spec = SPECS[2]  # depthwise: 1 output channel per group
+    data, weight = random_inputs(spec, seed=1)
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        ex = tvm_deconv.build(conv_layer(spec, weight=weight), "llvm")
+    lines = [r.getMessage() for r in caplog.records if "cpu.dilated" in r.getMessage()]
+    assert len(lines) == 1 and "x86.dilated" in lines[0] and "depthwise" in lines[0]
+    assert relative_error(run(ex, data), dilated_conv_reference(data, weight, spec)) < 1e-5
+
+
+def test_valid_taps_and_phase_runs_follow_the_plan():
+    for n, k, s, d, pb, pa in itertools.product(range(1, 30, 4), range(1, 4), range(1, 3),
+                                                range(2, 13, 3), range(0, 14, 4), range(0, 3)):
+        try:
+            axis = plan_dilated_axis(n, k, s, d, pb, pa)
+        except PlanError:
+            continue
+        if axis.out_size <= 0:
+            continue
+        for ap in axis.phases:
+            for q0, q1 in itertools.combinations_with_replacement(range(ap.extent), 2):
+                lo, hi = x86_dilated.valid_taps(ap, q0, q1, n)
+                inside = {t for q in range(q0, q1 + 1) for t in range(k)
+                          if 0 <= ap.input_index(q, t) < n}
+                assert 0 <= lo <= hi <= k and set(range(lo, hi)) >= inside
+                if q0 == q1:  # one position: exactly its taps with input
+                    assert set(range(lo, hi)) == inside
+        members = []
+        for run_ in x86_dilated.phase_runs(axis):
+            for i in range(run_.count):
+                ap = axis.phases[run_.first.phase + i]
+                assert (ap.extent, ap.in_start, ap.in_phase) == (
+                    run_.first.extent, run_.first.in_start,
+                    run_.first.in_phase + i * run_.in_phase_step)
+                members.append(ap.phase)
+        assert members == [ap.phase for ap in axis.phases if ap.extent]

@@ -101,10 +101,89 @@ def test_tasks_come_from_the_model():
     from tvm_deconv.models import dcgan_generator
 
     mod, _ = dcgan_generator(ngf=8)
-    tasks = tuning.extract_tasks(mod, "llvm", spaces=["ours"])
+    tasks = tuning.extract_tasks(mod, "llvm", spaces=["default"])
     assert len(tasks) == 5 and len({t.name for t in tasks}) == 5
     # The 1-pixel latent projection is a GEMV; the other four are phase kernels.
     assert [t.implementation for t in tasks] == ["cpu.single_pixel"] + ["x86.decomposed"] * 4
+    # Only x86.decomposed has a sampled design space.
+    ours = tuning.extract_tasks(mod, "llvm", spaces=["ours"])
+    assert [t.implementation for t in ours] == ["x86.decomposed"] * 4
+
+
+# k % s == 0 (oc mode, groups), k % s != 0 with output padding (ragged phases), and few
+# output channels (w mode: lanes are output columns).
+SPACE_SPECS = [
+    make_spec((1, 16, 4, 4), (16, 16, 4, 4), strides=2, padding=1, groups=2),
+    make_spec((1, 16, 5, 7), (16, 16, 3, 3), strides=2, padding=1, output_padding=1),
+    make_spec((1, 8, 9, 9), (8, 3, 5, 5), strides=3, padding=1),
+]
+
+
+def sampled_candidates(task, target, seeds):
+    """Candidates of a task's sampled space as MetaSchedule measures them (postprocessed)."""
+    postproc = ms.postproc.RewriteParallelVectorizeUnroll()
+    for seed in seeds:
+        generator = tuning._space_generator(task, target)  # pylint: disable=protected-access
+        context = ms.TuneContext(mod=task.mod, target=target, space_generator=generator,
+                                 rand_state=seed)
+        for sch in context.space_generator.generate_design_space(task.mod):
+            assert postproc.apply(sch)
+            yield sch
+
+
+@pytest.mark.parametrize("spec", SPACE_SPECS, ids=tuning.spec_label)
+def test_sampled_space_candidates_are_correct_and_differ(spec):
+    target = tvm_deconv.resolve_target("llvm")
+    (task,) = tuning.make_tasks([spec], target, spaces=["ours"])
+    verifier = tuning.Verifier(task, target)
+    tiles = set()
+    for sch in sampled_candidates(task, target, seeds=[1, 2]):
+        assert verifier.error(sch) < 1e-5
+        tiles.add(tuple(tuple(int(v) for v in sch.trace.decisions[inst])
+                        for inst in sch.trace.insts if inst.kind.name == "SamplePerfectTile"))
+    assert len(tiles) >= 2, tiles  # the space really samples
+
+
+def write_ours_record(work_dir, spec, target, secs=1e-5):
+    """A sampled candidate of our space stored as a record, as the tuner stores one."""
+    (task,) = tuning.make_tasks([spec], target, spaces=["ours"])
+    sch = next(sampled_candidates(task, target, seeds=[7]))
+    database = tuning.open_database(work_dir)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, database.commit_workload(task.mod), [secs], target,
+        ms.arg_info.ArgInfo.from_prim_func(task.func)))
+
+
+@pytest.mark.parametrize("spec", SPACE_SPECS[1:], ids=tuning.spec_label)
+def test_records_of_our_space_round_trip_and_build(tmp_path, caplog, spec):
+    target = tvm_deconv.resolve_target("llvm")
+    write_ours_record(tmp_path, spec, target)
+    data, weight = random_inputs(spec)
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        ex = tvm_deconv.build(one_layer(spec, weight), target, tuning_logs=str(tmp_path))
+    assert any("uses its tuned x86.decomposed schedule (ours space" in r.getMessage()
+               for r in caplog.records)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
+
+
+def test_shipped_logs_are_found_by_target_key_and_fall_back_with_a_log_line(
+        tmp_path, monkeypatch, caplog):
+    target = tvm_deconv.resolve_target("llvm")
+    monkeypatch.setattr(tuning, "shipped_logs_root", lambda: tmp_path)
+    assert tuning.shipped_log_dir(target) is None
+    write_ours_record(tmp_path / tuning.target_key(target), SPACE_SPECS[1], target)
+    assert tuning.shipped_log_dir(target) == tmp_path / tuning.target_key(target)
+    other = SPACE_SPECS[2]
+    for spec, message in ((SPACE_SPECS[1], "uses its tuned"), (other, "no tuning record")):
+        data, weight = random_inputs(spec)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+            ex = tvm_deconv.build(one_layer(spec, weight), target)  # tuning_logs=None: shipped
+        assert any(message in r.getMessage() and tuning.spec_label(spec) in r.getMessage()
+                   for r in caplog.records), [r.getMessage() for r in caplog.records]
+        out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+        assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
 
 
 def test_only_verified_candidates_become_best(tmp_path, monkeypatch):
@@ -142,16 +221,17 @@ def test_tune_verifies_resumes_and_discards_wrong_kernels(tmp_path, monkeypatch)
     """A real (tiny) MetaSchedule run in both spaces, then a resume, then a run whose
     verifier rejects everything: nothing wrong is ever stored."""
     target = tvm_deconv.resolve_target("llvm")
-    ours, stock = tuning.make_tasks([SPEC], target)
-    results = tuning.tune([ours, stock], target, tmp_path / "db", trials=2, progress=False,
-                          seed=1)
-    assert [r.space for r in results] == ["ours", "stock"]
+    tasks = tuning.make_tasks([SPEC], target)
+    results = tuning.tune(tasks, target, tmp_path / "db", trials=2, progress=False, seed=1)
+    assert [r.space for r in results] == ["default", "ours", "stock"]
     assert all(r.trials_run >= 1 and r.best_ms > 0 and r.rejected == 0 for r in results)
-    assert results[0].trials_run == 1  # our schedule has no knobs: one point to measure
-    again = tuning.tune([ours, stock], target, tmp_path / "db", trials=results[1].trials_run,
-                        progress=False)
-    assert [r.trials_run for r in again] == [0, 0]
+    assert results[0].trials_run == 1  # the default schedule has no knobs: one point
+    again = tuning.tune(tasks, target, tmp_path / "db", trials=2, progress=False)
+    assert [r.trials_run for r in again] == [0, 0, 0]
+    curves = tuning.tuning_curves(tmp_path / "db", tasks)
+    assert [len(c.best_ms) for c in curves] == [r.trials_run for r in results]
+    assert all(1 <= c.trials_to(0.9) <= len(c.best_ms) for c in curves)
 
     monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch: float("nan"))
-    wrong = tuning.tune([ours], target, tmp_path / "wrong", trials=2, progress=False)
+    wrong = tuning.tune(tasks[:1], target, tmp_path / "wrong", trials=2, progress=False)
     assert wrong[0].rejected == 1 and wrong[0].trials_run == 0 and wrong[0].best_ms is None

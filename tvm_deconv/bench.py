@@ -1,49 +1,94 @@
-"""``tvm-deconv bench``: the zoo layers side by side in one process.
+"""``tvm-deconv bench``: zoo layers, whole models or dilated convs, side by side in one process.
 
-Columns per layer and batch: milliseconds (median of repeats, with the min–max spread) of
-tvm-deconv untuned, TVM's default lowering untuned (slow: capped repeats), ONNX Runtime and
-PyTorch (when importable), useful GFLOP/s (``plan.useful_flops()``), the speedup of ours over
-the best peer (ORT/PyTorch), and our extra workspace bytes.  Every implementation's output is
-checked against the float64 reference first; a wrong kernel is reported as such, never timed.
+Suites (``--suite``): ``layers`` (``zoo.LAYERS``), ``models`` (``models.MODELS``, end to end)
+and ``dilated`` (``zoo.DILATED_LAYERS``).  Implementations per row: tvm-deconv (``ours``) and
+TVM's default lowering (``tvm_default``) untuned, both tuned with the same trial budget when
+``--tune-trials N`` > 0 (``ours_tuned``: :func:`tvm_deconv.tuning.tune`; ``tvm_default_tuned``:
+MetaSchedule ``tune_relax``/``compile_relax``), ONNX Runtime and PyTorch eager when importable.
+
+Every implementation's output is checked against a reference before it is timed (layers:
+the float64 scatter reference; dilated: the float64 gather reference; models: PyTorch eager in
+float64 with the same weights); a wrong one is reported as such, never timed.  Reported per
+implementation: median milliseconds with the min–max spread, useful GFLOP/s, and peak memory
+(growth of the resident set during the first inference: activations and workspaces, weights
+excluded).  Output: a Markdown table, ``--json``, ``--markdown``, ``--plot`` (matplotlib).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import copy
+import ctypes
 import json
 import logging
+import math
 import os
 import statistics
+import sys
+import textwrap
 import time
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
 
 from . import zoo
-from .plan import ConvTransposeSpec, make_plan
+from .plan import ConvTransposeSpec, make_dilated_plan, make_dilated_spec, make_plan
 from .testing import conv_transpose_reference, random_inputs, relative_error, tolerance
 
 logger = logging.getLogger("tvm_deconv")
 
+SUITES = ("layers", "models", "dilated")
+PEERS = ("onnxruntime", "pytorch")
+MODEL_TOLERANCE = 1e-5
+MODEL_ALIASES = {"pix2pix": "pix2pix_unet", "cyclegan": "cyclegan_resnet",
+                 "pose": "simplebaseline_head", "fcn8s": "fcn8s_head", "unet3d": "unet3d_decoder"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", choices=SUITES, default=None,
+                        help="what to benchmark (default: layers, or models with --models)")
     parser.add_argument("--target", default="llvm", help="target preset or JSON dict")
-    parser.add_argument("--layers", default="", help="comma-separated zoo layer names "
-                        "(default: all); known: " + ", ".join(l.name for l in zoo.LAYERS))
+    parser.add_argument("--layers", default="", help="comma-separated layer names of the "
+                        "layers/dilated suite (default: all); layers: "
+                        + ", ".join(l.name for l in zoo.LAYERS))
+    parser.add_argument("--models", default="", help="comma-separated zoo models "
+                        "(tvm_deconv.models.MODELS; implies --suite models; default: all), "
+                        "also by short name: " + ", ".join(MODEL_ALIASES))
+    parser.add_argument("--small", action="store_true",
+                        help="models at their small test sizes (quick checks)")
     parser.add_argument("--batch", default="1", help="comma-separated batch sizes")
     parser.add_argument("--repeat", type=int, default=15, help="timed repeats (median reported)")
     parser.add_argument("--min-repeat-ms", type=float, default=20.0,
                         help="each repeat runs the kernel enough times to last this long")
     parser.add_argument("--tvm-default-repeat", type=int, default=3,
-                        help="repeats for TVM's (very slow) default lowering")
-    parser.add_argument("--skip-tvm-default", action="store_true")
-    parser.add_argument("--skip-torch", action="store_true")
-    parser.add_argument("--skip-ort", action="store_true")
+                        help="repeats for TVM's (very slow) untuned default lowering")
+    parser.add_argument("--skip-tvm-default", action="store_true",
+                        help="leave out TVM's untuned default lowering (slowest to run)")
+    parser.add_argument("--skip-torch", action="store_true", help="leave out PyTorch eager")
+    parser.add_argument("--skip-ort", action="store_true", help="leave out ONNX Runtime")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads for ORT/PyTorch (default: the target's num-cores)")
+    parser.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                        help="also tune ours and TVM's default, N MetaSchedule trials each per "
+                             "row (default 0: skip the tuned columns)")
+    parser.add_argument("--work-dir", default="bench-tuning",
+                        help="tuning databases, one folder per row and implementation; "
+                             "re-running the same command resumes (default bench-tuning/)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time ours, TVM's default and PyTorch per op category "
+                             "(transposed convs, ordinary convs, the rest)")
     parser.add_argument("--json", default="", help="write the results to this JSON file")
+    parser.add_argument("--markdown", default="", help="write the Markdown table to this file")
+    parser.add_argument("--plot", default="", metavar="PNG",
+                        help="draw a bar chart here (needs matplotlib: pip install "
+                             "'tvm-deconv[plot]')")
 
 
 # --------------------------------------------------------------------------------------------
-# Timing helpers: every runner returns per-repeat milliseconds.
+# Timing and memory
 
 
 def _time_python(fn: Callable[[], object], repeat: int, min_repeat_ms: float) -> list[float]:
@@ -61,166 +106,614 @@ def _time_python(fn: Callable[[], object], repeat: int, min_repeat_ms: float) ->
     return results
 
 
-def _time_vm(vm, dev, args, repeat: int, min_repeat_ms: float) -> list[float]:
-    timer = vm.time_evaluator("main", dev, number=1, repeat=repeat,
-                              min_repeat_ms=int(min_repeat_ms))
-    return [r * 1e3 for r in timer(*args).results]
-
-
 def _summary(samples: list[float]) -> dict:
     return {"median_ms": statistics.median(samples), "min_ms": min(samples),
             "max_ms": max(samples), "repeats": len(samples)}
 
 
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def fix_malloc_threshold() -> None:
+    """glibc raises its mmap threshold after large frees and then keeps freed blocks resident,
+    which would hide later implementations' allocations from the RSS peak: pin it."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def peak_memory(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, Optional[int]]:
+    """(``fn()``, growth of the process's peak resident set over its size before, in bytes);
+    ``None`` where Linux's ``clear_refs`` peak reset is unavailable."""
+    libc = _libc()
+    try:
+        if libc is not None:
+            libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")  # reset VmHWM to the current RSS
+        base = _status_kib("VmRSS")
+    except (OSError, KeyError):
+        return fn(), None
+    out = fn()
+    return out, max(0, _status_kib("VmHWM") - base) * 1024
+
+
 # --------------------------------------------------------------------------------------------
-# Runners: (output array, per-repeat ms) or raise.
+# Implementations: a factory returns a Prepared (compiled, weights loaded, not yet run).
 
 
-def _relax_module(spec: ConvTransposeSpec):
+@dataclass
+class Prepared:
+    run: Callable[[], np.ndarray]                         # one inference → numpy output
+    timer: Callable[[int, float], list[float]]            # (repeat, min_repeat_ms) → ms
+    compile_s: float = 0.0
+    breakdown: Optional[Callable[[], dict]] = None        # op category → ms
+    info: dict = field(default_factory=dict)              # extra fields for the report
+
+
+def _tvm_category(symbol: str) -> str:
+    if symbol.startswith("vm.builtin"):
+        return "runtime"
+    if "transpose" in symbol:
+        return "deconv"
+    return "conv" if "conv" in symbol else "other"
+
+
+def _vm_breakdown(vm, args) -> dict:
+    """Milliseconds per op category of one run, from the VM's per-call instrument."""
+    totals: dict = collections.defaultdict(float)
+    started: dict = {}
+
+    def instrument(_func, symbol, before, _ret, *_args):
+        if before:
+            started[symbol] = time.perf_counter()
+        else:
+            totals[_tvm_category(symbol)] += (time.perf_counter() - started[symbol]) * 1e3
+        return 0
+
+    vm.set_instrument(instrument)
+    try:
+        start = time.perf_counter()
+        vm["main"](*args)
+        totals["total"] = (time.perf_counter() - start) * 1e3
+    finally:
+        vm.set_instrument(lambda *_: 0)
+    return dict(totals)
+
+
+def tvm_prepared(build_fn: Callable[[], object], inputs: list[np.ndarray],
+                 info: Optional[dict] = None) -> Prepared:
+    import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
-    op = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
-          3: relax.op.nn.conv3d_transpose}[spec.ndim]
+    start = time.perf_counter()
+    ex = build_fn()
+    compile_s = time.perf_counter() - start
+    dev = tvm.cpu(0)
+    vm = relax.VirtualMachine(ex, dev)
+    args = [tvm.runtime.tensor(a, dev) for a in inputs]
+
+    def timer(repeat, min_repeat_ms):
+        evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeat,
+                                      min_repeat_ms=int(min_repeat_ms))
+        return [r * 1e3 for r in evaluator(*args).results]
+
+    return Prepared(lambda: vm["main"](*args).numpy(), timer, compile_s,
+                    lambda: _vm_breakdown(vm, args), info if info is not None else {})
+
+
+def ort_prepared(onnx_bytes: bytes, feeds: dict, threads: int) -> Prepared:
+    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+    call = lambda: sess.run(None, feeds)[0]  # noqa: E731
+    return Prepared(call, lambda r, m: _time_python(call, r, m))
+
+
+def _torch_category(name: str) -> Optional[str]:
+    if name.startswith("aten::conv_transpose"):
+        return "deconv"
+    if name in ("aten::conv1d", "aten::conv2d", "aten::conv3d"):
+        return "conv"
+    return None
+
+
+def _torch_breakdown(call) -> dict:
+    from torch import profiler  # pylint: disable=import-outside-toplevel
+
+    for _ in range(2):  # the first profiled run pays the profiler's start-up
+        with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            call()
+            total = (time.perf_counter() - start) * 1e3
+    totals: dict = collections.defaultdict(float)
+    for event in prof.key_averages():
+        category = _torch_category(event.key)
+        if category:
+            totals[category] += event.cpu_time_total / 1e3
+    totals["other"] = total - totals["deconv"] - totals["conv"]
+    totals["total"] = total
+    return dict(totals)
+
+
+def torch_prepared(fn: Callable, args: tuple, threads: int) -> Prepared:
+    import torch  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(threads)
+
+    def call():
+        with torch.inference_mode():
+            return fn(*args)
+
+    return Prepared(lambda: call().numpy(), lambda r, m: _time_python(call, r, m),
+                    breakdown=lambda: _torch_breakdown(call))
+
+
+def _builder_and_runner():
+    """MetaSchedule's local builder and runner, the same for both tuned columns.  Generous
+    timeouts: a fresh build worker first imports TVM's tensor intrinsics, which took minutes
+    on a loaded 2-core machine (MetaSchedule's 30 s default then kills every build)."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    return ms.builder.LocalBuilder(timeout_sec=600), ms.runner.LocalRunner(timeout_sec=300)
+
+
+def _fused_like_compile_relax(mod, params: dict, target):
+    """``mod`` with the passes ``compile_relax`` runs before applying a database (dispatch,
+    LegalizeOps … FuseTIR): task extraction needs TIR functions, and the same ones."""
+    # pylint: disable=import-outside-toplevel
+    from tvm import relax
+    from tvm.relax import pipeline as relax_pipeline
+    import tvm
+
+    try:
+        dispatch = list(relax_pipeline.library_dispatch_passes(target))
+    except (ValueError, AttributeError):
+        dispatch = []
+    passes = dispatch + [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                         relax.transform.FoldConstant(), relax.transform.FuseOps(),
+                         relax.transform.FuseTIR()]
+    with target:
+        return tvm.transform.Sequential(passes)(relax.transform.BindParams("main", params)(mod))
+
+
+def _tvm_default_tuned(mod, params: dict, target, trials: int, work_dir: Path, info: dict):
+    """TVM's own pipeline tuned by MetaSchedule with ``trials`` trials in all (resumable:
+    records already in ``work_dir`` count), then ``compile_relax`` with that database.
+    ``info["trials_measured"]``: the records the database holds."""
+    # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    database = ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+    left = trials - len(database.get_all_tuning_records())
+    tensors = {k: tvm.runtime.tensor(np.asarray(v)) for k, v in params.items()}
+    if left > 0:
+        builder, runner = _builder_and_runner()
+        database = ms.relax_integration.tune_relax(
+            _fused_like_compile_relax(mod, tensors, target), {}, target, str(work_dir),
+            max_trials_global=left,
+            num_trials_per_iter=min(16, left), database=database, builder=builder,
+            runner=runner)
+    info["trials_measured"] = len(database.get_all_tuning_records())
+    return ms.relax_integration.compile_relax(database, mod, target, tensors)
+
+
+def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: Path,
+                info: dict):
+    """tvm-deconv with its tasks tuned by :func:`tvm_deconv.tuning.tune`, ``trials`` in all:
+    each task gets an even share of what is left (a one-point space takes one trial and hands
+    the rest on); records already in ``work_dir`` count, so re-running resumes.  Failed
+    candidates leave no record and do not count.  ``info["trials_measured"]``: the records."""
+    # pylint: disable=import-outside-toplevel
+    from .build import build
+    from .tuning import tune
+
+    builder, runner = _builder_and_runner()
+    left = trials
+    for i, task in enumerate(tasks):
+        share = -(-left // (len(tasks) - i))  # ceil: a budget below the task count still runs
+        if share > 0:
+            (result,) = tune([task], target, work_dir, trials=share, runner=runner,
+                             builder=builder)
+            left -= result.trials_before + result.trials_run
+    info["trials_measured"] = trials - left
+    return build(mod, target, params, tuning_logs=str(work_dir))
+
+
+def _tuning_order(tasks: list) -> list:
+    """MetaSchedule's stock-rule space last: what the smaller spaces leave of their share
+    (a one-point space uses one trial) goes to it."""
+    from .tuning import STOCK  # pylint: disable=import-outside-toplevel
+
+    return sorted(tasks, key=lambda t: t.space == STOCK)
+
+
+# --------------------------------------------------------------------------------------------
+# Suites: a suite yields Cases (one table row each).
+
+
+@dataclass
+class Case:
+    name: str
+    batch: int
+    flops: int                                            # useful FLOPs of one inference
+    reference: Callable[[], np.ndarray]
+    tol: float
+    impls: dict = field(default_factory=dict)             # name → factory() → Prepared
+    extra: dict = field(default_factory=dict)             # suite-specific row fields
+
+
+def _one_op_module(op, data_shape, weight_shape, dtype: str, **attrs):
+    """``main(x)`` calling ``op(x, w, **attrs)`` with ``w`` a parameter (bind it as ``"w"``)."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(spec.data_shape, spec.dtype))
-    w = relax.Var("w", relax.TensorType(spec.weight_shape, spec.dtype))
+    x = relax.Var("x", relax.TensorType(data_shape, dtype))
+    w = relax.Var("w", relax.TensorType(weight_shape, dtype))
     with bb.function("main", [x, w]):
         with bb.dataflow():
-            y = bb.emit(op(x, w, strides=spec.strides, padding=spec.pad_before + spec.pad_after,
-                           output_padding=spec.output_padding, dilation=spec.dilation,
-                           groups=spec.groups, data_layout=spec.data_layout,
-                           kernel_layout=spec.kernel_layout, out_layout=spec.out_layout))
-            out = bb.emit_output(y)
+            out = bb.emit_output(bb.emit(op(x, w, **attrs)))
         bb.emit_func_output(out)
     return bb.get()
 
 
-def _run_tvm(spec, data, weight, target, decompose, repeat, min_repeat_ms):
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm import relax  # pylint: disable=import-outside-toplevel
-
-    from .build import build  # pylint: disable=import-outside-toplevel
-
-    start = time.perf_counter()
-    ex = build(_relax_module(spec), target, {"w": weight}, decompose=decompose)
-    compile_s = time.perf_counter() - start
-    dev = tvm.cpu(0)
-    vm = relax.VirtualMachine(ex, dev)
-    arg = tvm.runtime.tensor(data, dev)
-    out = vm["main"](arg).numpy()
-    return out, (lambda: _time_vm(vm, dev, [arg], repeat, min_repeat_ms)), compile_s
-
-
-def _run_ort(spec, data, weight, threads, repeat, min_repeat_ms):
+def _onnx_single_node(op_type: str, data_shape, out_shape, weight: np.ndarray, **attrs) -> bytes:
     import onnx  # pylint: disable=import-outside-toplevel
-    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
     from onnx import TensorProto, helper, numpy_helper  # pylint: disable=import-outside-toplevel
 
-    if spec.data_layout != "NC" + spec.spatial_axes:
-        raise RuntimeError("ONNX ConvTranspose is channels-first only")
-    node = helper.make_node(
-        "ConvTranspose", ["x", "w"], ["y"], strides=list(spec.strides),
-        pads=list(spec.pad_before) + list(spec.pad_after), dilations=list(spec.dilation),
-        output_padding=list(spec.output_padding), group=spec.groups,
-        kernel_shape=list(spec.kernel))
+    node = helper.make_node(op_type, ["x", "w"], ["y"], **attrs)
     graph = helper.make_graph(
-        [node], "deconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, spec.data_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, spec.out_shape)],
+        [node], op_type.lower(),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, data_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
         initializer=[numpy_helper.from_array(weight, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    out = sess.run(None, {"x": data})[0]
-    return out, (lambda: _time_python(lambda: sess.run(None, {"x": data}), repeat,
-                                      min_repeat_ms)), 0.0
+    return model.SerializeToString()
 
 
-def _run_torch(spec, data, weight, threads, repeat, min_repeat_ms):
+def _common_impls(case: Case, mod, params: dict, inputs: list, args, target, tasks_fn,
+                  tvm_default_build=None) -> None:
+    """ours / tvm_default (untuned, tuned) factories of a Relax ``mod`` with ``params``."""
+    from .build import build  # pylint: disable=import-outside-toplevel
+
+    case.impls["ours"] = lambda: tvm_prepared(
+        lambda: build(mod, target, params, tuning_logs=False), inputs)
+    if not args.skip_tvm_default:
+        case.impls["tvm_default"] = lambda: tvm_prepared(
+            tvm_default_build or (lambda: build(mod, target, params, decompose=False)), inputs)
+    if args.tune_trials > 0:
+        work = Path(args.work_dir) / f"{case.name}_b{case.batch}"
+        ours_info: dict = {}
+        default_info: dict = {}
+        case.impls["ours_tuned"] = lambda: tvm_prepared(lambda: _ours_tuned(
+            mod, params, _tuning_order(tasks_fn()), target, args.tune_trials, work / "ours",
+            ours_info), inputs, ours_info)
+        case.impls["tvm_default_tuned"] = lambda: tvm_prepared(lambda: _tvm_default_tuned(
+            mod, params, target, args.tune_trials, work / "tvm_default", default_info),
+            inputs, default_info)
+
+
+def _layer_case(layer, batch: int, args, target, threads: int) -> Case:
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    from .tuning import make_tasks  # pylint: disable=import-outside-toplevel
+
+    spec = layer.spec(batch)
+    data, weight = random_inputs(spec, seed=batch)
+    op = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
+          3: relax.op.nn.conv3d_transpose}[spec.ndim]
+    mod = _one_op_module(op, spec.data_shape, spec.weight_shape, spec.dtype,
+                         strides=spec.strides, padding=spec.pad_before + spec.pad_after,
+                         output_padding=spec.output_padding, dilation=spec.dilation,
+                         groups=spec.groups)
+    case = Case(layer.name, batch, make_plan(spec).useful_flops(),
+                lambda: conv_transpose_reference(data, weight, spec), tolerance(spec.dtype),
+                extra={"workspace_bytes": _workspace(spec, target)})
+    _common_impls(case, mod, {"w": weight}, [data], args, target,
+                  lambda: make_tasks([spec], target))
+    if not args.skip_ort:
+        case.impls["onnxruntime"] = lambda: ort_prepared(_onnx_single_node(
+            "ConvTranspose", spec.data_shape, spec.out_shape, weight,
+            strides=list(spec.strides), pads=list(spec.pad_before) + list(spec.pad_after),
+            dilations=list(spec.dilation), output_padding=list(spec.output_padding),
+            group=spec.groups, kernel_shape=list(spec.kernel)), {"x": data}, threads)
+    if not args.skip_torch:
+        case.impls["pytorch"] = lambda: _torch_layer(
+            f"conv_transpose{spec.ndim}d", data, weight, threads, stride=spec.strides,
+            padding=spec.pad_before, output_padding=spec.output_padding, groups=spec.groups,
+            dilation=spec.dilation)
+    return case
+
+
+def _torch_layer(fn_name: str, data, weight, threads: int, **kwargs) -> Prepared:
     import torch  # pylint: disable=import-outside-toplevel
 
-    if spec.data_layout != "NC" + spec.spatial_axes:
-        raise RuntimeError("PyTorch conv_transpose is channels-first only")
-    torch.set_num_threads(threads)
-    fn = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
-          3: torch.nn.functional.conv_transpose3d}[spec.ndim]
-    if spec.pad_before != spec.pad_after:
-        raise RuntimeError("PyTorch takes symmetric padding only")
-    x, w = torch.from_numpy(data), torch.from_numpy(weight)
-    kwargs = dict(stride=spec.strides, padding=spec.pad_before,
-                  output_padding=spec.output_padding, groups=spec.groups, dilation=spec.dilation)
-
-    def call():
-        with torch.inference_mode():
-            return fn(x, w, **kwargs)
-
-    out = call().numpy()
-    return out, (lambda: _time_python(call, repeat, min_repeat_ms)), 0.0
+    fn = getattr(torch.nn.functional, fn_name)
+    return torch_prepared(lambda x, w: fn(x, w, **kwargs),
+                          (torch.from_numpy(data), torch.from_numpy(weight)), threads)
 
 
-# --------------------------------------------------------------------------------------------
-
-
-def _workspace(spec, target) -> Optional[int]:
+def _workspace(spec: ConvTransposeSpec, target) -> Optional[int]:
+    """Our extra workspace bytes (packed-weight growth + padded input copy)."""
     from . import strategy  # pylint: disable=import-outside-toplevel
 
     impl = strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation
     if impl is None:
         return None
     if impl.name == "x86.decomposed":
-        from .schedules.x86 import vector_lanes, workspace_bytes  # pylint: disable=import-outside-toplevel
+        # pylint: disable=import-outside-toplevel
+        from .schedules.x86 import vector_lanes, workspace_bytes
 
         return workspace_bytes(spec, vector_lanes(target, spec.dtype))
     return 0
 
 
-def bench_layer(layer, batch, args, target, threads) -> dict:
-    spec = layer.spec(batch)
-    plan = make_plan(spec)
-    data, weight = random_inputs(spec, seed=batch)
-    ref = conv_transpose_reference(data, weight, spec)
-    tol = tolerance(spec.dtype)
-    row = {"layer": layer.name, "batch": batch, "useful_gflop": plan.useful_flops() / 1e9,
-           "impls": {}}
-    runners = [("ours", lambda: _run_tvm(spec, data, weight, target, True, args.repeat,
-                                         args.min_repeat_ms))]
-    if not args.skip_tvm_default:
-        runners.append(("tvm_default", lambda: _run_tvm(
-            spec, data, weight, target, False, args.tvm_default_repeat, 0.0)))
+def _dilated_case(layer, batch: int, args, target, threads: int) -> Case:
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    from .dilated import dilated_conv_reference  # pylint: disable=import-outside-toplevel
+
+    nd = len(layer.in_size)
+    spec = make_dilated_spec((batch, layer.in_channels) + tuple(layer.in_size),
+                             (layer.out_channels, layer.in_channels) + (layer.kernel,) * nd,
+                             padding=layer.padding, dilation=layer.dilation)
+    rng = np.random.default_rng(batch)
+    data = rng.standard_normal(spec.data_shape).astype(spec.dtype)
+    weight = rng.standard_normal(spec.weight_shape).astype(spec.dtype)
+    op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[nd]
+    mod = _one_op_module(op, spec.data_shape, spec.weight_shape, spec.dtype,
+                         padding=spec.pad_before + spec.pad_after, dilation=spec.dilation)
+    case = Case(layer.name, batch, 2 * make_dilated_plan(spec).macs(),
+                lambda: dilated_conv_reference(data, weight, spec), tolerance(spec.dtype))
+    _common_impls(case, mod, {"w": weight}, [data], args, target, _no_dilated_tuning)
     if not args.skip_ort:
-        runners.append(("onnxruntime", lambda: _run_ort(spec, data, weight, threads,
-                                                         args.repeat, args.min_repeat_ms)))
+        case.impls["onnxruntime"] = lambda: ort_prepared(_onnx_single_node(
+            "Conv", spec.data_shape, spec.out_shape, weight, dilations=list(spec.dilation),
+            pads=list(spec.pad_before) + list(spec.pad_after), kernel_shape=list(spec.kernel)),
+            {"x": data}, threads)
     if not args.skip_torch:
-        runners.append(("pytorch", lambda: _run_torch(spec, data, weight, threads,
-                                                      args.repeat, args.min_repeat_ms)))
-    for name, runner in runners:
-        entry: dict = {}
+        case.impls["pytorch"] = lambda: _torch_layer(
+            f"conv{nd}d", data, weight, threads, padding=spec.pad_before,
+            dilation=spec.dilation)
+    return case
+
+
+def _no_dilated_tuning():
+    raise ImportError("tvm_deconv.tuning tunes transposed convs only; the dilated suite has "
+                      "no ours_tuned column yet")
+
+
+def model_flops(mod) -> dict[str, int]:
+    """Useful FLOPs of a Relax module's convs (``conv``) and transposed convs (``deconv``):
+    2 · MACs without zero insertion."""
+    # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm import relax
+
+    from .transform import TRANSPOSED_CONV_OPS, spec_from_call
+
+    flops = {"conv": 0, "deconv": 0}
+
+    def visit(expr):
+        if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)):
+            return
+        if expr.op.name in TRANSPOSED_CONV_OPS:
+            spec, _ = spec_from_call(expr)
+            if spec is not None:
+                flops["deconv"] += make_plan(spec).useful_flops()
+        elif expr.op.name in ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d"):
+            weight = [int(d) for d in expr.args[1].ty.shape]
+            out = [int(d) for d in expr.ty.shape]
+            per_output = math.prod(weight) // weight[str(expr.attrs.kernel_layout).index("O")]
+            flops["conv"] += 2 * math.prod(out) * per_output
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return flops
+
+
+def _torch_reference(bundle, inputs: list[np.ndarray]) -> np.ndarray:
+    """PyTorch eager in float64 with the bundle's weights."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    from .importers import torch_module  # pylint: disable=import-outside-toplevel
+
+    model = copy.deepcopy(torch_module(bundle)).double()
+    with torch.inference_mode():
+        return model(*(torch.from_numpy(a.astype(np.float64)) for a in inputs)).numpy()
+
+
+def _model_case(name: str, batch: int, args, target, threads: int) -> Case:
+    # pylint: disable=import-outside-toplevel
+    from .build import build
+    from .models import build_model
+    from .tuning import extract_tasks
+
+    bundle = build_model(MODEL_ALIASES.get(name, name), batch=batch, small=args.small)
+    inputs = bundle.random_inputs()
+    flops = model_flops(bundle.mod)
+    cache: dict = {}
+
+    def tvm_default_build():
+        if "tvm_default" not in cache:
+            cache["tvm_default"] = build(bundle.mod, target, bundle.params, decompose=False)
+        return cache["tvm_default"]
+
+    def reference():
         try:
-            out, timer, compile_s = runner()
-            err = relative_error(out, ref)
-            entry["rel_error"] = err
-            if compile_s:
-                entry["compile_s"] = compile_s
-            if not err < tol:
-                entry["error"] = f"WRONG RESULT (relative error {err:.2e} >= {tol:.0e})"
-            else:
-                entry.update(_summary(timer()))
-                entry["gflops"] = plan.useful_flops() / (entry["median_ms"] * 1e6)
-        except ImportError as exc:
-            entry["error"] = f"not available ({exc})"
-        except Exception as exc:  # pylint: disable=broad-except
-            entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        row["impls"][name] = entry
-    peers = [row["impls"][p]["median_ms"] for p in ("onnxruntime", "pytorch")
+            return _torch_reference(bundle, inputs)
+        except ImportError:
+            # Without torch, TVM's default lowering (float32) is the reference.
+            case.extra["reference"] = "tvm_default (torch not installed)"
+            from tvm import relax  # pylint: disable=import-outside-toplevel
+            import tvm  # pylint: disable=import-outside-toplevel
+
+            vm = relax.VirtualMachine(tvm_default_build(), tvm.cpu(0))
+            return vm["main"](*[tvm.runtime.tensor(a) for a in inputs]).numpy()
+
+    case = Case(bundle.name, batch, sum(flops.values()), reference, MODEL_TOLERANCE,
+                extra={"flops": flops, "reference": "pytorch float64",
+                       "input_shapes": {k: list(v) for k, v in bundle.input_shapes.items()}})
+    _common_impls(case, bundle.mod, bundle.params, inputs, args, target,
+                  lambda: extract_tasks(bundle.mod, target), tvm_default_build)
+    if not args.skip_ort:
+        case.impls["onnxruntime"] = lambda: _ort_model(bundle, inputs, threads)
+    if not args.skip_torch:
+        case.impls["pytorch"] = lambda: _torch_model(bundle, inputs, threads)
+    return case
+
+
+def _ort_model(bundle, inputs, threads: int) -> Prepared:
+    from .importers import to_onnx  # pylint: disable=import-outside-toplevel
+
+    return ort_prepared(to_onnx(bundle), dict(zip(bundle.input_shapes, inputs)), threads)
+
+
+def _torch_model(bundle, inputs, threads: int) -> Prepared:
+    import torch  # pylint: disable=import-outside-toplevel
+
+    from .importers import torch_module  # pylint: disable=import-outside-toplevel
+
+    return torch_prepared(torch_module(bundle),
+                          tuple(torch.from_numpy(a) for a in inputs), threads)
+
+
+def dilated_layers() -> tuple:
+    layers = getattr(zoo, "DILATED_LAYERS", None)
+    if layers is None:
+        raise ValueError("the dilated suite needs tvm_deconv.zoo.DILATED_LAYERS (a tuple of "
+                         "DilatedZooLayer), which this version of zoo.py does not define yet")
+    return layers
+
+
+def _pick(names: str, known: dict, what: str, default: Optional[list] = None) -> list:
+    wanted = [n.strip() for n in names.split(",") if n.strip()] or default or list(known)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in wanted]
+
+
+def cases(args, target, threads: int) -> Iterator[Case]:
+    """The rows of ``args.suite``; unknown names raise ValueError listing the known ones."""
+    from .models import MODELS  # pylint: disable=import-outside-toplevel
+
+    batches = [int(b) for b in args.batch.split(",") if b]
+    if args.suite == "models":
+        known = dict({m: m for m in MODELS}, **{a: a for a in MODEL_ALIASES})
+        items, make = _pick(args.models, known, "model(s)", list(MODELS)), _model_case
+    elif args.suite == "dilated":
+        items = _pick(args.layers, {l.name: l for l in dilated_layers()}, "dilated layer(s)")
+        make = _dilated_case
+    else:
+        items, make = _pick(args.layers, {l.name: l for l in zoo.LAYERS}, "layer(s)"), _layer_case
+    for item in items:
+        for batch in batches:
+            yield make(item, batch, args, target, threads)
+
+
+# --------------------------------------------------------------------------------------------
+# Running a case
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ImportError):
+        return f"not available ({exc})"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {(lines[-1] if lines else '')[:300]}"
+
+
+def run_impl(factory, case: Case, ref: np.ndarray, repeat: int, min_repeat_ms: float,
+             breakdown: bool) -> dict:
+    """Prepare, check against the reference, then time one implementation of a case."""
+    entry: dict = {}
+    try:
+        prepared = factory()
+        entry.update(prepared.info)
+        if prepared.compile_s:
+            entry["compile_s"] = prepared.compile_s
+        out, entry["peak_bytes"] = peak_memory(prepared.run)
+        if tuple(out.shape) != tuple(ref.shape):
+            entry["error"] = f"WRONG SHAPE {tuple(out.shape)} (reference {tuple(ref.shape)})"
+            return entry
+        err = entry["rel_error"] = relative_error(out, ref)
+        if not err < case.tol:
+            entry["error"] = f"WRONG RESULT (relative error {err:.2e} >= {case.tol:.0e})"
+            return entry
+        entry.update(_summary(prepared.timer(repeat, min_repeat_ms)))
+        entry["gflops"] = case.flops / (entry["median_ms"] * 1e6)
+        if breakdown and prepared.breakdown is not None:
+            entry["breakdown_ms"] = prepared.breakdown()
+    except Exception as exc:  # pylint: disable=broad-except
+        entry["error"] = _error_text(exc)
+    return entry
+
+
+def _ratio(row: dict, slower: str, faster: str) -> Optional[float]:
+    a = row["impls"].get(slower, {}).get("median_ms")
+    b = row["impls"].get(faster, {}).get("median_ms")
+    return a / b if a and b else None
+
+
+def finish_row(row: dict) -> dict:
+    peers = [row["impls"][p]["median_ms"] for p in PEERS
              if "median_ms" in row["impls"].get(p, {})]
-    ours = row["impls"]["ours"].get("median_ms")
+    ours = row["impls"].get("ours", {}).get("median_ms")
     row["best_peer_ms"] = min(peers) if peers else None
-    row["speedup_vs_best_peer"] = (min(peers) / ours) if peers and ours else None
-    row["workspace_bytes"] = _workspace(spec, target)
+    row["speedup_vs_best_peer"] = min(peers) / ours if peers and ours else None
+    row["speedup_vs_tvm_default"] = _ratio(row, "tvm_default", "ours")
+    row["tuned_speedup_vs_tvm_default"] = _ratio(row, "tvm_default_tuned", "ours_tuned")
+    tuned = row["impls"].get("ours_tuned", {}).get("median_ms")
+    row["tuned_speedup_vs_best_peer"] = min(peers) / tuned if peers and tuned else None
     return row
+
+
+def _progress(total: int):
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    return tqdm(total=total, unit="impl", dynamic_ncols=True, file=sys.stderr)
+
+
+def bench_case(case: Case, args, bar) -> dict:
+    row = {"name": case.name, "batch": case.batch, "useful_gflop": case.flops / 1e9,
+           "impls": {}, **case.extra}
+    bar.set_description(f"{case.name} N={case.batch} reference")
+    try:
+        ref = case.reference()
+    except Exception as exc:  # pylint: disable=broad-except
+        row["error"] = f"reference failed: {_error_text(exc)}"
+        bar.update(len(case.impls))
+        return row
+    row.update({k: v for k, v in case.extra.items() if k == "reference"})
+    for name, factory in case.impls.items():
+        bar.set_description(f"{case.name} N={case.batch} {name}")
+        slow = name == "tvm_default"
+        row["impls"][name] = run_impl(
+            factory, case, ref, args.tvm_default_repeat if slow else args.repeat,
+            0.0 if slow else args.min_repeat_ms, args.breakdown)
+        bar.update(1)
+    return finish_row(row)
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
 
 
 def _fmt_ms(entry: dict) -> str:
@@ -228,56 +721,177 @@ def _fmt_ms(entry: dict) -> str:
         return "n/a" if "not available" in entry.get("error", "") or not entry else "FAIL"
     med, lo, hi = entry["median_ms"], entry["min_ms"], entry["max_ms"]
     spread = (hi - lo) / med * 100 if med else 0.0
-    return f"{med:.3f} (±{spread / 2:.0f}%)"
+    trials = f" [{entry['trials_measured']} trials]" if "trials_measured" in entry else ""
+    return f"{med:.3f} (±{spread / 2:.0f}%){trials}"
 
 
-def markdown_table(rows: list[dict], impls: list[str]) -> str:
-    head = (["layer", "N"] + [f"{i} ms" for i in impls]
-            + ["ours GFLOP/s", "speedup vs best peer", "workspace KiB"])
+def _fmt_x(value: Optional[float]) -> str:
+    return f"{value:.2f}x" if value else "-"
+
+
+def _fmt_mib(entry: dict) -> str:
+    peak = entry.get("peak_bytes")
+    return f"{peak / 2 ** 20:.1f}" if peak is not None and "median_ms" in entry else "-"
+
+
+def _impl_header(impl: str, trials: int) -> str:
+    return f"{impl} ({trials} trials) ms" if impl.endswith("_tuned") else f"{impl} ms"
+
+
+def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: int = 0) -> str:
+    tuned = tune_trials > 0
+    head = ([suite[:-1] if suite.endswith("s") else suite, "N"]
+            + [_impl_header(i, tune_trials) for i in impls]
+            + ["ours GFLOP/s", "ours vs best peer", "ours vs TVM default"]
+            + (["tuned: ours vs TVM default", "tuned ours vs best peer"] if tuned else [])
+            + ["peak MiB (" + " / ".join(impls) + ")"]
+            + (["workspace KiB"] if suite == "layers" else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
+        entries = [row["impls"].get(i, {}) for i in impls]
         ours = row["impls"].get("ours", {})
-        sp = row["speedup_vs_best_peer"]
-        ws = row["workspace_bytes"]
-        cells = [row["layer"], str(row["batch"])]
-        cells += [_fmt_ms(row["impls"].get(i, {})) for i in impls]
+        cells = [row["name"], str(row["batch"])] + [_fmt_ms(e) for e in entries]
         cells += [f"{ours['gflops']:.1f}" if "gflops" in ours else "-",
-                  f"{sp:.2f}x" if sp else "-",
-                  f"{ws / 1024:.0f}" if ws is not None else "-"]
+                  _fmt_x(row.get("speedup_vs_best_peer")),
+                  _fmt_x(row.get("speedup_vs_tvm_default"))]
+        if tuned:
+            cells += [_fmt_x(row.get("tuned_speedup_vs_tvm_default")),
+                      _fmt_x(row.get("tuned_speedup_vs_best_peer"))]
+        cells.append(" / ".join(_fmt_mib(e) for e in entries))
+        if suite == "layers":
+            ws = row.get("workspace_bytes")
+            cells.append(f"{ws / 1024:.0f}" if ws is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def breakdown_table(rows: list[dict]) -> str:
+    """Per op category milliseconds (and GFLOP/s where FLOPs are known) of each model."""
+    lines = ["| model | impl | transposed convs ms | ordinary convs ms | rest ms | total ms |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        flops = row.get("flops", {})
+        for impl, entry in row["impls"].items():
+            parts = entry.get("breakdown_ms")
+            if not parts:
+                continue
+            cells = []
+            for cat in ("deconv", "conv"):
+                ms = parts.get(cat, 0.0)
+                rate = flops.get(cat, 0) / (ms * 1e6) if ms and flops.get(cat) else None
+                cells.append(f"{ms:.2f}" + (f" ({rate:.1f} GFLOP/s)" if rate else ""))
+            rest = parts["total"] - parts.get("deconv", 0.0) - parts.get("conv", 0.0)
+            cells += [f"{rest:.2f}", f"{parts['total']:.2f}"]
+            lines.append(f"| {row['name']} | {impl} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], impls: list[str], path: str, title: str) -> None:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    labels = [f"{r['name']}\nN={r['batch']}" for r in rows]
+    width = 0.8 / max(1, len(impls))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows) * len(impls) * 0.4 + 2), 4.5))
+    for k, impl in enumerate(impls):
+        ms = [r["impls"].get(impl, {}).get("median_ms", float("nan")) for r in rows]
+        ax.bar([i + (k - (len(impls) - 1) / 2) * width for i in range(len(rows))], ms,
+               width, label=impl)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("median ms (log scale, lower is better)")
+    ax.set_title(textwrap.fill(title, 110), fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _check_plot_dependency(path: str) -> None:
+    if not path:
+        return
+    try:
+        import matplotlib  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install 'tvm-deconv[plot]' "
+                         "(or pip install matplotlib)") from None
+
+
+def _impl_order(args) -> list[str]:
+    impls = ["ours"] + ([] if args.skip_tvm_default else ["tvm_default"])
+    if args.tune_trials > 0:
+        impls += ["ours_tuned", "tvm_default_tuned"]
+    return impls + ([] if args.skip_ort else ["onnxruntime"]) + (
+        [] if args.skip_torch else ["pytorch"])
 
 
 def run(args: argparse.Namespace) -> int:
     from .targets import resolve_target  # pylint: disable=import-outside-toplevel
 
+    args.suite = args.suite or ("models" if args.models else "layers")
     target = resolve_target(args.target)
     if "gpu" in target.keys:
-        print("bench: CPU targets only for now")
+        print("bench: CPU targets only for now (benchmarks/cuda_zoo.py runs the GPU)")
         return 2
     threads = args.threads or int(target.attrs.get("num-cores", 0) or 0) or 1
-    names = [n for n in args.layers.split(",") if n] or [l.name for l in zoo.LAYERS]
-    batches = [int(b) for b in args.batch.split(",") if b]
-    impls = ["ours"] + ([] if args.skip_tvm_default else ["tvm_default"]) + (
-        [] if args.skip_ort else ["onnxruntime"]) + ([] if args.skip_torch else ["pytorch"])
-    print(f"target {target}; ORT/PyTorch threads: {threads}; TVM threads: "
-          f"{os.environ.get('TVM_NUM_THREADS', 'default (one per core)')}")
+    try:
+        _check_plot_dependency(args.plot)
+        todo = list(cases(args, target, threads))
+    except ValueError as err:
+        print(f"tvm-deconv bench: error: {err}", file=sys.stderr)
+        return 2
+    fix_malloc_threshold()
+    impls = _impl_order(args)
+    budget = (f"; tuned columns: {args.tune_trials} MetaSchedule trials per row for each of "
+              f"ours and TVM's default" if args.tune_trials > 0 else "")
+    header = (f"target {target}; ORT/PyTorch threads: {threads}; TVM threads: "
+              f"{os.environ.get('TVM_NUM_THREADS', 'default (one per core)')}{budget}")
+    print(header, flush=True)
     rows, bad = [], 0
-    for name in names:
-        layer = zoo.get(name)
-        for batch in batches:
-            row = bench_layer(layer, batch, args, target, threads)
+    with _progress(sum(len(c.impls) for c in todo)) as bar:
+        for case in todo:
+            row = bench_case(case, args, bar)
             rows.append(row)
-            for impl, entry in row["impls"].items():
-                if "error" in entry and "not available" not in entry["error"]:
-                    print(f"  {name} N={batch} {impl}: {entry['error']}")
-                    bad += impl == "ours"
-            print(f"  {name} N={batch}: " + ", ".join(
-                f"{i} {_fmt_ms(e)}" for i, e in row["impls"].items()), flush=True)
-    print()
-    print(markdown_table(rows, impls))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"target": str(target), "threads": threads, "rows": rows}, fh, indent=1)
-        print(f"\nwrote {args.json}")
+            bad += _report_row(row, bar.write)
+    table = markdown_table(rows, impls, args.suite, args.tune_trials)
+    print("\n" + table)
+    if args.breakdown:
+        print("\nper op category (one instrumented run; the VM's per-call hook adds a little):")
+        print(breakdown_table(rows))
+    _write_outputs(args, rows, impls, header, table, str(target), threads)
     return 1 if bad else 0
+
+
+def _report_row(row: dict, write) -> int:
+    """Print one finished row; the number of failures of ours/ours_tuned."""
+    bad = 0
+    if "error" in row:
+        write(f"  {row['name']} N={row['batch']}: {row['error']}")
+        return 1
+    for impl, entry in row["impls"].items():
+        if "error" in entry and "not available" not in entry["error"]:
+            write(f"  {row['name']} N={row['batch']} {impl}: {entry['error']}")
+            bad += impl.startswith("ours")
+    write(f"  {row['name']} N={row['batch']}: " + ", ".join(
+        f"{i} {_fmt_ms(e)}" for i, e in row["impls"].items()))
+    return bad
+
+
+def _write_outputs(args, rows, impls, header, table, target: str, threads: int) -> None:
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"suite": args.suite, "target": target, "threads": threads,
+             "tune_trials": args.tune_trials, "impls": impls, "rows": rows}, indent=1))
+        print(f"wrote {args.json}")
+    if args.markdown:
+        text = f"{header}\n\n{table}\n"
+        if args.breakdown:
+            text += "\n" + breakdown_table(rows) + "\n"
+        Path(args.markdown).write_text(text)
+        print(f"wrote {args.markdown}")
+    if args.plot:
+        plot(rows, impls, args.plot, header)
+        print(f"wrote {args.plot}")

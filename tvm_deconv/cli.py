@@ -14,7 +14,9 @@ from .tuning import TuningLogError
 SUBCOMMANDS = {
     "demo": ("tvm_deconv.demo", "compile a DCGAN generator with and without tvm-deconv"),
     "tune": ("tvm_deconv.tune_command", "MetaSchedule-tune zoo layers or a model's deconvs"),
-    "bench": ("tvm_deconv.bench", "benchmark the zoo layers against TVM's default, ORT, PyTorch"),
+    "tune-report": ("tvm_deconv.tune_report",
+                    "trials each design space needed, from a tuning database"),
+    "bench": ("tvm_deconv.bench", "benchmark zoo layers, models or dilated convs against TVM's default (untuned and tuned), ORT, PyTorch"),
 }
 
 

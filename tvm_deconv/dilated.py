@@ -10,8 +10,11 @@ buffer, no zero MAC.
 
 * :func:`dilated_conv1d`, :func:`dilated_conv2d`, :func:`dilated_conv3d`: the unscheduled
   PrimFunc ``(data, weight, out)`` (attributes as Relax's ``conv{1,2,3}d``).
-* :class:`DecomposeDilatedConv`: Relax pass, ``relax.nn.conv{1,2,3}d`` with dilation > 1 →
-  ``R.call_tir`` of that PrimFunc (op pattern out-elementwise-fusable, so bias/activations fuse).
+* :class:`DecomposeDilatedConv`: Relax pass, ``relax.nn.conv{1,2,3}d`` with dilation > 1 (and
+  ordinary convs, dilation 1, where a packed register-tiled implementation takes them) →
+  ``R.call_tir`` of the PrimFunc of the implementation the strategy registry picks (op pattern
+  out-elementwise-fusable, so bias/activations fuse), through its weight ``pack`` when it has one
+  (``x86.dilated``/``arm_cpu.dilated``: ``schedules/x86_dilated.py``).
 * :func:`dilated_conv_reference`: float64 numpy reference (oracle for the tests).
 """
 
@@ -30,8 +33,8 @@ from tvm.script.ir_builder import tirx as T
 
 from . import strategy
 from .compute import INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION, _i64, _index
-from .transform import (_current_target, _static_shape, annotate_implementation, describe_call,
-                        rewrite_relax_functions)
+from .transform import (_current_target, _static_shape, add_function, annotate_implementation,
+                        describe_call, emit_packed_weight, rewrite_relax_functions)
 from .plan import (DilatedConvPlan, DilatedConvSpec, DilatedPhase, PlanError,
                    make_dilated_plan, make_dilated_spec)
 
@@ -193,40 +196,54 @@ class _DilatedConvRewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, target):
         super().__init__(mod)
         self.target = target
-        self._funcs: dict[DilatedConvSpec, relax.GlobalVar] = {}
+        self._funcs: dict[tuple, relax.GlobalVar] = {}
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = self.visit_expr_post_order(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name not in CONV_OPS:
             return call
-        if all(int(d) == 1 for d in call.attrs.dilation):
-            return call  # not dilated: not ours, silently untouched
+        dense = all(int(d) == 1 for d in call.attrs.dilation)
         spec, why = dilated_spec_from_call(call)
         impl = None
         if spec is not None:
             selection = strategy.select(DILATED_CONV, spec, self.target)
             impl, why = selection.implementation, selection.reason()
+        if dense and (impl is None or impl.pack is None or spec.in_per_group == 1):
+            # An ordinary conv: taken only by a packed, register-tiled implementation (TVM
+            # 0.27 has no CPU conv2d schedule: its default ran 12-38x slower on pix2pix's
+            # convs), and not with one input channel per group (2.2x slower than the default
+            # on FSRCNN's 1->56 k5 feature layer); else untouched.
+            return call
         if impl is None:
             logger.warning("tvm_deconv: dilated %s keeps TVM's default lowering: %s",
                            describe_call(call, spec), why)
             return call
-        if spec not in self._funcs:
-            func = annotate_implementation(impl.compute(spec), impl.name)
-            func = func.without_attr("global_symbol")
-            self._funcs[spec] = self.builder_.add_func(func, f"conv{spec.ndim}d_dilated_untangled")
-        return relax.call_tir(self._funcs[spec], [call.args[0], call.args[1]],
+        if selection.declined:
+            logger.info("tvm_deconv: dilated %s uses %s: %s", describe_call(call, spec),
+                        impl.name, selection.reason())
+        weight = emit_packed_weight(self.builder_, self._funcs, call.args[1], spec, impl.name,
+                                    impl.pack(spec) if impl.pack is not None else None)
+        gv = add_function(self.builder_, self._funcs, (spec, impl.name), None,
+                          f"conv{spec.ndim}d_dilated_untangled",
+                          lambda: annotate_implementation(impl.compute(spec), impl.name))
+        return relax.call_tir(gv, [call.args[0], weight],
                               relax.TensorType(spec.out_shape, spec.out_dtype))
 
 
 @tvm.transform.module_pass(opt_level=0, name="DecomposeDilatedConv")
 class DecomposeDilatedConv:
-    """Rewrite ``relax.nn.conv{1,2,3}d`` calls with dilation > 1 into untangled PrimFuncs.
+    """Rewrite ``relax.nn.conv{1,2,3}d`` calls with dilation > 1 into untangled PrimFuncs, and
+    ordinary convs (dilation 1: one phase) where the target's implementation packs weights and
+    register-tiles (x86, AArch64), since TVM 0.27 has no tuned-free CPU conv schedule.
 
     IR in: Relax functions (before LegalizeOps).  IR out: each dilated conv with static shapes
-    and a float dtype replaced by ``R.call_tir`` of :func:`untangled_dilated_conv` (op pattern
-    out-elementwise-fusable; blocks annotated ``tvm_deconv.phase`` and
-    ``tvm_deconv.op = "dilated_conv"``).  Undilated convs stay untouched; dilated calls that
-    cannot be handled stay too, with one warning line each on the ``tvm_deconv`` logger.
+    and a float dtype replaced by ``R.call_tir`` of the chosen implementation's untangled
+    PrimFunc (op pattern out-elementwise-fusable; blocks annotated ``tvm_deconv.phase`` and
+    ``tvm_deconv.op = "dilated_conv"``), its weight first through the implementation's pack
+    PrimFunc when it has one (folded at compile time for constant weights).  Undilated convs
+    without such an implementation (or with one input channel per group) stay untouched;
+    dilated calls that cannot be handled stay too, with one warning line each
+    on the ``tvm_deconv`` logger (an info line when a preferred implementation declined).
     The implementation (and so the schedule :class:`ApplyDeconvSchedule` applies) comes from
     the strategy registry's ``"dilated_conv"`` entries for ``target``.
     """

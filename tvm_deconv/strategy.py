@@ -27,6 +27,10 @@ Predicate = Callable[[ConvTransposeSpec, Target], Optional[str]]
 """Returns ``None`` when the implementation handles the call, else the reason it cannot."""
 Schedule = Callable[[s_tir.Schedule, Target], None]
 """Schedules every decomposed-conv block (and fused epilogue) of a PrimFunc in place."""
+Space = Callable[[s_tir.Schedule, Target], list]
+"""A MetaSchedule design space: samples knobs on a copy (or copies) of the schedule and
+returns them (``sch.sample_perfect_tile``, ``sample_categorical``: the successor of an
+AutoTVM template)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,9 @@ class Implementation:
     compile time when the weight is a constant) and ``compute``'s second argument is the
     packed weight.  ``schedule`` (applied after FuseOps/FuseTIR, so it sees fused epilogues)
     makes the compute fast; ``None`` leaves it to the target's stock scheduling (dlight on
-    GPUs).
+    GPUs).  ``space_compute`` and ``space`` are the implementation's tuning design space
+    (MetaSchedule's ``ours`` space): a compute taking the same packed weight, in a form TIR's
+    schedule primitives accept, and the :data:`Space` sampling its schedules.
     """
 
     name: str
@@ -47,9 +53,8 @@ class Implementation:
     compute: Callable[[ConvTransposeSpec], tirx.PrimFunc]
     schedule: Optional[Schedule] = None
     pack: Optional[Callable[[ConvTransposeSpec], tirx.PrimFunc]] = None
-    # A schedule that samples knobs (sch.sample_perfect_tile, sample_categorical, ...): the
-    # implementation's MetaSchedule design space.  None: the tuner measures ``schedule``.
-    space: Optional[Schedule] = None
+    space_compute: Optional[Callable[[ConvTransposeSpec], tirx.PrimFunc]] = None
+    space: Optional[Space] = None
     predicate: Predicate = field(default=lambda spec, target: None)
 
     def applies_to(self, spec: ConvTransposeSpec, target: Target) -> Optional[str]:

@@ -94,6 +94,28 @@ def rewrite_relax_functions(mutator: PyExprMutator, mod: tvm.IRModule) -> tvm.IR
     return mutator.builder_.get()
 
 
+def add_function(builder: relax.BlockBuilder, funcs: dict, key, func, name, make=None
+                 ) -> relax.GlobalVar:
+    """The GlobalVar of PrimFunc ``func`` (or ``make()``) added once per ``key`` to the module."""
+    if key not in funcs:
+        func = func if func is not None else make()
+        funcs[key] = builder.add_func(func.without_attr("global_symbol"), name)
+    return funcs[key]
+
+
+def emit_packed_weight(builder: relax.BlockBuilder, funcs: dict, weight: relax.Expr, spec,
+                       impl_name: str, pack) -> relax.Expr:
+    """``weight`` through the implementation's ``pack`` PrimFunc (``None``: unchanged); a
+    constant weight is packed at compile time by FoldConstant."""
+    if pack is None:
+        return weight
+    packed = pack.params[-1]  # TVM 0.27: PrimFunc params are the buffers
+    pack_gv = add_function(builder, funcs, ("pack", spec, impl_name), pack,
+                           f"pack_weight_{impl_name}")
+    return builder.emit(relax.call_tir(
+        pack_gv, [weight], relax.TensorType([int(d) for d in packed.shape], packed.dtype)))
+
+
 @mutator
 class _TransposedConvRewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, target: Target, database=None,
@@ -136,18 +158,21 @@ class _TransposedConvRewriter(PyExprMutator):
 
         best = None
         for space in SPACES:
-            name, func, pack = workload_func(spec, space, self.target)
+            workload = workload_func(spec, space, self.target)
+            if workload is None:
+                continue
+            name, func, pack = workload
             found = best_schedule(self.database, tvm.IRModule({"main": func}), self.target)
             if found is not None and (best is None or found[1] < best[1]):
-                best = (found[0], found[1], name, pack)
+                best = (found[0], found[1], name, pack, space)
         if best is None:
             log = logger.warning if self.warn_untuned else logger.info
             log("tvm_deconv: no tuning record for %s; using %s's default schedule",
                 spec_label(spec), impl.name)
             return None
-        sch, secs, name, pack = best
-        logger.info("tvm_deconv: %s uses its tuned %s schedule (%.3f ms when tuned)",
-                    spec_label(spec), name, secs * 1e3)
+        sch, secs, name, pack, space = best
+        logger.info("tvm_deconv: %s uses its tuned %s schedule (%s space, %.3f ms when tuned)",
+                    spec_label(spec), name, space, secs * 1e3)
         # Tuned kernels are complete: keep epilogues out of them (opaque) and mark them done.
         func = sch.mod["main"].with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled",
                                                                            True)
@@ -155,18 +180,10 @@ class _TransposedConvRewriter(PyExprMutator):
 
     def _packed(self, weight: relax.Expr, spec: ConvTransposeSpec, impl_name: str, pack
                 ) -> relax.Expr:
-        if pack is None:
-            return weight
-        packed = pack.params[-1]  # TVM 0.27: PrimFunc params are the buffers
-        pack_gv = self._add(("pack", spec, impl_name), pack, f"pack_weight_{impl_name}")
-        return self.builder_.emit(relax.call_tir(
-            pack_gv, [weight], relax.TensorType([int(d) for d in packed.shape], packed.dtype)))
+        return emit_packed_weight(self.builder_, self._funcs, weight, spec, impl_name, pack)
 
     def _add(self, key, func, name, make=None) -> relax.GlobalVar:
-        if key not in self._funcs:
-            func = func if func is not None else make()
-            self._funcs[key] = self.builder_.add_func(func.without_attr("global_symbol"), name)
-        return self._funcs[key]
+        return add_function(self.builder_, self._funcs, key, func, name, make)
 
 
 @tvm.transform.module_pass(opt_level=0, name="DecomposeTransposedConv")

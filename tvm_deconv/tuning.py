@@ -1,10 +1,13 @@
 """Tuning the decomposed transposed convs with MetaSchedule, and using the results at build.
 
 Tasks are the *conv-only* PrimFuncs of a model's transposed convs (one per distinct spec and
-design space); fused epilogues are not part of a task.  Two design spaces:
+design space); fused epilogues are not part of a task.  Three design spaces:
 
-* ``"ours"``: the target implementation's compute under its schedule (a one-point space
-  unless the implementation defines a sampled ``space``);
+* ``"default"``: the target implementation's compute under its default schedule (one point,
+  measured once, so the build can keep it where it beats every tuned candidate);
+* ``"ours"``: the implementation's sampled design space (``space_compute`` under ``space``,
+  e.g. :mod:`tvm_deconv.schedules.x86_space`: register tiles, unroll, loop order); tasks of
+  implementations without one are not created;
 * ``"stock"``: MetaSchedule's post-order-apply rules on the canonical compute in its
   ``phase_buffers`` form (the only form TIR's reduction primitives accept).
 
@@ -45,8 +48,8 @@ from .testing import conv_transpose_reference, random_inputs, relative_error, to
 
 logger = logging.getLogger("tvm_deconv")
 
-STOCK = "stock"
-SPACES = ("ours", STOCK)
+DEFAULT, OURS, STOCK = "default", "ours", "stock"
+SPACES = (DEFAULT, OURS, STOCK)
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 
@@ -65,7 +68,7 @@ class TuningTask:
 
     name: str
     spec: ConvTransposeSpec
-    space: str                       # "ours" or "stock"
+    space: str                       # one of SPACES
     implementation: str              # the implementation whose compute/pack it uses
     func: tirx.PrimFunc = field(compare=False)
     pack: Optional[tirx.PrimFunc] = field(default=None, compare=False)
@@ -87,11 +90,12 @@ def spec_label(spec: ConvTransposeSpec) -> str:
 
 
 def workload_func(spec: ConvTransposeSpec, space: str, target: Target
-                  ) -> tuple[str, tirx.PrimFunc, Optional[tirx.PrimFunc]]:
-    """(implementation name, conv PrimFunc as tuned and as looked up at build, pack PrimFunc).
+                  ) -> Optional[tuple[str, tirx.PrimFunc, Optional[tirx.PrimFunc]]]:
+    """(implementation name, conv PrimFunc as tuned and as looked up at build, pack PrimFunc),
+    or ``None`` for the ``ours`` space of an implementation without a sampled space.
 
-    The same function builds the workload when tuning and when applying records, so the
-    structural lookup matches exactly.
+    The same function builds the workload when tuning and when applying records (under
+    ``target``: layouts may depend on its vector width), so the structural lookup matches.
     """
     from .transform import annotate_implementation  # pylint: disable=import-outside-toplevel
 
@@ -102,9 +106,13 @@ def workload_func(spec: ConvTransposeSpec, space: str, target: Target
     impl = selection.implementation
     if impl is None:
         raise ValueError(f"no implementation for {spec_label(spec)}: {selection.reason()}")
-    func = annotate_implementation(impl.compute(spec), impl.name).with_attr("global_symbol",
-                                                                            "main")
-    return impl.name, func, impl.pack(spec) if impl.pack is not None else None
+    compute = impl.space_compute if space == OURS else impl.compute
+    if compute is None:
+        return None
+    with target:
+        func = annotate_implementation(compute(spec), impl.name)
+        pack = impl.pack(spec) if impl.pack is not None else None
+    return impl.name, func.with_attr("global_symbol", "main"), pack
 
 
 def transposed_conv_specs(mod: tvm.IRModule) -> list[ConvTransposeSpec]:
@@ -134,7 +142,12 @@ def make_tasks(specs: Iterable[ConvTransposeSpec], target: TargetLike,
         for space in spaces:
             if space not in SPACES:
                 raise ValueError(f"unknown design space {space!r}; use one of {SPACES}")
-            impl, func, pack = workload_func(spec, space, target)
+            workload = workload_func(spec, space, target)
+            if workload is None:
+                logger.info("tvm_deconv: %s: no %r design space for its implementation",
+                            spec_label(spec), space)
+                continue
+            impl, func, pack = workload
             tasks.append(TuningTask(f"{spec_label(spec)}_{space}", spec, space, impl, func,
                                     pack))
     return tasks
@@ -154,21 +167,25 @@ def _space_generator(task: TuningTask, target: Target):
             sch_rules=_stock_rules(target), postprocs=ms.postproc.Postproc.create(kind),
             mutator_probs=ms.mutator.Mutator.create(kind))
     impl = strategy.get(task.implementation)
-    sample = impl.space or impl.schedule
+    if task.space == OURS:
+        # The space samples tile sizes and MetaSchedule's auto-unroll step (block annotation
+        # turned into loop pragmas by RewriteParallelVectorizeUnroll).
+        return ms.space_generator.ScheduleFn(
+            lambda sch: impl.space(sch, target), sch_rules=[],
+            postprocs=[ms.postproc.RewriteParallelVectorizeUnroll()],
+            mutator_probs={ms.mutator.MutateTileSize(): 0.8, ms.mutator.MutateUnroll(): 0.2})
 
     def schedule_fn(sch):
-        if sample is not None:
-            sample(sch, target)
+        if impl.schedule is not None:
+            impl.schedule(sch, target)
 
     return ms.space_generator.ScheduleFn(schedule_fn, sch_rules=[], postprocs=[],
                                          mutator_probs={})
 
 
 def _space_size(task: TuningTask) -> float:
-    """How many distinct candidates a task's space has (1 for a schedule without knobs)."""
-    if task.space == STOCK:
-        return math.inf
-    return math.inf if strategy.get(task.implementation).space is not None else 1
+    """How many distinct candidates a task's space has (1 for the default schedule)."""
+    return 1 if task.space == DEFAULT else math.inf
 
 
 def _stock_rules(target: Target) -> list:
@@ -200,12 +217,14 @@ def _stock_rules(target: Target) -> list:
 
 
 class Verifier:
-    """Runs a candidate schedule of a task on random inputs against the float64 reference."""
+    """Runs a candidate schedule of a task on random inputs against the float64 reference,
+    here or, given a :class:`~tvm_deconv.rpc.Board`, on the board through an RPC session
+    (the reference is always computed here)."""
 
-    def __init__(self, task: TuningTask, target: Target, seed: int = 0):
-        self.task, self.target = task, target
+    def __init__(self, task: TuningTask, target: Target, seed: int = 0, board=None):
+        self.task, self.target, self.board = task, target, board
         self.dev = tvm.cuda(0) if "gpu" in target.keys else tvm.cpu(0)
-        if not self.dev.exist:
+        if board is None and not self.dev.exist:
             raise RuntimeError(
                 f"cannot verify tuned kernels for {target.kind.name}: no such device here. "
                 "Tune on a machine with the device, or pass verify=False (--no-verify) to "
@@ -224,19 +243,31 @@ class Verifier:
             self.weight = packed.numpy()
 
     def error(self, sch) -> float:
-        """Relative error of the scheduled workload (``inf`` if it fails to build or run)."""
-        spec = self.task.spec
+        """Relative error of the scheduled workload (``inf`` if it fails to build or run);
+        :class:`~tvm_deconv.rpc.BoardLost` when the board is gone."""
+        from .rpc import BoardLost  # pylint: disable=import-outside-toplevel
+
         try:
-            lib = tvm.compile(sch.mod, self.target)
-            out = tvm.runtime.tensor(np.zeros(spec.out_shape, spec.out_dtype), self.dev)
-            lib["main"](tvm.runtime.tensor(self.data, self.dev),
-                        tvm.runtime.tensor(self.weight, self.dev), out)
-            self.dev.sync()
-            return relative_error(out.numpy(), self.ref)
+            return relative_error(self._run(tvm.compile(sch.mod, self.target)), self.ref)
+        except BoardLost:
+            raise
         except Exception as err:  # pylint: disable=broad-except
+            if self.board is not None and (problem := self.board.problem()) is not None:
+                raise BoardLost(f"{self.board}: {problem}") from err
             logger.warning("tvm_deconv: verifying a candidate of %s failed: %s",
                            self.task.name, err)
             return float("inf")
+
+    def _run(self, lib) -> np.ndarray:
+        """The workload's output on the random inputs, here or on the board."""
+        spec, dev = self.task.spec, self.dev
+        if self.board is not None:
+            session, lib = self.board.load(lib)
+            dev = session.cuda(0) if "gpu" in self.target.keys else session.cpu(0)
+        out = tvm.runtime.tensor(np.zeros(spec.out_shape, spec.out_dtype), dev)
+        lib["main"](tvm.runtime.tensor(self.data, dev), tvm.runtime.tensor(self.weight, dev), out)
+        dev.sync()
+        return out.numpy()
 
 
 def _host(target: Target) -> Target:
@@ -246,27 +277,59 @@ def _host(target: Target) -> Target:
 @derived_object
 class VerifiedCommit(ms.measure_callback.PyMeasureCallback):
     """Commit measured candidates to the database; one that would become the best record is
-    checked against the reference first, and dropped (and counted) if it is wrong."""
+    checked against the reference first, and dropped (and counted) if it is wrong.
+
+    With a ``board``: a failed run is followed by a health check; a board that stays gone
+    (:meth:`~tvm_deconv.rpc.Board.wait_until_up`) sets ``board_error``, and once the batch's
+    records are committed ``apply`` raises to end the tuning run; candidates that would need
+    the board to be verified are dropped."""
 
     def __init__(self, database, task: TuningTask, target: Target, verifier: Optional[Verifier],
-                 progress=None, best_secs: float = math.inf):
+                 progress=None, best_secs: float = math.inf, board=None):
         self.database, self.task, self.target = database, task, target
-        self.verifier, self.progress = verifier, progress
+        self.verifier, self.progress, self.board = verifier, progress, board
         self.workload = database.commit_workload(task.mod)
         self.best_secs = best_secs
         self.rejected = 0
         self.measured = 0
+        self.board_error: Optional[str] = None
+
+    def _check_board(self, runner_error: Optional[str]) -> None:
+        if self.board is None or self.board_error is not None:
+            return
+        problem = self.board.wait_until_up()
+        if problem is not None:
+            last = (runner_error or "no result").strip().splitlines()[-1]
+            self.board_error = f"{self.board} failed: {problem} (last runner error: {last})"
+            logger.error("tvm_deconv: %s: %s", self.task.name, self.board_error)
+
+    def _verify(self, sch) -> Optional[float]:
+        """The candidate's relative error; None when the board is gone."""
+        from .rpc import BoardLost  # pylint: disable=import-outside-toplevel
+
+        if self.board_error is not None:
+            return None
+        try:
+            return self.verifier.error(sch)
+        except BoardLost as lost:  # dropped unverified, whether or not the board comes back
+            self._check_board(str(lost))
+            return None
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
               runner_results) -> None:
         for cand, built, ran in zip(measure_candidates, builder_results, runner_results):
             self.measured += 1
-            if built.error_msg or ran.error_msg or not ran.run_secs:
+            if built.error_msg:
+                continue
+            if ran.error_msg or not ran.run_secs:
+                self._check_board(ran.error_msg)
                 continue
             secs = [float(s) for s in ran.run_secs]
             mean = sum(secs) / len(secs)
             if mean < self.best_secs and self.verifier is not None:
-                err = self.verifier.error(cand.sch)
+                err = self._verify(cand.sch)
+                if err is None:
+                    continue
                 if not err < tolerance(self.task.spec.out_dtype):
                     self.rejected += 1
                     logger.warning("tvm_deconv: %s: discarded a candidate measuring %.3f ms: "
@@ -281,6 +344,8 @@ class VerifiedCommit(ms.measure_callback.PyMeasureCallback):
             if math.isfinite(self.best_secs):
                 self.progress.set_postfix(best_ms=f"{self.best_secs * 1e3:.3f}",
                                           rejected=self.rejected)
+        if self.board_error is not None:  # ends the task (terminate_task here fails a check)
+            raise RuntimeError(self.board_error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +377,24 @@ def open_database(work_dir: str | os.PathLike):
     return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
 
 
+def build_candidate(mod: tvm.IRModule, target: Target, _params=None):
+    """MetaSchedule's default candidate build without its import of every tensor intrinsic,
+    which these kernels never use: that import costs each fresh build worker (one per batch)
+    20 s CPU, 4 minutes on a loaded 2-core machine, where it outlasted the build timeout."""
+    from tvm.driver import build as tvm_build  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.transform import (  # pylint: disable=import-outside-toplevel
+        RemoveWeightLayoutRewriteBlock)
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod),
+                     target=target)
+
+
+def local_builder(timeout_sec: float = 120):
+    """MetaSchedule's LocalBuilder with :func:`build_candidate` (the 30 s default timeout is
+    too short on 2-core machines)."""
+    return ms.builder.LocalBuilder(timeout_sec=timeout_sec, f_build=build_candidate)
+
+
 def tune(
     mod_or_tasks,
     target: TargetLike,
@@ -324,13 +407,21 @@ def tune(
     verify: bool = True,
     progress: bool = True,
     seed: Optional[int] = None,
+    board=None,
 ) -> list[TaskResult]:
     """Tune the transposed convs of a Relax module (or a list of :class:`TuningTask`).
 
     ``trials`` is per task (a space without knobs is measured once); tasks already holding
     records in ``work_dir`` only run the remaining trials (re-running the same command
     resumes).  Returns one row per task.
+
+    ``board`` (:class:`tvm_deconv.rpc.Board`): measure and verify on that board over RPC
+    (its runner and builder by default).  A board that is gone, or drops out and does not
+    come back, raises :class:`~tvm_deconv.rpc.BoardLost` naming it, with the rows finished
+    so far; the trials in flight are lost, the records measured before stay.
     """
+    from .rpc import BoardLost  # pylint: disable=import-outside-toplevel
+
     target = resolve_target(target)
     tasks = (list(mod_or_tasks) if not isinstance(mod_or_tasks, tvm.IRModule)
              else extract_tasks(mod_or_tasks, target, spaces))
@@ -338,10 +429,9 @@ def tune(
         raise ValueError("nothing to tune: the module has no supported transposed conv")
     database = open_database(work_dir)
     if builder is None:
-        # The default 30 s build timeout is too short on 2-core machines.
-        builder = ms.builder.LocalBuilder(timeout_sec=120)
+        builder = board.builder() if board else local_builder()
     if runner == "local":
-        runner = ms.runner.LocalRunner(timeout_sec=60)
+        runner = board.runner() if board else ms.runner.LocalRunner(timeout_sec=60)
     results = []
     for task in tasks:
         done = _records(database, task)
@@ -349,11 +439,13 @@ def tune(
         left = min(trials, _space_size(task)) - before
         best = min((sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in done),
                    default=math.inf)
-        rejected = 0
+        rejected, lost = 0, None
         if left > 0:
+            if board is not None and (problem := board.problem()) is not None:
+                raise BoardLost(f"{board}: {problem}", results)
             bar = _progress_bar(task.name, left) if progress else None
-            verifier = Verifier(task, target, seed or 0) if verify else None
-            callback = VerifiedCommit(database, task, target, verifier, bar, best)
+            verifier = Verifier(task, target, seed or 0, board) if verify else None
+            callback = VerifiedCommit(database, task, target, verifier, bar, best, board)
             context = ms.TuneContext(
                 mod=task.mod, target=target, space_generator=_space_generator(task, target),
                 search_strategy="evolutionary", task_name=task.name,
@@ -366,16 +458,22 @@ def tune(
                     builder=builder, runner=runner, database=database, cost_model=cost_model,
                     measure_callbacks=[callback, ms.measure_callback.RemoveBuildArtifact(),
                                        ms.measure_callback.UpdateCostModel()])
+            except Exception:  # pylint: disable=broad-except
+                if callback.board_error is None:
+                    raise
             finally:
                 if bar is not None:
                     bar.close()
-            best, rejected = callback.best_secs, callback.rejected
+            best, rejected, lost = callback.best_secs, callback.rejected, callback.board_error
         run = len(_records(database, task)) - before
         best_ms = best * 1e3 if math.isfinite(best) else None
         flops = make_plan(task.spec).useful_flops()
         results.append(TaskResult(task.name, task.space, task.implementation, before, run,
                                   best_ms, rejected,
                                   flops / (best_ms * 1e6) if best_ms else None))
+        if lost is not None:
+            raise BoardLost(f"{lost}; the records measured so far stay in {work_dir}: bring "
+                            "the board back and run the same command to continue", results)
     return results
 
 
@@ -413,14 +511,23 @@ def target_key(target: Target) -> str:
     return "-".join(parts)
 
 
-def shipped_log_dir(target: Target) -> Optional[Path]:
-    """The tuning log shipped with the package for this target, if any."""
+def shipped_logs_root() -> Optional[Path]:
+    """The folder of the tuning logs shipped with the package (one subfolder per
+    :func:`target_key`); ``None`` in a source tree used without installing it."""
     import importlib.util  # pylint: disable=import-outside-toplevel
 
     found = importlib.util.find_spec("tvm_deconv.tuning_logs")
     if found is None or not found.submodule_search_locations:
-        return None  # a source tree used without installing it: no shipped logs
-    path = Path(list(found.submodule_search_locations)[0]) / target_key(target)
+        return None
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def shipped_log_dir(target: Target) -> Optional[Path]:
+    """The tuning log shipped with the package for this target, if any."""
+    root = shipped_logs_root()
+    if root is None:
+        return None
+    path = root / target_key(target)
     return path if (path / RECORD_FILE).exists() else None
 
 
@@ -508,3 +615,132 @@ def best_schedule(database, task_mod: tvm.IRModule, target: Target):
     record.trace.apply_to_schedule(sch, remove_postproc=False)
     secs = [float(s) for s in record.run_secs]
     return sch, sum(secs) / len(secs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tuning cost: trials a design space needs
+
+
+@dataclass
+class TuningCurve:
+    """A task's best latency after each stored record, in measurement order (the database
+    appends records as they are measured; failed builds/runs and rejected candidates are not
+    stored, so they do not count as trials here)."""
+
+    task: str
+    space: str
+    spec: str
+    flops: int
+    best_ms: list[float]
+
+    @property
+    def final_ms(self) -> float:
+        return self.best_ms[-1]
+
+    def trials_to(self, fraction: float = 0.9) -> int:
+        """Trials until the best reached ``fraction`` of the final best speed."""
+        limit = self.final_ms / fraction
+        return next(i + 1 for i, ms_ in enumerate(self.best_ms) if ms_ <= limit)
+
+
+def tuning_curves(work_dir: str | os.PathLike, tasks: Iterable[TuningTask]
+                  ) -> list[TuningCurve]:
+    """The :class:`TuningCurve` of each task holding records in the database ``work_dir``."""
+    import tvm_ffi  # pylint: disable=import-outside-toplevel
+
+    work_dir = Path(work_dir)
+    if not (work_dir / RECORD_FILE).exists():
+        raise TuningLogError(f"{work_dir} is not a tuning log: it has no {RECORD_FILE}")
+    validate_log_files(work_dir)
+    hashes = [json.loads(line)[0] for _, line in _lines(work_dir / WORKLOAD_FILE)]
+    secs_by_workload: dict[int, list[float]] = {}
+    for _, line in _lines(work_dir / RECORD_FILE):
+        index, (_, run_secs, *_) = json.loads(line)
+        secs = [float(s) for s in run_secs]
+        secs_by_workload.setdefault(index, []).append(sum(secs) / len(secs))
+    curves = []
+    for task in tasks:
+        key = str(tvm_ffi.structural_hash(task.mod) % (1 << 64))
+        secs = [s for i, h in enumerate(hashes) if h == key for s in secs_by_workload.get(i, [])]
+        if secs:
+            best = np.minimum.accumulate(np.array(secs) * 1e3)
+            curves.append(TuningCurve(task.name, task.space, spec_label(task.spec),
+                                      make_plan(task.spec).useful_flops(),
+                                      [float(b) for b in best]))
+    return curves
+
+
+def cost_report(curves: list[TuningCurve], fraction: float = 0.9) -> list[dict]:
+    """One row per spec: per space the trials, best latency and trials to ``fraction`` of it."""
+    rows: dict[str, dict] = {}
+    for curve in curves:
+        row = rows.setdefault(curve.spec, {"spec": curve.spec})
+        row[curve.space] = {"trials": len(curve.best_ms), "best_ms": curve.final_ms,
+                            "gflops": curve.flops / (curve.final_ms * 1e6),
+                            f"trials_to_{round(fraction * 100)}pct": curve.trials_to(fraction),
+                            "curve_ms": curve.best_ms}
+    for row in rows.values():
+        timed = {s: row[s]["best_ms"] for s in SPACES if s in row}
+        row["fastest"] = min(timed, key=timed.get)
+    return list(rows.values())
+
+
+def cost_report_table(rows: list[dict], fraction: float = 0.9) -> str:
+    """A Markdown table of :func:`cost_report` rows."""
+    key = f"trials_to_{round(fraction * 100)}pct"
+    pct = round(fraction * 100)
+    lines = [f"| layer | default ms | ours best ms | ours trials | ours trials to {pct}% | "
+             f"stock best ms | stock trials | stock trials to {pct}% | fastest |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(row, space, field_):
+        value = row.get(space, {}).get(field_)
+        return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    for row in rows:
+        lines.append(f"| {row['spec']} | {cell(row, DEFAULT, 'best_ms')} | "
+                     f"{cell(row, OURS, 'best_ms')} | {cell(row, OURS, 'trials')} | "
+                     f"{cell(row, OURS, key)} | {cell(row, STOCK, 'best_ms')} | "
+                     f"{cell(row, STOCK, 'trials')} | {cell(row, STOCK, key)} | "
+                     f"{row['fastest']} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shipping logs
+
+
+def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                tasks: Iterable[TuningTask], target: TargetLike, top: int = 3,
+                repeat: int = 5) -> list[tuple[str, int]]:
+    """Copy the ``top`` fastest records of each task measured on ``target`` from ``work_dir``
+    to a new database ``out_dir`` (e.g. ``tuning_logs/<target_key>/``), each re-verified
+    against the float64 reference and re-timed here back to back, so records of different
+    spaces, measured at different times on a shared machine, compare fairly at build.
+    Returns (task, records kept) per task."""
+    target = resolve_target(target)
+    source = load_tuning_logs(work_dir, target)
+    out = open_database(out_dir)
+    dev = tvm.cpu(0)
+    kept = []
+    for task in tasks:
+        verifier, count = None, 0
+        for record in source.get_top_k(source.commit_workload(task.mod), top):
+            sch = tvm.s_tir.Schedule(task.mod)
+            record.trace.apply_to_schedule(sch, remove_postproc=False)
+            verifier = verifier or Verifier(task, target)
+            if not verifier.error(sch) < tolerance(task.spec.out_dtype):
+                logger.warning("tvm_deconv: %s: a stored record is wrong; not exported",
+                               task.name)
+                continue
+            func = tvm.compile(sch.mod, target).jit()
+            args = [tvm.runtime.tensor(verifier.data, dev),
+                    tvm.runtime.tensor(verifier.weight, dev),
+                    tvm.runtime.tensor(np.zeros(task.spec.out_shape, task.spec.out_dtype), dev)]
+            secs = list(func.time_evaluator("main", dev, number=1, repeat=repeat,
+                                            min_repeat_ms=50)(*args).results)
+            out.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, out.commit_workload(task.mod), secs, target, record.args_info))
+            count += 1
+        kept.append((task.name, count))
+    return kept

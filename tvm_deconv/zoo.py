@@ -2,13 +2,15 @@
 
 Each entry is a :class:`ZooLayer`; ``layer.spec(batch)`` gives its
 :class:`~tvm_deconv.plan.ConvTransposeSpec` (NCHW / IOHW, float32 unless asked otherwise).
+:data:`DILATED_LAYERS` holds dilated (atrous) forward convs as :class:`DilatedZooLayer`
+(``.spec(batch)`` → :class:`~tvm_deconv.plan.DilatedConvSpec`, NC.. / OI..).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .plan import ConvTransposeSpec, make_spec
+from .plan import ConvTransposeSpec, DilatedConvSpec, make_dilated_spec, make_spec
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,50 @@ def get(name: str) -> ZooLayer:
         if layer.name == name:
             return layer
     raise KeyError(f"no zoo layer {name!r}; known: {', '.join(l.name for l in LAYERS)}")
+
+
+@dataclass(frozen=True)
+class DilatedZooLayer:
+    """A dilated forward conv (stride 1, symmetric padding); 1-d when ``len(in_size) == 1``."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    in_size: tuple[int, ...]
+    kernel: int
+    dilation: int
+    padding: int
+
+    @property
+    def ndim(self) -> int:
+        return len(self.in_size)
+
+    def spec(self, batch: int = 1, dtype: str = "float32") -> DilatedConvSpec:
+        nd = self.ndim
+        return make_dilated_spec((batch, self.in_channels) + self.in_size,
+                                 (self.out_channels, self.in_channels) + (self.kernel,) * nd,
+                                 padding=self.padding, dilation=self.dilation, dtype=dtype)
+
+
+# DeepLabv3 ASPP (output stride 16 on a 513x513 image: 33x33 ResNet features, 2048 -> 256, k3,
+# rates 6/12/18, padding = rate); WaveNet: the dilated conv of a residual block (64 residual
+# channels -> 128 = filter + gate), kernel 2, on 4096 samples without padding (the causal
+# left-padding of the stack is a separate pad op), rates 2 .. 512 of the 1..512 cycle (rate 1
+# is an ordinary conv).
+DILATED_LAYERS: tuple[DilatedZooLayer, ...] = (
+    DilatedZooLayer("aspp_2048_256_k3d6", 2048, 256, (33, 33), 3, 6, 6),
+    DilatedZooLayer("aspp_2048_256_k3d12", 2048, 256, (33, 33), 3, 12, 12),
+    DilatedZooLayer("aspp_2048_256_k3d18", 2048, 256, (33, 33), 3, 18, 18),
+    DilatedZooLayer("wavenet_64_128_k2d2", 64, 128, (4096,), 2, 2, 0),
+    DilatedZooLayer("wavenet_64_128_k2d16", 64, 128, (4096,), 2, 16, 0),
+    DilatedZooLayer("wavenet_64_128_k2d128", 64, 128, (4096,), 2, 128, 0),
+    DilatedZooLayer("wavenet_64_128_k2d512", 64, 128, (4096,), 2, 512, 0),
+)
+
+
+def get_dilated(name: str) -> DilatedZooLayer:
+    for layer in DILATED_LAYERS:
+        if layer.name == name:
+            return layer
+    raise KeyError(f"no dilated zoo layer {name!r}; known: "
+                   f"{', '.join(l.name for l in DILATED_LAYERS)}")

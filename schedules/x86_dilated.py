@@ -1,0 +1,468 @@
+"""The x86 / AArch64 default schedule of the untangled dilated conv (``x86.dilated``,
+``arm_cpu.dilated``): packed weights, register tiles, padding taps skipped.
+
+The phase plan (:func:`~tvm_deconv.plan.make_dilated_plan`) splits a conv with dilation ``d``
+into dense phases: phase ``r`` reads row ``q*in_step + t + in_start`` of input phase
+``in_phase`` with the ORIGINAL kernel and writes every ``num_phases``-th output element.  Per
+phase a register-tiled GEMM, as :mod:`.x86` does for transposed convs:
+
+* packed weight ``[G, Cog/(OBT*L), chunks, prod(k), chunk, OBT, L]`` (``L`` output channels
+  per vector; one chunk's slice contiguous), FoldConstant packs constant weights once;
+* a zero-padded channels-last copy of the data, padded only as far as the tiles read;
+* register tile ``OBT`` channel vectors x ``tq`` output positions of one phase (a box over
+  its spatial axes).  The input channels are split into chunks whose weights (all output
+  channels) stay in L2; the chunk loop runs outside the phases and the channel-tile loop
+  innermost, so a chunk's weights serve every output tile and an input patch (L1) every
+  channel tile.  Partial sums between chunks go to a dense scratch (vector loads/stores);
+* padding taps are skipped: each tile loops only over the kernel taps whose input rows exist
+  for some position of the tile (:func:`valid_taps`).  At DeepLab's rates most taps of the
+  border phases read padding (d=18 on 33x33: 60%), and the tile never multiplies them;
+* consecutive phases with the same extent and valid taps (a run, :func:`phase_runs`) share one
+  loop nest, whose input-phase offset is linear in the phase: ASPP d=18 has 324 phases but 4
+  runs (one nest per phase took minutes of LLVM time).
+
+One parallel loop over (batch, group, part of the output tiles) holds everything.
+:data:`~.x86.X86` or :data:`~.x86.NEON` (:class:`~.x86.VectorISA`) give the vector width and
+the register budget, exactly as for the transposed conv.  Few output channels per group
+(``2*Cog < L``, depthwise) decline: vectorising over channels would waste the lanes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from tvm import s_tir, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+from tvm.target import Target
+
+from tvm_deconv.compute import INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION
+from tvm_deconv.dilated import DILATED_CONV, OP_ANNOTATION
+from tvm_deconv.plan import DilatedAxisPhase, DilatedConvSpec, make_dilated_plan
+
+from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _i64, _index, _nest, _pad_block,
+                  is_aarch64, schedule_x86, supports_float32, vector_lanes)
+
+L2_CHUNK_BYTES = 384 * 1024  # weights of one input-channel chunk, all output channels (L2)
+MIN_PARALLEL = 8             # parallel iterations wanted before phases are split into groups
+
+
+def valid_taps(ap: DilatedAxisPhase, q_first, q_last, in_size: int, mx=max, mn=min):
+    """``[t_lo, t_hi)``: the taps of ``ap`` whose input exists for some ``q`` in
+    ``[q_first, q_last]`` (ints, or TIR expressions with ``mx``/``mn`` = ``tirx.max/min``).
+
+    ``ap.input_index(q, t) = (q*in_step + t + in_start)*dilation + in_phase`` with
+    ``0 <= in_phase < dilation`` lies in ``[0, in_size)`` iff the input-phase row
+    ``q*in_step + t + in_start`` lies in ``[0, rows)``, ``rows = (in_size-1-in_phase)//d + 1``.
+    """
+    rows = (in_size - 1 - ap.in_phase) // ap.dilation + 1
+    lo = mn(mx(-ap.in_start - q_last * ap.in_step, 0), ap.kernel)
+    hi = mx(mn(rows - ap.in_start - q_first * ap.in_step, ap.kernel), lo)
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class PhaseRun:
+    """Consecutive phases of one axis that share a loop nest: phase ``first.phase + i`` for
+    ``i < count`` has ``first``'s extent, ``in_start`` and valid taps, and reads input phase
+    ``first.in_phase + i*in_phase_step`` (checked against the plan's phases)."""
+
+    first: DilatedAxisPhase
+    count: int
+    in_phase_step: int
+
+
+def _rows(ap: DilatedAxisPhase, in_size: int) -> int:
+    return (in_size - 1 - ap.in_phase) // ap.dilation + 1
+
+
+def phase_runs(axis) -> tuple[PhaseRun, ...]:
+    """The non-empty phases of a :class:`~tvm_deconv.plan.DilatedAxisPlan` as runs."""
+    runs: list[list] = []
+    for ap in axis.phases:
+        if ap.extent == 0:
+            continue
+        if runs:
+            first, members = runs[-1][0], runs[-1]
+            step = members[1].in_phase - first.in_phase if len(members) > 1 else (
+                ap.in_phase - first.in_phase)
+            if (ap.phase == members[-1].phase + 1 and ap.extent == first.extent
+                    and ap.in_start == first.in_start
+                    and _rows(ap, axis.in_size) == _rows(first, axis.in_size)
+                    and ap.in_phase - members[-1].in_phase == step):
+                members.append(ap)
+                continue
+        runs.append([ap])
+    return tuple(PhaseRun(m[0], len(m), m[1].in_phase - m[0].in_phase if len(m) > 1 else 0)
+                 for m in runs)
+
+
+@dataclass(frozen=True)
+class DilatedLayout:
+    """Every size the pack, the compute and the schedule agree on."""
+
+    mode: str          # "oc" (what x86._pad_block reads: channels-last padded copy)
+    lanes: int
+    in_per_group: int
+    obt: int           # channel vectors per register tile
+    ob: int            # channel vectors (out_per_group padded to lanes)
+    tq: tuple          # output positions per tile, per spatial axis
+    lo: tuple          # zero padding of the data copy, per spatial axis
+    hi: tuple
+    chunk: int         # input channels per chunk
+    parts: int         # each run's output tiles are split over this many parallel iterations
+
+    @property
+    def tile(self) -> tuple:
+        return (self.obt,) + self.tq
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.in_per_group // self.chunk)
+
+    def packed_shape(self, spec: DilatedConvSpec) -> tuple:
+        """``[G, OB/OBT, chunks, prod(k), chunk, OBT, L]``: one chunk's slice of a channel
+        tile is contiguous (power-of-two strides between its taps thrash L2's sets)."""
+        return (spec.groups, self.ob // self.obt, self.chunks, math.prod(spec.kernel), self.chunk,
+                self.obt, self.lanes)
+
+
+def _isa_lanes(isa: VectorISA, dtype: str) -> int:
+    if isa.bits is not None:
+        return max(1, isa.bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)))
+    return vector_lanes(dtype=dtype)
+
+
+def _tiles(ext_by_axis: list, budget: int) -> tuple:
+    """Positions per tile along each axis: the box of at most ``budget`` positions that wastes
+    the least on padded positions over all phases, preferring many positions per tile."""
+    nd = len(ext_by_axis)
+    best, best_score = (1,) * nd, -1.0
+    caps = [min(budget, max(e)) for e in ext_by_axis]
+    for tq in itertools.product(*(range(1, c + 1) for c in caps)):
+        size = math.prod(tq)
+        if size > budget:
+            continue
+        useful = padded = 0
+        for exts in itertools.product(*ext_by_axis):
+            useful += math.prod(exts)
+            padded += math.prod(-(-e // t) * t for e, t in zip(exts, tq))
+        # (tie-break: tiles along the last, contiguous axis)
+        score = useful / padded * size / (size + 2.0) + 1e-6 * tq[-1]
+        if score > best_score + 1e-9:
+            best, best_score = tq, score
+    return best
+
+
+def dilated_layout(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> DilatedLayout:
+    isa = isa or X86
+    plan = make_dilated_plan(spec)
+    lanes = _isa_lanes(isa, spec.dtype)
+    ob = -(-spec.out_per_group // lanes)
+    obt = isa.obt(ob)
+    ext_by_axis = [sorted({p.extent for p in ax.phases if p.extent}) for ax in plan.axes]
+    tq = _tiles(ext_by_axis, isa.cols(obt))
+    # padding: exactly what the tiles read, over every tile of every phase
+    lo, hi = [], []
+    for a, ax in enumerate(plan.axes):
+        low, high = 0, ax.in_size - 1
+        for ap in ax.phases:
+            for q0 in range(0, ap.extent, tq[a]):
+                q1 = min(q0 + tq[a], ap.extent) - 1
+                t_lo, t_hi = valid_taps(ap, q0, q1, ax.in_size)
+                if t_hi > t_lo:
+                    low = min(low, ap.input_index(q0, t_lo))
+                    high = max(high, ap.input_index(q0 + tq[a] - 1, t_hi - 1))
+        lo.append(-low)
+        hi.append(high - (ax.in_size - 1))
+    cig = spec.in_per_group
+    per_channel = math.prod(spec.kernel) * ob * lanes * 4
+    chunk = -(-cig // -(-cig * per_channel // L2_CHUNK_BYTES))
+    base = spec.batch * spec.groups
+    parts = -(-MIN_PARALLEL // base) if base < MIN_PARALLEL else 1
+    return DilatedLayout("oc", lanes, cig, obt, ob, tq, tuple(lo), tuple(hi), chunk, parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pack: weight (any kernel layout) -> [G, OB, prod(k), Icg, L].
+
+
+def dilated_pack(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> tirx.PrimFunc:
+    """PrimFunc ``(weight, packed_weight)``; FoldConstant runs it at compile time."""
+    lay = dilated_layout(spec, isa)
+    sp, cog, cig = spec.spatial_axes, spec.out_per_group, spec.in_per_group
+    shape = lay.packed_shape(spec)
+    extents = shape[:3] + tuple(spec.kernel) + shape[4:]
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(f"{(isa or X86).name}_dilated_pack_weight")
+            T.func_attr({"tirx.noalias": True})
+            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
+            packed = T.arg("packed_weight", T.buffer([_i64(d) for d in shape], spec.dtype))
+            with T.grid(*[_i64(e) for e in extents]) as loops:
+                with T.sblock("pack_weight"):
+                    it = T.axis.remap("S" * len(extents), loops, dtype=INDEX_DTYPE)
+                    g, ot, c, ts, kc, vo, l = it[0], it[1], it[2], it[3:-3], it[-3], it[-2], it[-1]
+                    oc = (ot * _i64(lay.obt) + vo) * _i64(lay.lanes) + l
+                    ic = c * _i64(lay.chunk) + kc
+                    kidx = dict(zip(sp, ts), I=tirx.min(ic, _i64(cig - 1)),
+                                O=g * _i64(cog) + tirx.min(oc, _i64(cog - 1)))
+                    val = weight[tuple(_index(spec.kernel_layout, kidx))]
+                    valid = []
+                    if lay.ob * lay.lanes != cog:
+                        valid.append(oc < _i64(cog))
+                    if lay.chunks * lay.chunk != cig:
+                        valid.append(ic < _i64(cig))
+                    if valid:
+                        val = tirx.if_then_else(tirx.all(*valid), val, tirx.const(0, spec.dtype))
+                    T.buffer_store(packed, val, [g, ot, c, _flat(ts, spec.kernel), kc, vo, l])
+    return builder.get()
+
+
+def _flat(ts, sizes) -> tirx.PrimExpr:
+    idx = _i64(0)
+    for t, k in zip(ts, sizes):
+        idx = idx * _i64(k) + t
+    return idx
+
+
+# ---------------------------------------------------------------------------------------------
+# Compute: (data, packed_weight, out), emitted scheduled.
+
+
+def dilated_compute(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> tirx.PrimFunc:
+    plan, lay = make_dilated_plan(spec), dilated_layout(spec, isa)
+    nd = spec.ndim
+    psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
+    runs = list(itertools.product(*(phase_runs(ax) for ax in plan.axes)))
+    outer = [spec.batch, spec.groups, lay.parts]
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(f"conv{nd}d_dilated_{(isa or X86).name}")
+            T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
+            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
+            packed = T.arg("packed_weight",
+                           T.buffer([_i64(d) for d in lay.packed_shape(spec)], spec.dtype))
+            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            dshape = [spec.batch] + psizes + [spec.in_channels]
+            dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
+            _pad_block(spec, lay, data, dpad, dshape)
+            # the register tile; partial sums between chunks go to a dense scratch per run of
+            # phases (a statement-level allocation: as a block allocation it would be compacted
+            # to one tile inside the loops and lost between chunks)
+            acc = T.sblock_alloc_buffer([_i64(d) for d in lay.tile + (lay.lanes,)],
+                                        spec.out_dtype, scope="local")
+            parts = [T.alloc_buffer([_i64(d) for d in _acc_shape(spec, lay, run)],
+                                    spec.out_dtype) if lay.chunks > 1 else None
+                     for run in runs]
+            total = math.prod(outer)
+            with (T.parallel(_i64(0), _i64(total)) if total > 1
+                  else T.serial(_i64(total))) as fused:
+                coords, rest = [], fused
+                for i, e in enumerate(outer):
+                    inner = math.prod(outer[i + 1:])
+                    coords.append(tirx.floordiv(rest, _i64(inner)) if e > 1 else _i64(0))
+                    rest = tirx.floormod(rest, _i64(inner)) if inner > 1 else rest
+                with T.serial(_i64(lay.chunks)) as chunk:
+                    for run, partial in zip(runs, parts):
+                        _run_nest(plan, lay, run, (acc, partial), coords, chunk, dpad, packed,
+                                  out)
+    return builder.get()
+
+
+def _acc_shape(spec, lay: DilatedLayout, run) -> list:
+    """[N, G, OB, *phases per axis, *extent rounded up to the tile, L]."""
+    return ([spec.batch, spec.groups, lay.ob] + [r.count for r in run]
+            + [-(-r.first.extent // t) * t for r, t in zip(run, lay.tq)] + [lay.lanes])
+
+
+def _split(index, counts: list) -> list:
+    """Row-major coordinates of ``index`` over ``counts``."""
+    coords, rest = [], index
+    for a, c in enumerate(counts):
+        below = math.prod(counts[a + 1:])
+        coords.append(_i64(0) if c == 1 else tirx.floordiv(rest, _i64(below)) if below > 1
+                      else rest)
+        rest = tirx.floormod(rest, _i64(below)) if below > 1 else rest
+    return coords
+
+
+def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, out) -> None:
+    """One run of phases (a box of phases, one run per axis) inside the parallel body: loop
+    over this part's (phase, output tile) pairs and, innermost, over the channel tiles (the
+    input patch stays in L1, the chunk's weights in L2); per tile zero (first chunk) or reload
+    the accumulator, accumulate the chunk over the tile's valid taps, save the partial sums
+    (or, after the last chunk, store to the phase's output positions)."""
+    spec = plan.spec
+    nd, sp = spec.ndim, spec.spatial_axes
+    n, g, part = coords
+    acc, partial = accs
+    firsts = [r.first for r in run]
+    ext = [ap.extent for ap in firsts]
+    qtiles = [-(-e // t) for e, t in zip(ext, lay.tq)]
+    counts = [r.count for r in run] + qtiles
+    annot = {PHASE_ANNOTATION: [ap.phase for ap in firsts], TILE: list(lay.tile),
+             OP_ANNOTATION: DILATED_CONV}
+    cig, cog, lanes = spec.in_per_group, spec.out_per_group, lay.lanes
+    sshape = _acc_shape(spec, lay, run)
+    inner = ([(2, lay.obt, "unroll")] + [(3 + nd + a, t, "unroll") for a, t in enumerate(lay.tq)]
+             + [(3 + 2 * nd, lanes, "vector")])
+    total = math.prod(counts)
+    per_part = -(-total // lay.parts)
+    with contextlib.ExitStack() as stack:
+        k = stack.enter_context(T.serial(_i64(per_part)))
+        pair = k * _i64(lay.parts) + part if lay.parts > 1 else k
+        if per_part * lay.parts != total:
+            stack.enter_context(T.If(pair < _i64(total)))
+            stack.enter_context(T.Then())
+        pc = _split(pair, counts)
+        tile_o = stack.enter_context(T.serial(_i64(lay.ob // lay.obt)))
+        rr, q0 = pc[:nd], [q * _i64(t) for q, t in zip(pc[nd:], lay.tq)]
+
+        def spatial(ivs):
+            """Block iterators of the tile position ``ivs``: in the run's dense layout, in the
+            register tile, and whether it is a real output."""
+            cs = [n, g, tile_o * _i64(lay.obt) + ivs[0]] + rr
+            cs += [q + v for q, v in zip(q0, ivs[1:1 + nd])] + [ivs[-1]]
+            vs = [T.axis.spatial(_i64(e), c, dtype=INDEX_DTYPE) for e, c in zip(sshape, cs)]
+            ls = tuple(T.axis.spatial(_i64(e), v, dtype=INDEX_DTYPE)
+                       for e, v in zip(lay.tile + (lanes,), ivs))
+            conds = [vs[3 + nd + a] < _i64(e) for a, (e, t) in enumerate(zip(ext, lay.tq))
+                     if e % t]
+            if lay.ob * lanes != cog:
+                conds.append(vs[2] * _i64(lanes) + vs[-1] < _i64(cog))
+            return vs, ls, conds
+
+        def out_index(vs):
+            # (positions of padded tiles and lanes past Cog are clamped; never stored)
+            oidx = {a: (tirx.min(q, _i64(e - 1)) if e % t else q) * _i64(ap.num_phases)
+                    + _i64(ap.phase) + r
+                    for a, q, r, ap, e, t in zip(sp, vs[3 + nd:3 + 2 * nd], vs[3:3 + nd], firsts,
+                                                 ext, lay.tq)}
+            oidx.update(N=vs[0], C=vs[1] * _i64(cog) + tirx.min(
+                vs[2] * _i64(lanes) + vs[-1], _i64(cog - 1)))
+            return _index(spec.out_layout, oidx)
+
+        # 1. accumulator tile: zero on the first chunk, else the partial sums of the output
+        with _nest([(None, e, kind, 1) for _, e, kind in inner]) as ivs:
+            with T.sblock("init_" + "_".join(str(ap.phase) for ap in firsts)):
+                vs, ls, conds = spatial(ivs)
+                T.sblock_attr(dict(annot, **{ROLE: "init"}))
+                zero = tirx.const(0, spec.out_dtype)
+                if lay.chunks == 1:
+                    T.buffer_store(acc, zero, ls)
+                else:
+                    first = T.axis.opaque(_i64(lay.chunks), chunk, dtype=INDEX_DTYPE) == _i64(0)
+                    T.buffer_store(acc, tirx.if_then_else(first, zero, partial[tuple(vs)]), ls)
+        # 2. accumulate this chunk over the tile's valid taps (serial, padding taps skipped)
+        frames = []
+        for a, ap in enumerate(firsts):
+            q_last = tirx.min(q0[a] + _i64(lay.tq[a] - 1), _i64(ext[a] - 1))
+            t_lo, t_hi = valid_taps(ap, q0[a], q_last, plan.axes[a].in_size, tirx.max, tirx.min)
+            frames.append(T.serial(_expr(t_lo), _expr(t_hi)))
+        c0 = chunk * _i64(lay.chunk)
+        ic_extent = (_i64(lay.chunk) if cig % lay.chunk == 0
+                     else tirx.min(_i64(lay.chunk), _i64(cig) - c0))
+        frames.append(T.serial(_i64(0), ic_extent))
+        with contextlib.ExitStack() as reduction:
+            rivs = [reduction.enter_context(f) for f in frames]
+            with _nest([(None, e, kind, 1) for _, e, kind in inner]) as ivs:
+                with T.sblock("conv_" + "_".join(str(ap.phase) for ap in firsts)):
+                    vs, ls, _ = spatial(ivs)
+                    js = [T.axis.reduce(_i64(kk), t, dtype=INDEX_DTYPE)
+                          for kk, t in zip(spec.kernel, rivs[:nd])]
+                    ric = T.axis.reduce(_i64(cig), c0 + rivs[-1], dtype=INDEX_DTYPE)
+                    chunk_var = T.axis.opaque(_i64(lay.chunks), chunk, dtype=INDEX_DTYPE)
+                    T.sblock_attr(dict(annot, **{ROLE: "conv"}))
+                    pos = [(q * _i64(ap.in_step) + j + _i64(ap.in_start)) * _i64(ap.dilation)
+                           + _i64(ap.in_phase + lo) + r * _i64(run_a.in_phase_step)
+                           for q, j, r, ap, run_a, lo in zip(vs[3 + nd:3 + 2 * nd], js,
+                                                             vs[3:3 + nd], firsts, run, lay.lo)]
+                    x = dpad[tuple([vs[0]] + pos + [vs[1] * _i64(cig) + ric])]
+                    w = packed[vs[1], tirx.floordiv(vs[2], _i64(lay.obt)), chunk_var,
+                               _flat(js, spec.kernel), ric - chunk_var * _i64(lay.chunk),
+                               tirx.floormod(vs[2], _i64(lay.obt)), vs[-1]]
+                    T.buffer_store(acc, acc[ls] + x.astype(spec.out_dtype)
+                                   * w.astype(spec.out_dtype), ls)
+        # 3. partial sums to the scratch (dense, vector stores) until the last chunk
+        if lay.chunks > 1:
+            with T.If(chunk < _i64(lay.chunks - 1)):
+                with T.Then():
+                    with _nest([(None, e, kind, 1) for _, e, kind in inner]) as ivs:
+                        with T.sblock("save_" + "_".join(str(ap.phase) for ap in firsts)):
+                            vs, ls, _ = spatial(ivs)
+                            T.sblock_attr(dict(annot, **{ROLE: "wb"}))
+                            T.buffer_store(partial, acc[ls], vs)
+        # 4. after the last chunk, the tile to its phase's output positions
+        wb = [inner[0], inner[-1]] + inner[1:-1]  # channels outer: NC.. stores share lines
+        with contextlib.ExitStack() as last:
+            if lay.chunks > 1:
+                last.enter_context(T.If(chunk == _i64(lay.chunks - 1)))
+                last.enter_context(T.Then())
+            with _nest([(None, e, "serial", 1) for _, e, _ in wb]) as wivs:
+                ivs = [None] * len(inner)
+                for (d, _, _), v in zip(wb, wivs):
+                    ivs[[x[0] for x in inner].index(d)] = v
+                with T.sblock("wb_" + "_".join(str(ap.phase) for ap in firsts)):
+                    vs, ls, conds = spatial(ivs)
+                    T.sblock_attr(dict(annot, **{ROLE: "wb"}))
+                    oidx = out_index(vs)
+                    T.reads(acc[ls])
+                    T.writes(out[tuple(oidx)])
+                    if conds:
+                        with T.If(tirx.all(*conds) if len(conds) > 1 else conds[0]):
+                            with T.Then():
+                                T.buffer_store(out, acc[ls], oidx)
+                    else:
+                        T.buffer_store(out, acc[ls], oidx)
+
+
+def _expr(value):
+    return _i64(value) if isinstance(value, int) else value
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule and predicates.
+
+
+def schedule_dilated(sch: s_tir.Schedule, target: Target) -> None:
+    """The phase nests come scheduled from :func:`dilated_compute`; the data copy and fused
+    epilogues get :func:`~.x86.schedule_x86`'s treatment (same roles)."""
+    schedule_x86(sch, target)
+
+
+def _supports(spec: DilatedConvSpec, isa: VectorISA, name: str) -> Optional[str]:
+    why = supports_float32(spec, name)
+    if why is not None:
+        return why
+    lanes = _isa_lanes(isa, spec.dtype)
+    if 2 * spec.out_per_group < lanes:
+        return (f"out_channels/groups={spec.out_per_group} < {lanes}/2: vectorising over output "
+                "channels would waste most lanes (depthwise)")
+    return None
+
+
+def supports_x86_dilated(spec: DilatedConvSpec, target: Target) -> Optional[str]:
+    if "arm_cpu" in target.keys:
+        return "arm_cpu targets get arm_cpu.dilated"
+    if target.kind.name != "llvm":
+        return f"target kind {target.kind.name} is not llvm"
+    return _supports(spec, X86, "x86 dilated")
+
+
+def supports_neon_dilated(spec: DilatedConvSpec, target: Target) -> Optional[str]:
+    if target.kind.name != "llvm" or not is_aarch64(target):
+        return "not an AArch64 llvm target (32-bit ARM has 16 NEON registers)"
+    return _supports(spec, NEON, "NEON dilated")
+
+
+def neon_dilated_pack(spec: DilatedConvSpec) -> tirx.PrimFunc:
+    return dilated_pack(spec, NEON)
+
+
+def neon_dilated_compute(spec: DilatedConvSpec) -> tirx.PrimFunc:
+    return dilated_compute(spec, NEON)

@@ -1,0 +1,282 @@
+"""The x86 MetaSchedule design space (``ours``): the packed-weight phase GEMMs with sampled
+register tiles.
+
+:func:`x86_space_compute` is :mod:`.x86`'s computation in a form TIR's schedule primitives
+accept everywhere: the same packed weight (:func:`~.x86.x86_pack`: its layout does not depend
+on the register tile) and zero-padded data copy, then per phase with taps a plain reduction
+block into a *dense* accumulator ``acc_<phase>`` (``oc`` mode ``[N, G, OB, Q..., L]``, ``w``
+mode ``[N, G, Cog, Q...]``), and ONE ``interleave`` block, the only writer of ``out``, that
+reads every phase's accumulator (tapless phases give zeros).  Every block is then the sole
+writer of its buffer, so ``cache_write``, ``reverse_compute_at`` and ``decompose_reduction``
+work (the pre-scheduled :func:`~.x86.x86_compute` exists because the interleaved output has
+one writer per phase there).  All phases share one extent ``Q`` per axis (the largest phase
+extent; ``w`` mode rounds the column axis up to the vector width), so the phase blocks share
+their loop extents and one set of sampled tile sizes; ragged phases compute a few columns
+the interleave never reads.
+
+:func:`schedule_x86_space` is the design space, a handful of knobs so that ~64 trials
+converge: the register tile (channel vectors or channels, rows, columns; perfect tiles of the
+shared extents), MetaSchedule's auto-unroll step, and two design spaces for the order of the
+parallel tile loops (channel tiles outer: each weight slice reused by all spatial tiles while
+hot; inner: each input patch read once for all channels).  Per phase: tile, reduction over
+input channels outside the (unrolled) taps and the unrolled tile, lanes vectorised, the tile
+accumulated in a ``local`` cache (registers) written back to the dense accumulator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+from tvm import s_tir, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+from tvm.target import Target
+
+from tvm_deconv.compute import INDEX_DTYPE, PHASE_ANNOTATION
+from tvm_deconv.plan import ConvTransposeSpec, make_plan
+
+from .x86 import (ROLE, X86, VectorISA, X86Layout, _flat, _i64, _index, _pad_block,
+                  x86_layout)
+
+INTERLEAVE = "interleave"
+MODE = "tvm_deconv.x86.mode"            # phase blocks: "oc" or "w"
+LANES = "tvm_deconv.x86.lanes"          # phase blocks: vector width
+PHASE_LOOPS = "tvm_deconv.x86.phase_loops"  # interleave: positions of its phase (r) loops
+# Largest sampled tile factors: oc mode (channel vectors, rows, columns), w mode (channels,
+# rows, column vectors).  Accumulator tiles beyond ~12 vectors spill; the search learns that.
+OC_MAX = (4, 4, 8)
+W_MAX = (4, 8, 4)
+UNROLL_STEPS = (0, 16, 64, 512)
+
+
+def space_layout(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None
+                 ) -> tuple[X86Layout, tuple]:
+    """(layout with the data padding of the shared phase extents, those extents ``Q``)."""
+    plan, lay = make_plan(spec), x86_layout(spec, isa=isa)
+    qext = [max(p.extent for p in ax.phases) for ax in plan.axes]
+    if lay.mode == "w":
+        qext[-1] = -(-qext[-1] // lay.lanes) * lay.lanes
+    lo, hi = [], []
+    for ax, q in zip(plan.axes, qext):
+        tapped = [ap for ap in ax.phases if ap.num_taps and ap.extent]
+        lo.append(max([0] + [(ap.num_taps - 1) * ap.in_step - ap.in_start for ap in tapped]))
+        hi.append(max([0] + [q - 1 + ap.in_start - (ax.in_size - 1) for ap in tapped]))
+    return dataclasses.replace(lay, lo=tuple(lo), hi=tuple(hi)), tuple(qext)
+
+
+def _acc_shape(spec, lay, qext) -> list:
+    if lay.mode == "oc":
+        return [spec.batch, lay.groups, lay.ob] + list(qext) + [lay.lanes]
+    return [spec.batch, lay.groups, lay.out_per_group] + list(qext)
+
+
+def x86_space_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None
+                      ) -> tirx.PrimFunc:
+    """PrimFunc ``(data, packed_weight, out)``, unscheduled; :func:`schedule_x86_space`
+    samples its schedule."""
+    plan = make_plan(spec)
+    lay, qext = space_layout(spec, isa)
+    nd = spec.ndim
+    psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(f"conv{nd}d_transpose_{(isa or X86).name}_space")
+            T.func_attr({"tirx.noalias": True})
+            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
+            packed = T.arg("packed_weight",
+                           T.buffer([_i64(d) for d in lay.packed_shape], spec.dtype))
+            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            if lay.mode == "oc":
+                dshape = [spec.batch] + psizes + [spec.in_channels]
+            else:
+                dshape = [spec.batch, spec.in_channels] + psizes
+            dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
+            _pad_block(spec, lay, data, dpad, dshape)
+            accs = {}
+            for phase in plan.phases():
+                if phase.has_taps and not phase.is_empty:
+                    accs[phase.index] = T.sblock_alloc_buffer(
+                        [_i64(d) for d in _acc_shape(spec, lay, qext)], spec.out_dtype)
+                    _phase_block(spec, lay, qext, phase, dpad, packed, accs[phase.index])
+            _interleave_block(spec, plan, lay, accs, out)
+    return builder.get()
+
+
+def _phase_block(spec, lay, qext, phase, dpad, packed, acc) -> None:
+    """``acc[n, g, o, q..., (l)] += dpad[...] * packed[...]`` over input channels and taps."""
+    nd = spec.ndim
+    taps = phase.num_taps
+    spatial = _acc_shape(spec, lay, qext)
+    extents = spatial + [lay.in_per_group] + list(taps)
+    kinds = "S" * len(spatial) + "R" * (1 + nd)
+    with T.grid(*[_i64(e) for e in extents]) as loops:
+        with T.sblock(phase.name):
+            it = T.axis.remap(kinds, loops, dtype=INDEX_DTYPE)
+            vs, ric, js = it[:len(spatial)], it[len(spatial)], it[len(spatial) + 1:]
+            T.sblock_attr({PHASE_ANNOTATION: list(phase.index), ROLE: "conv", MODE: lay.mode,
+                           LANES: lay.lanes})
+            n, g, o, qs = vs[0], vs[1], vs[2], vs[3:3 + nd]
+            ic = g * _i64(lay.in_per_group) + ric
+            pos = [q + _i64(ap.in_start + lo) - j * _i64(ap.in_step)
+                   for q, j, ap, lo in zip(qs, js, phase.axes, lay.lo)]
+            tap = (_i64(lay.tap_offsets[phase.index]) + ric * _i64(math.prod(taps))
+                   + _flat(js, taps))
+            if lay.mode == "oc":
+                x, w = dpad[tuple([n] + pos + [ic])], packed[g, o, tap, vs[-1]]
+            else:
+                x, w = dpad[tuple([n, ic] + pos)], packed[g, tap, o]
+            with T.init():
+                T.buffer_store(acc, tirx.const(0, spec.out_dtype), list(vs))
+            T.buffer_store(acc, acc[tuple(vs)] + x.astype(spec.out_dtype)
+                           * w.astype(spec.out_dtype), list(vs))
+
+
+def _interleave_block(spec, plan, lay, accs, out) -> None:
+    """``out[o = q*s + r] = acc_r[q]`` for every phase ``r`` (0 where ``r`` has no taps).
+
+    Loops follow the output layout (``C`` split into group and channel, each spatial axis
+    into ``q`` and phase ``r``), so stores are sequential."""
+    nd = spec.ndim
+    qmax = [max(p.extent for p in ax.phases) for ax in plan.axes]
+    dims = []  # (name, extent) in loop order
+    for letter in spec.out_layout:
+        if letter == "N":
+            dims.append(("n", spec.batch))
+        elif letter == "C":
+            dims += [("g", lay.groups), ("c", lay.out_per_group)]
+        else:
+            a = spec.spatial_axes.index(letter)
+            dims += [(f"q{a}", qmax[a]), (f"r{a}", plan.axes[a].stride)]
+    with T.grid(*[_i64(e) for _, e in dims]) as loops:
+        with T.sblock(INTERLEAVE):
+            it = dict(zip([d for d, _ in dims], T.axis.remap("S" * len(dims), loops,
+                                                             dtype=INDEX_DTYPE)))
+            T.sblock_attr({PHASE_ANNOTATION: [], ROLE: INTERLEAVE, PHASE_LOOPS: [
+                i for i, (d, _) in enumerate(dims) if d.startswith("r")]})
+            n, g, c = it["n"], it["g"], it["c"]
+            qs = [it[f"q{a}"] for a in range(nd)]
+            rs = [it[f"r{a}"] for a in range(nd)]
+            if lay.mode == "oc":
+                aidx = [n, g, tirx.floordiv(c, _i64(lay.lanes))] + qs + [
+                    tirx.floormod(c, _i64(lay.lanes))]
+            else:
+                aidx = [n, g, c] + qs
+            val = tirx.const(0, spec.out_dtype)
+            for index, acc in reversed(list(accs.items())):
+                conds = [r == _i64(p) for r, p, ax in zip(rs, index, plan.axes) if ax.stride > 1]
+                val = (tirx.if_then_else(tirx.all(*conds), acc[tuple(aidx)], val) if conds
+                       else acc[tuple(aidx)])
+            oidx = {letter: q * _i64(ax.stride) + r
+                    for letter, q, r, ax in zip(spec.spatial_axes, qs, rs, plan.axes)}
+            oidx.update(N=n, C=g * _i64(lay.out_per_group) + c)
+            oidx = _index(spec.out_layout, oidx)
+            guards = [o < _i64(ax.out_size) for o, ax, q in
+                      zip([oidx[spec.out_layout.index(a)] for a in spec.spatial_axes],
+                          plan.axes, qmax) if q * ax.stride > ax.out_size]
+            if guards:
+                with T.If(tirx.all(*guards)):
+                    with T.Then():
+                        T.buffer_store(out, val, oidx)
+            else:
+                T.buffer_store(out, val, oidx)
+
+
+# ---------------------------------------------------------------------------------------------
+# The design space.
+
+
+def _blocks(sch):
+    roles = {}
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        role = sch.get(block).annotations.get(ROLE)
+        roles.setdefault(None if role is None else str(role), []).append(block)
+    return roles
+
+
+def schedule_x86_space(sch: s_tir.Schedule, target: Target) -> list:
+    """The design spaces (one per order of the parallel tile loops) of an
+    :func:`x86_space_compute` PrimFunc: sampled register tiles and unroll step."""
+    phases = _blocks(sch).get("conv", [])
+    channel_tiles = int(sch.get(sch.get_loops(phases[0])[2]).extent) if phases else 1
+    spaces = []
+    for channels_inner in ((False, True) if channel_tiles > 1 else (False,)):
+        space = sch.copy()
+        _schedule(space, channels_inner)
+        spaces.append(space)
+    return spaces
+
+
+def _schedule(sch: s_tir.Schedule, channels_inner: bool) -> None:
+    blocks = _blocks(sch)
+    tiles = None
+    for block in blocks.get("conv", []):
+        tiles = _schedule_phase(sch, block, channels_inner, tiles)
+    for block in blocks.get("pad", []):
+        loops = sch.get_loops(block)
+        sch.parallel(sch.fuse(loops[0], loops[1]))
+    for block in blocks.get(INTERLEAVE, []):
+        _schedule_interleave(sch, block)
+    # MetaSchedule's auto-unroll knob (RewriteParallelVectorizeUnroll turns it into pragmas;
+    # MutateUnroll mutates it): how many of the taps (and input channels) get unrolled.
+    sch.annotate(sch.get_sblock("root"), "meta_schedule.unroll_explicit", sch.sample_categorical(
+        list(UNROLL_STEPS), [1.0 / len(UNROLL_STEPS)] * len(UNROLL_STEPS)))
+
+
+def _schedule_phase(sch, block, channels_inner: bool, tiles):
+    """Tile one phase block; the first one samples the tile sizes (``tiles``), the others
+    (same loop extents) reuse them."""
+    annotations = sch.get(block).annotations
+    oc_mode, lanes = str(annotations[MODE]) == "oc", int(annotations[LANES])
+    iter_vars = sch.get(block).iter_vars
+    nd = sum(1 for iv in iter_vars if iv.iter_type == 2) - 1  # reduce: ic and one tap per axis
+    loops = sch.get_loops(block)
+    n, g, chan, qs = loops[0], loops[1], loops[2], loops[3:3 + nd]
+    ric = loops[len(iter_vars) - 1 - nd]
+    taps = loops[len(iter_vars) - nd:]
+    if oc_mode:
+        cols, vec = qs[-1], loops[3 + nd]
+    else:
+        cols, vec = sch.split(qs[-1], [None, lanes])
+    rows = qs[-2] if nd >= 2 else None
+    maxes = OC_MAX if oc_mode else W_MAX
+    if tiles is None:
+        tiles = [sch.sample_perfect_tile(chan, n=2, max_innermost_factor=maxes[0]),
+                 sch.sample_perfect_tile(rows, n=2, max_innermost_factor=maxes[1])
+                 if rows is not None else None,
+                 sch.sample_perfect_tile(cols, n=2, max_innermost_factor=maxes[2])]
+    chan_o, chan_i = sch.split(chan, tiles[0])
+    cols_o, cols_i = sch.split(cols, tiles[2])
+    spatial_o, inner = [cols_o], [chan_i, cols_i]
+    if rows is not None:
+        rows_o, rows_i = sch.split(rows, tiles[1])
+        spatial_o, inner = list(qs[:-2]) + [rows_o, cols_o], [chan_i, rows_i, cols_i]
+    outer = [n, g] + (spatial_o + [chan_o] if channels_inner else [chan_o] + spatial_o)
+    sch.reorder(*outer, ric, *taps, *inner, vec)
+    fused = sch.fuse(*outer)
+    sch.parallel(fused)
+    for loop in inner:
+        sch.unroll(loop)
+    sch.vectorize(vec)
+    # The accumulator tile lives in registers; the phase buffer is dense, so writing the
+    # tile back touches no other phase's elements.
+    write_back = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(write_back, fused, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(write_back)[-1])
+    init = sch.decompose_reduction(block, ric)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return tiles
+
+
+def _schedule_interleave(sch, block) -> None:
+    loops = sch.get_loops(block)
+    phase_loops = [int(i) for i in sch.get(block).annotations[PHASE_LOOPS]]
+    lead = []
+    for i, loop in enumerate(loops):
+        if i in phase_loops or math.prod(int(sch.get(lp).extent) for lp in lead) >= 64:
+            break
+        lead.append(loop)
+    for i in phase_loops:
+        sch.unroll(loops[i])
+    sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])

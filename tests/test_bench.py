@@ -1,0 +1,176 @@
+"""``tvm-deconv bench``: suites, reference checks, reports.  Small sizes, one repeat: these
+check what is measured and reported, never how fast anything is."""
+
+import json
+import math
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from tvm_deconv import bench, zoo
+from tvm_deconv.cli import main
+from tvm_deconv.models import build_model
+from tvm_deconv.plan import make_plan
+
+QUICK = ["--repeat", "1", "--min-repeat-ms", "0", "--tvm-default-repeat", "1"]
+
+# The shape of zoo.DILATED_LAYERS entries (issue 8); a stand-in until zoo.py has them.
+DilatedZooLayer = namedtuple("DilatedZooLayer", "name in_channels out_channels in_size kernel "
+                                                "dilation padding")
+STAND_IN_DILATED = (DilatedZooLayer("deeplab_aspp_8_8_d6", 8, 8, (12, 12), 3, 6, 6),
+                    DilatedZooLayer("wavenet_8_8_d4", 8, 8, (32,), 2, 4, 2))
+
+
+def _bench(tmp_path, *argv):
+    out = tmp_path / "bench.json"
+    code = main(["bench", *QUICK, "--json", str(out), *argv])
+    return code, json.loads(out.read_text()) if out.exists() else None
+
+
+def _check_all_ran_and_match(row, impls):
+    for impl in impls:
+        entry = row["impls"][impl]
+        if "not available" in entry.get("error", ""):
+            continue
+        assert "error" not in entry, (impl, entry)
+        assert entry["rel_error"] < 1e-5 and entry["median_ms"] > 0, (impl, entry)
+
+
+def test_model_suite_checks_every_implementation_and_writes_reports(tmp_path):
+    pytest.importorskip("torch", reason="the models' reference is PyTorch eager")
+    md, png = tmp_path / "t.md", tmp_path / "t.png"
+    plot = ["--plot", str(png)] if _has_matplotlib() else []
+    code, result = _bench(tmp_path, "--models", "fsrcnn_x3", "--small", "--breakdown",
+                          "--markdown", str(md), *plot)
+    assert code == 0
+    assert result["suite"] == "models"
+    (row,) = result["rows"]
+    assert row["name"] == "fsrcnn_x3" and row["reference"] == "pytorch float64"
+    _check_all_ran_and_match(row, ["ours", "tvm_default", "onnxruntime", "pytorch"])
+    assert row["speedup_vs_tvm_default"] == pytest.approx(
+        row["impls"]["tvm_default"]["median_ms"] / row["impls"]["ours"]["median_ms"])
+    parts = row["impls"]["ours"]["breakdown_ms"]
+    assert parts["deconv"] > 0 and parts["conv"] > 0 and parts["total"] >= parts["deconv"]
+    text = md.read_text()
+    assert "| model | N | ours ms | tvm_default ms |" in text and "| fsrcnn_x3 | 1 |" in text
+    assert "transposed convs ms" in text
+    if plot:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+        return True
+    except ImportError:
+        return False
+
+
+def test_layer_suite_against_float64_reference(tmp_path):
+    code, result = _bench(tmp_path, "--layers", "dcgan_64_3_k4s2", "--batch", "1",
+                          "--skip-torch", "--skip-ort")
+    assert code == 0 and result["suite"] == "layers"
+    (row,) = result["rows"]
+    _check_all_ran_and_match(row, ["ours", "tvm_default"])
+    assert row["workspace_bytes"] is not None
+    # 2·N·Cin·Cout·in_h·in_w·k² useful FLOPs (no zero insertion).
+    assert row["useful_gflop"] == pytest.approx(2 * 64 * 3 * 32 * 32 * 16 / 1e9)
+
+
+def test_dilated_suite_on_a_stand_in_zoo(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "DILATED_LAYERS", STAND_IN_DILATED, raising=False)
+    code, result = _bench(tmp_path, "--suite", "dilated")
+    assert code == 0 and result["suite"] == "dilated"
+    assert [r["name"] for r in result["rows"]] == [l.name for l in STAND_IN_DILATED]
+    for row in result["rows"]:
+        _check_all_ran_and_match(row, ["ours", "tvm_default", "onnxruntime", "pytorch"])
+    # 2-d: 2·N·Cout·out_h·out_w·Cin·k² useful FLOPs (same padding keeps 12×12).
+    assert result["rows"][0]["useful_gflop"] == pytest.approx(2 * 8 * 12 * 12 * 8 * 9 / 1e9)
+
+
+def test_dilated_suite_without_zoo_entries_names_the_gap(monkeypatch, capsys):
+    monkeypatch.delattr(zoo, "DILATED_LAYERS", raising=False)
+    assert main(["bench", "--suite", "dilated"]) == 2
+    assert "zoo.DILATED_LAYERS" in capsys.readouterr().err
+
+
+def test_unknown_names_are_errors_listing_the_known_ones(capsys):
+    assert main(["bench", "--models", "resnet50"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model(s) resnet50" in err and "pix2pix_unet" in err
+    assert main(["bench", "--layers", "nope"]) == 2
+    assert "dcgan_512_256_k4s2" in capsys.readouterr().err
+
+
+def test_a_wrong_implementation_is_reported_and_never_timed():
+    ref = np.ones((2, 3))
+
+    def timer(*_):
+        raise AssertionError("a wrong result must not be timed")
+
+    case = bench.Case("x", 1, 6, lambda: ref, 1e-5)
+    entry = bench.run_impl(lambda: bench.Prepared(lambda: ref * 1.01, timer), case, ref, 1, 0,
+                           False)
+    assert entry["error"].startswith("WRONG RESULT") and "median_ms" not in entry
+    entry = bench.run_impl(lambda: bench.Prepared(lambda: ref[:1], timer), case, ref, 1, 0,
+                           False)
+    assert entry["error"].startswith("WRONG SHAPE")
+
+
+def test_peak_memory_sees_an_allocation():
+    mib = 48
+
+    def allocate():
+        a = np.ones(mib * 2 ** 20 // 8)
+        return a[:1].copy()
+
+    bench.fix_malloc_threshold()
+    _, peak = bench.peak_memory(allocate)
+    if peak is None:
+        pytest.skip("no /proc/self/clear_refs here")
+    assert mib * 2 ** 20 * 0.9 <= peak < mib * 2 ** 20 * 2
+
+
+def test_model_flops_match_the_layer_zoo():
+    """DCGAN's deconvs are zoo layers: the model's useful FLOPs are theirs summed."""
+    flops = bench.model_flops(build_model("dcgan").mod)
+    layers = [l for l in zoo.LAYERS if l.name.startswith("dcgan_")]
+    assert flops == {"conv": 0,
+                     "deconv": sum(make_plan(l.spec(1)).useful_flops() for l in layers)}
+    fsrcnn = bench.model_flops(build_model("fsrcnn_x3").mod)
+    hw = 128 * 128
+    conv = 2 * hw * (56 * 25 + 12 * 56 + 4 * 12 * 12 * 9 + 56 * 12)
+    assert fsrcnn == {"conv": conv, "deconv": 2 * hw * 56 * 81}
+
+
+def test_markdown_states_the_tuning_budget_and_ratios():
+    row = bench.finish_row({"name": "m", "batch": 1, "impls": {
+        "ours": {"median_ms": 2.0, "min_ms": 1.9, "max_ms": 2.1, "gflops": 5.0},
+        "tvm_default": {"median_ms": 8.0, "min_ms": 8.0, "max_ms": 8.0},
+        "ours_tuned": {"median_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0},
+        "tvm_default_tuned": {"median_ms": 4.0, "min_ms": 4.0, "max_ms": 4.0},
+        "onnxruntime": {"median_ms": 3.0, "min_ms": 3.0, "max_ms": 3.0},
+        "pytorch": {"error": "not available (No module named 'torch')"}}})
+    assert row["speedup_vs_best_peer"] == 1.5 and row["speedup_vs_tvm_default"] == 4.0
+    assert row["tuned_speedup_vs_tvm_default"] == 4.0
+    table = bench.markdown_table([row], list(row["impls"]), "models", tune_trials=16)
+    assert "ours_tuned (16 trials) ms" in table and "tvm_default_tuned (16 trials) ms" in table
+    assert "| m | 1 | 2.000 (±5%) |" in table and "| n/a |" in table
+    assert "1.50x" in table and "4.00x" in table
+    assert math.isclose(row["tuned_speedup_vs_best_peer"], 3.0)
+
+
+@pytest.mark.slow
+def test_tuned_columns_are_checked_and_resume(tmp_path):
+    """ours and TVM's default tuned with 2 trials each; a second run adds no trials."""
+    work = tmp_path / "work"
+    argv = ["--layers", "dcgan_64_3_k4s2", "--skip-torch", "--skip-ort", "--skip-tvm-default",
+            "--tune-trials", "2", "--work-dir", str(work)]
+    code, result = _bench(tmp_path, *argv)
+    assert code == 0
+    _check_all_ran_and_match(result["rows"][0], ["ours", "ours_tuned", "tvm_default_tuned"])
+    records = {p: p.read_text() for p in work.rglob("database_tuning_record.json")}
+    assert len(records) == 2
+    assert main(["bench", *QUICK, *argv]) == 0
+    assert {p: p.read_text() for p in work.rglob("database_tuning_record.json")} == records
