@@ -288,21 +288,11 @@ def x86_pack(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.P
 def x86_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.PrimFunc:
     plan, lay = make_plan(spec), x86_layout(spec, isa=isa)
     nd = spec.ndim
-    psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
             T.func_name(f"conv{nd}d_transpose_{(isa or X86).name}")
             T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
-            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
-            packed = T.arg("packed_weight",
-                           T.buffer([_i64(d) for d in lay.packed_shape], spec.dtype))
-            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
-            if lay.mode == "oc":
-                dshape = [spec.batch] + psizes + [spec.in_channels]
-            else:
-                dshape = [spec.batch, spec.in_channels] + psizes
-            dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
-            _pad_block(spec, lay, data, dpad, dshape)
+            _, packed, out, dpad = compute_args_and_padded_data(spec, lay, lay.packed_shape)
             for phase in plan.phases():
                 if phase.is_empty:
                     continue
@@ -311,6 +301,23 @@ def x86_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tir
                 else:
                     _zero_block(spec, phase, out)
     return builder.get()
+
+
+def compute_args_and_padded_data(spec, lay, packed_shape) -> tuple:
+    """Inside a PrimFunc being built: the ``(data, packed_weight, out)`` arguments and the
+    zero-padded data copy (channels-last in oc mode) with its ``pad_data`` block.  ``lay``:
+    an :class:`X86Layout` or any layout with ``mode``, ``lo`` and ``hi`` (the dilated one)."""
+    data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
+    packed = T.arg("packed_weight", T.buffer([_i64(d) for d in packed_shape], spec.dtype))
+    out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+    psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
+    if lay.mode == "oc":
+        dshape = [spec.batch] + psizes + [spec.in_channels]
+    else:
+        dshape = [spec.batch, spec.in_channels] + psizes
+    dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
+    _pad_block(spec, lay, data, dpad, dshape)
+    return data, packed, out, dpad
 
 
 def _pad_block(spec, lay, data, dpad, dshape) -> None:

@@ -44,8 +44,9 @@ from tvm_deconv.compute import INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATI
 from tvm_deconv.dilated import DILATED_CONV, OP_ANNOTATION
 from tvm_deconv.plan import DilatedAxisPhase, DilatedConvSpec, make_dilated_plan
 
-from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _i64, _index, _nest, _pad_block,
-                  is_aarch64, schedule_x86, supports_float32, vector_lanes)
+from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _i64, _index, _nest,
+                  compute_args_and_padded_data, is_aarch64, schedule_x86, supports_float32,
+                  vector_lanes)
 
 L2_CHUNK_BYTES = 384 * 1024  # weights of one input-channel chunk, all output channels (L2)
 MIN_PARALLEL = 8             # parallel iterations wanted before phases are split into groups
@@ -237,20 +238,14 @@ def _flat(ts, sizes) -> tirx.PrimExpr:
 def dilated_compute(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> tirx.PrimFunc:
     plan, lay = make_dilated_plan(spec), dilated_layout(spec, isa)
     nd = spec.ndim
-    psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
     runs = list(itertools.product(*(phase_runs(ax) for ax in plan.axes)))
     outer = [spec.batch, spec.groups, lay.parts]
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
             T.func_name(f"conv{nd}d_dilated_{(isa or X86).name}")
             T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
-            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
-            packed = T.arg("packed_weight",
-                           T.buffer([_i64(d) for d in lay.packed_shape(spec)], spec.dtype))
-            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
-            dshape = [spec.batch] + psizes + [spec.in_channels]
-            dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
-            _pad_block(spec, lay, data, dpad, dshape)
+            _, packed, out, dpad = compute_args_and_padded_data(spec, lay,
+                                                                lay.packed_shape(spec))
             # the register tile; partial sums between chunks go to a dense scratch per run of
             # phases (a statement-level allocation: as a block allocation it would be compacted
             # to one tile inside the loops and lost between chunks)

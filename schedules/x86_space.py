@@ -37,8 +37,8 @@ from tvm.target import Target
 from tvm_deconv.compute import INDEX_DTYPE, PHASE_ANNOTATION
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
-from .x86 import (ROLE, X86, VectorISA, X86Layout, _flat, _i64, _index, _pad_block,
-                  x86_layout)
+from .x86 import (ROLE, X86, VectorISA, X86Layout, _flat, _i64, _index,
+                  compute_args_and_padded_data, x86_layout)
 
 INTERLEAVE = "interleave"
 MODE = "tvm_deconv.x86.mode"            # phase blocks: "oc" or "w"
@@ -79,21 +79,11 @@ def x86_space_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None
     plan = make_plan(spec)
     lay, qext = space_layout(spec, isa)
     nd = spec.ndim
-    psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
             T.func_name(f"conv{nd}d_transpose_{(isa or X86).name}_space")
             T.func_attr({"tirx.noalias": True})
-            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
-            packed = T.arg("packed_weight",
-                           T.buffer([_i64(d) for d in lay.packed_shape], spec.dtype))
-            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
-            if lay.mode == "oc":
-                dshape = [spec.batch] + psizes + [spec.in_channels]
-            else:
-                dshape = [spec.batch, spec.in_channels] + psizes
-            dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
-            _pad_block(spec, lay, data, dpad, dshape)
+            _, packed, out, dpad = compute_args_and_padded_data(spec, lay, lay.packed_shape)
             accs = {}
             for phase in plan.phases():
                 if phase.has_taps and not phase.is_empty:
