@@ -14,7 +14,7 @@ from tvm_deconv.compute import PHASE_ANNOTATION
 from tvm_deconv.dilated import (OP_ANNOTATION, DecomposeDilatedConv, dilated_conv1d,
                                 dilated_conv2d, dilated_conv_reference, untangled_dilated_conv)
 from tvm_deconv.plan import PlanError, make_dilated_plan, make_dilated_spec, plan_dilated_axis
-from tvm_deconv.testing import loop_nest_macs, relative_error, run_primfunc
+from tvm_deconv.testing import conv_inputs, loop_nest_macs, relative_error, run_primfunc
 
 CONV = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}
 
@@ -131,16 +131,7 @@ def test_invalid_attributes_raise():
 
 def conv_layer(spec, weight=None, epilogue=None, extra_undilated=False, symbolic=False):
     bb = relax.BlockBuilder()
-    shape = list(spec.data_shape)
-    if symbolic:
-        shape[spec.data_layout.index("N")] = tvm.tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorType(shape, spec.dtype))
-    params = [x]
-    if weight is None:
-        w = relax.Var("w", relax.TensorType(spec.weight_shape, spec.dtype))
-        params.append(w)
-    else:
-        w = relax.const(weight)
+    x, w, params = conv_inputs(spec, weight, symbolic)
     with bb.function("main", params):
         with bb.dataflow():
             y = bb.emit(CONV[spec.ndim](

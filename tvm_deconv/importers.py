@@ -345,9 +345,7 @@ def _convolution_with_3d_transpose(node, importer):
     """TVM 0.27's torch importer has no 3-d transposed conv ("Unsupported transposed
     convolution dimensionality: 5"): emit ``relax.op.nn.conv3d_transpose`` for it and leave
     every other ``aten.convolution`` to the stock converter."""
-    # pylint: disable=import-outside-toplevel,protected-access
-    from tvm import relax
-
+    # pylint: disable=protected-access
     args = importer.retrieve_args(node)
     x = args[0]
     transposed = args[6] if len(args) > 6 else False
@@ -358,20 +356,12 @@ def _convolution_with_3d_transpose(node, importer):
     dilation = args[5] if len(args) > 5 else 1
     output_padding = args[7] if len(args) > 7 else 0
     groups = args[8] if len(args) > 8 else 1
-    out = importer.block_builder.emit(relax.op.nn.conv3d_transpose(
-        x, weight, strides=stride, padding=padding, output_padding=output_padding,
-        dilation=dilation, groups=groups, data_layout="NCDHW", kernel_layout="IODHW"))
-    if bias is None:
-        return out
-    return importer.block_builder.emit(
-        relax.op.add(out, relax.op.reshape(bias, (1, -1, 1, 1, 1))))
+    return _emit_conv_transpose3d(importer, x, weight, bias, stride, padding, output_padding,
+                                  dilation, groups)
 
 
 def _conv_transpose3d(node, importer):
     """``aten.conv_transpose3d.input`` (seen with ``run_ep_decomposition=False``)."""
-    # pylint: disable=import-outside-toplevel
-    from tvm import relax
-
     args = importer.retrieve_args(node)
     x, weight = args[0], args[1]
     bias = args[2] if len(args) > 2 else None
@@ -379,6 +369,16 @@ def _conv_transpose3d(node, importer):
     output_padding = args[5] if len(args) > 5 else 0
     groups = args[6] if len(args) > 6 else 1
     dilation = args[7] if len(args) > 7 else 1
+    return _emit_conv_transpose3d(importer, x, weight, bias, stride, padding, output_padding,
+                                  dilation, groups)
+
+
+def _emit_conv_transpose3d(importer, x, weight, bias, stride, padding, output_padding,
+                           dilation, groups):
+    """``relax.nn.conv3d_transpose`` (NCDHW / IODHW) plus the bias, if any."""
+    # pylint: disable=import-outside-toplevel
+    from tvm import relax
+
     out = importer.block_builder.emit(relax.op.nn.conv3d_transpose(
         x, weight, strides=stride, padding=padding, output_padding=output_padding,
         dilation=dilation, groups=groups, data_layout="NCDHW", kernel_layout="IODHW"))

@@ -105,6 +105,22 @@ def loop_nest_macs(func) -> int:
     return total
 
 
+def conv_inputs(spec, weight=None, symbolic_batch: bool = False) -> tuple:
+    """``(x, w, params)`` of a one-conv Relax function for ``spec`` (transposed or dilated):
+    ``x`` a parameter (batch symbolic if asked), ``w`` a parameter or, with ``weight`` given,
+    a constant; ``params`` the parameters in order."""
+    from tvm import relax, tirx  # pylint: disable=import-outside-toplevel
+
+    shape = list(spec.data_shape)
+    if symbolic_batch:
+        shape[spec.data_layout.index("N")] = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType(shape, spec.dtype))
+    if weight is not None:
+        return x, relax.const(weight), [x]
+    w = relax.Var("w", relax.TensorType(spec.weight_shape, spec.dtype))
+    return x, w, [x, w]
+
+
 def transposed_conv_module(spec: ConvTransposeSpec, weight: np.ndarray | None = None,
                            epilogue=None, extra_args=(), symbolic_batch: bool = False,
                            bias: bool = False, activation=None):
@@ -112,20 +128,11 @@ def transposed_conv_module(spec: ConvTransposeSpec, weight: np.ndarray | None = 
     with ``spec``'s attributes; ``weight`` given → a constant weight.  ``bias`` adds a
     parameter ``b`` of shape (out_channels,) along the output's channel axis, then
     ``activation(y)`` (a Relax op) and ``epilogue(bb, y)`` (any ops) follow, in that order."""
-    from tvm import relax, tirx  # pylint: disable=import-outside-toplevel
+    from tvm import relax  # pylint: disable=import-outside-toplevel
 
     ops = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
            3: relax.op.nn.conv3d_transpose}
-    shape = list(spec.data_shape)
-    if symbolic_batch:
-        shape[spec.data_layout.index("N")] = tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorType(shape, spec.dtype))
-    params = [x]
-    if weight is None:
-        w = relax.Var("w", relax.TensorType(spec.weight_shape, spec.dtype))
-        params.append(w)
-    else:
-        w = relax.const(weight)
+    x, w, params = conv_inputs(spec, weight, symbolic_batch)
     if bias:
         b = relax.Var("b", relax.TensorType((spec.out_channels,), spec.out_dtype))
         params.append(b)
