@@ -44,8 +44,9 @@ from tvm_deconv.targets import resolve_target
 
 ROLE = "tvm_deconv.x86.role"   # "pad" | "conv" | "wb" | "zero"
 TILE = "tvm_deconv.x86.tile"   # conv blocks: the register tile the schedule applies
+CHANNELS_LAST = "tvm_deconv.x86.channels_last"  # pad block: it transposes NC.. to N..C
 L2_WEIGHT_BYTES = 256 * 1024  # a phase sub-kernel this small stays in L2
-OC_TILE_COLS = 4               # oc mode, 2 channel vectors: output columns per tile
+OC_TILE_COLS = 6               # oc mode, 2 channel vectors: output columns per tile
 ACC_BUDGET = 12                # accumulator vector registers of a tile (16 ymm/zmm on x86)
 
 
@@ -76,9 +77,10 @@ class VectorISA:
         return self.oc_cols[obt - 1]
 
 
-# x86: 2 channel vectors x 4 columns: 8 accumulators + 2 weight vectors + broadcasts.  A 2x6
-# tile (12 accumulators) measured 1.2-1.7x slower (pose, unet): LLVM runs out of the 16 ymm
-# registers and spills.
+# x86: 2 channel vectors x 6 columns: 12 accumulators + 2 weight vectors + 1 broadcast = 15 of
+# the 16 ymm registers (the FMA loop order and serial reuse taps in _conv_blocks keep LLVM from
+# spilling; before those, 2x6 spilled and ran 1.2-1.7x slower than 2x4).  2x6 measured 1.1-1.4x
+# faster than 2x4 on CycleGAN and the pose heads, the same elsewhere.
 X86 = VectorISA("x86", None, oc_cols=(8, OC_TILE_COLS), oc_max_vectors=2,
                 acc_budget=ACC_BUDGET)
 # AArch64 NEON: 128-bit (4 fp32 lanes), 32 vector registers.  oc mode: 4 channel vectors x 5
@@ -173,10 +175,19 @@ class X86Layout:
                     else self.tile[1] if axis == ndim - 2 else 1)
         return -(-extent // step) * step
 
+    def packed_index(self, g, ob, tap, lane) -> list:
+        """oc mode: where channel vector ``ob``'s lane of packed tap ``tap`` lives.  The tile's
+        ``OBT`` channel vectors of one tap are adjacent (one 64-byte line for 2 x 8 fp32), so
+        a tile streams one weight sequence, not ``OBT`` sequences a whole sub-kernel apart
+        (which share L1 sets)."""
+        obt = _i64(self.tile[0])
+        return [g, tirx.floordiv(ob, obt), tap, tirx.floormod(ob, obt), lane]
+
     @property
     def packed_shape(self) -> tuple:
         if self.mode == "oc":
-            return (self.groups, self.ob, self.total_taps, self.lanes)
+            obt = self.tile[0]
+            return (self.groups, self.ob // obt, self.total_taps, obt, self.lanes)
         return (self.groups, self.total_taps, self.out_per_group)
 
 
@@ -275,7 +286,7 @@ def x86_pack(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.P
                             if lay.ob * lay.lanes != lay.out_per_group:
                                 val = tirx.if_then_else(oc < _i64(lay.out_per_group), val,
                                                         tirx.const(0, spec.dtype))
-                            T.buffer_store(packed, val, [g, ob, tap, l])
+                            T.buffer_store(packed, val, lay.packed_index(g, ob, tap, l))
                         else:
                             T.buffer_store(packed, val, [g, tap, oc])
     return builder.get()
@@ -312,7 +323,7 @@ def compute_args_and_padded_data(spec, lay, packed_shape) -> tuple:
     out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
     psizes = [n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi)]
     if lay.mode == "oc":
-        dshape = [spec.batch] + psizes + [spec.in_channels]
+        dshape = [spec.batch] + psizes + [channels_last_stride(spec.in_channels, spec.dtype)]
     else:
         dshape = [spec.batch, spec.in_channels] + psizes
     dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
@@ -320,12 +331,22 @@ def compute_args_and_padded_data(spec, lay, packed_shape) -> tuple:
     return data, packed, out, dpad
 
 
+def channels_last_stride(channels: int, dtype: str) -> int:
+    """Elements between neighbouring pixels of the channels-last data copy.  A multiple of
+    1 KiB puts the pixels a register tile reads (and the rows of its taps) into the same few
+    L1 sets, which thrash: 1024 channels ran at 10 GFLOP/s.  Such strides get one extra
+    cache line (its channels are zeros, never read)."""
+    item = {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)
+    return channels + (64 // item if (channels * item) % 1024 == 0 else 0)
+
+
 def _pad_block(spec, lay, data, dpad, dshape) -> None:
     nd = spec.ndim
     with T.grid(*[_i64(e) for e in dshape]) as loops:
         with T.sblock("pad_data"):
             it = T.axis.remap("S" * len(dshape), loops, dtype=INDEX_DTYPE)
-            T.sblock_attr({PHASE_ANNOTATION: [], ROLE: "pad"})
+            T.sblock_attr({PHASE_ANNOTATION: [], ROLE: "pad",
+                           CHANNELS_LAST: lay.mode == "oc"})
             if lay.mode == "oc":
                 n, ps, c = it[0], it[1:1 + nd], it[-1]
             else:
@@ -337,10 +358,14 @@ def _pad_block(spec, lay, data, dpad, dshape) -> None:
                     guards.append(p >= _i64(lo))
                 if hi:
                     guards.append(p < _i64(lo + size))
+            if dshape[-1] != spec.in_channels and lay.mode == "oc":  # the stride's extra line
+                guards.append(c < _i64(spec.in_channels))
+                c = tirx.min(c, _i64(spec.in_channels - 1))
             idx.update(N=n, C=c)
             # Clamp the read so the region analysis never sees an out-of-range access.
-            for a, size in zip(spec.spatial_axes, spec.in_size):
-                idx[a] = tirx.max(tirx.min(idx[a], _i64(size - 1)), _i64(0)) if guards else idx[a]
+            for a, size, lo, hi in zip(spec.spatial_axes, spec.in_size, lay.lo, lay.hi):
+                if lo or hi:
+                    idx[a] = tirx.max(tirx.min(idx[a], _i64(size - 1)), _i64(0))
             val = data[tuple(_index(spec.data_layout, idx))]
             if guards:
                 val = tirx.if_then_else(tirx.all(*guards), val, tirx.const(0, spec.dtype))
@@ -456,18 +481,28 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
         # Taps along an axis the register tile spans in scalar steps reuse the same input
         # elements for neighbouring outputs: unrolled, LLVM keeps those loads live across taps
         # and spills them.  Those tap loops stay serial (outer); the others are unrolled.
+        # The channel-tile loop goes inside the column loops: each broadcast input element
+        # then meets every weight vector at once, so only one broadcast is live (a 2x6 tile:
+        # 12 accumulators + 2 weights + 1 broadcast fit the 16 ymm registers; with the
+        # channels outer, the 6 broadcasts stay live across both weight vectors and spill).
+        fma_loops = ([lp for lp in loops_c if lp[0] != 2 and lp[2] != "vector"]
+                     + [lp for lp in loops_c if lp[0] == 2]
+                     + [lp for lp in loops_c if lp[2] == "vector"])
+        # Those tap loops also go outside the input-channel loop: inside it, LLVM would unroll
+        # them and keep the shared broadcasts live across taps (spilling a 2x6 tile).
         reuse = _tap_reuse_axes(lay, nd)
-        order = ([a for a in range(nd) if a in reuse and taps[a] > 1]
-                 + [a for a in range(nd) if not (a in reuse and taps[a] > 1)])
-        red_loops = [(None, lay.in_per_group, "serial", 1)] + [
-            (None, taps[a], "serial" if a in reuse else "unroll", 1) for a in order]
-        with _nest(red_loops + loops_c) as ivs:
+        serial_taps = [a for a in range(nd) if a in reuse and taps[a] > 1]
+        order = serial_taps + ["ic"] + [a for a in range(nd) if a not in serial_taps]
+        red_loops = [(None, lay.in_per_group if a == "ic" else taps[a],
+                      "serial" if a == "ic" or a in serial_taps else "unroll", 1)
+                     for a in order]
+        with _nest(red_loops + fma_loops) as ivs:
             with T.sblock(phase.name):
                 rivs, sivs = ivs[:1 + nd], ivs[1 + nd:]
-                cs = coords(fused, sivs, loops_c)
+                cs = coords(fused, sivs, fma_loops)
                 vs = [T.axis.spatial(_i64(e), c, dtype=INDEX_DTYPE) for e, c in zip(sshape, cs)]
-                ric = T.axis.reduce(_i64(lay.in_per_group), rivs[0], dtype=INDEX_DTYPE)
-                tap_iv = dict(zip(order, rivs[1:]))
+                tap_iv = dict(zip(order, rivs))
+                ric = T.axis.reduce(_i64(lay.in_per_group), tap_iv["ic"], dtype=INDEX_DTYPE)
                 js = [T.axis.reduce(_i64(taps[a]), tap_iv[a], dtype=INDEX_DTYPE)
                       for a in range(nd)]
                 T.sblock_attr(dict(annot, **{ROLE: "conv"}))
@@ -478,7 +513,7 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
                 tap = _i64(lay.tap_offsets[phase.index]) + ric * _i64(prod_t) + _flat(js, taps)
                 if lay.mode == "oc":
                     x = dpad[tuple([n] + pos + [ic])]
-                    w = packed[g, o, tap, vs[3 + nd]]
+                    w = packed[tuple(lay.packed_index(g, o, tap, vs[3 + nd]))]
                 else:
                     x = dpad[tuple([n, ic] + pos)]
                     w = packed[g, tap, o]
@@ -592,13 +627,23 @@ def schedule_x86(sch: s_tir.Schedule, target: Target) -> None:
         if role in ("conv", "wb", "init"):
             continue  # the phase nests are emitted scheduled by x86_compute
         if role == "pad":
-            _schedule_pad(sch, block, lanes)
+            schedule_pad(sch, block, lanes)
         else:  # zero blocks and fused epilogues
             _parallel_spatial(sch, block, lanes)
 
 
-def _schedule_pad(sch, block, lanes) -> None:
+def schedule_pad(sch: s_tir.Schedule, block, lanes: int) -> None:
+    """The padded data copy: parallel over batch x first spatial axis.  A channels-last copy
+    is a transpose: walked in its own order it reads one element per channel plane (a page
+    apart) per output element, which took longer than the whole conv (7 ms for 6 MB).  It is
+    blocked instead: ``lanes`` channels per step, the innermost spatial axis between, so
+    each step reads ``lanes`` sequential streams and writes one contiguous vector."""
     loops = sch.get_loops(block)
+    channels_last = bool(sch.get(block).annotations.get(CHANNELS_LAST, False))
+    extents = [int(iv.dom.extent) for iv in sch.get(block).iter_vars]
+    if channels_last and len(loops) > 3 and extents[-1] % lanes == 0 and extents[-1] > lanes:
+        c_outer, c_inner = sch.split(loops[-1], [None, lanes])
+        sch.reorder(c_outer, loops[-2], c_inner)
     sch.parallel(sch.fuse(loops[0], loops[1]))
 
 
@@ -623,6 +668,8 @@ def workspace_bytes(spec: ConvTransposeSpec, lanes: Optional[int] = None,
     lay = x86_layout(spec, lanes, isa)
     item = {"float32": 4, "float16": 2, "float64": 8}.get(spec.dtype, 4)
     packed = math.prod(lay.packed_shape) - math.prod(spec.weight_shape)
-    dpad = spec.batch * spec.in_channels * math.prod(
+    channels = (channels_last_stride(spec.in_channels, spec.dtype) if lay.mode == "oc"
+                else spec.in_channels)
+    dpad = spec.batch * channels * math.prod(
         n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi))
     return (packed + dpad) * item

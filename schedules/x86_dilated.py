@@ -246,17 +246,19 @@ def dilated_compute(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> t
             T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
             _, packed, out, dpad = compute_args_and_padded_data(spec, lay,
                                                                 lay.packed_shape(spec))
-            # the register tile; partial sums between chunks go to a dense scratch per run of
-            # phases (a statement-level allocation: as a block allocation it would be compacted
-            # to one tile inside the loops and lost between chunks)
-            acc = T.sblock_alloc_buffer([_i64(d) for d in lay.tile + (lay.lanes,)],
-                                        spec.out_dtype, scope="local")
+            # partial sums between chunks go to a dense scratch per run of phases (a
+            # statement-level allocation: as a block allocation it would be compacted to one
+            # tile inside the loops and lost between chunks)
             parts = [T.alloc_buffer([_i64(d) for d in _acc_shape(spec, lay, run)],
                                     spec.out_dtype) if lay.chunks > 1 else None
                      for run in runs]
             total = math.prod(outer)
             with (T.parallel(_i64(0), _i64(total)) if total > 1
                   else T.serial(_i64(total))) as fused:
+                # the register tile: allocated inside the parallel loop, one per thread (a
+                # root-level tile was shared by the threads and raced)
+                acc = T.alloc_buffer([_i64(d) for d in lay.tile + (lay.lanes,)],
+                                     spec.out_dtype, scope="local")
                 coords, rest = [], fused
                 for i, e in enumerate(outer):
                     inner = math.prod(outer[i + 1:])

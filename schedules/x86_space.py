@@ -38,7 +38,7 @@ from tvm_deconv.compute import INDEX_DTYPE, PHASE_ANNOTATION
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
 from .x86 import (ROLE, X86, VectorISA, X86Layout, _flat, _i64, _index,
-                  compute_args_and_padded_data, x86_layout)
+                  compute_args_and_padded_data, schedule_pad, x86_layout)
 
 INTERLEAVE = "interleave"
 MODE = "tvm_deconv.x86.mode"            # phase blocks: "oc" or "w"
@@ -114,7 +114,8 @@ def _phase_block(spec, lay, qext, phase, dpad, packed, acc) -> None:
             tap = (_i64(lay.tap_offsets[phase.index]) + ric * _i64(math.prod(taps))
                    + _flat(js, taps))
             if lay.mode == "oc":
-                x, w = dpad[tuple([n] + pos + [ic])], packed[g, o, tap, vs[-1]]
+                x = dpad[tuple([n] + pos + [ic])]
+                w = packed[tuple(lay.packed_index(g, o, tap, vs[-1]))]
             else:
                 x, w = dpad[tuple([n, ic] + pos)], packed[g, tap, o]
             with T.init():
@@ -204,8 +205,8 @@ def _schedule(sch: s_tir.Schedule, channels_inner: bool) -> None:
     for block in blocks.get("conv", []):
         tiles = _schedule_phase(sch, block, channels_inner, tiles)
     for block in blocks.get("pad", []):
-        loops = sch.get_loops(block)
-        sch.parallel(sch.fuse(loops[0], loops[1]))
+        lanes = [int(sch.get(b).annotations[LANES]) for b in blocks.get("conv", [])]
+        schedule_pad(sch, block, lanes[0] if lanes else 1)
     for block in blocks.get(INTERLEAVE, []):
         _schedule_interleave(sch, block)
     # MetaSchedule's auto-unroll knob (RewriteParallelVectorizeUnroll turns it into pragmas;

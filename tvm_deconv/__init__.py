@@ -7,8 +7,12 @@ Quick start::
     # or: tvm.compile(mod, target, relax_pipeline=tvm_deconv.pipeline(target))
 """
 
-from . import plan, strategy, testing, transform
-from .build import build, pipeline
+from .threads import configure_runtime_threads
+
+configure_runtime_threads()  # before TVM's runtime pool exists: see tvm_deconv.threads
+
+from . import plan, strategy, testing, transform  # noqa: E402
+from .build import build, pipeline  # noqa: E402
 from .compute import (conv1d_transpose, conv2d_transpose, conv3d_transpose,
                       decomposed_conv_transpose)
 from .plan import ConvTransposeSpec, PlanError, TransposedConvPlan, make_plan, make_spec

@@ -37,6 +37,7 @@ import numpy as np
 from . import zoo
 from .plan import ConvTransposeSpec, make_dilated_plan, make_dilated_spec, make_plan
 from .testing import conv_transpose_reference, random_inputs, relative_error, tolerance
+from .threads import runtime_threads
 
 logger = logging.getLogger("tvm_deconv")
 
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-torch", action="store_true", help="leave out PyTorch eager")
     parser.add_argument("--skip-ort", action="store_true", help="leave out ONNX Runtime")
     parser.add_argument("--threads", type=int, default=0,
-                        help="threads for ORT/PyTorch (default: the target's num-cores)")
+                        help="threads of every implementation: TVM's runtime pool (ours and "
+                             "TVM's default), ORT, PyTorch (default: the target's num-cores)")
     parser.add_argument("--tune-trials", type=int, default=0, metavar="N",
                         help="also tune ours and TVM's default, N MetaSchedule trials each per "
                              "row (default 0: skip the tuned columns)")
@@ -837,6 +839,11 @@ def run(args: argparse.Namespace) -> int:
         print("bench: CPU targets only for now (benchmarks/cuda_zoo.py runs the GPU)")
         return 2
     threads = args.threads or int(target.attrs.get("num-cores", 0) or 0) or 1
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's pool starts (first kernel)
+    if runtime_threads() != threads:
+        print(f"bench: TVM's runtime pool already runs {runtime_threads()} threads, not "
+              f"{threads}: run the bench in a fresh process", file=sys.stderr)
+        return 2
     try:
         _check_plot_dependency(args.plot)
         todo = list(cases(args, target, threads))
@@ -847,8 +854,7 @@ def run(args: argparse.Namespace) -> int:
     impls = _impl_order(args)
     budget = (f"; tuned columns: {args.tune_trials} MetaSchedule trials per row for each of "
               f"ours and TVM's default" if args.tune_trials > 0 else "")
-    header = (f"target {target}; ORT/PyTorch threads: {threads}; TVM threads: "
-              f"{os.environ.get('TVM_NUM_THREADS', 'default (one per core)')}{budget}")
+    header = f"target {target}; threads (TVM, ORT, PyTorch): {threads}{budget}"
     print(header, flush=True)
     rows, bad = [], 0
     with _progress(sum(len(c.impls) for c in todo)) as bar:
