@@ -20,15 +20,19 @@ def one_layer(spec, weight):
     return transposed_conv_module(spec, weight)
 
 
-def write_record(work_dir, spec, target, record_target=None, secs=1e-4):
-    """A hand-made record for the stock workload of ``spec``: the oc loops parallel."""
-    _, func, _ = tuning.workload_func(spec, tuning.STOCK, target)
+def write_record(work_dir, spec, target, record_target=None, secs=1e-4, space=tuning.STOCK):
+    """A hand-made record for a workload of ``spec``: stock, the oc loops parallel; default,
+    the implementation's hand schedule."""
+    impl, func, _ = tuning.workload_func(spec, space, target)
     mod = tvm.IRModule({"main": func})
     database = ms.database.JSONDatabase(work_dir=str(work_dir))
     workload = database.commit_workload(mod)
     sch = s_tir.Schedule(mod)
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        sch.parallel(sch.get_loops(block)[1])
+    if space == tuning.STOCK:
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            sch.parallel(sch.get_loops(block)[1])
+    else:
+        tvm_deconv.strategy.get(impl).schedule(sch, target)
     database.commit_tuning_record(ms.database.TuningRecord(
         sch.trace, workload, [secs], record_target or target,
         ms.arg_info.ArgInfo.from_prim_func(func)))
@@ -42,6 +46,7 @@ def lowered_names(mod, target, logs):
 
 def test_build_applies_a_tuned_record(tmp_path, caplog):
     target = tvm_deconv.resolve_target("llvm")
+    write_record(tmp_path, SPEC, target, secs=1e-3, space="default")
     write_record(tmp_path, SPEC, target)
     data, weight = random_inputs(SPEC)
     mod = one_layer(SPEC, weight)
@@ -53,6 +58,17 @@ def test_build_applies_a_tuned_record(tmp_path, caplog):
                               tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(data)).numpy()
     assert relative_error(out, conv_transpose_reference(data, weight, SPEC)) < 1e-5
+
+
+def test_a_record_without_the_default_to_beat_keeps_the_default(tmp_path, caplog):
+    target = tvm_deconv.resolve_target("llvm")
+    write_record(tmp_path, SPEC, target)  # stock only: the default schedule was never timed
+    _, weight = random_inputs(SPEC)
+    with caplog.at_level(logging.WARNING, logger="tvm_deconv"):
+        names = lowered_names(one_layer(SPEC, weight), target, str(tmp_path))
+    assert not any("tuned" in n for n in names)
+    assert any("none for x86.decomposed's default schedule" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_workloads_without_records_keep_the_default_and_say_so(tmp_path, caplog):

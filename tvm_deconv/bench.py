@@ -642,9 +642,12 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {(lines[-1] if lines else '')[:300]}"
 
 
-def run_impl(factory, case: Case, ref: np.ndarray, repeat: int, min_repeat_ms: float,
-             breakdown: bool) -> dict:
-    """Prepare, check against the reference, then time one implementation of a case."""
+SETTLE_S = 0.25  # pause before each timed repeat: other thread pools stop spinning
+
+
+def check_impl(factory, case: Case, ref: np.ndarray) -> tuple[dict, Optional[Prepared]]:
+    """Prepare one implementation and check it against the reference: its report entry, and
+    the prepared implementation when it may be timed (``None`` after an error)."""
     entry: dict = {}
     try:
         prepared = factory()
@@ -654,17 +657,49 @@ def run_impl(factory, case: Case, ref: np.ndarray, repeat: int, min_repeat_ms: f
         out, entry["peak_bytes"] = peak_memory(prepared.run)
         if tuple(out.shape) != tuple(ref.shape):
             entry["error"] = f"WRONG SHAPE {tuple(out.shape)} (reference {tuple(ref.shape)})"
-            return entry
+            return entry, None
         err = entry["rel_error"] = relative_error(out, ref)
         if not err < case.tol:
             entry["error"] = f"WRONG RESULT (relative error {err:.2e} >= {case.tol:.0e})"
-            return entry
-        entry.update(_summary(prepared.timer(repeat, min_repeat_ms)))
-        entry["gflops"] = case.flops / (entry["median_ms"] * 1e6)
-        if breakdown and prepared.breakdown is not None:
-            entry["breakdown_ms"] = prepared.breakdown()
+            return entry, None
+        return entry, prepared
     except Exception as exc:  # pylint: disable=broad-except
         entry["error"] = _error_text(exc)
+        return entry, None
+
+
+def time_interleaved(prepared: dict, entries: dict, case: Case, repeat: int,
+                     min_repeat_ms: float, breakdown: bool) -> None:
+    """Time the implementations round-robin, one repeat of each per round, so that load from
+    other jobs on a shared machine falls on all of them alike; fills each entry's statistics.
+    Each repeat starts after a :data:`SETTLE_S` pause: the previous implementation's thread
+    pool (OpenMP, ORT's, TVM's) spins for a while after its last run, and on 2 cores those
+    spinning threads halved the next implementation's speed."""
+    samples: dict = {name: [] for name in prepared}
+    for _ in range(repeat):
+        for name, prep in prepared.items():
+            if name in samples:
+                time.sleep(SETTLE_S)
+                try:
+                    samples[name] += prep.timer(1, min_repeat_ms)
+                except Exception as exc:  # pylint: disable=broad-except
+                    entries[name]["error"] = _error_text(exc)
+                    del samples[name]
+    for name, times in samples.items():
+        entry = entries[name]
+        entry.update(_summary(times))
+        entry["gflops"] = case.flops / (entry["median_ms"] * 1e6)
+        if breakdown and prepared[name].breakdown is not None:
+            entry["breakdown_ms"] = prepared[name].breakdown()
+
+
+def run_impl(factory, case: Case, ref: np.ndarray, repeat: int, min_repeat_ms: float,
+             breakdown: bool) -> dict:
+    """Prepare, check against the reference, then time one implementation of a case."""
+    entry, prepared = check_impl(factory, case, ref)
+    if prepared is not None:
+        time_interleaved({"impl": prepared}, {"impl": entry}, case, repeat, min_repeat_ms,
+                         breakdown)
     return entry
 
 
@@ -704,13 +739,21 @@ def bench_case(case: Case, args, bar) -> dict:
         bar.update(len(case.impls))
         return row
     row.update({k: v for k, v in case.extra.items() if k == "reference"})
+    # TVM's untuned default (seconds per run) is timed on its own; the rest round-robin.
+    prepared = {}
     for name, factory in case.impls.items():
         bar.set_description(f"{case.name} N={case.batch} {name}")
-        slow = name == "tvm_default"
-        row["impls"][name] = run_impl(
-            factory, case, ref, args.tvm_default_repeat if slow else args.repeat,
-            0.0 if slow else args.min_repeat_ms, args.breakdown)
+        if name == "tvm_default":
+            row["impls"][name] = run_impl(factory, case, ref, args.tvm_default_repeat, 0.0,
+                                          args.breakdown)
+        else:
+            row["impls"][name], prep = check_impl(factory, case, ref)
+            if prep is not None:
+                prepared[name] = prep
         bar.update(1)
+    bar.set_description(f"{case.name} N={case.batch} timing")
+    time_interleaved(prepared, row["impls"], case, args.repeat, args.min_repeat_ms,
+                     args.breakdown)
     return finish_row(row)
 
 

@@ -156,13 +156,14 @@ class _TransposedConvRewriter(PyExprMutator):
         """(implementation, scheduled PrimFunc, pack) of the best tuning record, if any."""
         from .tuning import SPACES, best_schedule, spec_label, workload_func  # noqa: C0415
 
-        best = None
+        best, timed_default = None, False
         for space in SPACES:
             workload = workload_func(spec, space, self.target)
             if workload is None:
                 continue
             name, func, pack = workload
             found = best_schedule(self.database, tvm.IRModule({"main": func}), self.target)
+            timed_default |= found is not None and space == "default"
             if found is not None and (best is None or found[1] < best[1]):
                 best = (found[0], found[1], name, pack, space)
         if best is None:
@@ -171,6 +172,15 @@ class _TransposedConvRewriter(PyExprMutator):
                 spec_label(spec), impl.name)
             return None
         sch, secs, name, pack, space = best
+        if not timed_default and space != "default":
+            # Without the default schedule's own record (e.g. its compute changed since the
+            # log was made) nothing says the tuned record beats it: stock records were seen
+            # 10-30x slower than the default schedule.
+            logger.warning("tvm_deconv: %s has a %s record (%.3f ms when tuned) but none for "
+                           "%s's default schedule to compare it with; keeping the default "
+                           "schedule (tune with the default space to compare)",
+                           spec_label(spec), space, secs * 1e3, impl.name)
+            return None
         logger.info("tvm_deconv: %s uses its tuned %s schedule (%s space, %.3f ms when tuned)",
                     spec_label(spec), name, space, secs * 1e3)
         # Tuned kernels are complete: keep epilogues out of them (opaque) and mark them done.
