@@ -25,7 +25,7 @@ def write_record(work_dir, spec, target, record_target=None, secs=1e-4, space=tu
     the implementation's hand schedule."""
     impl, func, _ = tuning.workload_func(spec, space, target)
     mod = tvm.IRModule({"main": func})
-    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    database = tuning.open_database(work_dir)
     workload = database.commit_workload(mod)
     sch = s_tir.Schedule(mod)
     if space == tuning.STOCK:
@@ -161,7 +161,9 @@ def test_sampled_space_candidates_are_correct_and_differ(spec):
 
 
 def write_ours_record(work_dir, spec, target, secs=1e-5):
-    """A sampled candidate of our space stored as a record, as the tuner stores one."""
+    """A sampled candidate of our space stored as a record, as the tuner stores one, with a
+    slower record of the default schedule (the tuner times it too) for it to beat."""
+    write_record(work_dir, spec, target, secs=1e-3, space="default")
     (task,) = tuning.make_tasks([spec], target, spaces=["ours"])
     sch = next(sampled_candidates(task, target, seeds=[7]))
     database = tuning.open_database(work_dir)
