@@ -100,6 +100,16 @@ def _index(layout: str, by_axis: dict) -> list:
     return [by_axis[a] for a in layout]
 
 
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a float dtype (anything else counted as float32)."""
+    return {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)
+
+
+def lanes_of(bits: int, dtype: str) -> int:
+    """Elements of ``dtype`` in a ``bits``-wide vector register."""
+    return max(1, bits // (8 * itemsize(dtype)))
+
+
 def vector_lanes(target: Optional[Target] = None, dtype: str = "float32") -> int:
     """float32 lanes of the target's widest vector unit (from its features, not its name).
 
@@ -109,7 +119,7 @@ def vector_lanes(target: Optional[Target] = None, dtype: str = "float32") -> int
         target = Target.current(allow_none=True) or resolve_target("llvm")
     bits = 128
     if is_aarch64(target):  # NEON (SVE lengths are not known at compile time)
-        return max(1, bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)))
+        return lanes_of(bits, dtype)
     try:
         has = tirx_features(target)
         if has("avx512f"):
@@ -118,7 +128,7 @@ def vector_lanes(target: Optional[Target] = None, dtype: str = "float32") -> int
             bits = 256
     except Exception:  # pylint: disable=broad-except
         bits = 128
-    return max(1, bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)))
+    return lanes_of(bits, dtype)
 
 
 def is_aarch64(target: Target) -> bool:
@@ -196,8 +206,7 @@ def x86_layout(spec: ConvTransposeSpec, lanes: Optional[int] = None,
     plan = make_plan(spec)
     isa = isa or X86
     if lanes is None and isa.bits is not None:
-        lanes = max(1, isa.bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(
-            spec.dtype, 4)))
+        lanes = lanes_of(isa.bits, spec.dtype)
     lanes = lanes or vector_lanes(dtype=spec.dtype)
     nd = spec.ndim
     cog = spec.out_per_group
@@ -336,7 +345,7 @@ def channels_last_stride(channels: int, dtype: str) -> int:
     1 KiB puts the pixels a register tile reads (and the rows of its taps) into the same few
     L1 sets, which thrash: 1024 channels ran at 10 GFLOP/s.  Such strides get one extra
     cache line (its channels are zeros, never read)."""
-    item = {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)
+    item = itemsize(dtype)
     return channels + (64 // item if (channels * item) % 1024 == 0 else 0)
 
 
@@ -478,9 +487,6 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
                 T.sblock_attr(dict(annot, **{ROLE: "init"}))
                 T.buffer_store(acc, tirx.const(0, spec.out_dtype), vs)
         # 2. accumulate
-        # Taps along an axis the register tile spans in scalar steps reuse the same input
-        # elements for neighbouring outputs: unrolled, LLVM keeps those loads live across taps
-        # and spills them.  Those tap loops stay serial (outer); the others are unrolled.
         # The channel-tile loop goes inside the column loops: each broadcast input element
         # then meets every weight vector at once, so only one broadcast is live (a 2x6 tile:
         # 12 accumulators + 2 weights + 1 broadcast fit the 16 ymm registers; with the
@@ -488,8 +494,10 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
         fma_loops = ([lp for lp in loops_c if lp[0] != 2 and lp[2] != "vector"]
                      + [lp for lp in loops_c if lp[0] == 2]
                      + [lp for lp in loops_c if lp[2] == "vector"])
-        # Those tap loops also go outside the input-channel loop: inside it, LLVM would unroll
-        # them and keep the shared broadcasts live across taps (spilling a 2x6 tile).
+        # Taps along an axis the register tile spans in scalar steps reuse the same input
+        # elements for neighbouring outputs: unrolled, LLVM keeps those loads live across taps
+        # and spills them.  Those tap loops stay serial and go outside the input-channel loop
+        # (inside it LLVM unrolls them all the same); the other taps are unrolled.
         reuse = _tap_reuse_axes(lay, nd)
         serial_taps = [a for a in range(nd) if a in reuse and taps[a] > 1]
         order = serial_taps + ["ic"] + [a for a in range(nd) if a not in serial_taps]
@@ -666,7 +674,7 @@ def workspace_bytes(spec: ConvTransposeSpec, lanes: Optional[int] = None,
     """Extra memory of this implementation: packed weight minus the weight, plus the padded
     data copy (the per-tile accumulators live in registers / a few KB of stack)."""
     lay = x86_layout(spec, lanes, isa)
-    item = {"float32": 4, "float16": 2, "float64": 8}.get(spec.dtype, 4)
+    item = itemsize(spec.dtype)
     packed = math.prod(lay.packed_shape) - math.prod(spec.weight_shape)
     channels = (channels_last_stride(spec.in_channels, spec.dtype) if lay.mode == "oc"
                 else spec.in_channels)

@@ -44,9 +44,9 @@ from tvm_deconv.compute import INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATI
 from tvm_deconv.dilated import DILATED_CONV, OP_ANNOTATION
 from tvm_deconv.plan import DilatedAxisPhase, DilatedConvSpec, make_dilated_plan
 
-from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _i64, _index, _nest,
-                  compute_args_and_padded_data, is_aarch64, schedule_x86, supports_float32,
-                  vector_lanes)
+from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _flat, _i64, _index, _nest,
+                  compute_args_and_padded_data, is_aarch64, lanes_of, schedule_x86,
+                  supports_float32, vector_lanes)
 
 L2_CHUNK_BYTES = 384 * 1024  # weights of one input-channel chunk, all output channels (L2)
 MIN_PARALLEL = 8             # parallel iterations wanted before phases are split into groups
@@ -134,7 +134,7 @@ class DilatedLayout:
 
 def _isa_lanes(isa: VectorISA, dtype: str) -> int:
     if isa.bits is not None:
-        return max(1, isa.bits // (8 * {"float32": 4, "float16": 2, "float64": 8}.get(dtype, 4)))
+        return lanes_of(isa.bits, dtype)
     return vector_lanes(dtype=dtype)
 
 
@@ -222,13 +222,6 @@ def dilated_pack(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> tirx
                         val = tirx.if_then_else(tirx.all(*valid), val, tirx.const(0, spec.dtype))
                     T.buffer_store(packed, val, [g, ot, c, _flat(ts, spec.kernel), kc, vo, l])
     return builder.get()
-
-
-def _flat(ts, sizes) -> tirx.PrimExpr:
-    idx = _i64(0)
-    for t, k in zip(ts, sizes):
-        idx = idx * _i64(k) + t
-    return idx
 
 
 # ---------------------------------------------------------------------------------------------

@@ -883,8 +883,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     threads = args.threads or int(target.attrs.get("num-cores", 0) or 0) or 1
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's pool starts (first kernel)
-    if runtime_threads() != threads:
-        print(f"bench: TVM's runtime pool already runs {runtime_threads()} threads, not "
+    pool = runtime_threads()
+    if pool != threads:
+        print(f"bench: TVM's runtime pool already runs {pool} threads, not "
               f"{threads}: run the bench in a fresh process", file=sys.stderr)
         return 2
     try:

@@ -20,12 +20,13 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-import tvm
 from tvm import rpc
 from tvm.ir.utils import derived_object
 from tvm.rpc import base
 from tvm.s_tir import meta_schedule as ms
 from tvm.support.popen_pool import PopenPoolExecutor
+
+from .tuning import local_builder
 
 logger = logging.getLogger("tvm_deconv")
 
@@ -138,23 +139,11 @@ class Board:
     def builder(self):
         """LocalBuilder exporting shared libraries for the board; its 120 s timeout suits
         2-core hosts (MetaSchedule's default 30 s does not)."""
-        return ms.builder.LocalBuilder(timeout_sec=120, f_build=build_candidate,
-                                       f_export=functools.partial(_export, self))
+        return local_builder(f_export=functools.partial(_export, self))
 
     def runner(self):
         """RPCRunner measuring on the board (see :class:`_BoardRunner`)."""
         return _BoardRunner(self)
-
-
-def build_candidate(mod, target, _params=None):
-    """LocalBuilder ``f_build``: MetaSchedule's default build without its import of
-    ``tvm.s_tir.tensor_intrin``, which TVMScript-parses every tensor intrinsic (76 CPU-s, 155 s
-    wall on a busy 2-core host: past the build timeout in every fresh builder process, so all
-    trials failed).  A scheduled module needs none of them: tensorize inlined them already."""
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock  # pylint: disable=C0415
-
-    return tvm.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod),
-                     target=target)
 
 
 def _export(board: Board, lib) -> str:

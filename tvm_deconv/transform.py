@@ -154,7 +154,8 @@ class _TransposedConvRewriter(PyExprMutator):
 
     def _tuned(self, spec: ConvTransposeSpec, impl):
         """(implementation, scheduled PrimFunc, pack) of the best tuning record, if any."""
-        from .tuning import SPACES, best_schedule, spec_label, workload_func  # noqa: C0415
+        from .tuning import (  # noqa: C0415
+            DEFAULT, SPACES, best_schedule, spec_label, workload_func)
 
         best, timed_default = None, False
         for space in SPACES:
@@ -163,7 +164,7 @@ class _TransposedConvRewriter(PyExprMutator):
                 continue
             name, func, pack = workload
             found = best_schedule(self.database, tvm.IRModule({"main": func}), self.target)
-            timed_default |= found is not None and space == "default"
+            timed_default |= found is not None and space == DEFAULT
             if found is not None and (best is None or found[1] < best[1]):
                 best = (found[0], found[1], name, pack, space)
         if best is None:
@@ -172,7 +173,7 @@ class _TransposedConvRewriter(PyExprMutator):
                 spec_label(spec), impl.name)
             return None
         sch, secs, name, pack, space = best
-        if not timed_default and space != "default":
+        if not timed_default and space != DEFAULT:
             # Without the default schedule's own record (e.g. its compute changed since the
             # log was made) nothing says the tuned record beats it: stock records were seen
             # 10-30x slower than the default schedule.

@@ -378,9 +378,10 @@ def open_database(work_dir: str | os.PathLike):
 
 
 def build_candidate(mod: tvm.IRModule, target: Target, _params=None):
-    """MetaSchedule's default candidate build without its import of every tensor intrinsic,
-    which these kernels never use: that import costs each fresh build worker (one per batch)
-    20 s CPU, 4 minutes on a loaded 2-core machine, where it outlasted the build timeout."""
+    """MetaSchedule's default candidate build without its import of every tensor intrinsic
+    (``tvm.s_tir.tensor_intrin`` TVMScript-parses them all), which these kernels never use:
+    that import costs each fresh build worker (one per batch) 20-76 s CPU, minutes on a loaded
+    2-core machine, where it outlasted the build timeout and every trial failed."""
     from tvm.driver import build as tvm_build  # pylint: disable=import-outside-toplevel
     from tvm.s_tir.transform import (  # pylint: disable=import-outside-toplevel
         RemoveWeightLayoutRewriteBlock)
@@ -389,10 +390,12 @@ def build_candidate(mod: tvm.IRModule, target: Target, _params=None):
                      target=target)
 
 
-def local_builder(timeout_sec: float = 120):
+def local_builder(timeout_sec: float = 120, f_export=None):
     """MetaSchedule's LocalBuilder with :func:`build_candidate` (the 30 s default timeout is
-    too short on 2-core machines)."""
-    return ms.builder.LocalBuilder(timeout_sec=timeout_sec, f_build=build_candidate)
+    too short on 2-core machines); ``f_export`` as LocalBuilder's (boards: a ``.so`` to
+    upload)."""
+    return ms.builder.LocalBuilder(timeout_sec=timeout_sec, f_build=build_candidate,
+                                   f_export=f_export)
 
 
 def tune(

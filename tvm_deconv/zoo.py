@@ -14,19 +14,25 @@ from .plan import ConvTransposeSpec, DilatedConvSpec, make_dilated_spec, make_sp
 
 
 @dataclass(frozen=True)
-class ZooLayer:
+class _ZooConv:
+    """What every zoo layer has: its channels, input size and (cubic) kernel size."""
+
     name: str
     in_channels: int
     out_channels: int
     in_size: tuple[int, ...]
     kernel: int
-    stride: int
-    padding: int = 0
-    output_padding: int = 0
 
     @property
     def ndim(self) -> int:
         return len(self.in_size)
+
+
+@dataclass(frozen=True)
+class ZooLayer(_ZooConv):
+    stride: int
+    padding: int = 0
+    output_padding: int = 0
 
     def spec(self, batch: int = 1, dtype: str = "float32", layout: str | None = None
              ) -> ConvTransposeSpec:
@@ -68,20 +74,11 @@ def get(name: str) -> ZooLayer:
 
 
 @dataclass(frozen=True)
-class DilatedZooLayer:
+class DilatedZooLayer(_ZooConv):
     """A dilated forward conv (stride 1, symmetric padding); 1-d when ``len(in_size) == 1``."""
 
-    name: str
-    in_channels: int
-    out_channels: int
-    in_size: tuple[int, ...]
-    kernel: int
     dilation: int
     padding: int
-
-    @property
-    def ndim(self) -> int:
-        return len(self.in_size)
 
     def spec(self, batch: int = 1, dtype: str = "float32") -> DilatedConvSpec:
         nd = self.ndim
