@@ -2,7 +2,7 @@
 
 Run on the device machine (see shared/device/README.md):
 
-    source .dev/setup.sh && python3 benchmarks/cuda_zoo.py --out $OUT/h100-untuned.json
+    source .dev/setup.sh && python3 benchmarks/cuda_zoo.py --batches 1 --out $OUT/h100-b1.json
 
 Per layer and batch (1, 64): build ours with ``tvm_deconv.build(..., "cuda")`` and TVM's
 default with ``decompose=False`` (weights bound as constants, as in inference), time both
@@ -105,7 +105,7 @@ def check_torch_reference() -> float:
     return relative_error(theirs, ours)
 
 
-def bench(layer, batch, dev, skip_default_over_ms):
+def bench(layer, batch, dev, skip_default_over_ms, tuning_logs=None):
     spec = layer.spec(batch)
     plan = make_plan(spec)
     row = {"layer": layer.name, "batch": batch, "gflop": plan.useful_flops() / 1e9}
@@ -120,15 +120,18 @@ def bench(layer, batch, dev, skip_default_over_ms):
     x16, w16 = x.astype("float16"), w.astype("float16")
     ref16 = torch_conv(spec, torch.from_numpy(x16).cuda().double(),
                        torch.from_numpy(w16).cuda().double()).cpu().numpy()
-    runs = (("ours", spec, x, w, True, ref), ("tvm_default", spec, x, w, False, ref),
-            ("ours_fp16", spec16, x16, w16, True, ref16))
-    for key, sp, xa, wa, decompose, expected in runs:
+    runs = [("ours", spec, x, w, True, ref, False), ("tvm_default", spec, x, w, False, ref, False),
+            ("ours_fp16", spec16, x16, w16, True, ref16, False)]
+    if tuning_logs:
+        runs.insert(1, ("ours_tuned", spec, x, w, True, ref, tuning_logs))
+    for key, sp, xa, wa, decompose, expected, logs in runs:
         if key == "ours_fp16" and not make_plan(sp).phase_batched:
             row[key + "_note"] = "ragged phases: fp16 falls back to TVM's default"
             continue
         try:
             t0 = time.perf_counter()
-            ex = tvm_deconv.build(one_layer(sp), "cuda", params={"w": wa}, decompose=decompose)
+            ex = tvm_deconv.build(one_layer(sp), "cuda", params={"w": wa}, decompose=decompose,
+                                  tuning_logs=logs)
             vm = relax.VirtualMachine(ex, dev)
             x_nd = tvm.runtime.tensor(xa, dev)
             out = vm["main"](x_nd)
@@ -161,9 +164,12 @@ def bench(layer, batch, dev, skip_default_over_ms):
             row[key + "_err"] = relative_error(out.double().cpu().numpy(), ref)
             row[key + "_ms"] = time_torch(lambda: torch_conv(spec, xx, ww))
     torch.backends.cudnn.allow_tf32 = False
-    for key in ("ours", "ours_fp16", "tvm_default", "cudnn_fp32", "cudnn_tf32", "cudnn_fp16"):
+    for key in ("ours", "ours_tuned", "ours_fp16", "tvm_default", "cudnn_fp32", "cudnn_tf32",
+                "cudnn_fp16"):
         if key + "_ms" in row:
             row[key + "_gflops"] = row["gflop"] / (row[key + "_ms"] * 1e-3)
+    if "ours_tuned_ms" in row and "cudnn_fp32_ms" in row:
+        row["ours_tuned_vs_cudnn_fp32"] = row["cudnn_fp32_ms"] / row["ours_tuned_ms"]
     if "ours_ms" in row:
         for key in ("tvm_default", "cudnn_fp32", "cudnn_tf32", "cudnn_fp16"):
             if key + "_ms" in row:
@@ -178,13 +184,17 @@ def fmt(v, spec="{:.3f}"):
 
 
 def table(rows) -> str:
-    head = ("| layer | N | ours ms | TVM default ms | cuDNN fp32 ms | cuDNN TF32 ms | "
+    tuned = any("ours_tuned_ms" in r for r in rows)
+    head = ("| layer | N | ours ms | " + ("ours tuned ms | tuned ×cuDNN fp32 | " if tuned else "")
+            + "TVM default ms | cuDNN fp32 ms | cuDNN TF32 ms | "
             "ours fp16 ms | cuDNN fp16 ms | ×TVM default | ×cuDNN fp32 | fp16 ×cuDNN fp16 | "
             "ours GFLOP/s | ours err | fp16 err |")
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * (16 if tuned else 14)]
     for r in rows:
+        tuned_cells = (f"{fmt(r.get('ours_tuned_ms'))} | "
+                       f"{fmt(r.get('ours_tuned_vs_cudnn_fp32'), '{:.2f}')} | " if tuned else "")
         lines.append(
-            f"| {r['layer']} | {r['batch']} | {fmt(r.get('ours_ms'))} | "
+            f"| {r['layer']} | {r['batch']} | {fmt(r.get('ours_ms'))} | {tuned_cells}"
             f"{fmt(r.get('tvm_default_ms'))}{'*' if r.get('tvm_default_note') else ''} | "
             f"{fmt(r.get('cudnn_fp32_ms'))} | {fmt(r.get('cudnn_tf32_ms'))} | "
             f"{fmt(r.get('ours_fp16_ms'))} | "
@@ -201,6 +211,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="cuda_zoo.json")
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--layers", default="", help="comma-separated zoo names (default all)")
+    parser.add_argument("--tuning-logs", default="",
+                        help="a tuning database (tvm-deconv tune --work-dir): adds 'ours tuned'")
     parser.add_argument("--skip-default-over-ms", type=float, default=500.0,
                         help="time TVM's default with one call only when one call is slower")
     args = parser.parse_args(argv)
@@ -217,7 +229,8 @@ def main(argv=None) -> int:
     for name in names:
         for batch in (int(b) for b in args.batches.split(",")):
             t0 = time.perf_counter()
-            row = bench(zoo.get(name), batch, dev, args.skip_default_over_ms)
+            row = bench(zoo.get(name), batch, dev, args.skip_default_over_ms,
+                        args.tuning_logs or None)
             row["wall_s"] = time.perf_counter() - t0
             rows.append(row)
             print(json.dumps(row), flush=True)

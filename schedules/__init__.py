@@ -10,7 +10,7 @@ from tvm_deconv.strategy import CONV_TRANSPOSE, DILATED_CONV, Implementation, re
 
 from . import arm
 from .common import supports_dtype
-from .cuda import cuda_compute, schedule_cuda, supports_cuda
+from .cuda import cuda_compute, cuda_pack, schedule_cuda, schedule_cuda_space, supports_cuda
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import schedule_single_pixel, single_pixel_compute, supports_single_pixel
 from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
@@ -37,7 +37,8 @@ register(CONV_TRANSPOSE, Implementation(
 # Tiled implicit GEMM per phase (schedules/cuda.py); dlight schedules only what is left.
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.decomposed", target_keys=("cuda", "gpu"), priority=20,
-    compute=cuda_compute, schedule=schedule_cuda, predicate=supports_cuda))
+    compute=cuda_compute, schedule=schedule_cuda, pack=cuda_pack, space_compute=cuda_compute,
+    space=schedule_cuda_space, predicate=supports_cuda))
 
 # Dilated convolution, untangled into dense per-phase convolutions.
 # Packed weights + register tiles (schedules/x86_dilated.py), x86 and AArch64 NEON sizes;

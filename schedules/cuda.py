@@ -20,21 +20,31 @@ weight staged in shared memory per K step):
   writers of one buffer the root scope is no stage pipeline, so reindex / compute_at refuse
   a fused epilogue; bias/ReLU run as their own elementwise kernel.
 
-Shared-memory staging is skipped where TVM's bound of the staged window exceeds a block's
-shared memory (probed by building a copy) or the window is no constant box (grouped convs).
-``zero_*`` blocks (tapless phases) are plain elementwise kernels.  Everything is plain FFMA
-in the accumulation dtype (no tensor cores, so never TF32).
+Both read :func:`cuda_pack`'s weight (per phase and tap a ``[Cin, Cout]`` matrix: coalesced
+weight tiles) and a zero-padded input whose ``pad`` block is inlined into the shared-memory
+copy, so the bounds check runs once per staged element, not in the FMA loop (per-phase layers
+with few output channels keep the plain weight and guarded reads: see
+:data:`PACKED_MIN_OUT_CHANNELS`).  Shared-memory staging is skipped where TVM's bound of the
+staged window exceeds a block's shared memory (probed by building a copy) or the window is no
+constant box (grouped convs).  ``zero_*`` blocks (tapless phases) are plain elementwise
+kernels.  Everything is plain FFMA in the accumulation dtype (no tensor cores, so never TF32).
+:func:`schedule_cuda_space` is MetaSchedule's ``ours`` space over the start tile and unroll.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass
+
+import tvm_ffi
 
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from tvm_deconv.compute import (BATCHED_ANNOTATION, decomposed_conv_transpose,
+from tvm_deconv.compute import (BATCHED_ANNOTATION, PADDED_INPUT_ANNOTATION,
+                                 decomposed_conv_transpose, decomposed_pack,
                                  phase_batched_conv_transpose)
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
@@ -43,15 +53,45 @@ from .common import root_blocks, split_blocks, supports_dtype
 OP_PATTERN_OPAQUE = 8  # relax.OpPatternKind.kOpaque: FuseOps fuses nothing into it
 
 
+# Per-phase layers with fewer output channels per group keep the plain weight and guarded
+# input reads: on the H100, FSRCNN 56->1 at batch 1 ran 0.24 / 0.19 ms (x2 / x3) that way and
+# 0.36 / 0.42 ms packed and padded (equal at batch 64), while CycleGAN ran 2-5x faster packed
+# (benchmarks/cuda_forms_ab.py → benchmarks/results/h100-forms-ab.json).
+PACKED_MIN_OUT_CHANNELS = 4
+
+
 def cuda_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
-    """The phase-batched compute (one kernel, epilogues fused) where the plan allows it and
-    its staged input window fits shared memory (float16: always, for float32 accumulation);
-    otherwise the per-phase compute, marked opaque so that no epilogue is fused into it."""
-    if make_plan(spec).phase_batched:
-        batched = phase_batched_conv_transpose(spec)
-        if spec.out_dtype == "float16" or _batched_shared_fits(batched):
-            return batched
-    return decomposed_conv_transpose(spec).with_attr("op_pattern", OP_PATTERN_OPAQUE)
+    """The phase-batched compute (one kernel, epilogues fused, reading :func:`cuda_pack`'s
+    weight) where the plan allows it and its staged input window fits shared memory (float16:
+    always, for float32 accumulation); otherwise the per-phase compute (packed weight and
+    padded input unless it has few output channels), marked opaque so that no epilogue is
+    fused into it."""
+    if uses_phase_batched_kernel(spec):
+        return phase_batched_conv_transpose(spec)
+    return decomposed_conv_transpose(spec, packed_weight=_per_phase_packed(spec)).with_attr(
+        "op_pattern", OP_PATTERN_OPAQUE)
+
+
+def cuda_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc | None:
+    """The weight packing of :func:`cuda_compute` (per phase and tap a ``[Cin, Cout]``
+    matrix: a thread block's weight tile is whole rows of coalesced loads), run at compile
+    time for constant weights; ``None`` where the compute reads the plain weight."""
+    if uses_phase_batched_kernel(spec) or _per_phase_packed(spec):
+        return decomposed_pack(spec)
+    return None
+
+
+def _per_phase_packed(spec: ConvTransposeSpec) -> bool:
+    return spec.out_per_group >= PACKED_MIN_OUT_CHANNELS
+
+
+@functools.lru_cache(maxsize=256)
+def uses_phase_batched_kernel(spec: ConvTransposeSpec) -> bool:
+    """Whether :func:`cuda_compute` gives ``spec`` the one-kernel phase-batched compute."""
+    if not make_plan(spec).phase_batched:
+        return False
+    return spec.out_dtype == "float16" or _batched_shared_fits(
+        phase_batched_conv_transpose(spec))
 
 
 def _batched_shared_fits(func: tirx.PrimFunc) -> bool:
@@ -61,7 +101,7 @@ def _batched_shared_fits(func: tirx.PrimFunc) -> bool:
 
     trial = s_tir.Schedule(func)
     try:
-        schedule_batched(trial, *_batched_blocks(trial), GPU, shared_cache=True)
+        schedule_batched(trial, _batched_blocks(trial), GPU, shared_cache=True)
     except Exception:  # pylint: disable=broad-except
         return False
     return _shared_within_limit(trial, resolve_target("cuda"))
@@ -75,14 +115,27 @@ def supports_cuda(spec: ConvTransposeSpec, target: Target) -> str | None:
     return why
 
 
+# (accumulator rows VO, columns VW, threads) before shrinking for small grids.  Measured on
+# the H100 (batch 64, packed weights, padded input): 8x4 is the fastest of 8x4/4x4/8x8 on
+# DCGAN, pose, U-Net, HiFi-GAN and the 3-D U-Net, by 1.1-2.3x; batch 1 is insensitive.
+START_TILE = (8, 4, 256)
+# The tuning space (MetaSchedule's ``ours`` on CUDA): these start tiles x the unroll steps.
+TILE_CHOICES = ((8, 4, 256), (4, 4, 256), (8, 8, 256), (4, 8, 128), (8, 4, 128), (4, 4, 128))
+UNROLL_STEPS = (0, 16, 64, 256, 1024)
+
+
 @dataclass(frozen=True)
 class _Knobs:
     """Storage scopes and binding; the CPU test swaps them to run the same loop structure on
-    LLVM (``bind=False``, global scratch buffers) and check its numerics without a GPU."""
+    LLVM (``bind=False``, global scratch buffers) and check its numerics without a GPU.
+    ``start_tile`` and ``unroll`` (the auto-unroll step; ``None``: left to the tuning space's
+    sampled annotation) are the kernel's tunable knobs."""
 
     bind: bool = True
     shared: str = "shared"
     local: str = "local"
+    start_tile: tuple = START_TILE
+    unroll: int | None = 256
 
 
 GPU = _Knobs()
@@ -107,13 +160,6 @@ class _Tiles:
     bk: int
 
 
-# (accumulator rows VO, columns VW, threads) before shrinking for small grids.  Measured on
-# the H100 (batch 64): 8x4 is 2-16% faster than 4x4 on pose, CycleGAN, U-Net and HiFi-GAN;
-# 8x8 and 4x8 are up to 1.9x slower; batch 1 is insensitive.  So the register tile is not what
-# limits these kernels (unprofiled; the guarded scalar staging loads are the next suspect).
-START_TILE = (8, 4, 256)
-
-
 def _bk(ric: int) -> int:
     """Channels per K step: a divisor of Cin/groups (an imperfect split makes the staged
     input window's bounds unprovable, and its shared buffer balloons past the 48 KiB limit)."""
@@ -121,13 +167,13 @@ def _bk(ric: int) -> int:
 
 
 def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
-                  block_only: tuple = ()) -> _Tiles:
+                  block_only: tuple = (), start_tile: tuple = START_TILE) -> _Tiles:
     """Thread-block tile of one phase: BM = ty*vo channels × BN = tx*vw pixels.
 
-    Start from :data:`START_TILE`; while the grid is smaller than the chip (small layers,
-    batch 1), halve the per-thread tile, then the threads (down to 64).
+    Start from ``start_tile`` (:data:`START_TILE`); while the grid is smaller than the chip
+    (small layers, batch 1), halve the per-thread tile, then the threads (down to 64).
     """
-    vo, vw, budget = START_TILE
+    vo, vw, budget = start_tile
 
     def derive():
         vo_e = min(vo, oc)
@@ -202,17 +248,19 @@ def schedule_phase(sch: s_tir.Schedule, name: str, knobs: _Knobs = GPU,
     _schedule_gemm(sch, block, sch.get_consumers(block)[0], nd, knobs, shared_cache, num_sms)
 
 
-def schedule_batched(sch: s_tir.Schedule, conv: str, store: str, knobs: _Knobs = GPU,
+def schedule_batched(sch: s_tir.Schedule, blocks: "_BatchedBlocks", knobs: _Knobs = GPU,
                      shared_cache: bool = True, num_sms: int = 132) -> None:
     """Schedule the all-phases block of :func:`~tvm_deconv.compute.phase_batched_conv_transpose`
     (pixel axes ``n, r1.., q1..``) with its ``store`` block as the write-back: one kernel for
-    every phase, the phases spread over thread blocks."""
-    block = sch.get_sblock(conv)
+    every phase, the phases spread over thread blocks.  The ``pad`` block, if any, is inlined
+    into the shared-memory copy of the input (bounds checked once per staged element)."""
+    block = sch.get_sblock(blocks.conv)
     nd = (len(sch.get(block).iter_vars) - 3) // 3
     # Phases go to blockIdx only: with (q, r) pairs fused into one thread index, TVM
     # miscompiled the kernel (wrong outputs in the CPU emulation test).
-    _schedule_gemm(sch, block, sch.get_sblock(store), 2 * nd, knobs, shared_cache, num_sms,
-                   block_only=tuple(range(1, 1 + nd)))
+    _schedule_gemm(sch, block, sch.get_sblock(blocks.store), 2 * nd, knobs, shared_cache,
+                   num_sms, block_only=tuple(range(1, 1 + nd)))
+    _inline_padded_input(sch, blocks.pad)
 
 
 def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Knobs,
@@ -224,7 +272,7 @@ def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Kno
     extents = [int(iv.dom.extent) for iv in ivs]
     oc_ext, spatial, ric_ext = extents[1], [extents[0]] + extents[2:2 + npix], extents[2 + npix]
     n_var = ivs[0].var
-    t = _choose_tiles(oc_ext, spatial, ric_ext, num_sms, block_only)
+    t = _choose_tiles(oc_ext, spatial, ric_ext, num_sms, block_only, knobs.start_tile)
     sch.set_scope(block, 0, knobs.local)
 
     loops = sch.get_loops(writeback)
@@ -252,8 +300,8 @@ def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Kno
     _bind(sch, bx, "blockIdx.x", knobs)
     _bind(sch, ty, "threadIdx.y", knobs)
     _bind(sch, tx, "threadIdx.x", knobs)
-    if knobs.bind:
-        sch.annotate(bx, "pragma_auto_unroll_max_step", 256)
+    if knobs.bind and knobs.unroll is not None:
+        sch.annotate(bx, "pragma_auto_unroll_max_step", knobs.unroll)
         sch.annotate(bx, "pragma_unroll_explicit", 1)
 
     sch.compute_at(block, tx, preserve_unit_loops=True)
@@ -354,22 +402,39 @@ def _schedule_rest(sch: s_tir.Schedule, names: list, knobs: _Knobs) -> None:
         schedule_elementwise(sch, block, knobs)
 
 
-def _batched_blocks(sch: s_tir.Schedule):
-    """(conv, store) block names of a phase-batched PrimFunc, or None."""
+@dataclass(frozen=True)
+class _BatchedBlocks:
+    conv: str
+    store: str
+    pad: str | None
+
+
+def _batched_blocks(sch: s_tir.Schedule) -> _BatchedBlocks | None:
+    """The block names of a phase-batched PrimFunc, or None."""
     roles = {}
     for block in root_blocks(sch):
         role = sch.get(block).annotations.get(BATCHED_ANNOTATION)
         if role is not None:
             roles[str(role)] = sch.get(block).name_hint
-    return (roles["conv"], roles["store"]) if "conv" in roles else None
+    if "conv" not in roles:
+        return None
+    return _BatchedBlocks(roles["conv"], roles["store"], _padded_input_block(sch))
 
 
-def _schedule_batched_func(sch: s_tir.Schedule, target: Target, knobs: _Knobs, conv: str,
-                           store: str) -> None:
+def _padded_input_block(sch: s_tir.Schedule) -> str | None:
+    """Name of the zero-padded input copy (inlined into the shared-memory copies), if any."""
+    for block in root_blocks(sch):
+        if PADDED_INPUT_ANNOTATION in sch.get(block).annotations:
+            return sch.get(block).name_hint
+    return None
+
+
+def _schedule_batched_func(sch: s_tir.Schedule, target: Target, knobs: _Knobs,
+                           blocks: _BatchedBlocks) -> None:
     """One kernel for all phases; fused epilogues (bias, activations) are inlined into the
     store, so they run inside it too."""
     others = [sch.get(b).name_hint for b in root_blocks(sch)
-              if sch.get(b).name_hint not in (conv, store)]
+              if sch.get(b).name_hint not in (blocks.conv, blocks.store, blocks.pad)]
     left = []
     for name in others:
         trial = sch.copy()
@@ -383,24 +448,48 @@ def _schedule_batched_func(sch: s_tir.Schedule, target: Target, knobs: _Knobs, c
     use_shared = True
     trial = sch.copy()
     try:
-        schedule_batched(trial, conv, store, knobs, shared_cache=True, num_sms=num_sms)
+        schedule_batched(trial, blocks, knobs, shared_cache=True, num_sms=num_sms)
         _schedule_rest(trial, left, knobs)
         use_shared = knobs.bind is False or _shared_within_limit(trial, target)
     except Exception:  # pylint: disable=broad-except
         use_shared = False
-    schedule_batched(sch, conv, store, knobs, shared_cache=use_shared, num_sms=num_sms)
+    schedule_batched(sch, blocks, knobs, shared_cache=use_shared, num_sms=num_sms)
     _schedule_rest(sch, left, knobs)
+
+
+def schedule_cuda_space(sch: s_tir.Schedule, target: Target) -> list:
+    """MetaSchedule's ``ours`` space on CUDA: one design per start tile of
+    :data:`TILE_CHOICES` that schedules (small layers shrink several to the same kernel:
+    kept once), each sampling the auto-unroll step of :data:`UNROLL_STEPS` (a root annotation
+    that RewriteParallelVectorizeUnroll turns into pragmas; MutateUnroll mutates it)."""
+    spaces, seen = [], set()
+    for tile in TILE_CHOICES:
+        space = sch.copy()
+        try:
+            schedule_cuda(space, target, dataclasses.replace(GPU, start_tile=tile, unroll=None))
+        except Exception:  # pylint: disable=broad-except
+            continue
+        key = tvm_ffi.structural_hash(space.mod)
+        if key in seen:
+            continue
+        seen.add(key)
+        space.annotate(space.get_sblock("root"), "meta_schedule.unroll_explicit",
+                       space.sample_categorical(list(UNROLL_STEPS),
+                                                [1.0 / len(UNROLL_STEPS)] * len(UNROLL_STEPS)))
+        spaces.append(space)
+    return spaces
 
 
 def schedule_cuda(sch: s_tir.Schedule, target: Target, knobs: _Knobs = GPU) -> None:
     """Schedule every root block of a decomposed-conv PrimFunc for CUDA."""
     batched = _batched_blocks(sch)
     if batched is not None:
-        _schedule_batched_func(sch, target, knobs, *batched)
+        _schedule_batched_func(sch, target, knobs, batched)
         return
     phases, zeros, others = split_blocks(sch)
     phase_names = [sch.get(b).name_hint for b in phases]
-    rest = [sch.get(b).name_hint for b in zeros + others]
+    pad = _padded_input_block(sch)
+    rest = [sch.get(b).name_hint for b in zeros + others if sch.get(b).name_hint != pad]
     num_sms = _num_sms(target)
     # Stage input/weight tiles in shared memory unless that fails (grouped convs: the input
     # window is no constant box) or the staged window exceeds a block's shared memory: try on
@@ -417,6 +506,7 @@ def schedule_cuda(sch: s_tir.Schedule, target: Target, knobs: _Knobs = GPU) -> N
                 except Exception:  # pylint: disable=broad-except
                     ok = False
                 schedule_phase(trial, name, knobs, shared_cache=ok, num_sms=num_sms)
+            _inline_padded_input(trial, pad)
             _schedule_rest(trial, rest, knobs)
             shared = _shared_within_limit(trial, target)
         except Exception:  # pylint: disable=broad-except
@@ -430,4 +520,12 @@ def schedule_cuda(sch: s_tir.Schedule, target: Target, knobs: _Knobs = GPU) -> N
             except Exception:  # pylint: disable=broad-except
                 use_shared = False
         schedule_phase(sch, name, knobs, shared_cache=use_shared, num_sms=num_sms)
+    _inline_padded_input(sch, pad)
     _schedule_rest(sch, rest, knobs)
+
+
+def _inline_padded_input(sch: s_tir.Schedule, pad: str | None) -> None:
+    """Inline the zero-padded input into its readers (the phases' shared-memory copies, or
+    the phase blocks where those were not staged): the bounds check runs where it loads."""
+    if pad is not None:
+        sch.compute_inline(sch.get_sblock(pad))

@@ -38,7 +38,8 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
 
-from tvm_deconv.compute import INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION
+from tvm_deconv.compute import (INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION,
+                                 flat_index)
 from tvm_deconv.plan import ConvTransposeSpec, TransposedConvPlan, make_plan
 from tvm_deconv.targets import resolve_target
 
@@ -226,34 +227,17 @@ def x86_layout(spec: ConvTransposeSpec, lanes: Optional[int] = None,
         rh = _best_tile(ext[-2], max(1, isa.acc_budget // (ot * v))) if nd >= 2 else 1
         tile = (ot, rh, v, lanes)
     lay = X86Layout(mode, lanes, spec.groups, spec.in_per_group, cog, ob, tile, (), (), {}, 0)
-    lo, hi = [], []
-    for a, ax in enumerate(plan.axes):
-        lows, highs = [0], [0]
-        for ap in ax.phases:
-            if ap.num_taps == 0 or ap.extent == 0:
-                continue
-            qp = lay.padded_extent(a, nd, ap.extent)
-            lows.append(-(ap.in_start - (ap.num_taps - 1) * ap.in_step))
-            highs.append(qp - 1 + ap.in_start - (ax.in_size - 1))
-        lo.append(max(lows))
-        hi.append(max(highs))
-    offsets, off = {}, 0
-    for phase in plan.phases():
-        offsets[phase.index] = off
-        off += spec.in_per_group * math.prod(phase.num_taps)
-    return X86Layout(mode, lanes, spec.groups, spec.in_per_group, cog, ob, tile, tuple(lo),
-                     tuple(hi), offsets, off)
+    pads = [ax.input_pads(lambda ap, a=a: lay.padded_extent(a, nd, ap.extent))
+            for a, ax in enumerate(plan.axes)]
+    offsets, total = plan.tap_offsets()
+    return X86Layout(mode, lanes, spec.groups, spec.in_per_group, cog, ob, tile,
+                     tuple(lo for lo, _ in pads), tuple(hi for _, hi in pads),
+                     {k: spec.in_per_group * v for k, v in offsets.items()},
+                     spec.in_per_group * total)
 
 
 # ---------------------------------------------------------------------------------------------
 # Pack: weight (any kernel layout) -> packed weight.
-
-
-def _flat(js, taps) -> tirx.PrimExpr:
-    idx = _i64(0)
-    for j, t in zip(js, taps):
-        idx = idx * _i64(t) + j
-    return idx
 
 
 def x86_pack(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.PrimFunc:
@@ -284,7 +268,7 @@ def x86_pack(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.P
                             oc = ob * _i64(lay.lanes) + l
                         else:
                             g, ric, js, oc = it[0], it[1], it[2:2 + nd], it[-1]
-                        tap = _i64(lay.tap_offsets[phase.index]) + ric * _i64(prod_t) + _flat(
+                        tap = _i64(lay.tap_offsets[phase.index]) + ric * _i64(prod_t) + flat_index(
                             js, taps)
                         kidx = {a: _i64(ap.tap_start) + j * _i64(ap.tap_step)
                                 for a, ap, j in zip(sp, phase.axes, js)}
@@ -518,7 +502,7 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
                 ic = g * _i64(lay.in_per_group) + ric
                 pos = [q + _i64(ap.in_start + lo) - j * _i64(ap.in_step)
                        for q, j, ap, lo in zip(qs, js, phase.axes, lay.lo)]
-                tap = _i64(lay.tap_offsets[phase.index]) + ric * _i64(prod_t) + _flat(js, taps)
+                tap = _i64(lay.tap_offsets[phase.index]) + ric * _i64(prod_t) + flat_index(js, taps)
                 if lay.mode == "oc":
                     x = dpad[tuple([n] + pos + [ic])]
                     w = packed[tuple(lay.packed_index(g, o, tap, vs[3 + nd]))]

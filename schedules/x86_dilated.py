@@ -40,11 +40,12 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
 
-from tvm_deconv.compute import INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION
+from tvm_deconv.compute import (INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION,
+                                 flat_index)
 from tvm_deconv.dilated import DILATED_CONV, OP_ANNOTATION
 from tvm_deconv.plan import DilatedAxisPhase, DilatedConvSpec, make_dilated_plan
 
-from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _flat, _i64, _index, _nest,
+from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _i64, _index, _nest,
                   compute_args_and_padded_data, is_aarch64, lanes_of, schedule_x86,
                   supports_float32, vector_lanes)
 
@@ -220,7 +221,7 @@ def dilated_pack(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> tirx
                         valid.append(ic < _i64(cig))
                     if valid:
                         val = tirx.if_then_else(tirx.all(*valid), val, tirx.const(0, spec.dtype))
-                    T.buffer_store(packed, val, [g, ot, c, _flat(ts, spec.kernel), kc, vo, l])
+                    T.buffer_store(packed, val, [g, ot, c, flat_index(ts, spec.kernel), kc, vo, l])
     return builder.get()
 
 
@@ -374,7 +375,7 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
                                                              vs[3:3 + nd], firsts, run, lay.lo)]
                     x = dpad[tuple([vs[0]] + pos + [vs[1] * _i64(cig) + ric])]
                     w = packed[vs[1], tirx.floordiv(vs[2], _i64(lay.obt)), chunk_var,
-                               _flat(js, spec.kernel), ric - chunk_var * _i64(lay.chunk),
+                               flat_index(js, spec.kernel), ric - chunk_var * _i64(lay.chunk),
                                tirx.floormod(vs[2], _i64(lay.obt)), vs[-1]]
                     T.buffer_store(acc, acc[ls] + x.astype(spec.out_dtype)
                                    * w.astype(spec.out_dtype), ls)

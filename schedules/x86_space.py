@@ -34,10 +34,10 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
 
-from tvm_deconv.compute import INDEX_DTYPE, PHASE_ANNOTATION
+from tvm_deconv.compute import INDEX_DTYPE, PHASE_ANNOTATION, flat_index
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
-from .x86 import (ROLE, X86, VectorISA, X86Layout, _flat, _i64, _index,
+from .x86 import (ROLE, X86, VectorISA, X86Layout, _i64, _index,
                   compute_args_and_padded_data, schedule_pad, x86_layout)
 
 INTERLEAVE = "interleave"
@@ -112,7 +112,7 @@ def _phase_block(spec, lay, qext, phase, dpad, packed, acc) -> None:
             pos = [q + _i64(ap.in_start + lo) - j * _i64(ap.in_step)
                    for q, j, ap, lo in zip(qs, js, phase.axes, lay.lo)]
             tap = (_i64(lay.tap_offsets[phase.index]) + ric * _i64(math.prod(taps))
-                   + _flat(js, taps))
+                   + flat_index(js, taps))
             if lay.mode == "oc":
                 x = dpad[tuple([n] + pos + [ic])]
                 w = packed[tuple(lay.packed_index(g, o, tap, vs[-1]))]

@@ -16,6 +16,7 @@ bias + ReLU.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -153,13 +154,24 @@ def test_cuda_source_compiles_with_nvcc(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def _emulate(spec, seed=0):
-    func = scheduled_primfunc(spec, cuda_sched.CPU_EMULATION)
+def packed_weight(spec, weight: np.ndarray, dev):
+    """``weight`` through cuda_pack (if any), run on the CPU as FoldConstant runs it."""
+    pack = cuda_sched.cuda_pack(spec)
+    if pack is None:
+        return tvm.runtime.tensor(weight, dev)
+    shape = [int(d) for d in pack.params[-1].shape]  # TVM 0.27: the params are buffers
+    packed = tvm.runtime.tensor(np.full(shape, np.nan, spec.dtype), tvm.cpu())
+    tvm.compile(pack, "llvm")(tvm.runtime.tensor(weight, tvm.cpu()), packed)
+    return tvm.runtime.tensor(packed.numpy(), dev)
+
+
+def _emulate(spec, seed=0, knobs=cuda_sched.CPU_EMULATION):
+    func = scheduled_primfunc(spec, knobs)
     ex = tvm.compile(func, "llvm")
     data, weight = random_inputs(spec, seed)
     dev = tvm.cpu()
     out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
-    ex(tvm.runtime.tensor(data, dev), tvm.runtime.tensor(weight, dev), out)
+    ex(tvm.runtime.tensor(data, dev), packed_weight(spec, weight, dev), out)
     return relative_error(out.numpy(), conv_transpose_reference(data, weight, spec))
 
 
@@ -190,13 +202,53 @@ def test_phase_batched_is_one_kernel_with_fused_epilogue(spec):
     loop structure on LLVM matches the reference."""
     assert cuda_sched.cuda_compute(spec).attrs["op_pattern"] == 4  # epilogues may fuse
     channels_first = spec.out_layout.index("C") == 1  # one_layer's bias is NC...-shaped
-    ex = tvm_deconv.build(one_layer(spec, bias=channels_first), "cuda")
+    _, weight = random_inputs(spec, 0)
+    # A constant weight: its packing runs at compile time (FoldConstant), no kernel of its own.
+    ex = tvm_deconv.build(one_layer(spec, bias=channels_first), "cuda", params={"w": weight})
     kernels = {k.split("(")[1].split()[-1]: k for src in cuda_sources(ex.mod)
                for k in src.split("__global__")[1:] if "{" in k}  # definitions, by name
     assert len(kernels) == 1, list(kernels)
     if channels_first:
         assert "max(" in next(iter(kernels.values()))  # the ReLU is inside the conv kernel
     assert _emulate(spec) < 1e-5
+
+
+@pytest.mark.parametrize("tile", cuda_sched.TILE_CHOICES, ids=lambda t: "x".join(map(str, t)))
+@pytest.mark.parametrize("spec", [BATCHED_SPECS[0], CORNER_SPECS[1]], ids=["batched", "ragged"])
+def test_every_tuning_space_tile_is_correct_cpu_emulation(spec, tile):
+    """The start tiles the CUDA tuning space offers all give the reference's numbers."""
+    knobs = dataclasses.replace(cuda_sched.CPU_EMULATION, start_tile=tile)
+    assert _emulate(spec, knobs=knobs) < 1e-5
+
+
+def test_cuda_tuning_space_designs_build():
+    """``ours`` on CUDA: distinct designs per start tile, each sampling the unroll step; a
+    design with its sampled decision replayed builds to CUDA source."""
+    spec = zoo.get("dcgan_512_256_k4s2").spec(64)
+    sch = s_tir.Schedule(cuda_sched.cuda_compute(spec))
+    designs = cuda_sched.schedule_cuda_space(sch, CUDA)
+    assert 1 < len(designs) <= len(cuda_sched.TILE_CHOICES)
+    for design in designs:
+        decisions = [int(d) for d in design.trace.decisions.values()]
+        assert decisions and all(0 <= d < len(cuda_sched.UNROLL_STEPS) for d in decisions)
+    replayed = s_tir.Schedule(sch.mod)
+    designs[-1].trace.apply_to_schedule(replayed, remove_postproc=False)
+    func = replayed.mod["main"].with_attr("tirx.is_scheduled", True)
+    assert "__global__" in tvm.compile(func, CUDA).mod.imports[0].inspect_source()
+
+
+def test_per_phase_form_follows_output_channels():
+    """Ragged layers read a packed weight and padded input, except with few output channels
+    (FSRCNN's one), where the plain weight and guarded reads measured faster."""
+    few = make_spec((1, 5, 4, 4), (5, 1, 9, 9), strides=2, padding=4, output_padding=1)
+    many = make_spec((1, 5, 4, 4), (5, 8, 3, 3), strides=2, padding=1, output_padding=1)
+    assert cuda_sched.cuda_pack(few) is None
+    assert [int(d) for d in cuda_sched.cuda_compute(few).params[1].shape] == \
+        list(few.weight_shape)
+    packed = cuda_sched.cuda_pack(many)
+    assert packed is not None
+    assert [int(d) for d in cuda_sched.cuda_compute(many).params[1].shape] == \
+        [int(d) for d in packed.params[-1].shape]
 
 
 def test_ragged_phases_keep_one_kernel_per_phase():
@@ -235,7 +287,7 @@ def _run_primfunc_gpu(spec, seed):
     data, weight = random_inputs(spec, seed)
     dev = tvm.cuda(0)
     out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
-    ex(tvm.runtime.tensor(data, dev), tvm.runtime.tensor(weight, dev), out)
+    ex(tvm.runtime.tensor(data, dev), packed_weight(spec, weight, dev), out)
     dev.sync()
     return relative_error(out.numpy(), conv_transpose_reference(data, weight, spec))
 

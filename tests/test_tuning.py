@@ -4,6 +4,7 @@ import logging
 
 import pytest
 import tvm
+import tvm_ffi
 from tvm import relax, s_tir
 from tvm.s_tir import meta_schedule as ms
 
@@ -253,3 +254,40 @@ def test_tune_verifies_resumes_and_discards_wrong_kernels(tmp_path, monkeypatch)
     monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch: float("nan"))
     wrong = tuning.tune(tasks[:1], target, tmp_path / "wrong", trials=2, progress=False)
     assert wrong[0].rejected == 1 and wrong[0].trials_run == 0 and wrong[0].best_ms is None
+
+
+def test_a_compressed_log_builds_like_the_json_one_and_names_itself_when_corrupt(tmp_path):
+    """Shipped logs are xz-compressed (compress_log); they apply the same records."""
+    target = tvm_deconv.resolve_target("llvm")
+    write_record(tmp_path, SPEC, target, secs=1e-3, space="default")
+    write_record(tmp_path, SPEC, target)
+    plain = lowered_names(one_layer(SPEC, random_inputs(SPEC)[1]), target, str(tmp_path))
+    tuning.compress_log(tmp_path)
+    assert not (tmp_path / tuning.RECORD_FILE).exists()
+    assert lowered_names(one_layer(SPEC, random_inputs(SPEC)[1]), target, str(tmp_path)) == plain
+    assert any("transpose_tuned" in n for n in plain)
+    import lzma  # pylint: disable=import-outside-toplevel
+    packed = tmp_path / (tuning.RECORD_FILE + tuning.COMPRESSED)
+    packed.write_bytes(lzma.compress(lzma.decompress(packed.read_bytes()) + b"{not json\n"))
+    with pytest.raises(tuning.TuningLogError,
+                       match=f"{tmp_path} \\(decompressed\\)/{tuning.RECORD_FILE}:3: .*corrupt"):
+        tuning.load_tuning_logs(tmp_path, target)
+
+
+def test_shipped_logs_hold_only_current_workloads():
+    """Every record shipped in tuning_logs/ matches a workload the package builds today for
+    its target (a changed compute must come with re-tuned logs, not silently stale ones)."""
+    from tvm_deconv import zoo  # pylint: disable=import-outside-toplevel
+
+    root = tuning.shipped_logs_root()
+    shipped = [p for p in root.iterdir() if p.is_dir() and p.name != "__pycache__"]
+    assert shipped, "no shipped logs: this test guards them"
+    for path in shipped:
+        records = tuning._read_records(tuning._readable_copy(path))  # pylint: disable=W0212
+        target = records[0].target
+        assert tuning.target_key(target) == path.name
+        tasks = tuning.make_tasks([layer.spec(1) for layer in zoo.LAYERS], target)
+        for record in records:
+            mod = record.workload.mod
+            assert any(tvm_ffi.structural_equal(mod, task.mod) for task in tasks), \
+                f"{path.name}: a record for a workload no zoo task has (stale log)"

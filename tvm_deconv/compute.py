@@ -31,6 +31,8 @@ from .plan import ConvTransposeSpec, Phase, TransposedConvPlan, make_plan, make_
 PHASE_ANNOTATION = "tvm_deconv.phase"
 # Blocks of :func:`phase_batched_conv_transpose`: "conv" (all phases) or "store".
 BATCHED_ANNOTATION = "tvm_deconv.batched"
+# The zero-padded input copy of the GPU forms (:func:`_padded_data_block`).
+PADDED_INPUT_ANNOTATION = "tvm_deconv.padded_input"
 # relax.OpPatternKind.kOutEWiseFusable: elementwise consumers (bias, activation) fuse into it.
 OUT_ELEMWISE_FUSABLE = 4
 INDEX_DTYPE = "int64"
@@ -44,11 +46,14 @@ def _index(layout: str, by_axis: dict) -> list:
     return [by_axis[a] for a in layout]
 
 
-def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out, acc=None) -> None:
+def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out, acc=None,
+                 pads: dict | None = None, tap_offset: int | None = None) -> None:
     """Emit the loop nest and reduction block of one phase with taps.
 
     With ``acc`` (a dense buffer of the phase's extent) the block reduces into it instead of
-    the strided output; :func:`_store_block` then copies it out.
+    the strided output; :func:`_store_block` then copies it out.  With ``pads`` the input is
+    :func:`_padded_data_block`'s (read unguarded); with ``tap_offset`` the weight is
+    :func:`decomposed_pack`'s and this phase's taps start at that offset.
     """
     spec = plan.spec
     nd, sp = spec.ndim, spec.spatial_axes
@@ -71,6 +76,9 @@ def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out, acc=
                 in_idx[a] = q + _i64(ap.in_start) - j * _i64(ap.in_step)
                 tap_idx[a] = _i64(ap.tap_start) + j * _i64(ap.tap_step)
                 out_idx[a] = q * _i64(ap.stride) + _i64(ap.phase)
+                if pads is not None:
+                    in_idx[a] = in_idx[a] + _i64(pads[a][0])
+                    continue
                 lowest = ap.in_start - (ap.num_taps - 1) * ap.in_step
                 highest = ap.extent - 1 + ap.in_start
                 if lowest < 0:
@@ -80,7 +88,11 @@ def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out, acc=
             x = data[tuple(_index(spec.data_layout, dict(in_idx, N=n, C=ic)))]
             if guards:
                 x = tirx.if_then_else(tirx.all(*guards), x, tirx.const(0, spec.dtype))
-            w = weight[tuple(_index(spec.kernel_layout, dict(tap_idx, I=ic, O=oc_in_group)))]
+            if tap_offset is None:
+                w = weight[tuple(_index(spec.kernel_layout,
+                                        dict(tap_idx, I=ic, O=oc_in_group)))]
+            else:
+                w = weight[_i64(tap_offset) + flat_index(js, phase.num_taps), ic, oc_in_group]
             dst, y_idx = out, _index(spec.out_layout, dict(out_idx, N=n, C=oc))
             if acc is not None:
                 dst, y_idx = acc, [n, oc] + list(qs)
@@ -116,8 +128,53 @@ def _zero_block(spec: ConvTransposeSpec, phase: Phase, out) -> None:
             T.buffer_store(out, tirx.const(0, spec.out_dtype), y_idx)
 
 
+def flat_index(js, extents) -> tirx.PrimExpr:
+    """Row-major flat index of ``js`` in a grid of ``extents``."""
+    idx = _i64(0)
+    for j, e in zip(js, extents):
+        idx = idx * _i64(e) + j
+    return idx
+
+
+def decomposed_packed_shape(spec: ConvTransposeSpec) -> list[int]:
+    """Shape of :func:`decomposed_pack`'s weight: ``[taps of every phase, Cin, Cout/groups]``
+    (the phases' sub-kernels end to end, each tap a K-major matrix, output channels
+    contiguous)."""
+    return [make_plan(spec).tap_offsets()[1], spec.in_channels, spec.out_per_group]
+
+
+def decomposed_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+    """PrimFunc ``(weight, packed_weight)`` of ``decomposed_conv_transpose(..,
+    packed_weight=True)``; FoldConstant runs it at compile time for a constant weight."""
+    plan = make_plan(spec)
+    offsets, _ = plan.tap_offsets()
+    shape = decomposed_packed_shape(spec)
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(f"conv{spec.ndim}d_transpose_decomposed_pack")
+            T.func_attr({"tirx.noalias": True})
+            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
+            packed = T.arg("packed_weight", T.buffer([_i64(d) for d in shape], spec.dtype))
+            for phase in plan.phases():
+                if not phase.has_taps:
+                    continue
+                extents = list(phase.num_taps) + shape[1:]
+                with T.grid(*[_i64(e) for e in extents]) as loops:
+                    with T.sblock("pack_" + phase.name[len("phase_"):]):
+                        it = T.axis.remap("S" * len(extents), loops, dtype=INDEX_DTYPE)
+                        js, ic, oc = it[:-2], it[-2], it[-1]
+                        kidx = {a: _i64(ap.tap_start) + j * _i64(ap.tap_step)
+                                for a, ap, j in zip(spec.spatial_axes, phase.axes, js)}
+                        kidx.update(I=ic, O=oc)
+                        T.buffer_store(packed, weight[tuple(_index(spec.kernel_layout, kidx))],
+                                       [_i64(offsets[phase.index]) + flat_index(js, phase.num_taps),
+                                        ic, oc])
+    return builder.get()
+
+
 def decomposed_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
-                              phase_buffers: bool = False) -> tirx.PrimFunc:
+                              phase_buffers: bool = False,
+                              packed_weight: bool = False) -> tirx.PrimFunc:
     """The decomposed transposed conv of ``spec`` as an unscheduled PrimFunc.
 
     Signature ``(data, weight, out)`` in the spec's layouts; ``op_pattern`` is set to
@@ -130,26 +187,35 @@ def decomposed_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
     reduction block to be the only writer of its buffer, which the direct form is not.  A
     schedule that ``reverse_compute_at``'s the store into the phase's tile keeps the
     accumulator tile-sized; unscheduled, it is one output-sized workspace.
+
+    ``packed_weight=True`` (the GPU form) takes :func:`decomposed_pack`'s weight and reads
+    a zero-padded copy of the input (a ``pad`` block) instead of bounds-checking each read.
     """
     plan = make_plan(spec)
+    offsets = plan.tap_offsets()[0] if packed_weight else {}
     name = name or f"conv{spec.ndim}d_transpose_decomposed"
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
             T.func_name(name)
             T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
             data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
-            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
+            wshape = decomposed_packed_shape(spec) if packed_weight else spec.weight_shape
+            weight = T.arg("weight", T.buffer([_i64(d) for d in wshape], spec.dtype))
             out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            pads = None
+            if packed_weight:
+                data, pads = _padded_data_block(spec, plan, data)
             for phase in plan.phases():
                 if phase.is_empty:
                     continue
+                operands = dict(pads=pads, tap_offset=offsets.get(phase.index))
                 if phase.has_taps and phase_buffers:
                     acc = T.alloc_buffer([_i64(d) for d in (spec.batch, spec.out_channels)
                                           + phase.extent], spec.out_dtype)
-                    _phase_block(plan, phase, data, weight, out, acc)
+                    _phase_block(plan, phase, data, weight, out, acc, **operands)
                     _store_block(spec, phase, acc, out)
                 elif phase.has_taps:
-                    _phase_block(plan, phase, data, weight, out)
+                    _phase_block(plan, phase, data, weight, out, **operands)
                 else:
                     _zero_block(spec, phase, out)
     return builder.get()
@@ -167,8 +233,11 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec,
     Requires ``make_plan(spec).phase_batched`` (dilation 1, k % s == 0, s | out: every phase
     has the same taps count and extent).  The block iterates ``(n, oc, r1, .., q1, ..,
     ric, j1, ..)`` and reduces into a dense accumulator ``acc[n, oc, r1, .., q1, ..]`` of
-    :func:`accumulate_dtype`; the phase ``r`` enters the tap and input indices through the
-    plan's closed forms (:meth:`~tvm_deconv.plan.AxisPlan.batched_tap` / ``batched_input``).
+    :func:`accumulate_dtype`; the phase ``r`` enters the input index through the plan's
+    closed form :meth:`~tvm_deconv.plan.AxisPlan.batched_input`.  The weight is
+    :func:`decomposed_pack`'s: with equal tap counts its flat tap axis is the row-major
+    ``(r.., j..)`` grid, so no kernel index (a ``floormod`` of ``r``) is computed here.  The
+    input is read from a zero-padded copy (a ``pad`` block), unguarded.
     A ``store`` block writes ``out[.., q*s + r, ..] = acc`` (casting when accumulating in
     float32): it is the only writer of the output, a bijection, so the PrimFunc is a stage
     pipeline — epilogues fuse after it and every TIR primitive applies (GPU schedules: one
@@ -180,17 +249,19 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec,
     nd, sp = spec.ndim, spec.spatial_axes
     acc_dtype = accumulate_dtype(spec)
     grid = [ax.stride for ax in plan.axes] + [ax.out_size // ax.stride for ax in plan.axes]
+    taps = [ax.max_taps for ax in plan.axes]
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
             T.func_name(name or f"conv{nd}d_transpose_phase_batched")
             T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
             data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
-            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
+            weight = T.arg("weight", T.buffer([_i64(d) for d in decomposed_packed_shape(spec)],
+                                              spec.dtype))
             out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
             acc = T.sblock_alloc_buffer(
                 [_i64(d) for d in [spec.batch, spec.out_channels] + grid], acc_dtype)
-            extents = ([spec.batch, spec.out_channels] + grid + [spec.in_per_group]
-                       + [ax.max_taps for ax in plan.axes])
+            data, pads = _padded_data_block(spec, plan, data)
+            extents = [spec.batch, spec.out_channels] + grid + [spec.in_per_group] + taps
             with T.grid(*[_i64(e) for e in extents]) as loops:
                 with T.sblock("phases"):
                     it = T.axis.remap("SS" + "S" * 2 * nd + "R" * (1 + nd), loops,
@@ -204,15 +275,11 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec,
                         ic = tirx.floordiv(oc, _i64(spec.out_per_group)) * _i64(
                             spec.in_per_group) + ric
                         oc_in_group = tirx.floormod(oc, _i64(spec.out_per_group))
-                    in_idx, tap_idx, guards = {}, {}, []
-                    for a, ax, r, q, j in zip(sp, plan.axes, qr[:nd], qr[nd:], js):
-                        in_idx[a] = ax.batched_input(r, q, j)
-                        tap_idx[a] = ax.batched_tap(r, j)
-                        guards += [in_idx[a] >= _i64(0), in_idx[a] < _i64(ax.in_size)]
+                    in_idx = {a: ax.batched_input(r, q, j) + _i64(pads[a][0])
+                              for a, ax, r, q, j in zip(sp, plan.axes, qr[:nd], qr[nd:], js)}
                     x = data[tuple(_index(spec.data_layout, dict(in_idx, N=n, C=ic)))]
-                    x = tirx.if_then_else(tirx.all(*guards), x, tirx.const(0, spec.dtype))
-                    w = weight[tuple(_index(spec.kernel_layout,
-                                            dict(tap_idx, I=ic, O=oc_in_group)))]
+                    w = weight[flat_index(list(qr[:nd]) + list(js), grid[:nd] + taps), ic,
+                               oc_in_group]
                     with T.init():
                         T.buffer_store(acc, tirx.const(0, acc_dtype), list(it[:2 + 2 * nd]))
                     T.buffer_store(acc, acc[tuple(it[:2 + 2 * nd])] + x.astype(acc_dtype)
@@ -227,6 +294,31 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec,
                     y_idx = _index(spec.out_layout, dict(out_idx, N=it[0], C=it[1]))
                     T.buffer_store(out, acc[tuple(it)].astype(spec.out_dtype), y_idx)
     return builder.get()
+
+
+def _padded_data_block(spec: ConvTransposeSpec, plan: TransposedConvPlan, data):
+    """(input, pads): a ``pad`` block copying ``data`` with :meth:`AxisPlan.input_pads`
+    zeros around each spatial axis (``pads[axis] = (before, after)``), so the conv reads it
+    unguarded (GPU schedules inline it into the shared-memory copy, where the bounds check
+    then runs once per staged element); ``data`` itself where no phase reads outside it."""
+    pads = {a: ax.input_pads() for a, ax in zip(spec.spatial_axes, plan.axes)}
+    if not any(lo or hi for lo, hi in pads.values()):
+        return data, pads
+    shape = [d + sum(pads.get(a, (0, 0))) for a, d in zip(spec.data_layout, spec.data_shape)]
+    padded = T.sblock_alloc_buffer([_i64(d) for d in shape], spec.dtype)
+    with T.grid(*[_i64(d) for d in shape]) as loops:
+        with T.sblock("pad"):
+            it = T.axis.remap("S" * len(shape), loops, dtype=INDEX_DTYPE)
+            T.sblock_attr({PADDED_INPUT_ANNOTATION: 1})
+            src, guards = [], []
+            for a, i, d in zip(spec.data_layout, it, spec.data_shape):
+                lo = pads.get(a, (0, 0))[0]
+                src.append(i - _i64(lo))
+                if a in pads:
+                    guards += [i >= _i64(lo), i < _i64(lo + d)]
+            T.buffer_store(padded, tirx.if_then_else(tirx.all(*guards), data[tuple(src)],
+                                                     tirx.const(0, spec.dtype)), list(it))
+    return padded, pads
 
 
 def _conv_nd_transpose(ndim: int, data_shape: Sequence[int], weight_shape: Sequence[int],

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 SPATIAL_AXES = {1: "W", 2: "HW", 3: "DHW"}
 DEFAULT_LAYOUTS = {
@@ -94,19 +94,29 @@ class AxisPlan:
     def phase_batched(self) -> bool:
         """One loop over ``r`` covers every phase: dilation 1, equal tap counts (k % s == 0)
         and equal extents (s divides the output), so ``o = q*s + r`` is a dense (q, r) grid.
-        Then :meth:`batched_tap` and :meth:`batched_input` give every phase's arithmetic as
-        closed forms in ``r``."""
+        Then :meth:`batched_input` gives every phase's input index as a closed form in
+        ``r``."""
         return (self.dilation == 1 and self.uniform_taps and self.max_taps > 0
                 and self.out_size % self.stride == 0)
-
-    def batched_tap(self, r, j):
-        """Kernel index of sub-kernel tap ``j`` of phase ``r`` (ints or TIR expressions; only
-        for :attr:`phase_batched` axes): the phase's ``tap_start + j*tap_step``."""
-        return (r + self.pad_before) % self.stride + j * self.stride
 
     def batched_input(self, r, q, j):
         """Input index read by tap ``j`` of output ``q*s + r``: ``q + in_start - j*in_step``."""
         return q + (r + self.pad_before) // self.stride - j
+
+    def input_pads(self, q_extent: Optional[Callable[["AxisPhase"], int]] = None
+                   ) -> tuple[int, int]:
+        """(before, after): the zeros around the input that every phase with taps reads
+        (tap ``j`` of output ``q`` reads ``q + in_start - j*in_step``), so a kernel can read
+        a padded copy unguarded.  ``q_extent(phase)`` overrides a phase's output extent
+        (schedules that round it up to their tile)."""
+        lows, highs = [0], [0]
+        for ap in self.phases:
+            if ap.num_taps == 0 or ap.extent == 0:
+                continue
+            extent = q_extent(ap) if q_extent else ap.extent
+            lows.append(-(ap.in_start - (ap.num_taps - 1) * ap.in_step))
+            highs.append(extent - 1 + ap.in_start - (self.in_size - 1))
+        return max(lows), max(highs)
 
 
 def plan_axis(
@@ -376,6 +386,15 @@ class TransposedConvPlan:
     def phase_batched(self) -> bool:
         """Every axis is :attr:`AxisPlan.phase_batched`: all phases fit one loop nest."""
         return all(a.phase_batched for a in self.axes)
+
+    def tap_offsets(self) -> tuple[dict, int]:
+        """({phase index: offset}, total): the phases' sub-kernels laid end to end on one
+        flat tap axis (row-major taps within a phase), for packed weight layouts."""
+        offsets, total = {}, 0
+        for phase in self.phases():
+            offsets[phase.index] = total
+            total += math.prod(phase.num_taps)
+        return offsets, total
 
     def macs(self) -> int:
         """Multiply-adds of the decomposed kernel: each output element times its phase's taps."""

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -52,6 +53,8 @@ DEFAULT, OURS, STOCK = "default", "ours", "stock"
 SPACES = (DEFAULT, OURS, STOCK)
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+# Shipped logs are xz-compressed: a workload is its whole IRModule (~300 KB of JSON each).
+COMPRESSED = ".xz"
 
 
 class TuningLogError(ValueError):
@@ -531,7 +534,40 @@ def shipped_log_dir(target: Target) -> Optional[Path]:
     if root is None:
         return None
     path = root / target_key(target)
-    return path if (path / RECORD_FILE).exists() else None
+    return path if _log_files_in(path) is not None else None
+
+
+def _log_files_in(path: Path) -> Optional[str]:
+    """'' if ``path`` holds a JSON database, :data:`COMPRESSED` if an xz-compressed one."""
+    for suffix in ("", COMPRESSED):
+        if (path / (RECORD_FILE + suffix)).exists() and (path / (WORKLOAD_FILE + suffix)).exists():
+            return suffix
+    return None
+
+
+def _readable_copy(path: Path) -> Path:
+    """``path`` itself, or for a compressed log a temporary folder with it decompressed."""
+    import lzma  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    if _log_files_in(path) != COMPRESSED:
+        return path
+    copy = Path(tempfile.mkdtemp(prefix="tvm_deconv_log_"))
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        (copy / name).write_bytes(lzma.decompress((path / (name + COMPRESSED)).read_bytes()))
+    return copy
+
+
+def compress_log(path: str | os.PathLike) -> None:
+    """Replace the JSON database in ``path`` by its xz-compressed files (how shipped logs
+    are stored; :func:`load_tuning_logs` reads both)."""
+    import lzma  # pylint: disable=import-outside-toplevel
+
+    path = Path(path)
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        (path / (name + COMPRESSED)).write_bytes(
+            lzma.compress((path / name).read_bytes(), preset=9))
+        (path / name).unlink()
 
 
 def validate_log_files(work_dir: Path) -> None:
@@ -582,16 +618,17 @@ def load_tuning_logs(path: str | os.PathLike, target: Target):
     Records for other targets are dropped with one warning per file.
     """
     path = Path(path)
-    if not (path / RECORD_FILE).exists() or not (path / WORKLOAD_FILE).exists():
+    if _log_files_in(path) is None:
         raise TuningLogError(f"{path} is not a tuning log: it needs {WORKLOAD_FILE} and "
                              f"{RECORD_FILE} (the work_dir of `tvm-deconv tune`)")
-    validate_log_files(path)
+    readable = _readable_copy(path)
     try:
-        source = ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")
-        records = source.get_all_tuning_records()
-    except Exception as err:  # pylint: disable=broad-except
-        raise TuningLogError(f"{path}: MetaSchedule could not read the log ({err}); delete it "
-                             "and re-run `tvm-deconv tune`") from None
+        records = _read_records(readable)
+    except TuningLogError as err:
+        raise TuningLogError(str(err).replace(str(readable), f"{path} (decompressed)")) from None
+    finally:
+        if readable != path:
+            shutil.rmtree(readable, ignore_errors=True)
     wanted = target_key(target)
     database = ms.database.MemoryDatabase(module_equality="structural")
     foreign = set()
@@ -606,6 +643,16 @@ def load_tuning_logs(path: str | os.PathLike, target: Target):
         logger.warning("tvm_deconv: %s: ignored records tuned for %s (building for %s)", path,
                        ", ".join(sorted(foreign)), wanted)
     return database
+
+
+def _read_records(path: Path) -> list:
+    validate_log_files(path)
+    try:
+        source = ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")
+        return list(source.get_all_tuning_records())
+    except Exception as err:  # pylint: disable=broad-except
+        raise TuningLogError(f"{path}: MetaSchedule could not read the log ({err}); delete it "
+                             "and re-run `tvm-deconv tune`") from None
 
 
 def best_schedule(database, task_mod: tvm.IRModule, target: Target):
