@@ -39,7 +39,7 @@ from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
 
 from tvm_deconv.compute import (INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION,
-                                 flat_index)
+                                 flat_index, pack_signature)
 from tvm_deconv.plan import ConvTransposeSpec, TransposedConvPlan, make_plan
 from tvm_deconv.targets import resolve_target
 
@@ -246,11 +246,8 @@ def x86_pack(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tirx.P
     nd, sp = spec.ndim, spec.spatial_axes
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
-            T.func_name(f"{(isa or X86).name}_pack_weight")
-            T.func_attr({"tirx.noalias": True})
-            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
-            packed = T.arg("packed_weight",
-                           T.buffer([_i64(d) for d in lay.packed_shape], spec.dtype))
+            weight, packed = pack_signature(f"{(isa or X86).name}_pack_weight", spec,
+                                            lay.packed_shape)
             for phase in plan.phases():
                 if not phase.has_taps:
                     continue

@@ -41,7 +41,7 @@ from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
 
 from tvm_deconv.compute import (INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION,
-                                 flat_index)
+                                 flat_index, pack_signature)
 from tvm_deconv.dilated import DILATED_CONV, OP_ANNOTATION
 from tvm_deconv.plan import DilatedAxisPhase, DilatedConvSpec, make_dilated_plan
 
@@ -201,10 +201,8 @@ def dilated_pack(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> tirx
     extents = shape[:3] + tuple(spec.kernel) + shape[4:]
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
-            T.func_name(f"{(isa or X86).name}_dilated_pack_weight")
-            T.func_attr({"tirx.noalias": True})
-            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
-            packed = T.arg("packed_weight", T.buffer([_i64(d) for d in shape], spec.dtype))
+            weight, packed = pack_signature(f"{(isa or X86).name}_dilated_pack_weight", spec,
+                                            shape)
             with T.grid(*[_i64(e) for e in extents]) as loops:
                 with T.sblock("pack_weight"):
                     it = T.axis.remap("S" * len(extents), loops, dtype=INDEX_DTYPE)

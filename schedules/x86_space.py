@@ -58,12 +58,9 @@ def space_layout(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None
     qext = [max(p.extent for p in ax.phases) for ax in plan.axes]
     if lay.mode == "w":
         qext[-1] = -(-qext[-1] // lay.lanes) * lay.lanes
-    lo, hi = [], []
-    for ax, q in zip(plan.axes, qext):
-        tapped = [ap for ap in ax.phases if ap.num_taps and ap.extent]
-        lo.append(max([0] + [(ap.num_taps - 1) * ap.in_step - ap.in_start for ap in tapped]))
-        hi.append(max([0] + [q - 1 + ap.in_start - (ax.in_size - 1) for ap in tapped]))
-    return dataclasses.replace(lay, lo=tuple(lo), hi=tuple(hi)), tuple(qext)
+    pads = [ax.input_pads(lambda _ap, q=q: q) for ax, q in zip(plan.axes, qext)]
+    return (dataclasses.replace(lay, lo=tuple(lo for lo, _ in pads),
+                                hi=tuple(hi for _, hi in pads)), tuple(qext))
 
 
 def _acc_shape(spec, lay, qext) -> list:

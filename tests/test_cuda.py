@@ -32,7 +32,7 @@ from tvm_deconv.plan import PlanError, make_plan, make_spec
 from tvm_deconv.schedules import cuda as cuda_sched
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
-                                transposed_conv_module)
+                                run_pack, transposed_conv_module)
 
 CUDA = resolve_target("cuda")
 
@@ -155,14 +155,11 @@ def test_cuda_source_compiles_with_nvcc(name, tmp_path):
 
 
 def packed_weight(spec, weight: np.ndarray, dev):
-    """``weight`` through cuda_pack (if any), run on the CPU as FoldConstant runs it."""
+    """``weight`` through cuda_pack (if any); NaN where the pack writes nothing."""
     pack = cuda_sched.cuda_pack(spec)
     if pack is None:
         return tvm.runtime.tensor(weight, dev)
-    shape = [int(d) for d in pack.params[-1].shape]  # TVM 0.27: the params are buffers
-    packed = tvm.runtime.tensor(np.full(shape, np.nan, spec.dtype), tvm.cpu())
-    tvm.compile(pack, "llvm")(tvm.runtime.tensor(weight, tvm.cpu()), packed)
-    return tvm.runtime.tensor(packed.numpy(), dev)
+    return tvm.runtime.tensor(run_pack(pack, weight, fill=np.nan), dev)
 
 
 def _emulate(spec, seed=0, knobs=cuda_sched.CPU_EMULATION):

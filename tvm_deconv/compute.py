@@ -79,8 +79,7 @@ def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out, acc=
                 if pads is not None:
                     in_idx[a] = in_idx[a] + _i64(pads[a][0])
                     continue
-                lowest = ap.in_start - (ap.num_taps - 1) * ap.in_step
-                highest = ap.extent - 1 + ap.in_start
+                lowest, highest = ap.input_span()
                 if lowest < 0:
                     guards.append(in_idx[a] >= _i64(0))
                 if highest >= axis_plan.in_size:
@@ -136,6 +135,17 @@ def flat_index(js, extents) -> tirx.PrimExpr:
     return idx
 
 
+def pack_signature(name: str, spec, packed_shape) -> tuple:
+    """Inside ``T.prim_func``: name a weight-packing PrimFunc and declare its ``(weight,
+    packed_weight)`` parameters (``spec``: any spec with ``weight_shape`` and ``dtype``);
+    returns the two buffers."""
+    T.func_name(name)
+    T.func_attr({"tirx.noalias": True})
+    weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
+    packed = T.arg("packed_weight", T.buffer([_i64(d) for d in packed_shape], spec.dtype))
+    return weight, packed
+
+
 def decomposed_packed_shape(spec: ConvTransposeSpec) -> list[int]:
     """Shape of :func:`decomposed_pack`'s weight: ``[taps of every phase, Cin, Cout/groups]``
     (the phases' sub-kernels end to end, each tap a K-major matrix, output channels
@@ -151,10 +161,8 @@ def decomposed_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     shape = decomposed_packed_shape(spec)
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
-            T.func_name(f"conv{spec.ndim}d_transpose_decomposed_pack")
-            T.func_attr({"tirx.noalias": True})
-            weight = T.arg("weight", T.buffer([_i64(d) for d in spec.weight_shape], spec.dtype))
-            packed = T.arg("packed_weight", T.buffer([_i64(d) for d in shape], spec.dtype))
+            weight, packed = pack_signature(f"conv{spec.ndim}d_transpose_decomposed_pack", spec,
+                                            shape)
             for phase in plan.phases():
                 if not phase.has_taps:
                     continue

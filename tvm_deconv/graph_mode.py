@@ -51,7 +51,7 @@ def axis_conv_params(ap: AxisPhase, in_size: int, extent: int) -> tuple[int, int
     non-negative: returns ``(pad_before, pad_after, crop)`` where the conv's output element
     ``crop + q`` is the phase's element ``q`` for ``q in range(extent)``.
     """
-    c = ap.in_start - (ap.num_taps - 1) * ap.in_step
+    c = ap.input_span()[0]
     pad_before = -c
     # conv output size = in + pb + pa - in_step*(num_taps-1) must cover `extent`
     pad_after = extent + ap.in_step * (ap.num_taps - 1) - in_size - pad_before

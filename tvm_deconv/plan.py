@@ -53,6 +53,12 @@ class AxisPhase:
     in_start: int
     in_step: int
 
+    def input_span(self, q_extent: Optional[int] = None) -> tuple[int, int]:
+        """(lowest, highest) input index the taps read for ``q in range(q_extent)`` (default
+        :attr:`extent`); outside ``[0, in_size)`` they read implicit zeros."""
+        extent = self.extent if q_extent is None else q_extent
+        return self.in_start - (self.num_taps - 1) * self.in_step, extent - 1 + self.in_start
+
     @property
     def taps(self) -> tuple[int, ...]:
         """Kernel indices of this phase's sub-kernel, in reduction order."""
@@ -113,9 +119,9 @@ class AxisPlan:
         for ap in self.phases:
             if ap.num_taps == 0 or ap.extent == 0:
                 continue
-            extent = q_extent(ap) if q_extent else ap.extent
-            lows.append(-(ap.in_start - (ap.num_taps - 1) * ap.in_step))
-            highs.append(extent - 1 + ap.in_start - (self.in_size - 1))
+            lowest, highest = ap.input_span(q_extent(ap) if q_extent else None)
+            lows.append(-lowest)
+            highs.append(highest - (self.in_size - 1))
         return max(lows), max(highs)
 
 

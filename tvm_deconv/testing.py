@@ -75,17 +75,26 @@ def tolerance(dtype: str) -> float:
 
 
 def run_primfunc(func, args: list[np.ndarray], out_shape, out_dtype: str,
-                 target="llvm") -> np.ndarray:
-    """Compile a PrimFunc ``(*args, out)`` for a CPU target, run it once, return ``out``."""
+                 target="llvm", fill: float = 0.0) -> np.ndarray:
+    """Compile a PrimFunc ``(*args, out)`` for a CPU target, run it once, return ``out``
+    (filled with ``fill`` before the run: NaN shows elements the PrimFunc never writes)."""
     import tvm  # pylint: disable=import-outside-toplevel
 
     name = "main"
     func = func.with_attr("global_symbol", name)
     lib = tvm.compile(tvm.IRModule({name: func}), target)
     dev = tvm.cpu(0)
-    out = tvm.runtime.tensor(np.zeros(out_shape, out_dtype), dev)
+    out = tvm.runtime.tensor(np.full(out_shape, fill, out_dtype), dev)
     lib[name](*[tvm.runtime.tensor(a, dev) for a in args], out)
     return out.numpy()
+
+
+def run_pack(pack, weight: np.ndarray, target="llvm", fill: float = 0.0) -> np.ndarray:
+    """An implementation's weight packing ``(weight, packed_weight)`` run on the CPU, as
+    FoldConstant runs it at build for a constant weight."""
+    packed = pack.params[-1]  # TVM 0.27: PrimFunc params are the buffers
+    return run_primfunc(pack, [weight], [int(d) for d in packed.shape], packed.dtype, target,
+                        fill)
 
 
 def loop_nest_macs(func) -> int:

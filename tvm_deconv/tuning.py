@@ -45,7 +45,8 @@ from . import strategy
 from .compute import decomposed_conv_transpose
 from .plan import ConvTransposeSpec, make_plan
 from .targets import TargetLike, resolve_target
-from .testing import conv_transpose_reference, random_inputs, relative_error, tolerance
+from .testing import (conv_transpose_reference, random_inputs, relative_error, run_pack,
+                      tolerance)
 
 logger = logging.getLogger("tvm_deconv")
 
@@ -237,13 +238,7 @@ class Verifier:
         self.ref = conv_transpose_reference(self.data, weight, spec)
         self.weight = weight
         if task.pack is not None:
-            pack = task.pack.with_attr("global_symbol", "main")
-            lib = tvm.compile(tvm.IRModule({"main": pack}), _host(target))
-            packed_buf = pack.params[-1]
-            packed = tvm.runtime.tensor(
-                np.zeros([int(d) for d in packed_buf.shape], packed_buf.dtype), tvm.cpu(0))
-            lib["main"](tvm.runtime.tensor(weight, tvm.cpu(0)), packed)
-            self.weight = packed.numpy()
+            self.weight = run_pack(task.pack, weight, _host(target))
 
     def error(self, sch) -> float:
         """Relative error of the scheduled workload (``inf`` if it fails to build or run);
