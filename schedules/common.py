@@ -13,6 +13,12 @@ from tvm.target import Target
 from tvm_deconv.compute import PHASE_ANNOTATION
 from tvm_deconv.plan import ConvTransposeSpec
 
+# Storage scope of the CPU register tiles (accumulators allocated inside the parallel loop).
+# TVM's LowerTVMBuiltin puts only "global" allocations under 1 KiB on the stack; any other
+# scope ("local" included) becomes a TVMBackendAllocWorkspace/FreeWorkspace call pair per
+# tile, which took 10-18% of the U-Net k2s2 phase GEMMs.
+CPU_TILE_SCOPE = "global"
+
 
 def root_blocks(sch: s_tir.Schedule) -> list:
     return list(sch.get_child_blocks(sch.get_sblock("root")))

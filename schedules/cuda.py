@@ -53,10 +53,11 @@ from .common import root_blocks, split_blocks, supports_dtype
 OP_PATTERN_OPAQUE = 8  # relax.OpPatternKind.kOpaque: FuseOps fuses nothing into it
 
 
-# Per-phase layers with fewer output channels per group keep the plain weight and guarded
-# input reads: on the H100, FSRCNN 56->1 at batch 1 ran 0.24 / 0.19 ms (x2 / x3) that way and
-# 0.36 / 0.42 ms packed and padded (equal at batch 64), while CycleGAN ran 2-5x faster packed
-# (benchmarks/cuda_forms_ab.py → benchmarks/results/h100-forms-ab.json).
+# Per-phase layers at batch 1 with fewer output channels per group keep the plain weight and
+# guarded input reads: on the H100, FSRCNN 56->1 at batch 1 ran 0.24 / 0.19 ms (x2 / x3) that
+# way and 0.36 / 0.42 ms packed and padded, while CycleGAN ran 2-5x faster packed
+# (benchmarks/cuda_forms_ab.py → benchmarks/results/h100-forms-ab.json).  At batch 64 FSRCNN
+# ran equally in both forms and DCGAN 64->3 (per phase there) 0.086 ms packed, 0.134 plain.
 PACKED_MIN_OUT_CHANNELS = 4
 
 
@@ -82,7 +83,7 @@ def cuda_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc | None:
 
 
 def _per_phase_packed(spec: ConvTransposeSpec) -> bool:
-    return spec.out_per_group >= PACKED_MIN_OUT_CHANNELS
+    return spec.out_per_group >= PACKED_MIN_OUT_CHANNELS or spec.batch > 1
 
 
 @functools.lru_cache(maxsize=256)

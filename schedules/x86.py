@@ -43,6 +43,8 @@ from tvm_deconv.compute import (INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTAT
 from tvm_deconv.plan import ConvTransposeSpec, TransposedConvPlan, make_plan
 from tvm_deconv.targets import resolve_target
 
+from .common import CPU_TILE_SCOPE
+
 ROLE = "tvm_deconv.x86.role"   # "pad" | "conv" | "wb" | "zero"
 TILE = "tvm_deconv.x86.tile"   # conv blocks: the register tile the schedule applies
 CHANNELS_LAST = "tvm_deconv.x86.channels_last"  # pad block: it transposes NC.. to N..C
@@ -426,7 +428,7 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
         sshape = [spec.batch, lay.groups, lay.ob] + qext + [lay.lanes]
     else:
         sshape = [spec.batch, lay.groups, lay.out_per_group] + qext
-    acc = T.sblock_alloc_buffer([_i64(d) for d in sshape], spec.out_dtype, scope="local")
+    acc = T.sblock_alloc_buffer([_i64(d) for d in sshape], spec.out_dtype, scope=CPU_TILE_SCOPE)
     tiles = _tiles(lay, nd, sshape)
     tile_size = [math.prod(e for e, _, _ in t) for t in tiles]
     outer = [d // t for d, t in zip(sshape, tile_size)]

@@ -45,6 +45,7 @@ from tvm_deconv.compute import (INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTAT
 from tvm_deconv.dilated import DILATED_CONV, OP_ANNOTATION
 from tvm_deconv.plan import DilatedAxisPhase, DilatedConvSpec, make_dilated_plan
 
+from .common import CPU_TILE_SCOPE
 from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _i64, _index, _nest,
                   compute_args_and_padded_data, is_aarch64, lanes_of, schedule_x86,
                   supports_float32, vector_lanes)
@@ -250,7 +251,7 @@ def dilated_compute(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> t
                 # the register tile: allocated inside the parallel loop, one per thread (a
                 # root-level tile was shared by the threads and raced)
                 acc = T.alloc_buffer([_i64(d) for d in lay.tile + (lay.lanes,)],
-                                     spec.out_dtype, scope="local")
+                                     spec.out_dtype, scope=CPU_TILE_SCOPE)
                 coords, rest = [], fused
                 for i, e in enumerate(outer):
                     inner = math.prod(outer[i + 1:])

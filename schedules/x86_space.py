@@ -37,6 +37,7 @@ from tvm.target import Target
 from tvm_deconv.compute import INDEX_DTYPE, PHASE_ANNOTATION, flat_index
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
+from .common import CPU_TILE_SCOPE
 from .x86 import (ROLE, X86, VectorISA, X86Layout, _i64, _index,
                   compute_args_and_padded_data, schedule_pad, x86_layout)
 
@@ -249,7 +250,7 @@ def _schedule_phase(sch, block, channels_inner: bool, tiles):
     sch.vectorize(vec)
     # The accumulator tile lives in registers; the phase buffer is dense, so writing the
     # tile back touches no other phase's elements.
-    write_back = sch.cache_write(block, 0, "local")
+    write_back = sch.cache_write(block, 0, CPU_TILE_SCOPE)
     sch.reverse_compute_at(write_back, fused, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(write_back)[-1])
     init = sch.decompose_reduction(block, ric)

@@ -286,8 +286,51 @@ def test_shipped_logs_hold_only_current_workloads():
         records = tuning._read_records(tuning._readable_copy(path))  # pylint: disable=W0212
         target = records[0].target
         assert tuning.target_key(target) == path.name
-        tasks = tuning.make_tasks([layer.spec(1) for layer in zoo.LAYERS], target)
+        data_shapes = {tuple(int(d) for d in record.args_info[0].as_json()[2])
+                       for record in records}
+        batches = {shape[0] for shape in data_shapes}
+        specs = [layer.spec(b) for layer in zoo.LAYERS for b in batches]
+        tasks = tuning.make_tasks([s for s in specs if s.data_shape in data_shapes], target)
         for record in records:
             mod = record.workload.mod
             assert any(tvm_ffi.structural_equal(mod, task.mod) for task in tasks), \
                 f"{path.name}: a record for a workload no zoo task has (stale log)"
+
+
+def test_export_keeps_the_verified_best_retimed_and_merges_into_a_compressed_folder(
+        tmp_path, monkeypatch):
+    """``export_logs`` (``tvm-deconv tune --export``): the best record per task, re-timed
+    here (not the time stored at tuning), compressed; a second export merges into it; a
+    record the verifier rejects is never exported."""
+    target = tvm_deconv.resolve_target("llvm")
+    other = make_spec((1, 4, 3, 3), (4, 3, 3, 3), strides=2, padding=1)
+    for spec in (SPEC, other):
+        write_record(tmp_path / "work", spec, target, secs=1e-3, space="default")
+        write_record(tmp_path / "work", spec, target, secs=123.0)   # a made-up stored time
+    out = tmp_path / "shipped"
+    tasks = tuning.make_tasks([SPEC], target, spaces=["default", "stock"])
+    assert tuning.export_logs(tmp_path / "work", out, tasks, target, top=1, compress=True) == [
+        (t.name, 1) for t in tasks]
+    assert tuning._log_files_in(out) == tuning.COMPRESSED  # pylint: disable=W0212
+    more = tuning.make_tasks([other], target, spaces=["default", "stock"])
+    tuning.export_logs(tmp_path / "work", out, more, target, top=1, compress=True)
+    records = tuning._read_records(tuning._readable_copy(out))  # pylint: disable=W0212
+    assert len(records) == 4
+    assert all(0 < sum(r.run_secs) / len(r.run_secs) < 1.0 for r in records)  # re-timed
+    data, weight = random_inputs(SPEC)
+    ex = tvm_deconv.build(one_layer(SPEC, weight), target, tuning_logs=str(out))
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    assert relative_error(got, conv_transpose_reference(data, weight, SPEC)) < 1e-5
+
+    monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch: float("nan"))
+    assert tuning.export_logs(tmp_path / "work", tmp_path / "none", tasks, target, top=1) == [
+        (t.name, 0) for t in tasks]
+
+
+def test_each_space_is_its_own_workload_on_cuda():
+    """CUDA's sampled space starts from the default compute; its workload is still its own,
+    so trials, best times and tune-report curves are counted per space."""
+    target = tvm_deconv.resolve_target("cuda")
+    default, ours = tuning.make_tasks([SPEC], target, spaces=["default", "ours"])
+    assert not tvm_ffi.structural_equal(default.mod, ours.mod)
+    assert ours.mod["main"].attrs[tuning.SPACE_ATTR] == "ours"

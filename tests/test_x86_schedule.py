@@ -129,3 +129,31 @@ def test_x86_declines_arm_and_non_float32():
     assert impl.applies_to(spec, TARGET) is None
     spec16 = make_spec((1, 4, 3, 3), (4, 4, 2, 2), strides=2, dtype="float16")
     assert impl.applies_to(spec16, TARGET) is not None
+
+
+def _llvm_ir(mod) -> str:
+    """LLVM IR of every llvm module a built executable holds (transitively)."""
+    text = mod.inspect_source("ll") if mod.kind == "llvm" else ""
+    return text + "".join(_llvm_ir(sub) for sub in mod.imports)
+
+
+def test_register_tiles_live_on_the_stack_not_in_the_workspace_pool():
+    """The per-tile accumulators (transposed and dilated kernels) must not call TVM's workspace
+    allocator: LowerTVMBuiltin puts only "global" allocations under 1 KiB on the stack, and a
+    "local" tile cost an AllocWorkspace/FreeWorkspace pair per tile (10-40% of the layer)."""
+    spec = make_spec((1, 16, 6, 6), (16, 16, 3, 3), strides=2, padding=1, output_padding=1)
+    _, weight = random_inputs(spec)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 12, 12), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight.transpose(1, 0, 2, 3)),
+                                           padding=2, dilation=2))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    for mod, params, kernel in [(_module(spec), {"w": weight}, "conv2d_transpose"),
+                                (bb.get(), {}, "dilated")]:
+        ir = _llvm_ir(tvm_deconv.build(mod, TARGET, params).mod)
+        assert kernel in ir
+        # one workspace per call: the zero-padded data copy (several phases and tiles each)
+        assert ir.count("load ptr, ptr @__TVMBackendAllocWorkspace") == 1, kernel

@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify", action="store_true",
                         help="store records without checking them against the reference")
     parser.add_argument("--json", help="write the results table as JSON here")
+    parser.add_argument("--export", metavar="DIR",
+                        help="after tuning, copy each task's best record, re-verified and "
+                             "re-timed on the target's device, xz-compressed, into DIR (merged "
+                             "with records already there): ship it as tuning_logs/<target key>/")
     board = parser.add_argument_group("measuring on a board through an RPC tracker")
     board.add_argument("--rpc-tracker", metavar="HOST:PORT",
                        help="RPC tracker the board's rpc_server registered with "
@@ -124,5 +128,18 @@ def run(args: argparse.Namespace) -> int:
     print(tuning.results_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
-    print(f"use it: tvm_deconv.build(mod, target, params, tuning_logs={args.work_dir!r})")
+    logs = args.work_dir
+    if args.export:
+        if board is not None:
+            return _error("--export re-times records on this machine's device; "
+                          "export board records where the board's device is")
+        # CPU records are re-verified and re-timed back to back (a shared machine's timings
+        # drift during tuning); GPU records are copied as measured and verified at tuning.
+        kept = tuning.export_logs(args.work_dir, args.export, tasks, target, top=1,
+                                  compress=True, remeasure="gpu" not in target.keys)
+        print(f"exported {sum(n for _, n in kept)} record(s) of {len(kept)} task(s) to "
+              f"{args.export} (shipped logs of this target go to tuning_logs/"
+              f"{tuning.target_key(target)}/)")
+        logs = args.export
+    print(f"use it: tvm_deconv.build(mod, target, params, tuning_logs={logs!r})")
     return 0

@@ -36,6 +36,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax, tirx
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
@@ -51,6 +52,7 @@ from .testing import (conv_transpose_reference, random_inputs, relative_error, r
 logger = logging.getLogger("tvm_deconv")
 
 DEFAULT, OURS, STOCK = "default", "ours", "stock"
+SPACE_ATTR = "tvm_deconv.tuning_space"
 SPACES = (DEFAULT, OURS, STOCK)
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
@@ -116,6 +118,10 @@ def workload_func(spec: ConvTransposeSpec, space: str, target: Target
     with target:
         func = annotate_implementation(compute(spec), impl.name)
         pack = impl.pack(spec) if impl.pack is not None else None
+    if space == OURS and compute is impl.compute:
+        # The same PrimFunc as the default space's (CUDA): mark it, so each space is its own
+        # workload with its own records (trial counts, best, tune-report curves).
+        func = func.with_attr(SPACE_ATTR, OURS)
     return impl.name, func.with_attr("global_symbol", "main"), pack
 
 
@@ -542,15 +548,24 @@ def _log_files_in(path: Path) -> Optional[str]:
 
 def _readable_copy(path: Path) -> Path:
     """``path`` itself, or for a compressed log a temporary folder with it decompressed."""
-    import lzma  # pylint: disable=import-outside-toplevel
     import tempfile  # pylint: disable=import-outside-toplevel
 
     if _log_files_in(path) != COMPRESSED:
         return path
     copy = Path(tempfile.mkdtemp(prefix="tvm_deconv_log_"))
-    for name in (WORKLOAD_FILE, RECORD_FILE):
-        (copy / name).write_bytes(lzma.decompress((path / (name + COMPRESSED)).read_bytes()))
+    _decompress_log(path, into=copy)
     return copy
+
+
+def _decompress_log(path: Path, into: Optional[Path] = None) -> None:
+    """The inverse of :func:`compress_log`: in place, or into another folder."""
+    import lzma  # pylint: disable=import-outside-toplevel
+
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        packed = path / (name + COMPRESSED)
+        ((into or path) / name).write_bytes(lzma.decompress(packed.read_bytes()))
+        if into is None:
+            packed.unlink()
 
 
 def compress_log(path: str | os.PathLike) -> None:
@@ -757,20 +772,38 @@ def cost_report_table(rows: list[dict], fraction: float = 0.9) -> str:
 
 def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 tasks: Iterable[TuningTask], target: TargetLike, top: int = 3,
-                repeat: int = 5) -> list[tuple[str, int]]:
+                repeat: int = 5, compress: bool = False, remeasure: bool = True
+                ) -> list[tuple[str, int]]:
     """Copy the ``top`` fastest records of each task measured on ``target`` from ``work_dir``
-    to a new database ``out_dir`` (e.g. ``tuning_logs/<target_key>/``), each re-verified
-    against the float64 reference and re-timed here back to back, so records of different
-    spaces, measured at different times on a shared machine, compare fairly at build.
+    to the database ``out_dir`` (e.g. ``tuning_logs/<target_key>/``; records already there
+    are kept, so several runs merge into one folder), each re-verified against the float64
+    reference and re-timed here, on the target's device, back to back, so records of
+    different spaces, measured at different times on a shared machine, compare fairly at
+    build.  ``remeasure=False`` copies the records as they were measured at tuning, with no
+    device here (GPU logs: a GPU's timings are not shared-machine noise, and every best
+    record was verified when it was measured).  ``compress``: store ``out_dir``
+    xz-compressed, as shipped logs are (a compressed ``out_dir`` is read back first).
     Returns (task, records kept) per task."""
     target = resolve_target(target)
     source = load_tuning_logs(work_dir, target)
+    out_dir = Path(out_dir)
+    if _log_files_in(out_dir) == COMPRESSED:
+        _decompress_log(out_dir)
     out = open_database(out_dir)
-    dev = tvm.cpu(0)
-    kept = []
+    kept, seen = [], set()
     for task in tasks:
+        key = tvm_ffi.structural_hash(task.mod)
+        if key in seen:  # spaces sharing a workload (CUDA: default and ours) share records
+            continue
+        seen.add(key)
         verifier, count = None, 0
         for record in source.get_top_k(source.commit_workload(task.mod), top):
+            if not remeasure:
+                out.commit_tuning_record(ms.database.TuningRecord(
+                    record.trace, out.commit_workload(task.mod), record.run_secs, target,
+                    record.args_info))
+                count += 1
+                continue
             sch = tvm.s_tir.Schedule(task.mod)
             record.trace.apply_to_schedule(sch, remove_postproc=False)
             verifier = verifier or Verifier(task, target)
@@ -778,6 +811,7 @@ def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 logger.warning("tvm_deconv: %s: a stored record is wrong; not exported",
                                task.name)
                 continue
+            dev = verifier.dev
             func = tvm.compile(sch.mod, target).jit()
             args = [tvm.runtime.tensor(verifier.data, dev),
                     tvm.runtime.tensor(verifier.weight, dev),
@@ -788,4 +822,6 @@ def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 record.trace, out.commit_workload(task.mod), secs, target, record.args_info))
             count += 1
         kept.append((task.name, count))
+    if compress:
+        compress_log(out_dir)
     return kept
