@@ -358,9 +358,14 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
         ic_extent = (_i64(lay.chunk) if cig % lay.chunk == 0
                      else tirx.min(_i64(lay.chunk), _i64(cig) - c0))
         frames.append(T.serial(_i64(0), ic_extent))
+        # positions outer, channel vectors inner: each broadcast input element meets every
+        # weight vector at once, so one broadcast is live (channel vectors outer kept all the
+        # tile's broadcasts live and LLVM spilled accumulators; as in x86._conv_blocks)
+        fma = inner[1:-1] + [inner[0], inner[-1]]
         with contextlib.ExitStack() as reduction:
             rivs = [reduction.enter_context(f) for f in frames]
-            with _nest([(None, e, kind, 1) for _, e, kind in inner]) as ivs:
+            with _nest([(None, e, kind, 1) for _, e, kind in fma]) as fivs:
+                ivs = _in_tile_order(inner, fma, fivs)
                 with T.sblock("conv_" + "_".join(str(ap.phase) for ap in firsts)):
                     vs, ls, _ = spatial(ivs)
                     js = [T.axis.reduce(_i64(kk), t, dtype=INDEX_DTYPE)
@@ -394,9 +399,7 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
                 last.enter_context(T.If(chunk == _i64(lay.chunks - 1)))
                 last.enter_context(T.Then())
             with _nest([(None, e, "serial", 1) for _, e, _ in wb]) as wivs:
-                ivs = [None] * len(inner)
-                for (d, _, _), v in zip(wb, wivs):
-                    ivs[[x[0] for x in inner].index(d)] = v
+                ivs = _in_tile_order(inner, wb, wivs)
                 with T.sblock("wb_" + "_".join(str(ap.phase) for ap in firsts)):
                     vs, ls, conds = spatial(ivs)
                     T.sblock_attr(dict(annot, **{ROLE: "wb"}))
@@ -409,6 +412,16 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
                                 T.buffer_store(out, acc[ls], oidx)
                     else:
                         T.buffer_store(out, acc[ls], oidx)
+
+
+def _in_tile_order(inner: list, order: list, ivs: list) -> list:
+    """Loop variables of a nest emitted in ``order`` (a permutation of ``inner``), listed in
+    ``inner``'s order (channel vectors, positions, lanes)."""
+    dims = [d for d, _, _ in inner]
+    out = [None] * len(inner)
+    for (d, _, _), v in zip(order, ivs):
+        out[dims.index(d)] = v
+    return out
 
 
 def _expr(value):
