@@ -283,7 +283,7 @@ def test_shipped_logs_hold_only_current_workloads():
     shipped = [p for p in root.iterdir() if p.is_dir() and p.name != "__pycache__"]
     assert shipped, "no shipped logs: this test guards them"
     for path in shipped:
-        records = tuning._read_records(tuning._readable_copy(path))  # pylint: disable=W0212
+        records = tuning.read_log_records(path)
         target = records[0].target
         assert tuning.target_key(target) == path.name
         data_shapes = {tuple(int(d) for d in record.args_info[0].as_json()[2])
@@ -314,7 +314,7 @@ def test_export_keeps_the_verified_best_retimed_and_merges_into_a_compressed_fol
     assert tuning._log_files_in(out) == tuning.COMPRESSED  # pylint: disable=W0212
     more = tuning.make_tasks([other], target, spaces=["default", "stock"])
     tuning.export_logs(tmp_path / "work", out, more, target, top=1, compress=True)
-    records = tuning._read_records(tuning._readable_copy(out))  # pylint: disable=W0212
+    records = tuning.read_log_records(out)
     assert len(records) == 4
     assert all(0 < sum(r.run_secs) / len(r.run_secs) < 1.0 for r in records)  # re-timed
     data, weight = random_inputs(SPEC)

@@ -631,14 +631,7 @@ def load_tuning_logs(path: str | os.PathLike, target: Target):
     if _log_files_in(path) is None:
         raise TuningLogError(f"{path} is not a tuning log: it needs {WORKLOAD_FILE} and "
                              f"{RECORD_FILE} (the work_dir of `tvm-deconv tune`)")
-    readable = _readable_copy(path)
-    try:
-        records = _read_records(readable)
-    except TuningLogError as err:
-        raise TuningLogError(str(err).replace(str(readable), f"{path} (decompressed)")) from None
-    finally:
-        if readable != path:
-            shutil.rmtree(readable, ignore_errors=True)
+    records = read_log_records(path)
     wanted = target_key(target)
     database = ms.database.MemoryDatabase(module_equality="structural")
     foreign = set()
@@ -653,6 +646,20 @@ def load_tuning_logs(path: str | os.PathLike, target: Target):
         logger.warning("tvm_deconv: %s: ignored records tuned for %s (building for %s)", path,
                        ", ".join(sorted(foreign)), wanted)
     return database
+
+
+def read_log_records(path: str | os.PathLike) -> list:
+    """Every record of the log in ``path``, plain or xz-compressed (a temporary decompressed
+    copy is removed again); errors name the file and line."""
+    path = Path(path)
+    readable = _readable_copy(path)
+    try:
+        return _read_records(readable)
+    except TuningLogError as err:
+        raise TuningLogError(str(err).replace(str(readable), f"{path} (decompressed)")) from None
+    finally:
+        if readable != path:
+            shutil.rmtree(readable, ignore_errors=True)
 
 
 def _read_records(path: Path) -> list:
