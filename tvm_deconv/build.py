@@ -9,6 +9,7 @@ import tvm
 from tvm import relax
 
 from .targets import TargetLike, resolve_target
+from .conv_as_transposed import ConvAsTransposedConv
 from .dilated import DecomposeDilatedConv
 from .transform import ApplyDeconvSchedule, DecomposeTransposedConv
 
@@ -51,7 +52,8 @@ def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
              mode: str = "fused") -> tvm.transform.Pass:
     """The Relax pipeline of ``target`` with the decomposed transposed conv in it.
 
-    Library dispatch → :class:`DecomposeTransposedConv` → :class:`DecomposeDilatedConv` →
+    Library dispatch → :class:`ConvAsTransposedConv` (fused mode) →
+    :class:`DecomposeTransposedConv` → :class:`DecomposeDilatedConv` →
     LegalizeOps → AnnotateTIROpPattern →
     FoldConstant (weight transforms of constant weights) → FuseOps → FuseTIR →
     :class:`ApplyDeconvSchedule` → (GPU: dlight for everything else) → the backend's dataflow
@@ -65,6 +67,8 @@ def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
     passes = list(backend.library_dispatch_passes(target))
     if decompose:
         database, warn_untuned = _tuning_database(target, tuning_logs)
+        if mode == "fused":  # (graph mode turns transposed convs into ordinary ones)
+            passes.append(ConvAsTransposedConv(target))
         passes.append(DecomposeTransposedConv(target, database, warn_untuned, mode))
         passes.append(DecomposeDilatedConv(target))
     passes += [
