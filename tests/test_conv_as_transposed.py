@@ -22,7 +22,7 @@ TARGET = tvm_deconv.resolve_target("llvm")
 def conv_module(data_shape, weight, **attrs):
     """``main(x)`` calling ``relax.nn.conv2d(x, weight)`` (a constant) and a ReLU after it."""
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(data_shape, "float32"))
+    x = relax.Var("x", relax.TensorType(data_shape, str(weight.dtype)))
     with bb.function("main", [x]):
         with bb.dataflow():
             y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), **attrs))
@@ -76,6 +76,14 @@ def test_other_convs_are_left_alone(weight_shape, attrs):
     with TARGET:
         rewritten = ConvAsTransposedConv(TARGET)(mod)
     assert called_ops(rewritten).count("relax.nn.conv2d") == 1
+    assert "relax.nn.conv2d_transpose" not in called_ops(rewritten)
+
+
+def test_float16_convs_are_left_alone():
+    """The x86 transposed-conv kernel is float32 only, so float16 convs keep their lowering."""
+    mod = conv_module((1, 8, 10, 10), np.ones((12, 8, 3, 3), "float16"), padding=1)
+    with TARGET:
+        rewritten = ConvAsTransposedConv(TARGET)(mod)
     assert "relax.nn.conv2d_transpose" not in called_ops(rewritten)
 
 

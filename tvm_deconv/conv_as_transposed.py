@@ -33,30 +33,24 @@ IMPLEMENTATION = "x86.decomposed"
 
 
 def transposed_equivalent(call: relax.Call):
-    """``(ConvTransposeSpec, spec of the conv)`` of a qualifying ``relax.nn.conv2d`` call, or
-    ``(None, why not)``."""
-    spec, why = dilated_spec_from_call(call)
-    if spec is None:
-        return None, why
-    if spec.ndim != 2 or (spec.data_layout, spec.kernel_layout, spec.out_layout) != (
-            "NCHW", "OIHW", "NCHW"):
-        return None, "not a 2-d NCHW/OIHW conv"
-    if any(s != 1 for s in spec.strides) or any(d != 1 for d in spec.dilation):
-        return None, "strided or dilated"
-    if spec.groups != 1 or spec.out_channels > MAX_OUT_CHANNELS:
-        return None, "grouped, or many output channels"
-    if spec.dtype != "float32" or spec.out_dtype != "float32":
-        return None, "not float32"
+    """``(ConvTransposeSpec, spec of the conv)`` of a ``relax.nn.conv2d`` call this pass
+    rewrites (its dtypes are left to the implementation's own predicate), or ``None``."""
+    spec, _ = dilated_spec_from_call(call)
+    if spec is None or spec.ndim != 2 or (spec.data_layout, spec.kernel_layout,
+                                          spec.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        return None
+    if any(s != 1 for s in spec.strides + spec.dilation) or spec.groups != 1:
+        return None
     pads = ([k - 1 - p for k, p in zip(spec.kernel, spec.pad_before)]
             + [k - 1 - p for k, p in zip(spec.kernel, spec.pad_after)])
-    if min(pads) < 0:
-        return None, "padding wider than the kernel"
+    if spec.out_channels > MAX_OUT_CHANNELS or min(pads) < 0:
+        return None
     try:
         tspec = make_spec(spec.data_shape, (spec.in_channels, spec.out_channels) + spec.kernel,
-                          strides=1, padding=pads, dtype=spec.dtype)
-    except PlanError as err:
-        return None, str(err)
-    return (tspec, spec), ""
+                          strides=1, padding=pads, dtype=spec.dtype, out_dtype=spec.out_dtype)
+    except PlanError:
+        return None
+    return tspec, spec
 
 
 @mutator
@@ -69,7 +63,7 @@ class _Rewriter(PyExprMutator):
         call = self.visit_expr_post_order(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
             return call
-        found, _ = transposed_equivalent(call)
+        found = transposed_equivalent(call)
         if found is None:
             return call
         tspec, spec = found
@@ -88,9 +82,9 @@ class _Rewriter(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="ConvAsTransposedConv")
 class ConvAsTransposedConv:
     """Rewrite stride-1, undilated, ungrouped NCHW ``relax.nn.conv2d`` calls with at most
-    :data:`MAX_OUT_CHANNELS` float32 output channels into the equivalent
-    ``relax.nn.conv2d_transpose`` (flipped, transposed weight), where the target's
-    transposed-conv implementation is :data:`IMPLEMENTATION`.
+    :data:`MAX_OUT_CHANNELS` output channels into the equivalent ``relax.nn.conv2d_transpose``
+    (flipped, transposed weight), where the target's transposed-conv implementation for it is
+    :data:`IMPLEMENTATION` (float32 only).
 
     IR in: Relax functions (before :class:`~tvm_deconv.transform.DecomposeTransposedConv`).
     IR out: the same, those conv2d calls replaced by conv2d_transpose of

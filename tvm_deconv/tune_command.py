@@ -39,9 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store records without checking them against the reference")
     parser.add_argument("--json", help="write the results table as JSON here")
     parser.add_argument("--export", metavar="DIR",
-                        help="after tuning, copy each task's best record, re-verified and "
-                             "re-timed on the target's device, xz-compressed, into DIR (merged "
-                             "with records already there): ship it as tuning_logs/<target key>/")
+                        help="after tuning, copy each task's best record into DIR, "
+                             "xz-compressed and merged with records already there (CPU targets: "
+                             "re-verified and re-timed here; GPU: as measured): ship it as "
+                             "tuning_logs/<target key>/")
     board = parser.add_argument_group("measuring on a board through an RPC tracker")
     board.add_argument("--rpc-tracker", metavar="HOST:PORT",
                        help="RPC tracker the board's rpc_server registered with "

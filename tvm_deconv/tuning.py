@@ -36,7 +36,6 @@ from typing import Iterable, Optional
 
 import numpy as np
 import tvm
-import tvm_ffi
 from tvm import relax, tirx
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
@@ -777,6 +776,23 @@ def cost_report_table(rows: list[dict], fraction: float = 0.9) -> str:
 # Shipping logs
 
 
+def _remeasured_secs(task: TuningTask, record, verifier: "Verifier", target: Target,
+                     repeat: int) -> Optional[list]:
+    """A stored record's kernel run on the verifier's random inputs: its times on the target's
+    device, or ``None`` (with a warning) if its output is wrong."""
+    sch = tvm.s_tir.Schedule(task.mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    if not verifier.error(sch) < tolerance(task.spec.out_dtype):
+        logger.warning("tvm_deconv: %s: a stored record is wrong; not exported", task.name)
+        return None
+    dev = verifier.dev
+    func = tvm.compile(sch.mod, target).jit()
+    args = [tvm.runtime.tensor(verifier.data, dev), tvm.runtime.tensor(verifier.weight, dev),
+            tvm.runtime.tensor(np.zeros(task.spec.out_shape, task.spec.out_dtype), dev)]
+    return list(func.time_evaluator("main", dev, number=1, repeat=repeat,
+                                    min_repeat_ms=50)(*args).results)
+
+
 def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 tasks: Iterable[TuningTask], target: TargetLike, top: int = 3,
                 repeat: int = 5, compress: bool = False, remeasure: bool = True
@@ -797,34 +813,16 @@ def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
     if _log_files_in(out_dir) == COMPRESSED:
         _decompress_log(out_dir)
     out = open_database(out_dir)
-    kept, seen = [], set()
+    kept = []
     for task in tasks:
-        key = tvm_ffi.structural_hash(task.mod)
-        if key in seen:  # spaces sharing a workload (CUDA: default and ours) share records
-            continue
-        seen.add(key)
         verifier, count = None, 0
         for record in source.get_top_k(source.commit_workload(task.mod), top):
-            if not remeasure:
-                out.commit_tuning_record(ms.database.TuningRecord(
-                    record.trace, out.commit_workload(task.mod), record.run_secs, target,
-                    record.args_info))
-                count += 1
-                continue
-            sch = tvm.s_tir.Schedule(task.mod)
-            record.trace.apply_to_schedule(sch, remove_postproc=False)
-            verifier = verifier or Verifier(task, target)
-            if not verifier.error(sch) < tolerance(task.spec.out_dtype):
-                logger.warning("tvm_deconv: %s: a stored record is wrong; not exported",
-                               task.name)
-                continue
-            dev = verifier.dev
-            func = tvm.compile(sch.mod, target).jit()
-            args = [tvm.runtime.tensor(verifier.data, dev),
-                    tvm.runtime.tensor(verifier.weight, dev),
-                    tvm.runtime.tensor(np.zeros(task.spec.out_shape, task.spec.out_dtype), dev)]
-            secs = list(func.time_evaluator("main", dev, number=1, repeat=repeat,
-                                            min_repeat_ms=50)(*args).results)
+            secs = record.run_secs
+            if remeasure:
+                verifier = verifier or Verifier(task, target)
+                secs = _remeasured_secs(task, record, verifier, target, repeat)
+                if secs is None:
+                    continue
             out.commit_tuning_record(ms.database.TuningRecord(
                 record.trace, out.commit_workload(task.mod), secs, target, record.args_info))
             count += 1
