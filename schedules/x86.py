@@ -51,6 +51,7 @@ CHANNELS_LAST = "tvm_deconv.x86.channels_last"  # pad block: it transposes NC.. 
 L2_WEIGHT_BYTES = 256 * 1024  # a phase sub-kernel this small stays in L2
 OC_TILE_COLS = 6               # oc mode, 2 channel vectors: output columns per tile
 ACC_BUDGET = 12                # accumulator vector registers of a tile (16 ymm/zmm on x86)
+PAD_ROW_BLOCK = 64             # 1-d channels-last copy: positions per parallel step
 
 
 @dataclass(frozen=True)
@@ -632,7 +633,10 @@ def schedule_pad(sch: s_tir.Schedule, block, lanes: int) -> None:
     loops = sch.get_loops(block)
     channels_last = bool(sch.get(block).annotations.get(CHANNELS_LAST, False))
     extents = [int(iv.dom.extent) for iv in sch.get(block).iter_vars]
-    if channels_last and len(loops) > 3 and extents[-1] % lanes == 0 and extents[-1] > lanes:
+    if channels_last and extents[-1] % lanes == 0 and extents[-1] > lanes:
+        if len(loops) == 3:  # 1-d: block the positions, so [n, p] still gives parallel work
+            p_outer, p_inner = sch.split(loops[1], [None, PAD_ROW_BLOCK])
+            loops = [loops[0], p_outer, p_inner, loops[2]]
         c_outer, c_inner = sch.split(loops[-1], [None, lanes])
         sch.reorder(c_outer, loops[-2], c_inner)
     sch.parallel(sch.fuse(loops[0], loops[1]))

@@ -72,10 +72,10 @@ def _has_matplotlib():
 
 def test_layer_suite_against_float64_reference(tmp_path):
     code, result = _bench(tmp_path, "--layers", "dcgan_64_3_k4s2", "--batch", "1",
-                          "--skip-torch", "--skip-ort")
+                          "--skip-torch", "--skip-ort", "--shipped-logs")
     assert code == 0 and result["suite"] == "layers"
     (row,) = result["rows"]
-    _check_all_ran_and_match(row, ["ours", "tvm_default"])
+    _check_all_ran_and_match(row, ["ours", "ours_shipped", "tvm_default"])
     assert row["workspace_bytes"] is not None
     # 2·N·Cin·Cout·in_h·in_w·k² useful FLOPs (no zero insertion).
     assert row["useful_gflop"] == pytest.approx(2 * 64 * 3 * 32 * 32 * 16 / 1e9)

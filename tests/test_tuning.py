@@ -2,6 +2,7 @@
 
 import logging
 
+import numpy as np
 import pytest
 import tvm
 import tvm_ffi
@@ -334,3 +335,99 @@ def test_each_space_is_its_own_workload_on_cuda():
     default, ours = tuning.make_tasks([SPEC], target, spaces=["default", "ours"])
     assert not tvm_ffi.structural_equal(default.mod, ours.mod)
     assert ours.mod["main"].attrs[tuning.SPACE_ATTR] == "ours"
+
+
+def _deconv_batch_norm_module(spec, weight):
+    """conv2d_transpose -> batch_norm -> relu: the batch norm stays a PrimFunc of its own
+    (it does not fuse into the conv), which rest-of-model tuning is for."""
+    rng = np.random.default_rng(5)
+    channels = spec.out_channels
+    stats = [relax.const(v.astype("float32")) for v in (
+        rng.uniform(0.5, 1.5, channels), rng.standard_normal(channels),
+        rng.standard_normal(channels), rng.uniform(0.5, 1.5, channels))]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(spec.data_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d_transpose(
+                x, relax.const(weight), strides=spec.strides, padding=spec.pad_before))
+            y = bb.emit(relax.TupleGetItem(relax.op.nn.batch_norm(y, *stats, axis=1), 0))
+            out = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_rest_of_model_tuning_is_verified_applied_and_resumable(tmp_path):
+    from tvm_deconv.build import ApplyRestOfModelRecords, front_passes
+
+    data, weight = random_inputs(SPEC, seed=3)
+    mod = _deconv_batch_norm_module(SPEC, weight)
+    target = tvm_deconv.resolve_target("llvm")
+    rest = tuning.rest_of_model_tasks(mod, target)
+    assert rest  # (the batch norm's statistics, folded, and the relu)
+    results = tuning.tune(mod, target, tmp_path, trials=1, spaces=["default"],
+                          rest_of_model=True, progress=False)
+    rest_rows = [r for r in results if r.space == tuning.REST]
+    assert len(rest_rows) == len(rest)
+    assert all(r.trials_run == 1 and r.best_ms and r.rejected == 0 for r in rest_rows)
+    # the build applies the records: every PrimFunc leaves the front passes scheduled
+    database = tuning.load_tuning_logs(tmp_path / tuning.REST_DIR, target)
+    with target:
+        lowered = tvm.transform.Sequential(
+            front_passes(target, tuning_logs=tmp_path) + [ApplyRestOfModelRecords(database)])(mod)
+    funcs = [f for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert funcs and all(f.attrs.get("tirx.is_scheduled", False) for f in funcs)
+    outs = []
+    for logs in (False, tmp_path):
+        vm = relax.VirtualMachine(tvm_deconv.build(mod, target, tuning_logs=logs), tvm.cpu())
+        outs.append(vm["main"](tvm.runtime.tensor(data)).numpy())
+    assert np.abs(outs[0]).max() > 0 and relative_error(outs[1], outs[0]) < 1e-6
+    again = tuning.tune(mod, target, tmp_path, trials=1, spaces=["default"],
+                        rest_of_model=True, progress=False)
+    assert all(r.trials_run == 0 for r in again)
+
+
+def test_rest_verifier_tells_a_wrong_kernel_from_a_right_one():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def relu(a: T.Buffer((64,), "float32"), b: T.Buffer((64,), "float32")):
+        for i in range(64):
+            with T.sblock("relu"):
+                v = T.axis.remap("S", [i])
+                b[v] = T.max(a[v], T.float32(0))
+
+    @T.prim_func(s_tir=True)
+    def identity(a: T.Buffer((64,), "float32"), b: T.Buffer((64,), "float32")):
+        for i in range(64):
+            with T.sblock("relu"):
+                v = T.axis.remap("S", [i])
+                b[v] = a[v]
+
+    target = tvm_deconv.resolve_target("llvm")
+    task = tuning.RestTask("relu", tvm.IRModule({"main": relu}))
+    verifier = tuning.RestVerifier(task, target)
+    right = s_tir.Schedule(task.mod)
+    right.parallel(right.get_loops(right.get_sblock("relu"))[0])
+    assert verifier.error(right) < verifier.tolerance
+    assert verifier.error(s_tir.Schedule(tvm.IRModule({"main": identity}))) > 0.1
+
+
+def test_search_population_shrinks_with_the_phase_count():
+    from tvm_deconv import zoo
+
+    assert tuning.search_population(zoo.get("dcgan_256_128_k4s2").spec(1)) == 512  # 4 phases
+    assert tuning.search_population(zoo.get("fsrcnn_x3_56_1_k9s3").spec(1)) == 455  # 9
+    fcn8s = zoo.get("fcn8s_21_21_k16s8").spec(1)                                      # 64
+    assert tuning.search_population(fcn8s) == tuning.MIN_POPULATION
+
+
+def test_tune_command_takes_zoo_models_and_checks_rest_of_model(tmp_path, capsys):
+    from tvm_deconv.cli import main
+
+    work = ["--work-dir", str(tmp_path / "w")]
+    assert main(["tune", "--layers", "dcgan_64_3_k4s2", "--rest-of-model"] + work) == 2
+    assert "--rest-of-model needs --model" in capsys.readouterr().err
+    assert main(["tune", "--model", "nosuchnet"] + work) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'nosuchnet'" in err and "pix2pix" in err and "Traceback" not in err

@@ -50,6 +50,7 @@ CONFIGS = [
                                          output_padding=(1, 0))),                  # rect, Cout 20
     ((1, 8, 6, 6), (8, 9, 3, 3), dict(strides=2, padding=2, dilation=2)),          # dilation
     ((2, 8, 9), (8, 16, 5), dict(strides=3, padding=1, output_padding=1)),          # 1-d
+    ((1, 16, 70), (16, 8, 4), dict(strides=2, padding=1)),    # 1-d, copy blocked by positions
     ((1, 4, 3, 4, 3), (4, 8, 3, 2, 4), dict(strides=2, padding=1)),                 # 3-d ragged
     ((1, 4, 3, 3, 3), (4, 2, 2, 2, 2), dict(strides=2)),                            # 3-d w mode
     ((1, 3, 4, 5), (3, 40, 4, 4), dict(strides=4, padding=(1, 0, 2, 3), output_padding=3)),

@@ -37,6 +37,7 @@ import numpy as np
 from . import zoo
 from .plan import ConvTransposeSpec, make_dilated_plan, make_dilated_spec, make_plan
 from .testing import conv_transpose_reference, random_inputs, relative_error, tolerance
+from .models import MODEL_ALIASES
 from .threads import runtime_threads
 
 logger = logging.getLogger("tvm_deconv")
@@ -44,8 +45,6 @@ logger = logging.getLogger("tvm_deconv")
 SUITES = ("layers", "models", "dilated")
 PEERS = ("onnxruntime", "pytorch")
 MODEL_TOLERANCE = 1e-5
-MODEL_ALIASES = {"pix2pix": "pix2pix_unet", "cyclegan": "cyclegan_resnet",
-                 "pose": "simplebaseline_head", "fcn8s": "fcn8s_head", "unet3d": "unet3d_decoder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each repeat runs the kernel enough times to last this long")
     parser.add_argument("--tvm-default-repeat", type=int, default=3,
                         help="repeats for TVM's (very slow) untuned default lowering")
+    parser.add_argument("--shipped-logs", action="store_true",
+                        help="also time ours built with the tuning log shipped for the target "
+                             "(tuning_logs/<target key>/), no tuning: the ours_shipped column")
     parser.add_argument("--skip-tvm-default", action="store_true",
                         help="leave out TVM's untuned default lowering (slowest to run)")
     parser.add_argument("--skip-torch", action="store_true", help="leave out PyTorch eager")
@@ -398,6 +400,9 @@ def _common_impls(case: Case, mod, params: dict, inputs: list, args, target, tas
 
     case.impls["ours"] = lambda: tvm_prepared(
         lambda: build(mod, target, params, tuning_logs=False), inputs)
+    if args.shipped_logs:  # (tuning_logs=None: the log shipped for the target, no tuning)
+        case.impls["ours_shipped"] = lambda: tvm_prepared(
+            lambda: build(mod, target, params, tuning_logs=None), inputs)
     if not args.skip_tvm_default:
         case.impls["tvm_default"] = lambda: tvm_prepared(
             tvm_default_build or (lambda: build(mod, target, params, decompose=False)), inputs)
@@ -548,7 +553,7 @@ def _model_case(name: str, batch: int, args, target, threads: int) -> Case:
     from .models import build_model
     from .tuning import extract_tasks
 
-    bundle = build_model(MODEL_ALIASES.get(name, name), batch=batch, small=args.small)
+    bundle = build_model(name, batch=batch, small=args.small)
     inputs = bundle.random_inputs()
     flops = model_flops(bundle.mod)
     cache: dict = {}
@@ -717,8 +722,10 @@ def finish_row(row: dict) -> dict:
     row["speedup_vs_best_peer"] = min(peers) / ours if peers and ours else None
     row["speedup_vs_tvm_default"] = _ratio(row, "tvm_default", "ours")
     row["tuned_speedup_vs_tvm_default"] = _ratio(row, "tvm_default_tuned", "ours_tuned")
-    tuned = row["impls"].get("ours_tuned", {}).get("median_ms")
-    row["tuned_speedup_vs_best_peer"] = min(peers) / tuned if peers and tuned else None
+    for impl in ("ours_tuned", "ours_shipped"):
+        ms_ = row["impls"].get(impl, {}).get("median_ms")
+        row[impl.replace("ours_", "") + "_speedup_vs_best_peer"] = (
+            min(peers) / ms_ if peers and ms_ else None)
     return row
 
 
@@ -789,6 +796,7 @@ def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: 
             + [_impl_header(i, tune_trials) for i in impls]
             + ["ours GFLOP/s", "ours vs best peer", "ours vs TVM default"]
             + (["tuned: ours vs TVM default", "tuned ours vs best peer"] if tuned else [])
+            + (["shipped log vs best peer"] if "ours_shipped" in impls else [])
             + ["peak MiB (" + " / ".join(impls) + ")"]
             + (["workspace KiB"] if suite == "layers" else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -802,6 +810,8 @@ def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: 
         if tuned:
             cells += [_fmt_x(row.get("tuned_speedup_vs_tvm_default")),
                       _fmt_x(row.get("tuned_speedup_vs_best_peer"))]
+        if "ours_shipped" in impls:
+            cells.append(_fmt_x(row.get("shipped_speedup_vs_best_peer")))
         cells.append(" / ".join(_fmt_mib(e) for e in entries))
         if suite == "layers":
             ws = row.get("workspace_bytes")
@@ -866,7 +876,8 @@ def _check_plot_dependency(path: str) -> None:
 
 
 def _impl_order(args) -> list[str]:
-    impls = ["ours"] + ([] if args.skip_tvm_default else ["tvm_default"])
+    impls = ["ours"] + (["ours_shipped"] if args.shipped_logs else []) + (
+        [] if args.skip_tvm_default else ["tvm_default"])
     if args.tune_trials > 0:
         impls += ["ours_tuned", "tvm_default_tuned"]
     return impls + ([] if args.skip_ort else ["onnxruntime"]) + (

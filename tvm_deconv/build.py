@@ -48,23 +48,13 @@ def _tuning_database(target: tvm.target.Target, tuning_logs):
     return load_tuning_logs(tuning_logs, target), True
 
 
-def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
-             mode: str = "fused") -> tvm.transform.Pass:
-    """The Relax pipeline of ``target`` with the decomposed transposed conv in it.
-
-    Library dispatch → :class:`ConvAsTransposedConv` (fused mode) →
-    :class:`DecomposeTransposedConv` → :class:`DecomposeDilatedConv` →
-    LegalizeOps → AnnotateTIROpPattern →
-    FoldConstant (weight transforms of constant weights) → FuseOps → FuseTIR →
-    :class:`ApplyDeconvSchedule` → (GPU: dlight for everything else) → the backend's dataflow
-    lowering and finalization.  ``decompose=False`` gives the same pipeline without the plugin
-    (TVM's default lowering), for side-by-side comparisons.
-
-    Unlike ``relax_pipeline="default"`` this one fuses on CPUs too.
-    """
-    target = resolve_target(target)
-    backend = _backend(target)
-    passes = list(backend.library_dispatch_passes(target))
+def front_passes(target: tvm.target.Target, decompose: bool = True, tuning_logs=None,
+                 mode: str = "fused") -> list:
+    """Library dispatch through :class:`ApplyDeconvSchedule`: what :func:`pipeline` runs before
+    the rest-of-model records, dlight and the backend's lowering.  Out of it come fused
+    PrimFuncs, ours marked ``tirx.is_scheduled``; the others are what rest-of-model tuning
+    (:func:`tvm_deconv.tuning.tune`) extracts, so it lowers with these same passes."""
+    passes = list(_backend(target).library_dispatch_passes(target))
     if decompose:
         database, warn_untuned = _tuning_database(target, tuning_logs)
         if mode == "fused":  # (graph mode turns transposed convs into ordinary ones)
@@ -80,6 +70,31 @@ def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
     ]
     if decompose:
         passes.append(ApplyDeconvSchedule(target))
+    return passes
+
+
+def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
+             mode: str = "fused") -> tvm.transform.Pass:
+    """The Relax pipeline of ``target`` with the decomposed transposed conv in it.
+
+    Library dispatch → :class:`ConvAsTransposedConv` (fused mode) →
+    :class:`DecomposeTransposedConv` → :class:`DecomposeDilatedConv` →
+    LegalizeOps → AnnotateTIROpPattern →
+    FoldConstant (weight transforms of constant weights) → FuseOps → FuseTIR →
+    :class:`ApplyDeconvSchedule` → the rest-of-model records of ``tuning_logs``, if it has
+    them (:class:`ApplyRestOfModelRecords`) → (GPU: dlight for everything else) → the
+    backend's dataflow lowering and finalization.  ``decompose=False`` gives the same
+    pipeline without the plugin (TVM's default lowering), for side-by-side comparisons.
+
+    Unlike ``relax_pipeline="default"`` this one fuses on CPUs too.
+    """
+    target = resolve_target(target)
+    backend = _backend(target)
+    passes = front_passes(target, decompose, tuning_logs, mode)
+    if decompose and tuning_logs not in (None, False):
+        rest = _rest_database(target, tuning_logs)
+        if rest is not None:
+            passes.append(ApplyRestOfModelRecords(rest))
     if _is_gpu(target):
         passes.append(_gpu_default_schedule())
     passes += backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
@@ -90,6 +105,32 @@ def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def _rest_database(target: tvm.target.Target, tuning_logs):
+    """The rest-of-model records of a tuning log folder (its ``rest_of_model/`` subfolder),
+    filtered to ``target`` like the rest of the log; ``None`` if it has none."""
+    from pathlib import Path  # pylint: disable=import-outside-toplevel
+
+    from .tuning import REST_DIR, load_tuning_logs  # pylint: disable=C0415
+
+    path = Path(tuning_logs) / REST_DIR
+    return load_tuning_logs(path, target) if path.is_dir() else None
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvm_deconv.ApplyRestOfModelRecords")
+class ApplyRestOfModelRecords:
+    """Fused PrimFuncs outside the plugin (batch norms, concatenations, activations that did
+    not fuse into a conv) → MetaSchedule's best record for each, where the database has one
+    (``relax.transform.MetaScheduleApplyDatabase``); PrimFuncs without a record, and ours
+    (``tirx.is_scheduled``), pass through unchanged."""
+
+    def __init__(self, database):
+        self.database = database
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with self.database:
+            return relax.transform.MetaScheduleApplyDatabase()(mod)
 
 
 def build(

@@ -583,6 +583,11 @@ def _param_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 63)
 
 
+# short names the command line also takes
+MODEL_ALIASES = {"pix2pix": "pix2pix_unet", "cyclegan": "cyclegan_resnet",
+                 "pose": "simplebaseline_head", "fcn8s": "fcn8s_head", "unet3d": "unet3d_decoder"}
+
+
 def build_model(name: str, batch: int = 1, seed: int = 0, small: bool = False,
                 **knobs) -> ModelBundle:
     """Build zoo model ``name`` (see ``MODELS``) with random weights from ``seed``.
@@ -591,8 +596,10 @@ def build_model(name: str, batch: int = 1, seed: int = 0, small: bool = False,
     override either (e.g. ``size=64``, ``ngf=16``).  Each weight's values depend only on
     ``seed`` and its name, so changing one knob does not reshuffle the others.
     """
+    name = MODEL_ALIASES.get(name, name)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; the zoo has: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}; the zoo has: {', '.join(MODELS)} "
+                         f"(short names: {', '.join(MODEL_ALIASES)})")
     entry = MODELS[name]
     config = dict(entry.small if small else entry.defaults)
     unknown = set(knobs) - set(config)

@@ -1,4 +1,5 @@
-"""``tvm-deconv tune``: MetaSchedule-tune the transposed convs of zoo layers or a model.
+"""``tvm-deconv tune``: MetaSchedule-tune the transposed convs of zoo layers or a model
+(``--rest-of-model``: and the rest of the model).
 
 On a board (``--rpc-tracker HOST:PORT --rpc-key KEY``, :mod:`tvm_deconv.rpc`): candidates are
 built here with MetaSchedule's LocalBuilder, exported as a shared library (cross-compiled with
@@ -18,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import tuning, zoo
+from .models import MODEL_ALIASES, MODELS, build_model
 from .rpc import Board, BoardLost
 from .targets import resolve_target
 
@@ -26,7 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="llvm", help="target preset or JSON dict")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--layers", help="comma-separated zoo layer names, or 'all'")
-    what.add_argument("--model", choices=["dcgan"], help="tune every deconv of a model")
+    what.add_argument("--model", help="tune every deconv of a zoo model ("
+                      + ", ".join(list(MODELS) + list(MODEL_ALIASES)) + ")")
+    parser.add_argument("--small", action="store_true",
+                        help="--model at its small test size (quick checks)")
+    parser.add_argument("--rest-of-model", action="store_true",
+                        help="with --model: also tune the PrimFuncs the plugin does not "
+                             "schedule (batch norms, concatenations, ...), into "
+                             "WORK_DIR/rest_of_model")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--trials", type=int, default=64, help="trials per task (default 64)")
     parser.add_argument("--spaces", default=",".join(tuning.SPACES),
@@ -101,11 +110,15 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"target {target.export().get('mtriple')} cannot run on this machine: "
                       "measure on a board with --rpc-tracker HOST:PORT --rpc-key KEY "
                       "(scripts/arm_board.sh starts an emulated one)")
-    if args.model == "dcgan":
-        from .models import dcgan_generator  # pylint: disable=import-outside-toplevel
-
-        mod, params = dcgan_generator(batch=args.batch)
-        tasks = tuning.extract_tasks(mod, target, spaces)
+    if args.rest_of_model and not args.model:
+        return _error("--rest-of-model needs --model (layers have no rest)")
+    bundle = None
+    if args.model:
+        try:
+            bundle = build_model(args.model, batch=args.batch, small=args.small)
+        except ValueError as err:
+            return _error(str(err))
+        tasks = tuning.extract_tasks(bundle.mod, target, spaces)
     else:
         names = ([l.name for l in zoo.LAYERS] if args.layers == "all"
                  else [n.strip() for n in args.layers.split(",") if n.strip()])
@@ -115,6 +128,11 @@ def run(args: argparse.Namespace) -> int:
         results = tuning.tune(tasks, target, args.work_dir, trials=args.trials,
                               cost_model=args.cost_model, verify=not args.no_verify,
                               board=board)
+        if args.rest_of_model:
+            results += tuning.tune(bundle.mod, target, args.work_dir, trials=args.trials,
+                                   spaces=(), cost_model=args.cost_model,
+                                   verify=not args.no_verify, board=board,
+                                   rest_of_model=True, params=bundle.params)
     except KeyboardInterrupt:
         print(f"\ninterrupted: every record measured so far is kept in {args.work_dir}; "
               "run the same command again to continue")

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--layers", default="all",
                       help="comma-separated zoo layer names, or 'all' (default)")
-    what.add_argument("--model", choices=["dcgan"], help="the deconvs of a model")
+    what.add_argument("--model", help="the deconvs of a zoo model (as for `tvm-deconv tune`)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--fraction", type=float, default=0.9,
                         help="report trials to this fraction of the final speed (default 0.9)")
@@ -32,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _tasks(args, target) -> list:
-    if args.model == "dcgan":
-        from .models import dcgan_generator  # pylint: disable=import-outside-toplevel
+    if args.model:
+        from .models import build_model  # pylint: disable=import-outside-toplevel
 
-        return tuning.extract_tasks(dcgan_generator(batch=args.batch)[0], target)
+        return tuning.extract_tasks(build_model(args.model, batch=args.batch).mod, target)
     names = ([l.name for l in zoo.LAYERS] if args.layers == "all"
              else [n.strip() for n in args.layers.split(",") if n.strip()])
     specs = []

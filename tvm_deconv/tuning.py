@@ -57,6 +57,12 @@ WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 # Shipped logs are xz-compressed: a workload is its whole IRModule (~300 KB of JSON each).
 COMPRESSED = ".xz"
+# Rest-of-model records (MetaSchedule's own space on the PrimFuncs the plugin does not
+# schedule) live in this subfolder of a work_dir: the build applies them after ours.
+REST_DIR = "rest_of_model"
+REST = "rest"
+POPULATION_PHASE_BUDGET = 4096  # evolutionary population x phases (see _search_strategy)
+MIN_POPULATION = 64
 
 
 class TuningLogError(ValueError):
@@ -192,6 +198,20 @@ def _space_generator(task: TuningTask, target: Target):
                                          mutator_probs={})
 
 
+def search_population(spec: ConvTransposeSpec) -> int:
+    """The evolutionary search's population for a task of ``spec``: MetaSchedule's 512,
+    shrinking with the phase count.  The search replays each candidate's trace on the task,
+    one block nest per phase: 1.2 s a replay on FCN-8s' 64 phases (20 ms on a 4-phase DCGAN
+    layer), so the default population (512, four genetic rounds) searched for over 25 minutes
+    before the first measurement."""
+    phases = make_plan(spec).num_phases
+    return max(MIN_POPULATION, min(512, POPULATION_PHASE_BUDGET // phases))
+
+
+def _search_strategy(task: TuningTask):
+    return ms.search_strategy.EvolutionarySearch(population_size=search_population(task.spec))
+
+
 def _space_size(task: TuningTask) -> float:
     """How many distinct candidates a task's space has (1 for the default schedule)."""
     return 1 if task.space == DEFAULT else math.inf
@@ -244,6 +264,10 @@ class Verifier:
         self.weight = weight
         if task.pack is not None:
             self.weight = run_pack(task.pack, weight, _host(target))
+
+    @property
+    def tolerance(self) -> float:
+        return tolerance(self.task.spec.out_dtype)
 
     def error(self, sch) -> float:
         """Relative error of the scheduled workload (``inf`` if it fails to build or run);
@@ -333,7 +357,7 @@ class VerifiedCommit(ms.measure_callback.PyMeasureCallback):
                 err = self._verify(cand.sch)
                 if err is None:
                     continue
-                if not err < tolerance(self.task.spec.out_dtype):
+                if not err < self.verifier.tolerance:
                     self.rejected += 1
                     logger.warning("tvm_deconv: %s: discarded a candidate measuring %.3f ms: "
                                    "wrong result (relative error %.2e)", self.task.name,
@@ -414,12 +438,21 @@ def tune(
     progress: bool = True,
     seed: Optional[int] = None,
     board=None,
+    rest_of_model: bool = False,
+    params: Optional[dict] = None,
 ) -> list[TaskResult]:
     """Tune the transposed convs of a Relax module (or a list of :class:`TuningTask`).
 
     ``trials`` is per task (a space without knobs is measured once); tasks already holding
     records in ``work_dir`` only run the remaining trials (re-running the same command
     resumes).  Returns one row per task.
+
+    ``rest_of_model`` (a module only): then also tune, ``trials`` each, the fused PrimFuncs
+    the plugin does not schedule (batch norms, concatenations, activations that did not fuse
+    into a conv), lowered as :func:`tvm_deconv.build` lowers them with this tuning's records
+    and ``params`` bound, in MetaSchedule's stock space; records go to
+    ``work_dir/rest_of_model/``, which the build applies after ours.  Their would-be best
+    candidates are checked against the untuned PrimFunc on random inputs.
 
     ``board`` (:class:`tvm_deconv.rpc.Board`): measure and verify on that board over RPC
     (its runner and builder by default).  A board that is gone, or drops out and does not
@@ -429,58 +462,162 @@ def tune(
     from .rpc import BoardLost  # pylint: disable=import-outside-toplevel
 
     target = resolve_target(target)
-    tasks = (list(mod_or_tasks) if not isinstance(mod_or_tasks, tvm.IRModule)
-             else extract_tasks(mod_or_tasks, target, spaces))
-    if not tasks:
+    is_module = isinstance(mod_or_tasks, tvm.IRModule)
+    if rest_of_model and not is_module:
+        raise ValueError("rest_of_model=True needs the Relax module, not a list of tasks")
+    if rest_of_model and board is not None:
+        raise ValueError("rest_of_model=True verifies candidates on this machine's device; "
+                         "tune the rest of the model without a board")
+    tasks = list(mod_or_tasks) if not is_module else extract_tasks(mod_or_tasks, target, spaces)
+    if not tasks and not rest_of_model:
         raise ValueError("nothing to tune: the module has no supported transposed conv")
-    database = open_database(work_dir)
     if builder is None:
         builder = board.builder() if board else local_builder()
     if runner == "local":
         runner = board.runner() if board else ms.runner.LocalRunner(timeout_sec=60)
+    run = _TaskRunner(target, trials, builder, runner, cost_model, progress, seed, board)
+    database = open_database(work_dir)
     results = []
     for task in tasks:
-        done = _records(database, task)
-        before = len(done)
-        left = min(trials, _space_size(task)) - before
-        best = min((sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in done),
-                   default=math.inf)
-        rejected, lost = 0, None
-        if left > 0:
-            if board is not None and (problem := board.problem()) is not None:
-                raise BoardLost(f"{board}: {problem}", results)
-            bar = _progress_bar(task.name, left) if progress else None
-            verifier = Verifier(task, target, seed or 0, board) if verify else None
-            callback = VerifiedCommit(database, task, target, verifier, bar, best, board)
-            context = ms.TuneContext(
-                mod=task.mod, target=target, space_generator=_space_generator(task, target),
-                search_strategy="evolutionary", task_name=task.name,
-                rand_state=-1 if seed is None else seed, num_threads="physical",
-                logger=logger)
-            try:
-                ms.tune_tasks(
-                    tasks=[context], task_weights=[1.0], work_dir=str(work_dir),
-                    max_trials_global=left, num_trials_per_iter=min(16, left),
-                    builder=builder, runner=runner, database=database, cost_model=cost_model,
-                    measure_callbacks=[callback, ms.measure_callback.RemoveBuildArtifact(),
-                                       ms.measure_callback.UpdateCostModel()])
-            except Exception:  # pylint: disable=broad-except
-                if callback.board_error is None:
-                    raise
-            finally:
-                if bar is not None:
-                    bar.close()
-            best, rejected, lost = callback.best_secs, callback.rejected, callback.board_error
-        run = len(_records(database, task)) - before
+        verifier = (lambda t=task: Verifier(t, target, seed or 0, board)) if verify else None
+        try:
+            before, new, best, rejected, lost = run(
+                database, work_dir, task, _space_generator(task, target),
+                _search_strategy(task), verifier, min(trials, _space_size(task)))
+        except BoardLost as gone:  # (with the rows finished so far)
+            raise BoardLost(str(gone), results) from None
         best_ms = best * 1e3 if math.isfinite(best) else None
         flops = make_plan(task.spec).useful_flops()
-        results.append(TaskResult(task.name, task.space, task.implementation, before, run,
+        results.append(TaskResult(task.name, task.space, task.implementation, before, new,
                                   best_ms, rejected,
                                   flops / (best_ms * 1e6) if best_ms else None))
         if lost is not None:
             raise BoardLost(f"{lost}; the records measured so far stay in {work_dir}: bring "
                             "the board back and run the same command to continue", results)
+    if rest_of_model:
+        rest_dir = Path(work_dir) / REST_DIR
+        rest_db = open_database(rest_dir)
+        for task in rest_of_model_tasks(mod_or_tasks, target, work_dir, params):
+            verifier = (lambda t=task: RestVerifier(t, target)) if verify else None
+            space = ms.space_generator.PostOrderApply(
+                sch_rules="from-target", postprocs="from-target", mutator_probs="from-target")
+            before, new, best, rejected, _ = run(rest_db, rest_dir, task, space,
+                                                 "evolutionary", verifier, trials)
+            results.append(TaskResult(task.name, REST, "metaschedule", before, new,
+                                      best * 1e3 if math.isfinite(best) else None, rejected))
     return results
+
+
+@dataclass(frozen=True)
+class RestTask:
+    """A fused PrimFunc of a model that the plugin does not schedule (``main`` of ``mod``)."""
+
+    name: str
+    mod: tvm.IRModule
+
+
+def rest_of_model_tasks(mod: tvm.IRModule, target: TargetLike, tuning_logs=None,
+                        params: Optional[dict] = None) -> list[RestTask]:
+    """The fused PrimFuncs of ``mod`` that :func:`tvm_deconv.build` (with ``tuning_logs``
+    and ``params``) leaves unscheduled, as MetaSchedule extracts them."""
+    from .build import front_passes  # pylint: disable=import-outside-toplevel
+
+    target = resolve_target(target)
+    if params:
+        mod = relax.transform.BindParams("main", {
+            k: v if isinstance(v, tvm.runtime.Tensor) else tvm.runtime.tensor(np.asarray(v))
+            for k, v in params.items()})(mod)
+    logs = tuning_logs if tuning_logs is not None and _log_files_in(Path(tuning_logs)) else False
+    with target:
+        lowered = tvm.transform.Sequential(front_passes(target, tuning_logs=logs))(mod)
+    tasks = []
+    for extracted in ms.relax_integration.extract_tasks(lowered, target):
+        func_mod = extracted.dispatched[0]
+        if not func_mod["main"].attrs.get("tirx.is_scheduled", False):
+            tasks.append(RestTask(extracted.task_name, func_mod))
+    return tasks
+
+
+class RestVerifier:
+    """Runs a candidate schedule of a :class:`RestTask` and its untuned PrimFunc on the same
+    random arguments (floats normal, integers zero) and compares every argument after."""
+
+    tolerance = 1e-5
+
+    def __init__(self, task: RestTask, target: Target, seed: int = 0):
+        self.task, self.target, self.dev = task, target, tvm.cpu(0)
+        if "gpu" in target.keys:
+            self.dev = tvm.cuda(0)
+        rng = np.random.default_rng(seed)
+        self.args = []
+        for info in ms.arg_info.ArgInfo.from_prim_func(task.mod["main"]):
+            shape, dtype = [int(d) for d in info.shape], str(info.dtype)
+            self.args.append(rng.standard_normal(shape).astype(dtype) if "float" in dtype
+                             else np.zeros(shape, dtype))
+        self.ref = self._run(tvm.compile(task.mod, target))
+
+    def _run(self, lib) -> np.ndarray:
+        args = [tvm.runtime.tensor(a, self.dev) for a in self.args]
+        lib["main"](*args)
+        self.dev.sync()
+        return np.concatenate([a.numpy().astype("float64").ravel() for a in args])
+
+    def error(self, sch) -> float:
+        try:
+            return relative_error(self._run(tvm.compile(sch.mod, self.target)), self.ref)
+        except Exception as err:  # pylint: disable=broad-except
+            logger.warning("tvm_deconv: verifying a candidate of %s failed: %s",
+                           self.task.name, err)
+            return float("inf")
+
+
+class _TaskRunner:
+    """One task's MetaSchedule run: the remaining trials into a database, with a progress
+    bar and :class:`VerifiedCommit`; returns (records before, new records, best seconds,
+    rejected, board error)."""
+
+    def __init__(self, target, trials, builder, runner, cost_model, progress, seed, board):
+        self.target, self.trials, self.builder, self.runner = target, trials, builder, runner
+        self.cost_model, self.progress, self.seed, self.board = cost_model, progress, seed, board
+
+    def __call__(self, database, work_dir, task, space_generator, search_strategy,
+                 make_verifier, budget):
+        from .rpc import BoardLost  # pylint: disable=import-outside-toplevel
+
+        done = _records(database, task)
+        before = len(done)
+        left = budget - before
+        best = min((sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in done),
+                   default=math.inf)
+        if left <= 0:
+            return before, 0, best, 0, None
+        board = self.board
+        if board is not None and (problem := board.problem()) is not None:
+            raise BoardLost(f"{board}: {problem}", [])
+        bar = _progress_bar(task.name, left) if self.progress else None
+        verifier = make_verifier() if make_verifier is not None else None
+        callback = VerifiedCommit(database, task, self.target, verifier, bar, best, board)
+        context = ms.TuneContext(
+            mod=task.mod, target=self.target, space_generator=space_generator,
+            search_strategy=search_strategy, task_name=task.name,
+            rand_state=-1 if self.seed is None else self.seed, num_threads="physical",
+            logger=logger)
+        try:
+            ms.tune_tasks(
+                tasks=[context], task_weights=[1.0], work_dir=str(work_dir),
+                max_trials_global=left, num_trials_per_iter=min(16, left),
+                builder=self.builder, runner=self.runner, database=database,
+                cost_model=self.cost_model,
+                measure_callbacks=[callback, ms.measure_callback.RemoveBuildArtifact(),
+                                   ms.measure_callback.UpdateCostModel()])
+        except Exception:  # pylint: disable=broad-except
+            if callback.board_error is None:
+                raise
+        finally:
+            if bar is not None:
+                bar.close()
+        new = len(_records(database, task)) - before
+        return before, new, callback.best_secs, callback.rejected, callback.board_error
 
 
 def _progress_bar(name: str, total: int):
