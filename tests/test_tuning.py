@@ -338,8 +338,9 @@ def test_each_space_is_its_own_workload_on_cuda():
 
 
 def _deconv_batch_norm_module(spec, weight):
-    """conv2d_transpose -> batch_norm -> relu: the batch norm stays a PrimFunc of its own
-    (it does not fuse into the conv), which rest-of-model tuning is for."""
+    """conv2d_transpose -> batch_norm (training mode: batch statistics, which FoldBatchNorm
+    leaves alone) -> relu: the batch norm stays PrimFuncs of its own, what rest-of-model tuning
+    is for."""
     rng = np.random.default_rng(5)
     channels = spec.out_channels
     stats = [relax.const(v.astype("float32")) for v in (
@@ -365,8 +366,8 @@ def test_rest_of_model_tuning_is_verified_applied_and_resumable(tmp_path):
     target = tvm_deconv.resolve_target("llvm")
     rest = tuning.rest_of_model_tasks(mod, target)
     assert rest  # (the batch norm's statistics, folded, and the relu)
-    results = tuning.tune(mod, target, tmp_path, trials=1, spaces=["default"],
-                          rest_of_model=True, progress=False)
+    results = tvm_deconv.tune(mod, target, tmp_path, trials=1, spaces=["default"],
+                              rest_of_model=True, progress=False)
     rest_rows = [r for r in results if r.space == tuning.REST]
     assert len(rest_rows) == len(rest)
     assert all(r.trials_run == 1 and r.best_ms and r.rejected == 0 for r in rest_rows)

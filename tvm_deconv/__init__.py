@@ -20,8 +20,16 @@ from .targets import resolve_target
 
 __version__ = "0.1.0"
 
+
+def tune(mod_or_tasks, target, work_dir, trials: int = 64, **kwargs):
+    """:func:`tvm_deconv.tuning.tune` (imported on first use: it loads MetaSchedule)."""
+    from .tuning import tune as tune_tasks  # pylint: disable=import-outside-toplevel
+
+    return tune_tasks(mod_or_tasks, target, work_dir, trials, **kwargs)
+
+
 __all__ = [
-    "build", "pipeline", "conv1d_transpose", "conv2d_transpose", "conv3d_transpose",
+    "build", "pipeline", "tune", "conv1d_transpose", "conv2d_transpose", "conv3d_transpose",
     "decomposed_conv_transpose", "make_spec", "make_plan", "ConvTransposeSpec",
     "TransposedConvPlan", "PlanError", "resolve_target", "plan", "strategy", "testing",
     "transform",

@@ -11,6 +11,7 @@ from tvm import relax
 from .targets import TargetLike, resolve_target
 from .conv_as_transposed import ConvAsTransposedConv
 from .dilated import DecomposeDilatedConv
+from .fold_batch_norm import FoldBatchNorm
 from .transform import ApplyDeconvSchedule, DecomposeTransposedConv
 
 
@@ -57,6 +58,7 @@ def front_passes(target: tvm.target.Target, decompose: bool = True, tuning_logs=
     passes = list(_backend(target).library_dispatch_passes(target))
     if decompose:
         database, warn_untuned = _tuning_database(target, tuning_logs)
+        passes.append(FoldBatchNorm())
         if mode == "fused":  # (graph mode turns transposed convs into ordinary ones)
             passes.append(ConvAsTransposedConv(target))
         passes.append(DecomposeTransposedConv(target, database, warn_untuned, mode))
@@ -77,7 +79,7 @@ def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
              mode: str = "fused") -> tvm.transform.Pass:
     """The Relax pipeline of ``target`` with the decomposed transposed conv in it.
 
-    Library dispatch → :class:`ConvAsTransposedConv` (fused mode) →
+    Library dispatch → :class:`FoldBatchNorm` → :class:`ConvAsTransposedConv` (fused mode) →
     :class:`DecomposeTransposedConv` → :class:`DecomposeDilatedConv` →
     LegalizeOps → AnnotateTIROpPattern →
     FoldConstant (weight transforms of constant weights) → FuseOps → FuseTIR →
