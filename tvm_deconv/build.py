@@ -114,10 +114,10 @@ def _rest_database(target: tvm.target.Target, tuning_logs):
     filtered to ``target`` like the rest of the log; ``None`` if it has none."""
     from pathlib import Path  # pylint: disable=import-outside-toplevel
 
-    from .tuning import REST_DIR, load_tuning_logs  # pylint: disable=C0415
+    from .tuning import REST_DIR, existing_log, load_tuning_logs  # pylint: disable=C0415
 
-    path = Path(tuning_logs) / REST_DIR
-    return load_tuning_logs(path, target) if path.is_dir() else None
+    path = existing_log(Path(tuning_logs) / REST_DIR)
+    return load_tuning_logs(path, target) if path is not None else None
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_deconv.ApplyRestOfModelRecords")
@@ -150,8 +150,14 @@ def build(
     are folded at compile time.  ``tuning_logs`` and ``mode``: see :func:`pipeline`.
     """
     target = resolve_target(target)
-    if params:
-        params = {k: v if isinstance(v, tvm.runtime.Tensor) else tvm.runtime.tensor(np.asarray(v))
-                  for k, v in params.items()}
-        mod = relax.transform.BindParams("main", params)(mod)
-    return tvm.compile(mod, target, relax_pipeline=pipeline(target, decompose, tuning_logs, mode))
+    return tvm.compile(bind_params(mod, params), target,
+                       relax_pipeline=pipeline(target, decompose, tuning_logs, mode))
+
+
+def bind_params(mod: tvm.IRModule, params: Optional[dict]) -> tvm.IRModule:
+    """``params`` (name → array or tensor) bound as constants of ``main``."""
+    if not params:
+        return mod
+    return relax.transform.BindParams("main", {
+        k: v if isinstance(v, tvm.runtime.Tensor) else tvm.runtime.tensor(np.asarray(v))
+        for k, v in params.items()})(mod)

@@ -252,7 +252,7 @@ class Verifier:
 
     def __init__(self, task: TuningTask, target: Target, seed: int = 0, board=None):
         self.task, self.target, self.board = task, target, board
-        self.dev = tvm.cuda(0) if "gpu" in target.keys else tvm.cpu(0)
+        self.dev = _device(target)
         if board is None and not self.dev.exist:
             raise RuntimeError(
                 f"cannot verify tuned kernels for {target.kind.name}: no such device here. "
@@ -295,6 +295,10 @@ class Verifier:
         lib["main"](tvm.runtime.tensor(self.data, dev), tvm.runtime.tensor(self.weight, dev), out)
         dev.sync()
         return out.numpy()
+
+
+def _device(target: Target):
+    return tvm.cuda(0) if "gpu" in target.keys else tvm.cpu(0)
 
 
 def _host(target: Target) -> Target:
@@ -475,7 +479,7 @@ def tune(
         builder = board.builder() if board else local_builder()
     if runner == "local":
         runner = board.runner() if board else ms.runner.LocalRunner(timeout_sec=60)
-    run = _TaskRunner(target, trials, builder, runner, cost_model, progress, seed, board)
+    run = _TaskRunner(target, builder, runner, cost_model, progress, seed, board)
     database = open_database(work_dir)
     results = []
     for task in tasks:
@@ -520,14 +524,12 @@ def rest_of_model_tasks(mod: tvm.IRModule, target: TargetLike, tuning_logs=None,
                         params: Optional[dict] = None) -> list[RestTask]:
     """The fused PrimFuncs of ``mod`` that :func:`tvm_deconv.build` (with ``tuning_logs``
     and ``params``) leaves unscheduled, as MetaSchedule extracts them."""
-    from .build import front_passes  # pylint: disable=import-outside-toplevel
+    from .build import bind_params, front_passes  # pylint: disable=import-outside-toplevel
 
     target = resolve_target(target)
-    if params:
-        mod = relax.transform.BindParams("main", {
-            k: v if isinstance(v, tvm.runtime.Tensor) else tvm.runtime.tensor(np.asarray(v))
-            for k, v in params.items()})(mod)
-    logs = tuning_logs if tuning_logs is not None and _log_files_in(Path(tuning_logs)) else False
+    mod = bind_params(mod, params)
+    logs = (tuning_logs if tuning_logs is not None and existing_log(tuning_logs) is not None
+            else False)
     with target:
         lowered = tvm.transform.Sequential(front_passes(target, tuning_logs=logs))(mod)
     tasks = []
@@ -545,9 +547,7 @@ class RestVerifier:
     tolerance = 1e-5
 
     def __init__(self, task: RestTask, target: Target, seed: int = 0):
-        self.task, self.target, self.dev = task, target, tvm.cpu(0)
-        if "gpu" in target.keys:
-            self.dev = tvm.cuda(0)
+        self.task, self.target, self.dev = task, target, _device(target)
         rng = np.random.default_rng(seed)
         self.args = []
         for info in ms.arg_info.ArgInfo.from_prim_func(task.mod["main"]):
@@ -576,8 +576,8 @@ class _TaskRunner:
     bar and :class:`VerifiedCommit`; returns (records before, new records, best seconds,
     rejected, board error)."""
 
-    def __init__(self, target, trials, builder, runner, cost_model, progress, seed, board):
-        self.target, self.trials, self.builder, self.runner = target, trials, builder, runner
+    def __init__(self, target, builder, runner, cost_model, progress, seed, board):
+        self.target, self.builder, self.runner = target, builder, runner
         self.cost_model, self.progress, self.seed, self.board = cost_model, progress, seed, board
 
     def __call__(self, database, work_dir, task, space_generator, search_strategy,
@@ -670,7 +670,12 @@ def shipped_log_dir(target: Target) -> Optional[Path]:
     root = shipped_logs_root()
     if root is None:
         return None
-    path = root / target_key(target)
+    return existing_log(root / target_key(target))
+
+
+def existing_log(path: str | os.PathLike) -> Optional[Path]:
+    """``path`` if it holds a tuning log (plain or compressed), else ``None``."""
+    path = Path(path)
     return path if _log_files_in(path) is not None else None
 
 
