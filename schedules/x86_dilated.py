@@ -21,7 +21,8 @@ phase a register-tiled GEMM, as :mod:`.x86` does for transposed convs:
   loop nest, whose input-phase offset is linear in the phase: ASPP d=18 has 324 phases but 4
   runs (one nest per phase took minutes of LLVM time).
 
-One parallel loop over (batch, group, part of the output tiles) holds everything.
+One parallel loop over (batch, group, part of the output tiles, part of the channel tiles) holds
+everything; :func:`_parallel_split` picks the parts by the bytes each would stream.
 :data:`~.x86.X86` or :data:`~.x86.NEON` (:class:`~.x86.VectorISA`) give the vector width and
 the register budget, exactly as for the transposed conv.  Few output channels per group
 (``2*Cog < L``, depthwise) decline: vectorising over channels would waste the lanes.
@@ -52,6 +53,7 @@ from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _i64, _index, _nest,
 
 L2_CHUNK_BYTES = 384 * 1024  # weights of one input-channel chunk, all output channels (L2)
 MIN_PARALLEL = 8             # parallel iterations wanted before phases are split into groups
+MIN_PHASE_POSITIONS = 16     # output positions per phase for a split by channels
 
 
 def valid_taps(ap: DilatedAxisPhase, q_first, q_last, in_size: int, mx=max, mn=min):
@@ -118,6 +120,7 @@ class DilatedLayout:
     hi: tuple
     chunk: int         # input channels per chunk
     parts: int         # each run's output tiles are split over this many parallel iterations
+    oc_parts: int      # ... and its channel tiles over this many (dividing ob // obt)
 
     @property
     def tile(self) -> tuple:
@@ -182,12 +185,31 @@ def dilated_layout(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> Di
                     high = max(high, ap.input_index(q0 + tq[a] - 1, t_hi - 1))
         lo.append(-low)
         hi.append(high - (ax.in_size - 1))
-    cig = spec.in_per_group
-    per_channel = math.prod(spec.kernel) * ob * lanes * 4
-    chunk = -(-cig // -(-cig * per_channel // L2_CHUNK_BYTES))
     base = spec.batch * spec.groups
-    parts = -(-MIN_PARALLEL // base) if base < MIN_PARALLEL else 1
-    return DilatedLayout("oc", lanes, cig, obt, ob, tq, tuple(lo), tuple(hi), chunk, parts)
+    parts, oc_parts = _parallel_split(spec, plan, -(-MIN_PARALLEL // base)
+                                      if base < MIN_PARALLEL else 1, ob // obt)
+    cig = spec.in_per_group
+    per_channel = math.prod(spec.kernel) * ob // oc_parts * lanes * 4
+    chunk = -(-cig // -(-cig * per_channel // L2_CHUNK_BYTES))
+    return DilatedLayout("oc", lanes, cig, obt, ob, tq, tuple(lo), tuple(hi), chunk, parts,
+                         oc_parts)
+
+
+def _parallel_split(spec: DilatedConvSpec, plan, total: int, channel_tiles: int) -> tuple:
+    """``(parts, oc_parts)``, ``parts * oc_parts == total``: the parallel iterations split the
+    output positions (each iteration streams all the weights) or the channel tiles (each
+    reads all the data), not both (mixed splits measured slowest on ASPP).  Channels when the
+    weights outweigh the data and the phases are big enough that a channel share still reuses
+    each input patch: pix2pix's encoder convs ran 1.2-4.5x faster split by channels (512 ->
+    512 on 8x8: 5.0 -> 1.1 ms), ASPP d=6 (30 positions per phase) 1.2x; d=18 (3 per phase)
+    1.15x slower, so it keeps the position split."""
+    weight_bytes = spec.in_per_group * spec.out_per_group * math.prod(spec.kernel)
+    data_bytes = spec.in_per_group * math.prod(spec.in_size)
+    positions = math.prod(spec.out_size) / math.prod(len(ax.phases) for ax in plan.axes)
+    if weight_bytes < data_bytes or positions < MIN_PHASE_POSITIONS:
+        return total, 1
+    oc_parts = max(o for o in range(1, total + 1) if total % o == 0 and channel_tiles % o == 0)
+    return total // oc_parts, oc_parts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +254,7 @@ def dilated_compute(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> t
     plan, lay = make_dilated_plan(spec), dilated_layout(spec, isa)
     nd = spec.ndim
     runs = list(itertools.product(*(phase_runs(ax) for ax in plan.axes)))
-    outer = [spec.batch, spec.groups, lay.parts]
+    outer = [spec.batch, spec.groups, lay.parts, lay.oc_parts]
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
             T.func_name(f"conv{nd}d_dilated_{(isa or X86).name}")
@@ -283,18 +305,23 @@ def _split(index, counts: list) -> list:
 
 def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, out) -> None:
     """One run of phases (a box of phases, one run per axis) inside the parallel body: loop
-    over this part's (phase, output tile) pairs and, innermost, over the channel tiles (the
-    input patch stays in L1, the chunk's weights in L2); per tile zero (first chunk) or reload
+    over this part's (phase, output tile) pairs (a contiguous block of them; tiles outer in
+    1-d) and, innermost, over its channel tiles (the input patch stays in L1, the chunk's
+    weights in L2); per tile zero (first chunk) or reload
     the accumulator, accumulate the chunk over the tile's valid taps, save the partial sums
     (or, after the last chunk, store to the phase's output positions)."""
     spec = plan.spec
     nd, sp = spec.ndim, spec.spatial_axes
-    n, g, part = coords
+    n, g, part, oc_part = coords
     acc, partial = accs
     firsts = [r.first for r in run]
     ext = [ap.extent for ap in firsts]
     qtiles = [-(-e // t) for e, t in zip(ext, lay.tq)]
-    counts = [r.count for r in run] + qtiles
+    # 1-d: the run's phases innermost, so a part stores a tile's positions of every phase
+    # together (phase r of position q goes to q*P + r: whole output lines at once; phase by
+    # phase, each store dirtied a line the other phases filled later: WaveNet 1.5-2.6x)
+    tiles_outer = nd == 1
+    counts = qtiles + [r.count for r in run] if tiles_outer else [r.count for r in run] + qtiles
     annot = {PHASE_ANNOTATION: [ap.phase for ap in firsts], TILE: list(lay.tile),
              OP_ANNOTATION: DILATED_CONV}
     cig, cog, lanes = spec.in_per_group, spec.out_per_group, lay.lanes
@@ -305,12 +332,19 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
     per_part = -(-total // lay.parts)
     with contextlib.ExitStack() as stack:
         k = stack.enter_context(T.serial(_i64(per_part)))
-        pair = k * _i64(lay.parts) + part if lay.parts > 1 else k
+        # each part a contiguous block of pairs: neighbouring tiles share input halos and
+        # output lines (round-robin parts: pix2pix 64 -> 128 1.19x slower)
+        pair = part * _i64(per_part) + k if lay.parts > 1 else k
         if per_part * lay.parts != total:
             stack.enter_context(T.If(pair < _i64(total)))
             stack.enter_context(T.Then())
         pc = _split(pair, counts)
-        tile_o = stack.enter_context(T.serial(_i64(lay.ob // lay.obt)))
+        per_oc_part = lay.ob // lay.obt // lay.oc_parts
+        tile_o = stack.enter_context(T.serial(_i64(per_oc_part)))
+        if lay.oc_parts > 1:
+            tile_o = oc_part * _i64(per_oc_part) + tile_o
+        if tiles_outer:
+            pc = pc[nd:] + pc[:nd]
         rr, q0 = pc[:nd], [q * _i64(t) for q, t in zip(pc[nd:], lay.tq)]
 
         def spatial(ivs):

@@ -395,3 +395,22 @@ def test_valid_taps_and_phase_runs_follow_the_plan():
                     run_.first.in_phase + i * run_.in_phase_step)
                 members.append(ap.phase)
         assert members == [ap.phase for ap in axis.phases if ap.extent]
+
+
+@pytest.mark.parametrize("spec, split", [
+    # pix2pix's inner encoder, scaled down: weights outweigh the data, channel tiles split
+    (make_dilated_spec((1, 64, 8, 8), (128, 64, 4, 4), strides=2, padding=1), (1, 8)),
+    # as heavy, but 4 positions per phase: a channel share would reread each input patch
+    (make_dilated_spec((1, 64, 12, 12), (128, 64, 3, 3), padding=6, dilation=6), (8, 1)),
+    # data outweighs the weights: positions split
+    (make_dilated_spec((1, 8, 40, 40), (16, 8, 3, 3), padding=2, dilation=2), (8, 1)),
+], ids=["weight-heavy", "small-phases", "data-heavy"])
+def test_x86_dilated_splits_the_threads_by_bytes_moved(spec, split, caplog):
+    """Parallel iterations split the positions (each streams all weights) or the channel tiles
+    (each reads all the data); either split computes the same conv."""
+    lay = x86_dilated.dilated_layout(spec)
+    assert (lay.parts, lay.oc_parts) == split
+    assert lay.parts * lay.oc_parts == x86_dilated.MIN_PARALLEL
+    data, weight = random_inputs(spec, seed=3)
+    out = run(_x86_build(spec, weight, caplog=caplog), data)
+    assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax
+from tvm.script import tirx as T
 
 import tvm_deconv
 from tvm_deconv import strategy
@@ -99,9 +100,39 @@ def test_tvm_compile_with_our_pipeline():
     spec = SPECS[0]
     data, weight = random_inputs(spec)
     target = tvm_deconv.resolve_target("llvm")
-    ex = tvm.compile(one_layer(spec), target, relax_pipeline=tvm_deconv.pipeline(target))
+    with tvm_deconv.lowering_context(target):
+        ex = tvm.compile(one_layer(spec), target, relax_pipeline=tvm_deconv.pipeline(target))
     assert relative_error(run(ex, data, weight),
                           conv_transpose_reference(data, weight, spec)) < 1e-5
+
+
+def _narrowed_loop_dtype() -> str:
+    """The loop variable's dtype after a Sequential holding NarrowDataType, as TVM's TIR
+    pipeline runs it, in the current PassContext."""
+    @T.prim_func
+    def copy(a: T.Buffer((T.int64(64),), "float32"), b: T.Buffer((T.int64(64),), "float32")):
+        for i in range(T.int64(64)):
+            b[i] = a[i]
+
+    mod = tvm.transform.Sequential([tvm.tirx.transform.FlattenBuffer(),
+                                    tvm.tirx.transform.NarrowDataType(32)])(
+        tvm.IRModule({"main": copy}))
+    loop = [stmt for stmt in mod["main"].body if isinstance(stmt, tvm.tirx.For)]
+    return str(loop[0].extent.ty)
+
+
+def test_lowering_context_keeps_64_bit_indices_on_cpus_only():
+    cpu, gpu = tvm_deconv.resolve_target("llvm"), tvm_deconv.resolve_target("cuda")
+    with tvm.transform.PassContext(opt_level=3, disabled_pass=["relax.FuseOps"],
+                                   config={"tirx.disable_vectorize": True}):
+        with tvm_deconv.lowering_context(cpu) as ctx:  # the caller's settings kept
+            assert ctx.opt_level == 3 and bool(ctx.config["tirx.disable_vectorize"])
+            assert set(ctx.disabled_pass) == {"relax.FuseOps", "tirx.NarrowDataType"}
+            assert _narrowed_loop_dtype() == "int64"
+        assert _narrowed_loop_dtype() == "int32"  # TVM's own lowering narrows
+    for target, decompose in ((gpu, True), (cpu, False)):
+        with tvm_deconv.lowering_context(target, decompose) as ctx:
+            assert not list(ctx.disabled_pass)
 
 
 def test_unsupported_call_falls_back_with_a_log_line(caplog):

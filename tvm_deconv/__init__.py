@@ -4,7 +4,9 @@ Quick start::
 
     import tvm_deconv
     ex = tvm_deconv.build(mod, "llvm", params)          # successor of relay.build
-    # or: tvm.compile(mod, target, relax_pipeline=tvm_deconv.pipeline(target))
+    # or, with your own tvm.compile call:
+    with tvm_deconv.lowering_context(target):
+        ex = tvm.compile(mod, target, relax_pipeline=tvm_deconv.pipeline(target))
 """
 
 from .threads import configure_runtime_threads
@@ -12,7 +14,7 @@ from .threads import configure_runtime_threads
 configure_runtime_threads()  # before TVM's runtime pool exists: see tvm_deconv.threads
 
 from . import plan, strategy, testing, transform  # noqa: E402
-from .build import build, pipeline  # noqa: E402
+from .build import build, lowering_context, pipeline  # noqa: E402
 from .compute import (conv1d_transpose, conv2d_transpose, conv3d_transpose,
                       decomposed_conv_transpose)
 from .plan import ConvTransposeSpec, PlanError, TransposedConvPlan, make_plan, make_spec
@@ -29,7 +31,7 @@ def tune(mod_or_tasks, target, work_dir, trials: int = 64, **kwargs):
 
 
 __all__ = [
-    "build", "pipeline", "tune", "conv1d_transpose", "conv2d_transpose", "conv3d_transpose",
+    "build", "lowering_context", "pipeline", "tune", "conv1d_transpose", "conv2d_transpose", "conv3d_transpose",
     "decomposed_conv_transpose", "make_spec", "make_plan", "ConvTransposeSpec",
     "TransposedConvPlan", "PlanError", "resolve_target", "plan", "strategy", "testing",
     "transform",
