@@ -40,10 +40,7 @@ for name, spec in specs.items():
             lambda: tvm_deconv.build(mod, target, {"w": weight}, tuning_logs=False), [data])
     x86_dilated._parallel_split = BY_BYTES  # pylint: disable=protected-access
     err = relative_error(impls["by_bytes"].run(), impls["positions_only"].run())
-    times = {t: [] for t in impls}
-    for _ in range(int(sys.argv[1])):
-        for t, p in impls.items():
-            times[t] += p.timer(3, 100)
+    times = bench.round_robin(impls, 3 * int(sys.argv[1]), 100)
     med = {t: float(np.median(v)) for t, v in times.items()}
     res[name] = dict(median_ms=med, parts_oc_parts=splits, rel_err=err,
                      speedup=med["positions_only"] / med["by_bytes"])

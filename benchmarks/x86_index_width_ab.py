@@ -8,7 +8,6 @@ import json
 import sys
 
 import numpy as np
-import tvm
 from tvm import relax
 
 import tvm_deconv.build
@@ -35,10 +34,7 @@ for layer in [l for l in zoo.LAYERS if names is None or l.name in names]:
             lambda: B.build(mod, target, {"w": weight}, tuning_logs=False), [data])
     B.CPU_DISABLED_PASSES = WIDE
     err = relative_error(impls["int64"].run(), impls["int32"].run())
-    times = {t: [] for t in impls}
-    for _ in range(int(sys.argv[2])):
-        for t, p in impls.items():
-            times[t] += p.timer(3, 50)
+    times = bench.round_robin(impls, 3 * int(sys.argv[2]), 50)
     med = {t: float(np.median(v)) for t, v in times.items()}
     res[layer.name] = dict(median_ms=med, rel_err_int64_vs_int32=err,
                            speedup=med["int32"] / med["int64"])

@@ -186,8 +186,8 @@ def dilated_layout(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> Di
         lo.append(-low)
         hi.append(high - (ax.in_size - 1))
     base = spec.batch * spec.groups
-    parts, oc_parts = _parallel_split(spec, plan, -(-MIN_PARALLEL // base)
-                                      if base < MIN_PARALLEL else 1, ob // obt)
+    total_parts = -(-MIN_PARALLEL // base) if base < MIN_PARALLEL else 1
+    parts, oc_parts = _parallel_split(spec, plan, total_parts, ob // obt)
     cig = spec.in_per_group
     per_channel = math.prod(spec.kernel) * ob // oc_parts * lanes * 4
     chunk = -(-cig // -(-cig * per_channel // L2_CHUNK_BYTES))
@@ -339,12 +339,12 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
             stack.enter_context(T.If(pair < _i64(total)))
             stack.enter_context(T.Then())
         pc = _split(pair, counts)
+        if tiles_outer:  # (back to phases first)
+            pc = pc[nd:] + pc[:nd]
         per_oc_part = lay.ob // lay.obt // lay.oc_parts
         tile_o = stack.enter_context(T.serial(_i64(per_oc_part)))
         if lay.oc_parts > 1:
             tile_o = oc_part * _i64(per_oc_part) + tile_o
-        if tiles_outer:
-            pc = pc[nd:] + pc[:nd]
         rr, q0 = pc[:nd], [q * _i64(t) for q, t in zip(pc[nd:], lay.tq)]
 
         def spatial(ivs):

@@ -31,8 +31,8 @@ def tune(mod_or_tasks, target, work_dir, trials: int = 64, **kwargs):
 
 
 __all__ = [
-    "build", "lowering_context", "pipeline", "tune", "conv1d_transpose", "conv2d_transpose", "conv3d_transpose",
-    "decomposed_conv_transpose", "make_spec", "make_plan", "ConvTransposeSpec",
+    "build", "lowering_context", "pipeline", "tune", "conv1d_transpose", "conv2d_transpose",
+    "conv3d_transpose", "decomposed_conv_transpose", "make_spec", "make_plan", "ConvTransposeSpec",
     "TransposedConvPlan", "PlanError", "resolve_target", "plan", "strategy", "testing",
     "transform",
 ]

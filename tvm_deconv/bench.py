@@ -673,13 +673,14 @@ def check_impl(factory, case: Case, ref: np.ndarray) -> tuple[dict, Optional[Pre
         return entry, None
 
 
-def time_interleaved(prepared: dict, entries: dict, case: Case, repeat: int,
-                     min_repeat_ms: float, breakdown: bool) -> None:
-    """Time the implementations round-robin, one repeat of each per round, so that load from
-    other jobs on a shared machine falls on all of them alike; fills each entry's statistics.
+def round_robin(prepared: dict, repeat: int, min_repeat_ms: float,
+                on_error: Optional[Callable[[str, Exception], None]] = None) -> dict:
+    """Milliseconds per implementation (name → samples), timed round-robin: one repeat of each
+    per round, so that load from other jobs on a shared machine falls on all of them alike.
     Each repeat starts after a :data:`SETTLE_S` pause: the previous implementation's thread
     pool (OpenMP, ORT's, TVM's) spins for a while after its last run, and on 2 cores those
-    spinning threads halved the next implementation's speed."""
+    spinning threads halved the next implementation's speed.  An implementation that raises
+    is reported to ``on_error`` and dropped (without ``on_error`` the exception propagates)."""
     samples: dict = {name: [] for name in prepared}
     for _ in range(repeat):
         for name, prep in prepared.items():
@@ -688,8 +689,20 @@ def time_interleaved(prepared: dict, entries: dict, case: Case, repeat: int,
                 try:
                     samples[name] += prep.timer(1, min_repeat_ms)
                 except Exception as exc:  # pylint: disable=broad-except
-                    entries[name]["error"] = _error_text(exc)
+                    if on_error is None:
+                        raise
+                    on_error(name, exc)
                     del samples[name]
+    return samples
+
+
+def time_interleaved(prepared: dict, entries: dict, case: Case, repeat: int,
+                     min_repeat_ms: float, breakdown: bool) -> None:
+    """:func:`round_robin` timing; fills each entry's statistics (or its error)."""
+    def record_error(name: str, exc: Exception) -> None:
+        entries[name]["error"] = _error_text(exc)
+
+    samples = round_robin(prepared, repeat, min_repeat_ms, record_error)
     for name, times in samples.items():
         entry = entries[name]
         entry.update(_summary(times))
