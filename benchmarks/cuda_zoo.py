@@ -32,9 +32,11 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 import tvm_deconv  # noqa: E402
-from tvm_deconv import zoo  # noqa: E402
+from tvm_deconv import strategy, zoo  # noqa: E402
 from tvm_deconv.plan import make_plan  # noqa: E402
 from tvm_deconv.testing import conv_transpose_reference, relative_error  # noqa: E402
+
+CUDA_TARGET = tvm_deconv.resolve_target("cuda")
 
 OPS = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
        3: relax.op.nn.conv3d_transpose}
@@ -125,9 +127,11 @@ def bench(layer, batch, dev, skip_default_over_ms, tuning_logs=None):
     if tuning_logs:
         runs.insert(1, ("ours_tuned", spec, x, w, True, ref, tuning_logs))
     for key, sp, xa, wa, decompose, expected, logs in runs:
-        if key == "ours_fp16" and not make_plan(sp).phase_batched:
-            row[key + "_note"] = "ragged phases: fp16 falls back to TVM's default"
-            continue
+        if key == "ours_fp16":
+            chosen = strategy.select(strategy.CONV_TRANSPOSE, sp, CUDA_TARGET)
+            if chosen.implementation is None:
+                row[key + "_note"] = "fp16 falls back to TVM's default: " + chosen.reason()
+                continue
         try:
             t0 = time.perf_counter()
             ex = tvm_deconv.build(one_layer(sp), "cuda", params={"w": wa}, decompose=decompose,

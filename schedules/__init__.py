@@ -4,13 +4,14 @@ Importing this package registers the built-in implementations with
 :mod:`tvm_deconv.strategy`.
 """
 
-from tvm_deconv.compute import decomposed_conv_transpose
+from tvm_deconv.compute import decomposed_conv_transpose, decomposed_pack
 from tvm_deconv.dilated import untangled_dilated_conv
 from tvm_deconv.strategy import CONV_TRANSPOSE, DILATED_CONV, Implementation, register
 
 from . import arm
 from .common import supports_dtype
 from .cuda import cuda_compute, cuda_pack, schedule_cuda, schedule_cuda_space, supports_cuda
+from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cuda_direct
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import schedule_single_pixel, single_pixel_compute, supports_single_pixel
 from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
@@ -34,6 +35,13 @@ register(CONV_TRANSPOSE, Implementation(
 register(CONV_TRANSPOSE, Implementation(
     name="cpu.generic", target_keys=("cpu",), priority=0,
     compute=decomposed_conv_transpose, schedule=schedule_generic_cpu, predicate=supports_dtype))
+# Few output channels per group (FSRCNN 56->1): a direct kernel, every phase of a dense
+# output patch per thread (schedules/cuda_direct.py); the implicit GEMM's channel tile would
+# be mostly idle there.
+register(CONV_TRANSPOSE, Implementation(
+    name="cuda.direct", target_keys=("cuda", "gpu"), priority=30,
+    compute=cuda_direct_compute, schedule=schedule_cuda_direct, pack=decomposed_pack,
+    predicate=supports_cuda_direct))
 # Tiled implicit GEMM per phase (schedules/cuda.py); dlight schedules only what is left.
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.decomposed", target_keys=("cuda", "gpu"), priority=20,

@@ -29,6 +29,10 @@ staged window exceeds a block's shared memory (probed by building a copy) or the
 constant box (grouped convs).  ``zero_*`` blocks (tapless phases) are plain elementwise
 kernels.  Everything is plain FFMA in the accumulation dtype (no tensor cores, so never TF32).
 :func:`schedule_cuda_space` is MetaSchedule's ``ours`` space over the start tile and unroll.
+
+Layers with at most :data:`~.cuda_direct.DIRECT_MAX_OUT_CHANNELS` output channels per group
+(FSRCNN's 56->1) do not come here: ``cuda.direct`` (:mod:`.cuda_direct`, higher priority)
+takes them, since a GEMM tile over one output channel is mostly idle.
 """
 
 from __future__ import annotations

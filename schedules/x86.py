@@ -87,6 +87,12 @@ class VectorISA:
 # faster than 2x4 on CycleGAN and the pose heads, the same elsewhere.
 X86 = VectorISA("x86", None, oc_cols=(8, OC_TILE_COLS), oc_max_vectors=2,
                 acc_budget=ACC_BUDGET)
+# AVX-512: 32 vector registers.  The dilated / ordinary-conv kernel (x86_dilated) takes up to
+# 12 positions per tile with 2 channel vectors (24 accumulators; its FMAs broadcast the input
+# from memory): side by side on an Ice Lake server 1.06-1.26x faster than 2x6 on ASPP and
+# pix2pix's / CycleGAN's convs, WaveNet the same.  The transposed-conv kernel keeps X86: 2x12
+# there measured 0.82-1.13x on the zoo (FSRCNN's w-mode tile slower).
+X86_AVX512 = VectorISA("x86", None, oc_cols=(8, 12), oc_max_vectors=2, acc_budget=ACC_BUDGET)
 # AArch64 NEON: 128-bit (4 fp32 lanes), 32 vector registers.  oc mode: 4 channel vectors x 5
 # columns = 20 accumulators + 4 weight vectors + broadcasts (fmla by element) stay within 32
 # (4x6 spills q registers to the stack in the cortex-a72 assembly; 4x5 does not).  w mode:

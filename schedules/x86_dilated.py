@@ -9,14 +9,17 @@ phase a register-tiled GEMM, as :mod:`.x86` does for transposed convs:
 * packed weight ``[G, Cog/(OBT*L), chunks, prod(k), chunk, OBT, L]`` (``L`` output channels
   per vector; one chunk's slice contiguous), FoldConstant packs constant weights once;
 * a zero-padded channels-last copy of the data, padded only as far as the tiles read;
-* register tile ``OBT`` channel vectors x ``tq`` output positions of one phase (a box over
-  its spatial axes).  The input channels are split into chunks whose weights (all output
-  channels) stay in L2; the chunk loop runs outside the phases and the channel-tile loop
-  innermost, so a chunk's weights serve every output tile and an input patch (L1) every
-  channel tile.  Partial sums between chunks go to a dense scratch (vector loads/stores);
+* register tile ``OBT`` channel vectors x a box of ``tq`` output elements: along each axis
+  consecutive positions of one phase or, where phases are short, one position of consecutive
+  phases of a run (consecutive output elements, which need the same taps; :func:`_tiles`
+  picks by the MACs each shape multiplies).  The input channels are split into chunks whose
+  weights (all output channels) stay in L2; the chunk loop runs outside the phases and the
+  channel-tile loop innermost, so a chunk's weights serve every output tile and an input
+  patch (L1) every channel tile.  Partial sums between chunks go to a dense scratch (vector
+  loads/stores);
 * padding taps are skipped: each tile loops only over the kernel taps whose input rows exist
   for some position of the tile (:func:`valid_taps`).  At DeepLab's rates most taps of the
-  border phases read padding (d=18 on 33x33: 60%), and the tile never multiplies them;
+  border phases read padding (d=18 on 33x33: 60%); tiles across phases multiply none of them;
 * consecutive phases with the same extent and valid taps (a run, :func:`phase_runs`) share one
   loop nest, whose input-phase offset is linear in the phase: ASPP d=18 has 324 phases but 4
   runs (one nest per phase took minutes of LLVM time).
@@ -47,7 +50,7 @@ from tvm_deconv.dilated import DILATED_CONV, OP_ANNOTATION
 from tvm_deconv.plan import DilatedAxisPhase, DilatedConvSpec, make_dilated_plan
 
 from .common import CPU_TILE_SCOPE
-from .x86 import (NEON, ROLE, TILE, X86, VectorISA, _i64, _index, _nest,
+from .x86 import (NEON, ROLE, TILE, X86, X86_AVX512, VectorISA, _i64, _index, _nest,
                   compute_args_and_padded_data, is_aarch64, lanes_of, schedule_x86,
                   supports_float32, vector_lanes)
 
@@ -115,7 +118,8 @@ class DilatedLayout:
     in_per_group: int
     obt: int           # channel vectors per register tile
     ob: int            # channel vectors (out_per_group padded to lanes)
-    tq: tuple          # output positions per tile, per spatial axis
+    spans: tuple       # per spatial axis: tiles cover a run's phases (else a phase's positions)
+    tq: tuple          # tile extent per spatial axis (phases or positions)
     lo: tuple          # zero padding of the data copy, per spatial axis
     hi: tuple
     chunk: int         # input channels per chunk
@@ -137,52 +141,108 @@ class DilatedLayout:
                 self.obt, self.lanes)
 
 
-def _isa_lanes(isa: VectorISA, dtype: str) -> int:
+def _isa_lanes(isa: VectorISA, spec: DilatedConvSpec) -> int:
+    """Output channels per vector: the ISA's width, halved down to 256 bits while most lanes
+    would hold no channel (AVX-512 runs 4 to 7 channels per group on ymm vectors)."""
     if isa.bits is not None:
-        return lanes_of(isa.bits, dtype)
-    return vector_lanes(dtype=dtype)
+        return lanes_of(isa.bits, spec.dtype)
+    lanes = vector_lanes(dtype=spec.dtype)
+    while lanes > lanes_of(256, spec.dtype) and 2 * spec.out_per_group < lanes:
+        lanes //= 2
+    return lanes
 
 
-def _tiles(ext_by_axis: list, budget: int) -> tuple:
-    """Positions per tile along each axis: the box of at most ``budget`` positions that wastes
-    the least on padded positions over all phases, preferring many positions per tile."""
-    nd = len(ext_by_axis)
-    best, best_score = (1,) * nd, -1.0
-    caps = [min(budget, max(e)) for e in ext_by_axis]
-    for tq in itertools.product(*(range(1, c + 1) for c in caps)):
-        size = math.prod(tq)
+def _tiles_of(runs, spans: bool, t: int):
+    """The tiles of one axis: ``(run, q_first, q_last, q_read, r_read)``: the tile's real
+    positions ``[q_first, q_last]`` (whose taps it multiplies) and the last position and run
+    member it reads, padded ones included."""
+    for run in runs:
+        ext = run.first.extent
+        if spans:
+            for q in range(ext):
+                yield run, q, q, q, -(-run.count // t) * t - 1
+        else:
+            for q0 in range(0, ext, t):
+                yield run, q0, min(q0 + t, ext) - 1, q0 + t - 1, run.count - 1
+
+
+def _axis_macs(ax, runs, spans: bool, t: int) -> tuple:
+    """``(useful, performed)`` tap-position pairs of one axis with tiles of ``t`` along the
+    runs' phases (``spans``) or along each phase's positions.  A tile multiplies every tap that
+    some position of it needs (:func:`valid_taps`) at all its positions, padded ones included;
+    summed per axis because the MACs of a box of phases are a product over the axes."""
+    useful = sum(run.count * len(range(*valid_taps(run.first, q, q, ax.in_size)))
+                 for run in runs for q in range(run.first.extent))
+    performed = sum((r_read + 1) * (q_read - q_first + 1)
+                    * len(range(*valid_taps(run.first, q_first, q_last, ax.in_size)))
+                    for run, q_first, q_last, q_read, r_read in _tiles_of(runs, spans, t))
+    return useful, performed
+
+
+def _tiles(plan, runs_by_axis: list, budget: int) -> tuple:
+    """``(spans, tq)``: per spatial axis, whether the tile covers consecutive phases of a run
+    (consecutive output elements, one position of each phase) or consecutive positions of one
+    phase, and the tile's extent: the box of at most ``budget`` positions that multiplies the
+    fewest padding taps and padded positions, preferring many positions per tile (of the
+    boxes within 2% of the best score, the largest).
+
+    Spanning phases keeps every tap of a tile valid where phases hold a few positions each
+    (ASPP d=18 on 33x33: 2 per phase, whose two positions need different taps, so a tile of
+    both computed all 9 taps where 4 have input)."""
+    nd = len(runs_by_axis)
+    choices = []
+    for runs in runs_by_axis:
+        positions = max(r.first.extent for r in runs)
+        phases = max(r.count for r in runs)
+        choices.append([(False, t) for t in range(1, min(budget, positions) + 1)]
+                       + [(True, t) for t in range(2, min(budget, phases) + 1)])
+    scored, work = [], {}
+    for combo in itertools.product(*choices):
+        size = math.prod(t for _, t in combo)
         if size > budget:
             continue
-        useful = padded = 0
-        for exts in itertools.product(*ext_by_axis):
-            useful += math.prod(exts)
-            padded += math.prod(-(-e // t) * t for e, t in zip(exts, tq))
+        useful = performed = 1
+        for a, (spans, t) in enumerate(combo):
+            if (a, spans, t) not in work:
+                work[a, spans, t] = _axis_macs(plan.axes[a], runs_by_axis[a], spans, t)
+            useful *= work[a, spans, t][0]
+            performed *= work[a, spans, t][1]
         # (tie-break: tiles along the last, contiguous axis)
-        score = useful / padded * size / (size + 2.0) + 1e-6 * tq[-1]
-        if score > best_score + 1e-9:
-            best, best_score = tq, score
-    return best
+        scored.append((useful / max(performed, 1) * size / (size + 2.0) + 1e-6 * combo[-1][1],
+                       size, combo))
+    # within 2% of the best, the larger tile: pix2pix's 512 -> 512 conv on 4x4 ran 1.45x
+    # slower with 1x2 tiles than with 2x2 (as good on this score: half the rows' taps of a 2x2
+    # tile read padding)
+    best = max(score for score, _, _ in scored)
+    _, _, combo = max((size, score, combo) for score, size, combo in scored
+                      if score >= 0.98 * best)
+    return tuple(s for s, _ in combo), tuple(t for _, t in combo)
+
+
+def default_isa() -> VectorISA:
+    """:data:`~.x86.X86_AVX512` where the target has AVX-512 (32 vector registers), else
+    :data:`~.x86.X86`."""
+    return X86_AVX512 if vector_lanes() == lanes_of(512, "float32") else X86
 
 
 def dilated_layout(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> DilatedLayout:
-    isa = isa or X86
+    isa = isa or default_isa()
     plan = make_dilated_plan(spec)
-    lanes = _isa_lanes(isa, spec.dtype)
+    lanes = _isa_lanes(isa, spec)
     ob = -(-spec.out_per_group // lanes)
     obt = isa.obt(ob)
-    ext_by_axis = [sorted({p.extent for p in ax.phases if p.extent}) for ax in plan.axes]
-    tq = _tiles(ext_by_axis, isa.cols(obt))
+    runs_by_axis = [phase_runs(ax) for ax in plan.axes]
+    spans, tq = _tiles(plan, runs_by_axis, isa.cols(obt))
     # padding: exactly what the tiles read, over every tile of every phase
     lo, hi = [], []
-    for a, ax in enumerate(plan.axes):
+    for ax, runs, along_phases, t in zip(plan.axes, runs_by_axis, spans, tq):
         low, high = 0, ax.in_size - 1
-        for ap in ax.phases:
-            for q0 in range(0, ap.extent, tq[a]):
-                q1 = min(q0 + tq[a], ap.extent) - 1
-                t_lo, t_hi = valid_taps(ap, q0, q1, ax.in_size)
-                if t_hi > t_lo:
-                    low = min(low, ap.input_index(q0, t_lo))
-                    high = max(high, ap.input_index(q0 + tq[a] - 1, t_hi - 1))
+        for run, q_first, q_last, q_read, r_read in _tiles_of(runs, along_phases, t):
+            t_lo, t_hi = valid_taps(run.first, q_first, q_last, ax.in_size)
+            if t_hi > t_lo:
+                low = min(low, run.first.input_index(q_first, t_lo))
+                high = max(high, run.first.input_index(q_read, t_hi - 1)
+                           + r_read * run.in_phase_step)
         lo.append(-low)
         hi.append(high - (ax.in_size - 1))
     base = spec.batch * spec.groups
@@ -191,8 +251,17 @@ def dilated_layout(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> Di
     cig = spec.in_per_group
     per_channel = math.prod(spec.kernel) * ob // oc_parts * lanes * 4
     chunk = -(-cig // -(-cig * per_channel // L2_CHUNK_BYTES))
-    return DilatedLayout("oc", lanes, cig, obt, ob, tq, tuple(lo), tuple(hi), chunk, parts,
-                         oc_parts)
+    return DilatedLayout("oc", lanes, cig, obt, ob, spans, tq, tuple(lo), tuple(hi), chunk,
+                         parts, oc_parts)
+
+
+def tile_macs(spec: DilatedConvSpec, lay: DilatedLayout) -> int:
+    """Multiply-adds the register tiles of ``lay`` perform (padded positions and the padding
+    taps a tile multiplies included; output channels counted unpadded)."""
+    plan = make_dilated_plan(spec)
+    per_axis = [_axis_macs(ax, phase_runs(ax), s, t)[1]
+                for ax, s, t in zip(plan.axes, lay.spans, lay.tq)]
+    return spec.batch * spec.out_channels * spec.in_per_group * math.prod(per_axis)
 
 
 def _parallel_split(spec: DilatedConvSpec, plan, total: int, channel_tiles: int) -> tuple:
@@ -287,9 +356,14 @@ def dilated_compute(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> t
 
 
 def _acc_shape(spec, lay: DilatedLayout, run) -> list:
-    """[N, G, OB, *phases per axis, *extent rounded up to the tile, L]."""
-    return ([spec.batch, spec.groups, lay.ob] + [r.count for r in run]
-            + [-(-r.first.extent // t) * t for r, t in zip(run, lay.tq)] + [lay.lanes])
+    """[N, G, OB, *phases per axis, *positions per axis, L], the axis each tile runs along
+    rounded up to the tile."""
+    def up(e, t):
+        return -(-e // t) * t
+    return ([spec.batch, spec.groups, lay.ob]
+            + [up(r.count, t) if s else r.count for r, s, t in zip(run, lay.spans, lay.tq)]
+            + [r.first.extent if s else up(r.first.extent, t)
+               for r, s, t in zip(run, lay.spans, lay.tq)] + [lay.lanes])
 
 
 def _split(index, counts: list) -> list:
@@ -315,13 +389,16 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
     n, g, part, oc_part = coords
     acc, partial = accs
     firsts = [r.first for r in run]
-    ext = [ap.extent for ap in firsts]
-    qtiles = [-(-e // t) for e, t in zip(ext, lay.tq)]
-    # 1-d: the run's phases innermost, so a part stores a tile's positions of every phase
-    # together (phase r of position q goes to q*P + r: whole output lines at once; phase by
-    # phase, each store dirtied a line the other phases filled later: WaveNet 1.5-2.6x)
-    tiles_outer = nd == 1
-    counts = qtiles + [r.count for r in run] if tiles_outer else [r.count for r in run] + qtiles
+    # per axis: what the tile runs along (the run's phases or the phase's positions) and the rest
+    along = [r.count if s else r.first.extent for r, s in zip(run, lay.spans)]
+    rest = [r.first.extent if s else r.count for r, s in zip(run, lay.spans)]
+    tiles = [-(-e // t) for e, t in zip(along, lay.tq)]
+    # 1-d tiles of positions: the run's phases innermost, so a part stores a tile's positions
+    # of every phase together (phase r of position q goes to q*P + r: whole output lines at
+    # once; phase by phase, each store dirtied a line the other phases filled later: WaveNet
+    # 1.5-2.6x).  Tiles of phases already store whole lines.
+    tiles_outer = nd == 1 and not lay.spans[0]
+    counts = tiles + rest if tiles_outer else rest + tiles
     annot = {PHASE_ANNOTATION: [ap.phase for ap in firsts], TILE: list(lay.tile),
              OP_ANNOTATION: DILATED_CONV}
     cig, cog, lanes = spec.in_per_group, spec.out_per_group, lay.lanes
@@ -345,28 +422,33 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
         tile_o = stack.enter_context(T.serial(_i64(per_oc_part)))
         if lay.oc_parts > 1:
             tile_o = oc_part * _i64(per_oc_part) + tile_o
-        rr, q0 = pc[:nd], [q * _i64(t) for q, t in zip(pc[nd:], lay.tq)]
+        other, t0 = pc[:nd], [i * _i64(t) for i, t in zip(pc[nd:], lay.tq)]
 
         def spatial(ivs):
             """Block iterators of the tile position ``ivs``: in the run's dense layout, in the
             register tile, and whether it is a real output."""
-            cs = [n, g, tile_o * _i64(lay.obt) + ivs[0]] + rr
-            cs += [q + v for q, v in zip(q0, ivs[1:1 + nd])] + [ivs[-1]]
+            alongs = [t + v for t, v in zip(t0, ivs[1:1 + nd])]
+            rs = [a if s else o for a, o, s in zip(alongs, other, lay.spans)]
+            qs = [o if s else a for a, o, s in zip(alongs, other, lay.spans)]
+            cs = [n, g, tile_o * _i64(lay.obt) + ivs[0]] + rs + qs + [ivs[-1]]
             vs = [T.axis.spatial(_i64(e), c, dtype=INDEX_DTYPE) for e, c in zip(sshape, cs)]
             ls = tuple(T.axis.spatial(_i64(e), v, dtype=INDEX_DTYPE)
                        for e, v in zip(lay.tile + (lanes,), ivs))
-            conds = [vs[3 + nd + a] < _i64(e) for a, (e, t) in enumerate(zip(ext, lay.tq))
-                     if e % t]
+            conds = [vs[(3 if s else 3 + nd) + a] < _i64(e)
+                     for a, (e, t, s) in enumerate(zip(along, lay.tq, lay.spans)) if e % t]
             if lay.ob * lanes != cog:
                 conds.append(vs[2] * _i64(lanes) + vs[-1] < _i64(cog))
             return vs, ls, conds
 
         def out_index(vs):
-            # (positions of padded tiles and lanes past Cog are clamped; never stored)
-            oidx = {a: (tirx.min(q, _i64(e - 1)) if e % t else q) * _i64(ap.num_phases)
-                    + _i64(ap.phase) + r
-                    for a, q, r, ap, e, t in zip(sp, vs[3 + nd:3 + 2 * nd], vs[3:3 + nd], firsts,
-                                                 ext, lay.tq)}
+            # (phases and positions of padded tiles and lanes past Cog are clamped; never
+            # stored)
+            oidx = {}
+            for i, (a, ap, e, t, s) in enumerate(zip(sp, firsts, along, lay.tq, lay.spans)):
+                r, q = vs[3 + i], vs[3 + nd + i]
+                if e % t:
+                    r, q = (tirx.min(r, _i64(e - 1)), q) if s else (r, tirx.min(q, _i64(e - 1)))
+                oidx[a] = q * _i64(ap.num_phases) + _i64(ap.phase) + r
             oidx.update(N=vs[0], C=vs[1] * _i64(cog) + tirx.min(
                 vs[2] * _i64(lanes) + vs[-1], _i64(cog - 1)))
             return _index(spec.out_layout, oidx)
@@ -385,8 +467,13 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
         # 2. accumulate this chunk over the tile's valid taps (serial, padding taps skipped)
         frames = []
         for a, ap in enumerate(firsts):
-            q_last = tirx.min(q0[a] + _i64(lay.tq[a] - 1), _i64(ext[a] - 1))
-            t_lo, t_hi = valid_taps(ap, q0[a], q_last, plan.axes[a].in_size, tirx.max, tirx.min)
+            if lay.spans[a]:  # one position of each phase: exactly its taps
+                q_first = q_last = other[a]
+            else:
+                q_first = t0[a]
+                q_last = tirx.min(t0[a] + _i64(lay.tq[a] - 1), _i64(ap.extent - 1))
+            t_lo, t_hi = valid_taps(ap, q_first, q_last, plan.axes[a].in_size, tirx.max,
+                                    tirx.min)
             frames.append(T.serial(_expr(t_lo), _expr(t_hi)))
         c0 = chunk * _i64(lay.chunk)
         ic_extent = (_i64(lay.chunk) if cig % lay.chunk == 0
@@ -476,7 +563,7 @@ def _supports(spec: DilatedConvSpec, isa: VectorISA, name: str) -> Optional[str]
     why = supports_float32(spec, name)
     if why is not None:
         return why
-    lanes = _isa_lanes(isa, spec.dtype)
+    lanes = _isa_lanes(isa, spec)
     if 2 * spec.out_per_group < lanes:
         return (f"out_channels/groups={spec.out_per_group} < {lanes}/2: vectorising over output "
                 "channels would waste most lanes (depthwise)")

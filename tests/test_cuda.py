@@ -29,7 +29,10 @@ from tvm import relax, s_tir
 import tvm_deconv
 from tvm_deconv import zoo
 from tvm_deconv.plan import PlanError, make_plan, make_spec
+from tvm_deconv import strategy
+from tvm_deconv.compute import decomposed_pack
 from tvm_deconv.schedules import cuda as cuda_sched
+from tvm_deconv.schedules import cuda_direct
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
                                 run_pack, transposed_conv_module)
@@ -182,15 +185,16 @@ def test_cuda_schedule_structure_cpu_emulation(spec):
 
 BATCHED_SPECS = [
     make_spec((2, 6, 4, 5), (6, 3, 4, 4), strides=2, padding=1),               # DCGAN-like
-    make_spec((1, 6, 4, 4), (6, 2, 4, 4), strides=2, padding=1, groups=3),     # groups
+    # groups (3 output channels per group: with 2 or fewer cuda.direct takes the call)
+    make_spec((1, 6, 4, 4), (6, 3, 4, 4), strides=2, padding=1, groups=3),
     make_spec((1, 4, 5, 6), (4, 3, 4, 6), strides=(2, 3), padding=(1, 2),      # s differs per axis
               output_padding=(0, 1)),
     make_spec((2, 4, 7), (4, 5, 16), strides=8, padding=4),                    # 1-d, 8 phases
     make_spec((1, 4, 3, 4, 3), (4, 2, 4, 4, 4), strides=2, padding=1),         # 3-d
     make_spec((1, 3, 3, 5), (4, 4, 2, 5), strides=2, padding=1,                # NHWC / HWOI
               data_layout="NHWC", kernel_layout="HWOI"),
-    make_spec((1, 5, 3, 3), (5, 2, 9, 9), strides=3, padding=4, output_padding=2),  # FSRCNN x3
-]
+    make_spec((1, 5, 3, 3), (5, 3, 9, 9), strides=3, padding=4, output_padding=2),  # FSRCNN x3
+]                                                    # (3 channels: 1-2 take cuda.direct)
 
 
 @pytest.mark.parametrize("spec", BATCHED_SPECS, ids=lambda s: f"{s.ndim}d_s{s.strides}_k{s.kernel}")
@@ -264,6 +268,99 @@ def test_float16_accumulates_in_float32():
     assert "float32 only in the phase-batched" in cuda_sched.supports_cuda(ragged, CUDA)
 
 
+def few_channel_specs(count: int, seed: int, max_size: int = 7, max_out: int = 4):
+    """Random 2-d specs with 1..``max_out`` output channels per group: k % s != 0, k < s,
+    output_padding, groups, dilation, batch 1-3, channels-last."""
+    rng = np.random.default_rng(seed)
+    specs = []
+    while len(specs) < count:
+        groups = int(rng.choice([1, 1, 1, 2]))
+        cin = groups * int(rng.integers(1, 7))
+        cout_g = int(rng.integers(1, max_out + 1))
+        s = [int(rng.integers(1, 4)) for _ in range(2)]
+        k = [int(rng.integers(1, 10)) for _ in range(2)]
+        d = [int(rng.choice([1, 1, 1, 2])) for _ in range(2)]
+        pad = [int(rng.integers(0, kk)) for kk in k] * 2
+        op = [int(rng.integers(0, si)) for si in s]  # Relax: output_padding < stride
+        size = [int(rng.integers(1, max_size + 1)) for _ in range(2)]
+        batch = int(rng.choice([1, 3]))
+        if rng.random() < 0.25:
+            layouts = dict(data_layout="NHWC", kernel_layout="HWOI")
+            data, weight = [batch] + size + [cin], k + [cout_g, cin]
+        else:
+            layouts = {}
+            data, weight = [batch, cin] + size, [cin, cout_g] + k
+        try:
+            specs.append(make_spec(data, weight, strides=s, padding=pad, output_padding=op,
+                                   dilation=d, groups=groups, **layouts))
+        except PlanError:
+            continue
+    return specs
+
+
+DIRECT_SPECS = [
+    make_spec((1, 5, 6, 7), (5, 1, 9, 9), strides=2, padding=4, output_padding=1),  # FSRCNN x2
+    make_spec((3, 4, 5, 6), (4, 1, 9, 9), strides=3, padding=4, output_padding=2),  # FSRCNN x3
+    make_spec((1, 6, 5, 4), (6, 2, 3, 3), strides=2, padding=1, output_padding=1, groups=2),
+    make_spec((1, 3, 5, 4), (3, 2, 1, 2), strides=3),                                 # k < s
+    make_spec((1, 6, 5, 3), (3, 3, 2, 3), strides=2, dilation=2, padding=1,          # NHWC
+              data_layout="NHWC", kernel_layout="HWOI"),
+] + few_channel_specs(10, seed=21, max_out=cuda_direct.DIRECT_MAX_OUT_CHANNELS)
+DIRECT_TILES = [None, cuda_direct.DirectTile(2, 4, 2, 4, 1), cuda_direct.DirectTile(1, 2, 4, 2, 1)]
+
+
+def _spec_id(s):
+    return (f"n{s.batch}_c{s.in_channels}_o{s.out_channels}_s{s.strides}_k{s.kernel}"
+            f"_g{s.groups}_{s.data_layout}")
+
+
+@pytest.mark.parametrize("tile", DIRECT_TILES, ids=lambda t: "chosen" if t is None else
+                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}")
+@pytest.mark.parametrize("spec", DIRECT_SPECS, ids=_spec_id)
+def test_direct_kernel_cpu_emulation(spec, tile):
+    """The direct kernel's loop nest (serial loops, global scratch) matches the reference;
+    every output element is written (NaN-poisoned output)."""
+    tile = tile or cuda_direct.choose_tile(spec)
+    func = cuda_direct.direct_conv_transpose(spec, tile, bind=False)
+    ex = tvm.compile(func, "llvm")
+    data, weight = random_inputs(spec, 3)
+    dev = tvm.cpu()
+    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
+    ex(tvm.runtime.tensor(data, dev),
+       tvm.runtime.tensor(run_pack(decomposed_pack(spec), weight, fill=np.nan), dev), out)
+    assert relative_error(out.numpy(), conv_transpose_reference(data, weight, spec)) < 1e-5
+
+
+def test_direct_kernel_takes_few_output_channels_only():
+    """FSRCNN's 56->1 layers (fp32 and fp16, batch 1 and 64) take cuda.direct; every other
+    zoo layer keeps its implicit-GEMM path."""
+    for layer in zoo.LAYERS:
+        for batch in (1, 64):
+            for dtype in ("float32", "float16"):
+                spec = layer.spec(batch, dtype=dtype)
+                chosen = strategy.select(strategy.CONV_TRANSPOSE, spec, CUDA).implementation
+                name = chosen.name if chosen is not None else None  # ragged fp16: fallback
+                assert (name == "cuda.direct") == layer.name.startswith("fsrcnn"), \
+                    (layer.name, batch, dtype, name)
+    many = make_spec((1, 8, 4, 4), (8, cuda_direct.DIRECT_MAX_OUT_CHANNELS + 1, 3, 3), strides=2)
+    assert "output channels per group" in cuda_direct.supports_cuda_direct(many, CUDA)
+    three_d = make_spec((1, 4, 3, 3, 3), (4, 1, 3, 3, 3), strides=2)
+    assert "2-d only" in cuda_direct.supports_cuda_direct(three_d, CUDA)
+
+
+def test_direct_kernel_builds_for_ragged_float16():
+    """FSRCNN x2 (ragged phases) in float16 builds through cuda.direct (float32
+    accumulators), where the implicit GEMM falls back to TVM's default."""
+    spec = zoo.get("fsrcnn_x2_56_1_k9s2").spec(2, dtype="float16")
+    func = cuda_direct.direct_conv_transpose(spec)
+    script = func.script()
+    assert 'T.alloc_local' in script and '"float32"' in script.replace("'", '"')
+    ex = tvm_deconv.build(one_layer(spec), "cuda")
+    kernel = next(k for src in cuda_sources(ex.mod) for k in src.split("__global__")[1:]
+                  if "__shared__" in k)
+    assert "half" in kernel and "float" in kernel
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU
 # ---------------------------------------------------------------------------------------------
@@ -329,11 +426,71 @@ def test_gpu_phase_batched(spec):
 def test_gpu_float16_zoo_layer(layer):
     """fp16 in and out, float32 accumulation: within 2e-3 of the float64 result of the same
     (fp16-rounded) inputs."""
-    spec = layer.spec(2, dtype="float16")
+    assert _float16_error(layer.spec(2, dtype="float16")) < 2e-3
+
+
+def _float16_error(spec) -> float:
+    """Relative error of the built fp16 layer against the float64 result of its inputs."""
     ex = tvm_deconv.build(one_layer(spec), "cuda")
     dev = tvm.cuda(0)
     data, weight = random_inputs(spec, seed=5)
     out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev),
                                                 tvm.runtime.tensor(weight, dev)).numpy()
     ref = conv_transpose_reference(data.astype("float64"), weight.astype("float64"), spec)
-    assert relative_error(out.astype("float64"), ref) < 2e-3
+    return relative_error(out.astype("float64"), ref)
+
+
+def _run_direct_gpu(spec, seed, tile=None):
+    func = cuda_direct.direct_conv_transpose(spec, tile)
+    ex = tvm.compile(func, CUDA)
+    data, weight = random_inputs(spec, seed)
+    dev = tvm.cuda(0)
+    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
+    packed = run_pack(decomposed_pack(spec), weight, fill=np.nan)
+    ex(tvm.runtime.tensor(data, dev), tvm.runtime.tensor(packed, dev), out)
+    dev.sync()
+    return relative_error(out.numpy().astype("float64"),
+                          conv_transpose_reference(data, weight, spec))
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("tile", DIRECT_TILES, ids=lambda t: "chosen" if t is None else
+                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}")
+@pytest.mark.parametrize("spec", DIRECT_SPECS + few_channel_specs(12, seed=5, max_size=20),
+                         ids=_spec_id)
+def test_gpu_direct_kernel(spec, tile):
+    assert _run_direct_gpu(spec, seed=4, tile=tile) < 1e-5
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("spec", few_channel_specs(12, seed=9, max_size=12), ids=_spec_id)
+def test_gpu_few_channels_with_bias_relu(spec):
+    """1-4 output channels through tvm_deconv.build (cuda.direct up to its threshold, the
+    implicit GEMM above it), bias + ReLU, float64 reference."""
+    channels_first = spec.out_layout.index("C") == 1
+    ex = tvm_deconv.build(one_layer(spec, bias=channels_first), "cuda")
+    dev = tvm.cuda(0)
+    data, weight = random_inputs(spec, seed=6)
+    args = [data, weight]
+    bias = None
+    if channels_first:
+        bias = np.random.default_rng(8).standard_normal(
+            (1, spec.out_channels) + (1,) * spec.ndim).astype("float32")
+        args.append(bias)
+    out = relax.VirtualMachine(ex, dev)["main"](*(tvm.runtime.tensor(a, dev) for a in args))
+    ref = conv_transpose_reference(data, weight, spec,
+                                   bias=None if bias is None else bias.reshape(-1))
+    if channels_first:
+        ref = np.maximum(ref, 0)
+    assert relative_error(out.numpy(), ref) < 1e-5
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", ["fsrcnn_x2_56_1_k9s2", "fsrcnn_x3_56_1_k9s3"])
+def test_gpu_direct_float16(name):
+    """FSRCNN in float16 through cuda.direct (x2 has ragged phases): float32 accumulation,
+    within 2e-3 of the float64 result of the same fp16 inputs."""
+    assert _float16_error(zoo.get(name).spec(2, dtype="float16")) < 2e-3

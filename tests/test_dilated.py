@@ -1,5 +1,6 @@
 """Dilated conv, untangled: phase plan, the one-PrimFunc compute, and the Relax pass."""
 
+import dataclasses
 import itertools
 import logging
 import re
@@ -399,7 +400,8 @@ def test_valid_taps_and_phase_runs_follow_the_plan():
 
 @pytest.mark.parametrize("spec, split", [
     # pix2pix's inner encoder, scaled down: weights outweigh the data, channel tiles split
-    (make_dilated_spec((1, 64, 8, 8), (128, 64, 4, 4), strides=2, padding=1), (1, 8)),
+    # (256 output channels: 8 channel tiles with AVX-512's 16 lanes)
+    (make_dilated_spec((1, 64, 8, 8), (256, 64, 4, 4), strides=2, padding=1), (1, 8)),
     # as heavy, but 4 positions per phase: a channel share would reread each input patch
     (make_dilated_spec((1, 64, 12, 12), (128, 64, 3, 3), padding=6, dilation=6), (8, 1)),
     # data outweighs the weights: positions split
@@ -412,5 +414,40 @@ def test_x86_dilated_splits_the_threads_by_bytes_moved(spec, split, caplog):
     assert (lay.parts, lay.oc_parts) == split
     assert lay.parts * lay.oc_parts == x86_dilated.MIN_PARALLEL
     data, weight = random_inputs(spec, seed=3)
+    out = run(_x86_build(spec, weight, caplog=caplog), data)
+    assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5
+
+
+def test_x86_dilated_tiles_span_the_phases_of_short_phase_runs():
+    """ASPP's d=18 on 33x33 has 2 positions per phase, which need different taps: tiles of a
+    phase's positions multiplied every tap (padding included), tiles of consecutive phases
+    multiply only taps with input and read no padding before the input."""
+    aspp = make_dilated_spec((1, 2048, 33, 33), (256, 2048, 3, 3), padding=18, dilation=18)
+    lay = x86_dilated.dilated_layout(aspp)
+    assert lay.spans == (True, True) and lay.lo == (0, 0)
+    plan = make_dilated_plan(aspp)
+    assert x86_dilated.tile_macs(aspp, lay) < 0.45 * plan.macs()
+    # the tiles of positions it had (one row, two positions) multiplied 1.4x as many
+    positions = dataclasses.replace(lay, spans=(False, False), tq=(1, 2))
+    assert x86_dilated.tile_macs(aspp, lay) < 0.75 * x86_dilated.tile_macs(aspp, positions)
+    # WaveNet's d=512 on 4096: 512 phases of 7 positions, tiles of consecutive outputs
+    wavenet = make_dilated_spec((1, 64, 4096), (128, 64, 2), dilation=512)
+    assert x86_dilated.dilated_layout(wavenet).spans == (True,)
+    # ordinary convs and long phases keep tiles of positions
+    conv = make_dilated_spec((1, 64, 32, 32), (128, 64, 3, 3), padding=1)
+    assert x86_dilated.dilated_layout(conv).spans == (False, False)
+
+
+@pytest.mark.parametrize("spec", [
+    make_dilated_spec((1, 8, 29, 31), (16, 8, 3, 3), padding=(12, 12, 10, 14), dilation=12),
+    make_dilated_spec((2, 6, 27, 9), (16, 6, 3, 2), padding=(9, 2), dilation=(9, 2),
+                      strides=(2, 1)),                 # stride 2: runs read every other phase
+    make_dilated_spec((1, 4, 300), (16, 4, 2), padding=(40, 0), dilation=40),   # 1-d, causal
+    make_dilated_spec((1, 12, 35, 35), (32, 6, 3, 3), padding=14, dilation=14, groups=2),
+], ids=["partial-phase-tiles", "stride2", "1d-causal", "groups"])
+def test_x86_dilated_phase_spanning_tiles_match_reference(spec, caplog):
+    lay = x86_dilated.dilated_layout(spec)
+    assert any(lay.spans), lay
+    data, weight = random_inputs(spec, seed=4)
     out = run(_x86_build(spec, weight, caplog=caplog), data)
     assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5

@@ -79,14 +79,16 @@ def _is_cross(target) -> bool:
 
 
 def board_from_args(args, target) -> Board:
-    """The board behind ``--rpc-tracker`` / ``--rpc-key``."""
+    """The board behind ``--rpc-tracker`` / ``--rpc-key`` (the tracker's spelling is checked
+    before the cross compiler's presence)."""
     cross_cc = args.cross_cc if _is_cross(target) else None
+    board = Board.parse(args.rpc_tracker, args.rpc_key, timeout=args.rpc_timeout,
+                        cross_cc=cross_cc)
     if cross_cc and shutil.which(cross_cc) is None:
         raise FileNotFoundError(
             f"{cross_cc} not found: it links the candidates for the board "
             "(Debian/Ubuntu: apt-get install gcc-aarch64-linux-gnu), or pass --cross-cc")
-    return Board.parse(args.rpc_tracker, args.rpc_key, timeout=args.rpc_timeout,
-                       cross_cc=cross_cc)
+    return board
 
 
 def _error(message: str) -> int:

@@ -1,0 +1,146 @@
+"""The CUDA direct kernel for few output channels vs the implicit GEMM, per tile (device).
+
+    source .dev/setup.sh && python3 benchmarks/cuda_direct_ab.py \\
+        fsrcnn_x2_56_1_k9s2:1,fsrcnn_x2_56_1_k9s2:64 --out $OUT/direct-ab.json
+
+Per case ``layer:batch`` (a zoo name, or ``k<K>s<S>p<P>o<OP>_<CIN>_<COUT>_<SIZE>`` for a
+synthetic square layer, to place the output-channel threshold): cuDNN fp32 (TF32 off) and
+fp16 through torch; ``gemm`` (``cuda.decomposed``, the path before ``cuda.direct``);
+``direct`` with :func:`~tvm_deconv.schedules.cuda_direct.choose_tile`'s tile and with each
+tile of ``--tiles``; fp16 of both where they build.  All built through
+``tvm_deconv.build`` (weight constant), checked against torch float64 and timed with the VM's
+time_evaluator.  ``--max-out-channels`` lifts the direct kernel's threshold for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cuda_zoo  # noqa: E402
+import torch  # noqa: E402
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+
+import tvm_deconv  # noqa: E402
+from tvm_deconv import strategy, zoo  # noqa: E402
+from tvm_deconv.schedules import cuda_direct  # noqa: E402
+from tvm_deconv.testing import relative_error  # noqa: E402
+
+DEFAULT_TILES = "1x1x4x16,1x1x8x16,1x2x8x16,2x2x8x16,2x4x8x16,2x4x4x16,1x4x8x16,2x4x16x16"
+
+
+def layer_of(name: str):
+    m = re.fullmatch(r"k(\d+)s(\d+)p(\d+)o(\d+)_(\d+)_(\d+)_(\d+)", name)
+    if m is None:
+        return zoo.get(name)
+    k, s, p, op, cin, cout, size = map(int, m.groups())
+    return zoo.ZooLayer(name, cin, cout, (size, size), k, s, p, op)
+
+
+def _tile(text: str, spec) -> cuda_direct.DirectTile:
+    vy, vx, ty, tx = map(int, text.split("x"))
+    for ck in range(min(8, spec.in_per_group), 0, -1):
+        tile = cuda_direct.DirectTile(vy, vx, ty, tx, ck)
+        if spec.in_per_group % ck == 0 and cuda_direct._shared_bytes(spec, tile) <= \
+                cuda_direct.SHARED_BYTES:
+            return tile
+    return cuda_direct.DirectTile(vy, vx, ty, tx, 1)
+
+
+def run_variant(row, key, spec, x, w, ref, dev):
+    try:
+        ex = tvm_deconv.build(cuda_zoo.one_layer(spec), "cuda", params={"w": w},
+                              tuning_logs=False)
+        vm = relax.VirtualMachine(ex, dev)
+        x_nd = tvm.runtime.tensor(x, dev)
+        out = vm["main"](x_nd).numpy().astype("float64")
+        row[key + "_err"] = relative_error(out, ref)
+        row[key + "_ms"] = cuda_zoo.time_tvm(vm, dev, [x_nd], budget_s=0.5)[0]
+    except Exception as err:  # pylint: disable=broad-except
+        row[key + "_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        traceback.print_exc()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", help="comma-separated layer:batch")
+    parser.add_argument("--tiles", default=DEFAULT_TILES, help="vy x vx x ty x tx, comma-sep")
+    parser.add_argument("--max-out-channels", type=int, default=4)
+    parser.add_argument("--no-fp16", action="store_true")
+    parser.add_argument("--out", default="cuda_direct_ab.json")
+    args = parser.parse_args(argv)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    dev = tvm.cuda(0)
+    cuda_direct.DIRECT_MAX_OUT_CHANNELS = args.max_out_channels
+    direct = strategy.get("cuda.direct")
+    off = dataclasses.replace(direct, predicate=lambda spec, target: "disabled for the A/B")
+    rows = []
+    for case in args.cases.split(","):
+        name, batch = case.split(":")
+        layer = layer_of(name)
+        spec = layer.spec(int(batch))
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(spec.data_shape).astype("float32")
+        w = rng.standard_normal(spec.weight_shape).astype("float32")
+        xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
+        ref = cuda_zoo.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
+        x16, w16 = x.astype("float16"), w.astype("float16")
+        ref16 = cuda_zoo.torch_conv(spec, torch.from_numpy(x16).cuda().double(),
+                                    torch.from_numpy(w16).cuda().double()).cpu().numpy()
+        row = {"layer": name, "batch": int(batch), "gflop": 2 * spec.batch * spec.in_channels
+               * spec.out_per_group * int(np.prod(spec.in_size)) * int(np.prod(spec.kernel))
+               / 1e9, "chosen_tile": dataclasses.asdict(cuda_direct.choose_tile(spec))}
+        with torch.no_grad():
+            row["cudnn_fp32_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
+            xh, wh = xt.half(), wt.half()
+            row["cudnn_fp16_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xh, wh))
+        spec16 = layer.spec(int(batch), dtype="float16")
+        strategy.register(strategy.CONV_TRANSPOSE, off)
+        run_variant(row, "gemm", spec, x, w, ref, dev)
+        if not args.no_fp16:
+            run_variant(row, "gemm_fp16", spec16, x16, w16, ref16, dev)
+        strategy.register(strategy.CONV_TRANSPOSE, direct)
+        why = direct.applies_to(spec, tvm_deconv.resolve_target("cuda"))
+        if why is not None:
+            row["direct_note"] = why
+        else:
+            run_variant(row, "direct", spec, x, w, ref, dev)
+            if not args.no_fp16:
+                run_variant(row, "direct_fp16", spec16, x16, w16, ref16, dev)
+            for text in [t for t in args.tiles.split(",") if t]:
+                tile = _tile(text, spec)
+                strategy.register(strategy.CONV_TRANSPOSE, dataclasses.replace(
+                    direct, compute=lambda sp, tile=tile: cuda_direct.direct_conv_transpose(
+                        sp, tile)))
+                run_variant(row, "direct_" + text, spec, x, w, ref, dev)
+            strategy.register(strategy.CONV_TRANSPOSE, direct)
+        for key in [k[:-3] for k in list(row) if k.endswith("_ms")]:
+            base = row["cudnn_fp16_ms"] if key.endswith("fp16") else row["cudnn_fp32_ms"]
+            row[key + "_vs_cudnn"] = base / row[key + "_ms"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(0),
+                                              "rows": rows}, indent=1))
+    for row in rows:
+        cells = [f"{k[:-3]}={row[k]:.4f}ms({row[k[:-3] + '_vs_cudnn']:.2f}x)"
+                 for k in row if k.endswith("_ms")]
+        bad = [k for k in row if k.endswith("_err") and row[k] > (2e-3 if "fp16" in k else 1e-5)]
+        print(row["layer"], row["batch"], row["chosen_tile"], " ".join(cells),
+              "BAD:" + ",".join(bad) if bad else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""CUDA direct kernel for transposed convs with few output channels per group (FSRCNN 56->1).
+
+The implicit GEMMs of :mod:`.cuda` tile output channels x output pixels; with one output
+channel (M = 1) most of their tile is idle (FSRCNN ran at 0.13-0.26x cuDNN fp32 that way).
+This kernel is written directly in TIR (thread-bound loops, no schedule search) instead:
+
+* a thread block owns one image (and group) and a ``BY x BX`` tile of the phase grid ``q``
+  (the same ``q`` of every phase); its threads ``(ty, tx)`` each own ``vy x vx`` positions of
+  ``q`` for **every** phase and every output channel of the group, i.e. a dense
+  ``(s*vy) x (s*vx)`` patch of the output, in float registers (:func:`accumulate_dtype`);
+* per K step of ``ck`` input channels the block stages the input window of its tile (the
+  tile plus the halo every phase's taps reach, from :meth:`AxisPhase.input_span`; zero
+  outside the input, so the bounds check runs once per staged element) and the ``ck``
+  channels' packed weights (:func:`~tvm_deconv.compute.decomposed_pack`) in shared memory;
+* each thread copies its ``(vy + halo) x (vx + halo)`` input patch into registers once per
+  channel and serves all phases from it: phase ``p``'s tap ``j`` reads patch row
+  ``i + in_start - j*in_step - lo`` (the plan's offsets), so ragged phases (k9 s2: 5 and 4
+  taps) run exactly their own taps and phases without taps store zeros;
+* the store writes each phase's positions ``o = r + q*s`` of the final output (guarded where
+  a phase is shorter than the grid).
+
+IR in: a :class:`~tvm_deconv.plan.ConvTransposeSpec` (2-d, any layouts, groups, dilation,
+output_padding; float32/float16/float64, float16 accumulating in float32).  IR out: an
+already scheduled PrimFunc ``(data, packed_weight, out)`` whose one root block holds the
+kernel, marked opaque (epilogues run as their own elementwise kernels, as for the per-phase
+GEMMs) — :func:`schedule_cuda_direct` only checks that.  ``bind=False`` gives the same loop
+nest with serial loops and global scratch buffers, which LLVM runs (CPU tests): every
+emulated thread then stages the whole window for itself, which is redundant but exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+from tvm.target import Target
+
+from tvm_deconv.compute import (PHASE_ANNOTATION, _index, accumulate_dtype,
+                                 decomposed_packed_shape, flat_index)
+from tvm_deconv.plan import ConvTransposeSpec, make_plan
+
+from .common import supports_dtype
+
+OP_PATTERN_OPAQUE = 8  # relax.OpPatternKind.kOpaque
+DIRECT_ANNOTATION = "tvm_deconv.cuda_direct"
+# Output channels per group this kernel takes (each thread holds all of them).  Measured on
+# the H200 (benchmarks/results/h200-fsrcnn-direct-threshold.json): a k9 s2 56->2 layer ran
+# 1.47x / 0.76x cuDNN fp32 direct (batch 1 / 64) against 0.47x / 0.12x as implicit GEMM, and
+# 56->4 1.12x / 0.73x against 0.48x / 0.10x; but DCGAN 64->3 (k4 s2) at batch 1 ran 0.038 ms
+# direct against 0.012 ms in its phase-batched GEMM.  Up to 2 keeps every other zoo layer on
+# its GEMM path.
+DIRECT_MAX_OUT_CHANNELS = 2
+# Accumulators per thread the tile chooser allows (phases x channels x vy x vx floats).
+MAX_ACCUMULATORS = 72
+# Unrolled multiply-adds per input channel of one thread (code size of the inner body).
+MAX_UNROLLED_FMAS = 2048
+SHARED_BYTES = 40 * 1024
+
+
+@dataclass(frozen=True)
+class DirectTile:
+    """Per-thread positions ``vy x vx`` of the phase grid, threads ``ty x tx`` per block,
+    ``ck`` input channels per K step."""
+
+    vy: int
+    vx: int
+    ty: int
+    tx: int
+    ck: int
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Per-axis extents the kernel derives from the plan (index 0: H, 1: W)."""
+
+    grid: tuple      # q extent of the phase grid (the longest phase)
+    lo: tuple        # lowest input offset (input index - q) any live tap reads
+    hi: tuple        # highest
+    live: tuple      # per axis: the phases with taps and outputs
+
+    @property
+    def halo(self) -> tuple:
+        return tuple(h - l for l, h in zip(self.lo, self.hi))
+
+
+def _geometry(spec: ConvTransposeSpec) -> _Geometry:
+    plan = make_plan(spec)
+    grid, lo, hi, live = [], [], [], []
+    for ax in plan.axes:
+        phases = [p for p in ax.phases if p.num_taps > 0 and p.extent > 0]
+        spans = [p.input_span(1) for p in phases] or [(0, 0)]
+        grid.append(max(p.extent for p in ax.phases))
+        lo.append(min(s[0] for s in spans))
+        hi.append(max(s[1] for s in spans))
+        live.append(tuple(phases))
+    return _Geometry(tuple(grid), tuple(lo), tuple(hi), tuple(live))
+
+
+def _taps_per_channel(spec: ConvTransposeSpec) -> int:
+    return make_plan(spec).tap_offsets()[1]
+
+
+def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
+    geo = _geometry(spec)
+    window = (tile.ty * tile.vy + geo.halo[0]) * (tile.tx * tile.vx + geo.halo[1])
+    itemsize = 8 if accumulate_dtype(spec) == "float64" else 4
+    return tile.ck * (window + _taps_per_channel(spec) * spec.out_per_group) * itemsize
+
+
+# Positions per thread (vy, vx) and threads (ty, tx) before fitting.  Measured on the H200
+# (benchmarks/results/h200-fsrcnn-direct-ab.json, FSRCNN x2 / x3 at batch 64): 1x2 on 8x16
+# threads 0.61 / 0.52 ms, 2x2 0.60 / 0.58, 2x4 0.74 / 0.76, 1x1 1.1 / 1.0.  At batch 1 the
+# grid shrinks it to 1x1 on 4x16 threads (256 blocks): 0.027 / 0.053 ms.
+START_TILE = (1, 2, 8, 16)
+
+
+def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
+    """Start at :data:`START_TILE`; fit the grid (no tile much wider than the phase grid),
+    the accumulator budget, and — while the grid has fewer blocks than the chip has SMs
+    (batch 1) — halve the per-thread tile, then the threads (down to 64); ``ck``: the
+    largest divisor of the input channels per group (at most 8) whose staged window and
+    weights fit :data:`SHARED_BYTES`."""
+    geo = _geometry(spec)
+    phases = math.prod(len(l) for l in geo.live) or 1
+    per_pos = phases * spec.out_per_group
+    vy, vx, ty, tx = START_TILE
+    while tx > 1 and tx * vx >= 2 * geo.grid[1]:
+        tx, ty = tx // 2, ty * 2
+    while ty > 1 and ty * vy >= 2 * geo.grid[0]:
+        ty //= 2
+    while vx > 1 and vx >= 2 * geo.grid[1]:
+        vx //= 2
+    while vy > 1 and vy >= 2 * geo.grid[0]:
+        vy //= 2
+
+    def blocks():
+        return (spec.batch * spec.groups * -(-geo.grid[0] // (ty * vy))
+                * -(-geo.grid[1] // (tx * vx)))
+
+    while per_pos * vy * vx > MAX_ACCUMULATORS and vy * vx > 1:
+        vx, vy = (vx // 2, vy) if vx >= vy else (vx, vy // 2)
+    while blocks() < num_sms:
+        if vy * vx > 1:
+            vx, vy = (vx // 2, vy) if vx >= vy else (vx, vy // 2)
+        elif ty * tx > 64:
+            ty, tx = (ty // 2, tx) if ty >= 2 else (ty, tx // 2)
+        else:
+            break
+    ipg = spec.in_per_group
+    ck = 1
+    for cand in range(min(8, ipg), 0, -1):
+        if ipg % cand == 0 and _shared_bytes(
+                spec, DirectTile(vy, vx, ty, tx, cand)) <= SHARED_BYTES:
+            ck = cand
+            break
+    return DirectTile(vy, vx, ty, tx, ck)
+
+
+def supports_cuda_direct(spec: ConvTransposeSpec, target: Target) -> str | None:
+    """Why-not string, or ``None`` when the direct kernel takes the call."""
+    why = supports_dtype(spec, target)
+    if why is not None:
+        return why
+    if spec.ndim != 2:
+        return f"the direct kernel is 2-d only; this conv is {spec.ndim}-d"
+    if spec.out_per_group > DIRECT_MAX_OUT_CHANNELS:
+        return (f"{spec.out_per_group} output channels per group > {DIRECT_MAX_OUT_CHANNELS}: "
+                "the implicit GEMM fills its channel tile")
+    tile = choose_tile(spec)
+    fmas = _taps_per_channel(spec) * spec.out_per_group * tile.vy * tile.vx
+    if fmas > MAX_UNROLLED_FMAS:
+        return f"{fmas} unrolled multiply-adds per input channel > {MAX_UNROLLED_FMAS}"
+    if _shared_bytes(spec, tile) > SHARED_BYTES:
+        return "the staged input window of one channel exceeds shared memory"
+    return None
+
+
+def _i64(value: int) -> tirx.IntImm:
+    return tirx.IntImm("int64", value)
+
+
+def _loop(extent: int, thread: str | None, bind: bool):
+    if thread is not None and bind:
+        return T.thread_binding(_i64(extent), thread=thread)
+    return T.serial(_i64(extent))
+
+
+def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = None,
+                          bind: bool = True) -> tirx.PrimFunc:
+    """The direct kernel's PrimFunc ``(data, packed_weight, out)`` (see the module doc)."""
+    tile = tile or choose_tile(spec)
+    plan = make_plan(spec)
+    geo = _geometry(spec)
+    offsets, ntaps = plan.tap_offsets()
+    acc_dtype = accumulate_dtype(spec)
+    shared, local = ("shared", "local") if bind else ("global", "global")
+    vy, vx, ty_n, tx_n, ck = tile.vy, tile.vx, tile.ty, tile.tx, tile.ck
+    by_n = -(-geo.grid[0] // (ty_n * vy))
+    bx_n = -(-geo.grid[1] // (tx_n * vx))
+    win = (ty_n * vy + geo.halo[0], tx_n * vx + geo.halo[1])
+    patch = (vy + geo.halo[0], vx + geo.halo[1])
+    opg, ipg, groups = spec.out_per_group, spec.in_per_group, spec.groups
+    phases = [ph for ph in plan.phases() if not ph.is_empty]
+    nthreads = ty_n * tx_n
+    sp = spec.spatial_axes
+    zero = tirx.const(0, acc_dtype)
+
+    def cooperative(total: int, body) -> None:
+        """``body(e)`` for e in range(total), spread over the block's threads."""
+        with T.serial(_i64(-(-total // nthreads))) as f:
+            with _loop(ty_n, "threadIdx.y", bind) as cty:
+                with _loop(tx_n, "threadIdx.x", bind) as ctx:
+                    e = f * _i64(nthreads) + cty * _i64(tx_n) + ctx
+                    if total % nthreads:
+                        with T.If(e < _i64(total)):
+                            with T.Then():
+                                body(e)
+                    else:
+                        body(e)
+
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(f"conv{spec.ndim}d_transpose_direct")
+            T.func_attr({"tirx.noalias": True, "op_pattern": OP_PATTERN_OPAQUE})
+            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
+            weight = T.arg("weight", T.buffer([_i64(d) for d in decomposed_packed_shape(spec)],
+                                              spec.dtype))
+            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            # An explicit root block over the kernel's block (s_tir takes a lone top-level
+            # block for the root, and the pipeline tags the root's children).
+            with T.sblock("root"), T.sblock("direct"):
+                T.reads()
+                T.writes()
+                T.sblock_attr({PHASE_ANNOTATION: [-1, -1], DIRECT_ANNOTATION: 1})
+                with _loop(spec.batch * groups, "blockIdx.z", bind) as bz, \
+                        _loop(by_n, "blockIdx.y", bind) as by, \
+                        _loop(bx_n, "blockIdx.x", bind) as bx, \
+                        _loop(ty_n, "threadIdx.y", bind) as ty, \
+                        _loop(tx_n, "threadIdx.x", bind) as tx:
+                    n = tirx.floordiv(bz, _i64(groups)) if groups > 1 else bz
+                    g = tirx.floormod(bz, _i64(groups)) if groups > 1 else _i64(0)
+                    q0 = (by * _i64(ty_n * vy), bx * _i64(tx_n * vx))
+                    acc = T.alloc_buffer([_i64(len(phases) * opg * vy * vx)], acc_dtype,
+                                         scope=local)
+                    xs = T.alloc_buffer([_i64(ck), _i64(win[0]), _i64(win[1])], acc_dtype,
+                                        scope=shared)
+                    ws = T.alloc_buffer([_i64(ck), _i64(ntaps), _i64(opg)], acc_dtype,
+                                        scope=shared)
+                    xr = T.alloc_buffer([_i64(patch[0]), _i64(patch[1])], acc_dtype,
+                                        scope=local)
+                    with T.unroll(_i64(len(phases) * opg * vy * vx)) as i:
+                        T.buffer_store(acc, zero, [i])
+                    with T.serial(_i64(ipg // ck)) as ko:
+                        def stage_input(e):
+                            c = tirx.floordiv(e, _i64(win[0] * win[1]))
+                            wy = tirx.floormod(tirx.floordiv(e, _i64(win[1])), _i64(win[0]))
+                            wx = tirx.floormod(e, _i64(win[1]))
+                            iy = q0[0] + _i64(geo.lo[0]) + wy
+                            ix = q0[1] + _i64(geo.lo[1]) + wx
+                            ic = g * _i64(ipg) + ko * _i64(ck) + c
+                            src = data[tuple(_index(spec.data_layout, {
+                                "N": n, "C": ic, sp[0]: iy, sp[1]: ix}))]
+                            inside = tirx.all(iy >= _i64(0), iy < _i64(spec.in_size[0]),
+                                              ix >= _i64(0), ix < _i64(spec.in_size[1]))
+                            T.buffer_store(xs, tirx.if_then_else(
+                                inside, src.astype(acc_dtype), zero), [c, wy, wx])
+
+                        def stage_weight(e):
+                            c = tirx.floordiv(e, _i64(ntaps * opg))
+                            t = tirx.floormod(tirx.floordiv(e, _i64(opg)), _i64(ntaps))
+                            o = tirx.floormod(e, _i64(opg))
+                            ic = g * _i64(ipg) + ko * _i64(ck) + c
+                            T.buffer_store(ws, weight[t, ic, o].astype(acc_dtype), [c, t, o])
+
+                        cooperative(ck * win[0] * win[1], stage_input)
+                        cooperative(ck * ntaps * opg, stage_weight)
+                        with T.serial(_i64(ck)) as c:
+                            with T.unroll(_i64(patch[0])) as py, T.unroll(_i64(patch[1])) as px:
+                                T.buffer_store(xr, xs[c, ty * _i64(vy) + py, tx * _i64(vx) + px],
+                                               [py, px])
+                            _phase_fmas(phases, offsets, geo, tile, opg, acc, xr, ws, c)
+                    _store(spec, phases, geo, tile, acc, out, n, g, q0, ty, tx)
+    return builder.get()
+
+
+def _phase_fmas(phases, offsets, geo, tile, opg, acc, xr, ws, c) -> None:
+    """acc += patch x sub-kernel for every phase with taps (its own taps only)."""
+    vy, vx = tile.vy, tile.vx
+    for pi, ph in enumerate(phases):
+        if not ph.has_taps:
+            continue
+        ay, ax = ph.axes
+        with T.unroll(_i64(ay.num_taps)) as jy, T.unroll(_i64(ax.num_taps)) as jx, \
+                T.unroll(_i64(opg)) as o, T.unroll(_i64(vy)) as iy, T.unroll(_i64(vx)) as ix:
+            ry = iy + _i64(ay.in_start - geo.lo[0]) - jy * _i64(ay.in_step)
+            rx = ix + _i64(ax.in_start - geo.lo[1]) - jx * _i64(ax.in_step)
+            t = _i64(offsets[ph.index]) + flat_index([jy, jx], ph.num_taps)
+            a = ((_i64(pi * opg) + o) * _i64(vy) + iy) * _i64(vx) + ix
+            T.buffer_store(acc, acc[a] + xr[ry, rx] * ws[c, t, o], [a])
+
+
+def _store(spec, phases, geo, tile, acc, out, n, g, q0, ty, tx) -> None:
+    """Each phase's accumulators into its strided positions ``o = r + q*s`` of ``out``."""
+    vy, vx, opg = tile.vy, tile.vx, spec.out_per_group
+    sp = spec.spatial_axes
+    for pi, ph in enumerate(phases):
+        ay, ax = ph.axes
+        with T.unroll(_i64(opg)) as o, T.unroll(_i64(vy)) as iy, T.unroll(_i64(vx)) as ix:
+            qy = q0[0] + ty * _i64(vy) + iy
+            qx = q0[1] + tx * _i64(vx) + ix
+            a = ((_i64(pi * opg) + o) * _i64(vy) + iy) * _i64(vx) + ix
+            idx = _index(spec.out_layout, {"N": n, "C": g * _i64(opg) + o,
+                                           sp[0]: qy * _i64(ay.stride) + _i64(ay.phase),
+                                           sp[1]: qx * _i64(ax.stride) + _i64(ax.phase)})
+            value = acc[a].astype(spec.out_dtype)
+            guards = []
+            if ay.extent < -(-geo.grid[0] // (tile.ty * vy)) * tile.ty * vy:
+                guards.append(qy < _i64(ay.extent))
+            if ax.extent < -(-geo.grid[1] // (tile.tx * vx)) * tile.tx * vx:
+                guards.append(qx < _i64(ax.extent))
+            if guards:
+                with T.If(tirx.all(*guards)):
+                    with T.Then():
+                        T.buffer_store(out, value, idx)
+            else:
+                T.buffer_store(out, value, idx)
+
+
+def cuda_direct_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+    """The direct kernel with :func:`choose_tile`'s tile for the current target's SMs (the
+    pipeline runs under ``with target``; H100/H200 without one)."""
+    from .cuda import _num_sms  # pylint: disable=import-outside-toplevel
+
+    target = Target.current(allow_none=True)
+    num_sms = _num_sms(target) if target is not None and target.kind.name == "cuda" else 132
+    return direct_conv_transpose(spec, choose_tile(spec, num_sms))
+
+
+def schedule_cuda_direct(sch: s_tir.Schedule, target: Target) -> None:
+    """The kernel is scheduled by construction; only check it is the direct kernel's."""
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    if "direct" not in names:
+        raise ValueError(f"not a direct-kernel PrimFunc (root blocks {names})")
