@@ -34,6 +34,7 @@ from tvm import relax  # noqa: E402
 
 import tvm_deconv  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
+from tvm_deconv.plan import make_plan  # noqa: E402
 from tvm_deconv.schedules import cuda_direct  # noqa: E402
 from tvm_deconv.testing import relative_error  # noqa: E402
 
@@ -46,16 +47,6 @@ def layer_of(name: str):
         return zoo.get(name)
     k, s, p, op, cin, cout, size = map(int, m.groups())
     return zoo.ZooLayer(name, cin, cout, (size, size), k, s, p, op)
-
-
-def _tile(text: str, spec) -> cuda_direct.DirectTile:
-    vy, vx, ty, tx = map(int, text.split("x"))
-    for ck in range(min(8, spec.in_per_group), 0, -1):
-        tile = cuda_direct.DirectTile(vy, vx, ty, tx, ck)
-        if spec.in_per_group % ck == 0 and cuda_direct._shared_bytes(spec, tile) <= \
-                cuda_direct.SHARED_BYTES:
-            return tile
-    return cuda_direct.DirectTile(vy, vx, ty, tx, 1)
 
 
 def run_variant(row, key, spec, x, w, ref, dev):
@@ -99,9 +90,8 @@ def main(argv=None) -> int:
         x16, w16 = x.astype("float16"), w.astype("float16")
         ref16 = cuda_zoo.torch_conv(spec, torch.from_numpy(x16).cuda().double(),
                                     torch.from_numpy(w16).cuda().double()).cpu().numpy()
-        row = {"layer": name, "batch": int(batch), "gflop": 2 * spec.batch * spec.in_channels
-               * spec.out_per_group * int(np.prod(spec.in_size)) * int(np.prod(spec.kernel))
-               / 1e9, "chosen_tile": dataclasses.asdict(cuda_direct.choose_tile(spec))}
+        row = {"layer": name, "batch": int(batch), "gflop": make_plan(spec).useful_flops() / 1e9,
+               "chosen_tile": dataclasses.asdict(cuda_direct.choose_tile(spec))}
         with torch.no_grad():
             row["cudnn_fp32_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
             xh, wh = xt.half(), wt.half()
@@ -120,7 +110,7 @@ def main(argv=None) -> int:
             if not args.no_fp16:
                 run_variant(row, "direct_fp16", spec16, x16, w16, ref16, dev)
             for text in [t for t in args.tiles.split(",") if t]:
-                tile = _tile(text, spec)
+                tile = cuda_direct.with_channel_step(spec, *map(int, text.split("x")))
                 strategy.register(strategy.CONV_TRANSPOSE, dataclasses.replace(
                     direct, compute=lambda sp, tile=tile: cuda_direct.direct_conv_transpose(
                         sp, tile)))

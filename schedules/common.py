@@ -7,7 +7,8 @@ phases, and whatever FuseTIR fused after them (bias, activation, BatchNorm epilo
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
+from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
 
 from tvm_deconv.compute import PHASE_ANNOTATION
@@ -18,6 +19,17 @@ from tvm_deconv.plan import ConvTransposeSpec
 # scope ("local" included) becomes a TVMBackendAllocWorkspace/FreeWorkspace call pair per
 # tile, which took 10-18% of the U-Net k2s2 phase GEMMs.
 CPU_TILE_SCOPE = "global"
+
+
+def store_where(buffer, value, index, conds: list) -> None:
+    """Inside a PrimFunc being built: ``buffer[index] = value``, under ``if all(conds)`` when
+    there are conditions (positions of padded tiles, lanes past the channels)."""
+    if not conds:
+        T.buffer_store(buffer, value, index)
+        return
+    with T.If(tirx.all(*conds)):
+        with T.Then():
+            T.buffer_store(buffer, value, index)
 
 
 def root_blocks(sch: s_tir.Schedule) -> list:

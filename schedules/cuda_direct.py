@@ -38,13 +38,14 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
 
-from tvm_deconv.compute import (PHASE_ANNOTATION, _index, accumulate_dtype,
+from tvm_deconv.compute import (PHASE_ANNOTATION, _i64, _index, accumulate_dtype,
                                  decomposed_packed_shape, flat_index)
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
-from .common import supports_dtype
+from .common import store_where, supports_dtype
+from .cuda import OP_PATTERN_OPAQUE, _num_sms
+from .x86 import itemsize
 
-OP_PATTERN_OPAQUE = 8  # relax.OpPatternKind.kOpaque
 DIRECT_ANNOTATION = "tvm_deconv.cuda_direct"
 # Output channels per group this kernel takes (each thread holds all of them).  Measured on
 # the H200 (benchmarks/results/h200-fsrcnn-direct-threshold.json): a k9 s2 56->2 layer ran
@@ -106,8 +107,8 @@ def _taps_per_channel(spec: ConvTransposeSpec) -> int:
 def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
     geo = _geometry(spec)
     window = (tile.ty * tile.vy + geo.halo[0]) * (tile.tx * tile.vx + geo.halo[1])
-    itemsize = 8 if accumulate_dtype(spec) == "float64" else 4
-    return tile.ck * (window + _taps_per_channel(spec) * spec.out_per_group) * itemsize
+    return (tile.ck * (window + _taps_per_channel(spec) * spec.out_per_group)
+            * itemsize(accumulate_dtype(spec)))
 
 
 # Positions per thread (vy, vx) and threads (ty, tx) before fitting.  Measured on the H200
@@ -120,9 +121,8 @@ START_TILE = (1, 2, 8, 16)
 def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
     """Start at :data:`START_TILE`; fit the grid (no tile much wider than the phase grid),
     the accumulator budget, and — while the grid has fewer blocks than the chip has SMs
-    (batch 1) — halve the per-thread tile, then the threads (down to 64); ``ck``: the
-    largest divisor of the input channels per group (at most 8) whose staged window and
-    weights fit :data:`SHARED_BYTES`."""
+    (batch 1) — halve the per-thread tile, then the threads (down to 64); ``ck`` from
+    :func:`with_channel_step`."""
     geo = _geometry(spec)
     phases = math.prod(len(l) for l in geo.live) or 1
     per_pos = phases * spec.out_per_group
@@ -149,14 +149,19 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
             ty, tx = (ty // 2, tx) if ty >= 2 else (ty, tx // 2)
         else:
             break
+    return with_channel_step(spec, vy, vx, ty, tx)
+
+
+def with_channel_step(spec: ConvTransposeSpec, vy: int, vx: int, ty: int, tx: int
+                      ) -> DirectTile:
+    """The tile with ``ck``: the largest divisor of the input channels per group (at most 8)
+    whose staged window and weights fit :data:`SHARED_BYTES` (else 1)."""
     ipg = spec.in_per_group
-    ck = 1
-    for cand in range(min(8, ipg), 0, -1):
-        if ipg % cand == 0 and _shared_bytes(
-                spec, DirectTile(vy, vx, ty, tx, cand)) <= SHARED_BYTES:
-            ck = cand
-            break
-    return DirectTile(vy, vx, ty, tx, ck)
+    for ck in range(min(8, ipg), 0, -1):
+        tile = DirectTile(vy, vx, ty, tx, ck)
+        if ipg % ck == 0 and _shared_bytes(spec, tile) <= SHARED_BYTES:
+            return tile
+    return DirectTile(vy, vx, ty, tx, 1)
 
 
 def supports_cuda_direct(spec: ConvTransposeSpec, target: Target) -> str | None:
@@ -176,10 +181,6 @@ def supports_cuda_direct(spec: ConvTransposeSpec, target: Target) -> str | None:
     if _shared_bytes(spec, tile) > SHARED_BYTES:
         return "the staged input window of one channel exceeds shared memory"
     return None
-
-
-def _i64(value: int) -> tirx.IntImm:
-    return tirx.IntImm("int64", value)
 
 
 def _loop(extent: int, thread: str | None, bind: bool):
@@ -321,19 +322,12 @@ def _store(spec, phases, geo, tile, acc, out, n, g, q0, ty, tx) -> None:
                 guards.append(qy < _i64(ay.extent))
             if ax.extent < -(-geo.grid[1] // (tile.tx * vx)) * tile.tx * vx:
                 guards.append(qx < _i64(ax.extent))
-            if guards:
-                with T.If(tirx.all(*guards)):
-                    with T.Then():
-                        T.buffer_store(out, value, idx)
-            else:
-                T.buffer_store(out, value, idx)
+            store_where(out, value, idx, guards)
 
 
 def cuda_direct_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     """The direct kernel with :func:`choose_tile`'s tile for the current target's SMs (the
     pipeline runs under ``with target``; H100/H200 without one)."""
-    from .cuda import _num_sms  # pylint: disable=import-outside-toplevel
-
     target = Target.current(allow_none=True)
     num_sms = _num_sms(target) if target is not None and target.kind.name == "cuda" else 132
     return direct_conv_transpose(spec, choose_tile(spec, num_sms))

@@ -43,7 +43,7 @@ from tvm_deconv.compute import (INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTAT
 from tvm_deconv.plan import ConvTransposeSpec, TransposedConvPlan, make_plan
 from tvm_deconv.targets import resolve_target
 
-from .common import CPU_TILE_SCOPE
+from .common import CPU_TILE_SCOPE, store_where
 
 ROLE = "tvm_deconv.x86.role"   # "pad" | "conv" | "wb" | "zero"
 TILE = "tvm_deconv.x86.tile"   # conv blocks: the register tile the schedule applies
@@ -544,12 +544,7 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
                 oidx = _index(spec.out_layout, oidx)
                 T.reads(acc[tuple(vs)])
                 T.writes(out[tuple(oidx)])
-                if conds:
-                    with T.If(tirx.all(*conds) if len(conds) > 1 else conds[0]):
-                        with T.Then():
-                            T.buffer_store(out, acc[tuple(vs)], oidx)
-                else:
-                    T.buffer_store(out, acc[tuple(vs)], oidx)
+                store_where(out, acc[tuple(vs)], oidx, conds)
 
 
 class _nest:

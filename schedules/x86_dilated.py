@@ -49,7 +49,7 @@ from tvm_deconv.compute import (INDEX_DTYPE, OUT_ELEMWISE_FUSABLE, PHASE_ANNOTAT
 from tvm_deconv.dilated import DILATED_CONV, OP_ANNOTATION
 from tvm_deconv.plan import DilatedAxisPhase, DilatedConvSpec, make_dilated_plan
 
-from .common import CPU_TILE_SCOPE
+from .common import CPU_TILE_SCOPE, store_where
 from .x86 import (NEON, ROLE, TILE, X86, X86_AVX512, VectorISA, _i64, _index, _nest,
                   compute_args_and_padded_data, is_aarch64, lanes_of, schedule_x86,
                   supports_float32, vector_lanes)
@@ -527,12 +527,7 @@ def _run_nest(plan, lay: DilatedLayout, run, accs, coords, chunk, dpad, packed, 
                     oidx = out_index(vs)
                     T.reads(acc[ls])
                     T.writes(out[tuple(oidx)])
-                    if conds:
-                        with T.If(tirx.all(*conds) if len(conds) > 1 else conds[0]):
-                            with T.Then():
-                                T.buffer_store(out, acc[ls], oidx)
-                    else:
-                        T.buffer_store(out, acc[ls], oidx)
+                    store_where(out, acc[ls], oidx, conds)
 
 
 def _in_tile_order(inner: list, order: list, ivs: list) -> list:

@@ -37,7 +37,7 @@ from tvm.target import Target
 from tvm_deconv.compute import INDEX_DTYPE, PHASE_ANNOTATION, flat_index
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
-from .common import CPU_TILE_SCOPE
+from .common import CPU_TILE_SCOPE, store_where
 from .x86 import (ROLE, X86, VectorISA, X86Layout, _i64, _index,
                   compute_args_and_padded_data, schedule_pad, x86_layout)
 
@@ -164,12 +164,7 @@ def _interleave_block(spec, plan, lay, accs, out) -> None:
             guards = [o < _i64(ax.out_size) for o, ax, q in
                       zip([oidx[spec.out_layout.index(a)] for a in spec.spatial_axes],
                           plan.axes, qmax) if q * ax.stride > ax.out_size]
-            if guards:
-                with T.If(tirx.all(*guards)):
-                    with T.Then():
-                        T.buffer_store(out, val, oidx)
-            else:
-                T.buffer_store(out, val, oidx)
+            store_where(out, val, oidx, guards)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,9 +27,8 @@ import tvm
 from tvm import relax, s_tir
 
 import tvm_deconv
-from tvm_deconv import zoo
+from tvm_deconv import strategy, zoo
 from tvm_deconv.plan import PlanError, make_plan, make_spec
-from tvm_deconv import strategy
 from tvm_deconv.compute import decomposed_pack
 from tvm_deconv.schedules import cuda as cuda_sched
 from tvm_deconv.schedules import cuda_direct
@@ -157,22 +156,23 @@ def test_cuda_source_compiles_with_nvcc(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def packed_weight(spec, weight: np.ndarray, dev):
-    """``weight`` through cuda_pack (if any); NaN where the pack writes nothing."""
-    pack = cuda_sched.cuda_pack(spec)
-    if pack is None:
-        return tvm.runtime.tensor(weight, dev)
-    return tvm.runtime.tensor(run_pack(pack, weight, fill=np.nan), dev)
+def poisoned_run_error(func, spec, pack, seed, gpu=False) -> float:
+    """Relative error of ``func(data, packed_weight, out)`` against float64, the weight
+    through ``pack`` (if any).  The output and the pack's unwritten elements start as NaN, so
+    an output element nothing writes counts as wrong.  On the CPU (LLVM) or, ``gpu``, the GPU."""
+    ex = tvm.compile(func, CUDA if gpu else "llvm")
+    data, weight = random_inputs(spec, seed)
+    dev = tvm.cuda(0) if gpu else tvm.cpu()
+    packed = weight if pack is None else run_pack(pack, weight, fill=np.nan)
+    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
+    ex(tvm.runtime.tensor(data, dev), tvm.runtime.tensor(packed, dev), out)
+    dev.sync()
+    return relative_error(out.numpy(), conv_transpose_reference(data, weight, spec))
 
 
 def _emulate(spec, seed=0, knobs=cuda_sched.CPU_EMULATION):
-    func = scheduled_primfunc(spec, knobs)
-    ex = tvm.compile(func, "llvm")
-    data, weight = random_inputs(spec, seed)
-    dev = tvm.cpu()
-    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
-    ex(tvm.runtime.tensor(data, dev), packed_weight(spec, weight, dev), out)
-    return relative_error(out.numpy(), conv_transpose_reference(data, weight, spec))
+    return poisoned_run_error(scheduled_primfunc(spec, knobs), spec, cuda_sched.cuda_pack(spec),
+                              seed)
 
 
 @pytest.mark.parametrize("spec", CORNER_SPECS + random_specs(10, seed=4),
@@ -322,13 +322,7 @@ def test_direct_kernel_cpu_emulation(spec, tile):
     every output element is written (NaN-poisoned output)."""
     tile = tile or cuda_direct.choose_tile(spec)
     func = cuda_direct.direct_conv_transpose(spec, tile, bind=False)
-    ex = tvm.compile(func, "llvm")
-    data, weight = random_inputs(spec, 3)
-    dev = tvm.cpu()
-    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
-    ex(tvm.runtime.tensor(data, dev),
-       tvm.runtime.tensor(run_pack(decomposed_pack(spec), weight, fill=np.nan), dev), out)
-    assert relative_error(out.numpy(), conv_transpose_reference(data, weight, spec)) < 1e-5
+    assert poisoned_run_error(func, spec, decomposed_pack(spec), seed=3) < 1e-5
 
 
 def test_direct_kernel_takes_few_output_channels_only():
@@ -376,14 +370,8 @@ needs_gpu = pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0
 
 
 def _run_primfunc_gpu(spec, seed):
-    func = scheduled_primfunc(spec)
-    ex = tvm.compile(func, CUDA)
-    data, weight = random_inputs(spec, seed)
-    dev = tvm.cuda(0)
-    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
-    ex(tvm.runtime.tensor(data, dev), packed_weight(spec, weight, dev), out)
-    dev.sync()
-    return relative_error(out.numpy(), conv_transpose_reference(data, weight, spec))
+    return poisoned_run_error(scheduled_primfunc(spec), spec, cuda_sched.cuda_pack(spec), seed,
+                              gpu=True)
 
 
 @pytest.mark.gpu
@@ -440,19 +428,6 @@ def _float16_error(spec) -> float:
     return relative_error(out.astype("float64"), ref)
 
 
-def _run_direct_gpu(spec, seed, tile=None):
-    func = cuda_direct.direct_conv_transpose(spec, tile)
-    ex = tvm.compile(func, CUDA)
-    data, weight = random_inputs(spec, seed)
-    dev = tvm.cuda(0)
-    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
-    packed = run_pack(decomposed_pack(spec), weight, fill=np.nan)
-    ex(tvm.runtime.tensor(data, dev), tvm.runtime.tensor(packed, dev), out)
-    dev.sync()
-    return relative_error(out.numpy().astype("float64"),
-                          conv_transpose_reference(data, weight, spec))
-
-
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("tile", DIRECT_TILES, ids=lambda t: "chosen" if t is None else
@@ -460,7 +435,8 @@ def _run_direct_gpu(spec, seed, tile=None):
 @pytest.mark.parametrize("spec", DIRECT_SPECS + few_channel_specs(12, seed=5, max_size=20),
                          ids=_spec_id)
 def test_gpu_direct_kernel(spec, tile):
-    assert _run_direct_gpu(spec, seed=4, tile=tile) < 1e-5
+    assert poisoned_run_error(cuda_direct.direct_conv_transpose(spec, tile), spec,
+                              decomposed_pack(spec), seed=4, gpu=True) < 1e-5
 
 
 @pytest.mark.gpu
