@@ -15,7 +15,7 @@ from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cud
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import schedule_single_pixel, single_pixel_compute, supports_single_pixel
 from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
-from . import x86_dilated
+from . import x86_dilated, x86_positions
 from .x86_space import schedule_x86_space, x86_space_compute
 
 # Transposed convolution.
@@ -55,6 +55,12 @@ register(DILATED_CONV, Implementation(
     name="arm_cpu.dilated", target_keys=("arm_cpu",), priority=20,
     compute=x86_dilated.neon_dilated_compute, schedule=x86_dilated.schedule_dilated,
     pack=x86_dilated.neon_dilated_pack, predicate=x86_dilated.supports_neon_dilated))
+# Stride-1 1-d convs into NCW outputs (WaveNet, HiFi-GAN): lanes over output positions
+# (schedules/x86_positions.py), no channels-last copy, whole-vector stores.
+register(DILATED_CONV, Implementation(
+    name="x86.conv1d_positions", target_keys=("cpu",), priority=15,
+    compute=x86_positions.positions_compute, schedule=x86_positions.schedule_positions,
+    pack=x86_positions.positions_pack, predicate=x86_positions.supports_x86_positions))
 register(DILATED_CONV, Implementation(
     name="x86.dilated", target_keys=("cpu",), priority=10,
     compute=x86_dilated.dilated_compute, schedule=x86_dilated.schedule_dilated,

@@ -80,6 +80,11 @@ class VectorISA:
     def cols(self, obt: int) -> int:
         return self.oc_cols[obt - 1]
 
+    @property
+    def accumulators(self) -> int:
+        """Accumulator vector registers of the largest oc-mode tile."""
+        return max(i * cols for i, cols in enumerate(self.oc_cols, start=1))
+
 
 # x86: 2 channel vectors x 6 columns: 12 accumulators + 2 weight vectors + 1 broadcast = 15 of
 # the 16 ymm registers (the FMA loop order and serial reuse taps in _conv_blocks keep LLVM from

@@ -177,3 +177,14 @@ def test_tuned_columns_are_checked_and_resume(tmp_path):
     assert len(records) == 2
     assert main(["bench", *QUICK, *argv]) == 0
     assert {p: p.read_text() for p in work.rglob("database_tuning_record.json")} == records
+
+
+def test_sgemm_peak_is_measured_and_divides_ours_in_the_table():
+    pytest.importorskip("onnxruntime")
+    peak = bench.sgemm_peak_gflops(1, size=256, repeat=2)
+    assert 0.1 < peak < 1e5
+    row = bench.finish_row({"name": "l", "batch": 1, "impls": {
+        "ours": {"median_ms": 2.0, "min_ms": 2.0, "max_ms": 2.0, "gflops": 50.0}}})
+    table = bench.markdown_table([row], ["ours"], "layers", sgemm_peak=200.0)
+    assert "% of SGEMM peak" in table and "| 50.0 | 25% |" in table
+    assert "% of SGEMM peak" not in bench.markdown_table([row], ["ours"], "layers")

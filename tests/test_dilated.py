@@ -1,5 +1,6 @@
 """Dilated conv, untangled: phase plan, the one-PrimFunc compute, and the Relax pass."""
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -303,7 +304,27 @@ X86_SPECS = _random_x86_specs(10, seed=8) + [
 ]
 
 
-def _x86_build(spec, weight, bias=None, relu=False, caplog=None):
+@contextlib.contextmanager
+def declining(name):
+    """The strategy registry with the dilated-conv implementation ``name`` declining every
+    call (to test the kernel a call would get without it)."""
+    impl = strategy.get(name)
+    strategy.register(strategy.DILATED_CONV,
+                      dataclasses.replace(impl, predicate=lambda spec, target: "test: off"))
+    try:
+        yield
+    finally:
+        strategy.register(strategy.DILATED_CONV, impl)
+
+
+def _x86_build(spec, weight, bias=None, relu=False, caplog=None, positions=False):
+    """Build through the Relax pipeline on x86.dilated (``positions``: with
+    x86.conv1d_positions in the registry, which takes stride-1 1-d NCW convs)."""
+    with contextlib.nullcontext() if positions else declining("x86.conv1d_positions"):
+        return _x86_build_with_registry(spec, weight, bias, relu, caplog)
+
+
+def _x86_build_with_registry(spec, weight, bias, relu, caplog):
     def epilogue(bb, y):
         if bias is not None:
             shape = [1] * len(spec.out_shape)
@@ -319,8 +340,9 @@ def _x86_build(spec, weight, bias=None, relu=False, caplog=None):
 
 @pytest.mark.parametrize("spec", X86_SPECS, ids=[f"{i}-{_id(s)}" for i, s in enumerate(X86_SPECS)])
 def test_x86_dilated_matches_reference(spec, caplog):
-    assert strategy.select("dilated_conv", spec, resolve_target("llvm")).implementation.name \
-        == "x86.dilated"
+    with declining("x86.conv1d_positions"):
+        assert strategy.select("dilated_conv", spec, resolve_target("llvm")).implementation.name \
+            == "x86.dilated"
     data, weight = random_inputs(spec, seed=2)
     out = run(_x86_build(spec, weight, caplog=caplog), data)
     assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5
@@ -451,3 +473,86 @@ def test_x86_dilated_phase_spanning_tiles_match_reference(spec, caplog):
     data, weight = random_inputs(spec, seed=4)
     out = run(_x86_build(spec, weight, caplog=caplog), data)
     assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5
+
+
+# ------------------------------------------------ x86 position-vector kernel (x86.conv1d_positions)
+
+from tvm_deconv.schedules import x86_positions  # noqa: E402
+
+
+def _random_positions_specs(count, seed):
+    """Random stride-1 1-d convs: dilation 1..70, groups, 1..20 output channels per group,
+    asymmetric padding, lengths that leave partial tiles, NCW and NWC data."""
+    rng = np.random.default_rng(seed)
+    specs = []
+    while len(specs) < count:
+        groups = int(rng.choice([1, 2, 3]))
+        cin_g, cout_g = int(rng.integers(1, 8)), int(rng.choice([1, 3, 4, 8, 12, 20]))
+        d, k = int(rng.integers(1, 71)), int(rng.integers(1, 5))
+        size = int(rng.integers(3, 300))
+        pads = (int(rng.integers(0, d * (k - 1) + 2)), int(rng.integers(0, d + 2)))
+        channels_last = bool(rng.integers(0, 2))
+        data_shape = ((1, size, cin_g * groups) if channels_last
+                      else (int(rng.integers(1, 3)), cin_g * groups, size))
+        try:
+            specs.append(make_dilated_spec(
+                data_shape, (cout_g * groups, cin_g, k), padding=pads, dilation=d, groups=groups,
+                data_layout="NWC" if channels_last else "NCW", out_layout="NCW"))
+        except PlanError:
+            continue
+    return specs
+
+
+POSITIONS_SPECS = _random_positions_specs(8, seed=5) + [
+    make_dilated_spec((1, 64, 700), (128, 64, 2), dilation=128),                  # WaveNet
+    make_dilated_spec((1, 16, 333), (16, 16, 11), padding=25, dilation=5),        # HiFi-GAN
+    make_dilated_spec((2, 8, 90), (1, 8, 7), padding=3),                          # conv_post
+]
+
+
+@pytest.mark.parametrize("spec", POSITIONS_SPECS,
+                         ids=[f"{i}-{_id(s)}" for i, s in enumerate(POSITIONS_SPECS)])
+def test_x86_positions_kernel_writes_every_output_and_matches_reference(spec):
+    """The pack and the compute run directly into a NaN-filled output: an element no tile
+    stores stays NaN."""
+    assert strategy.select("dilated_conv", spec, resolve_target("llvm")).implementation.name \
+        == "x86.conv1d_positions"
+    data, weight = random_inputs(spec, seed=7)
+    lay = x86_positions.positions_layout(spec)
+    packed = run_primfunc(x86_positions.positions_pack(spec), [weight], lay.packed_shape(spec),
+                          "float32")
+    out = run_primfunc(x86_positions.positions_compute(spec), [data, packed], spec.out_shape,
+                       "float32", fill=np.nan)
+    assert relative_error(out, dilated_conv_reference(data, weight, spec)) < 1e-5
+
+
+@pytest.mark.parametrize("spec", POSITIONS_SPECS[-3:], ids=["wavenet", "hifigan", "post"])
+def test_x86_positions_builds_fuse_bias_relu_and_read_the_data_channels_first(spec, caplog):
+    data, weight = random_inputs(spec, seed=8)
+    bias = np.random.default_rng(4).standard_normal(spec.out_channels).astype("float32")
+    ex = _x86_build(spec, weight, bias=bias, relu=True, caplog=caplog, positions=True)
+    ref = np.maximum(dilated_conv_reference(data, weight, spec, bias), 0)
+    assert relative_error(run(ex, data), ref) < 1e-5
+    lowered = tvm_deconv.pipeline("llvm")(conv_layer(
+        spec, weight=weight, epilogue=lambda bb, y: bb.emit(relax.op.nn.relu(y))))
+    (_, func), = untangled_funcs(lowered)
+    script = func.script()
+    assert '"x86.conv1d_positions"' in script and "max(" in script
+    sch = s_tir.Schedule(func)
+    (copy,) = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))
+               if str(sch.get(b).annotations.get(x86_positions.ROLE, "")) == "pad"]
+    assert [int(iv.dom.extent) for iv in copy.iter_vars][:2] == [spec.batch, spec.in_channels], \
+        "the padded data copy is channels-first"
+    asm = "\n".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
+    assert "vfmadd" in asm
+
+
+@pytest.mark.parametrize("spec, why", [
+    (make_dilated_spec((1, 8, 40), (16, 8, 3), strides=2, dilation=3), "stride 2"),
+    (make_dilated_spec((1, 40, 8), (16, 8, 3), dilation=3, data_layout="NWC"), "out_layout NWC"),
+    (make_dilated_spec((1, 8, 20, 20), (16, 8, 3, 3), dilation=3), "2-d"),
+], ids=["stride2", "nwc-out", "2d"])
+def test_x86_positions_declines_strided_channels_last_and_2d_convs(spec, why):
+    selection = strategy.select("dilated_conv", spec, resolve_target("llvm"))
+    assert selection.implementation.name == "x86.dilated"
+    assert why in selection.reason(), selection.reason()

@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave out TVM's untuned default lowering (slowest to run)")
     parser.add_argument("--skip-torch", action="store_true", help="leave out PyTorch eager")
     parser.add_argument("--skip-ort", action="store_true", help="leave out ONNX Runtime")
+    parser.add_argument("--skip-sgemm-peak", action="store_true",
+                        help="leave out the MLAS SGEMM ceiling (ONNX Runtime's 2048-cubed "
+                             "MatMul, ~1 s) and the %% of SGEMM peak column")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads of every implementation: TVM's runtime pool (ours and "
                              "TVM's default), ORT, PyTorch (default: the target's num-cores)")
@@ -227,6 +230,27 @@ def ort_prepared(onnx_bytes: bytes, feeds: dict, threads: int) -> Prepared:
     sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
     call = lambda: sess.run(None, feeds)[0]  # noqa: E731
     return Prepared(call, lambda r, m: _time_python(call, r, m))
+
+
+SGEMM_PEAK_SIZE = 2048
+
+
+def sgemm_peak_gflops(threads: int, size: int = SGEMM_PEAK_SIZE, repeat: int = 5) -> float:
+    """GFLOP/s of ONNX Runtime's (MLAS) ``size``-cubed float32 MatMul on ``threads`` threads:
+    the measured ceiling the "% of SGEMM peak" column divides by."""
+    from onnx import TensorProto, helper  # pylint: disable=import-outside-toplevel
+
+    dims = [size, size]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, dims)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.standard_normal(dims).astype("float32") for n in "ab"}
+    prepared = ort_prepared(model.SerializeToString(), feeds, threads)
+    ms = statistics.median(prepared.timer(repeat, 100.0))
+    return 2.0 * size ** 3 / (ms * 1e6)
 
 
 def _torch_category(name: str) -> Optional[str]:
@@ -803,11 +827,14 @@ def _impl_header(impl: str, trials: int) -> str:
     return f"{impl} ({trials} trials) ms" if impl.endswith("_tuned") else f"{impl} ms"
 
 
-def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: int = 0) -> str:
+def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: int = 0,
+                   sgemm_peak: Optional[float] = None) -> str:
+    """``sgemm_peak``: GFLOP/s of :func:`sgemm_peak_gflops`, for a "% of SGEMM peak" column."""
     tuned = tune_trials > 0
     head = ([suite[:-1] if suite.endswith("s") else suite, "N"]
             + [_impl_header(i, tune_trials) for i in impls]
-            + ["ours GFLOP/s", "ours vs best peer", "ours vs TVM default"]
+            + ["ours GFLOP/s"] + (["% of SGEMM peak"] if sgemm_peak else [])
+            + ["ours vs best peer", "ours vs TVM default"]
             + (["tuned: ours vs TVM default", "tuned ours vs best peer"] if tuned else [])
             + (["shipped log vs best peer"] if "ours_shipped" in impls else [])
             + ["peak MiB (" + " / ".join(impls) + ")"]
@@ -817,8 +844,10 @@ def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: 
         entries = [row["impls"].get(i, {}) for i in impls]
         ours = row["impls"].get("ours", {})
         cells = [row["name"], str(row["batch"])] + [_fmt_ms(e) for e in entries]
-        cells += [f"{ours['gflops']:.1f}" if "gflops" in ours else "-",
-                  _fmt_x(row.get("speedup_vs_best_peer")),
+        cells.append(f"{ours['gflops']:.1f}" if "gflops" in ours else "-")
+        if sgemm_peak:
+            cells.append(f"{100 * ours['gflops'] / sgemm_peak:.0f}%" if "gflops" in ours else "-")
+        cells += [_fmt_x(row.get("speedup_vs_best_peer")),
                   _fmt_x(row.get("speedup_vs_tvm_default"))]
         if tuned:
             cells += [_fmt_x(row.get("tuned_speedup_vs_tvm_default")),
@@ -922,7 +951,10 @@ def run(args: argparse.Namespace) -> int:
     impls = _impl_order(args)
     budget = (f"; tuned columns: {args.tune_trials} MetaSchedule trials per row for each of "
               f"ours and TVM's default" if args.tune_trials > 0 else "")
-    header = f"target {target}; threads (TVM, ORT, PyTorch): {threads}{budget}"
+    peak = None if args.skip_ort or args.skip_sgemm_peak else _sgemm_peak_or_none(threads)
+    peak_text = (f"; MLAS SGEMM {SGEMM_PEAK_SIZE}³ (ONNX Runtime MatMul): {peak:.0f} GFLOP/s"
+                 if peak else "")
+    header = f"target {target}; threads (TVM, ORT, PyTorch): {threads}{budget}{peak_text}"
     print(header, flush=True)
     rows, bad = [], 0
     with _progress(sum(len(c.impls) for c in todo)) as bar:
@@ -930,13 +962,20 @@ def run(args: argparse.Namespace) -> int:
             row = bench_case(case, args, bar)
             rows.append(row)
             bad += _report_row(row, bar.write)
-    table = markdown_table(rows, impls, args.suite, args.tune_trials)
+    table = markdown_table(rows, impls, args.suite, args.tune_trials, peak)
     print("\n" + table)
     if args.breakdown:
         print("\nper op category (one instrumented run; the VM's per-call hook adds a little):")
         print(breakdown_table(rows))
-    _write_outputs(args, rows, impls, header, table, str(target), threads)
+    _write_outputs(args, rows, impls, header, table, str(target), threads, peak)
     return 1 if bad else 0
+
+
+def _sgemm_peak_or_none(threads: int) -> Optional[float]:
+    try:
+        return sgemm_peak_gflops(threads)
+    except ImportError:  # no onnxruntime / onnx: the column is left out
+        return None
 
 
 def _report_row(row: dict, write) -> int:
@@ -954,11 +993,13 @@ def _report_row(row: dict, write) -> int:
     return bad
 
 
-def _write_outputs(args, rows, impls, header, table, target: str, threads: int) -> None:
+def _write_outputs(args, rows, impls, header, table, target: str, threads: int,
+                   sgemm_peak: Optional[float]) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"suite": args.suite, "target": target, "threads": threads,
-             "tune_trials": args.tune_trials, "impls": impls, "rows": rows}, indent=1))
+             "tune_trials": args.tune_trials, "sgemm_peak_gflops": sgemm_peak,
+             "impls": impls, "rows": rows}, indent=1))
         print(f"wrote {args.json}")
     if args.markdown:
         text = f"{header}\n\n{table}\n"

@@ -14,7 +14,8 @@ buffer, no zero MAC.
   ordinary convs, dilation 1, where a packed register-tiled implementation takes them) →
   ``R.call_tir`` of the PrimFunc of the implementation the strategy registry picks (op pattern
   out-elementwise-fusable, so bias/activations fuse), through its weight ``pack`` when it has one
-  (``x86.dilated``/``arm_cpu.dilated``: ``schedules/x86_dilated.py``).
+  (``x86.dilated``/``arm_cpu.dilated``: ``schedules/x86_dilated.py``; stride-1 1-d convs into
+  NCW outputs on x86: ``x86.conv1d_positions``, ``schedules/x86_positions.py``).
 * :func:`dilated_conv_reference`: float64 numpy reference (oracle for the tests).
 """
 
