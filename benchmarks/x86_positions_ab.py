@@ -11,14 +11,13 @@ import argparse
 import dataclasses
 import json
 
-import numpy as np
 from tvm import relax
 
 import tvm_deconv
 from tvm_deconv import bench, strategy, zoo
 from tvm_deconv.dilated import dilated_conv_reference
 from tvm_deconv.plan import make_dilated_spec
-from tvm_deconv.testing import random_inputs, relative_error
+from tvm_deconv.testing import random_inputs
 
 parser = argparse.ArgumentParser()
 parser.add_argument("rounds", type=int)
@@ -64,11 +63,8 @@ for name, spec in specs.items():
         impls[tag] = bench.tvm_prepared(
             lambda: tvm_deconv.build(mod, target, {"w": weight}, tuning_logs=False), [data])
     strategy.register(strategy.DILATED_CONV, now)
-    ref = dilated_conv_reference(data, weight, spec)
-    errs = {tag: relative_error(p.run(), ref) for tag, p in impls.items()}
-    assert max(errs.values()) < 1e-5, errs
-    times = bench.round_robin(impls, args.rounds, 100)
-    med = {t: float(np.median(v)) for t, v in times.items()}
+    med, errs = bench.checked_medians(impls, dilated_conv_reference(data, weight, spec),
+                                      args.rounds)
     res[name] = dict(median_ms=med, implementation=chosen, rel_err=errs,
                      speedup=med["before"] / med["now"])
     print(name, json.dumps(res[name]), flush=True)

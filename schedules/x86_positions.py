@@ -13,9 +13,10 @@ into the ``NCW`` output (WaveNet's convs are short GEMMs, ``K = Cin*k``, where b
   channel, tap) adjacent, broadcast one at a time;
 * a zero-padded channels-first copy of the data (the tiles read it with vector loads, no
   bounds checks; taps reading the padding multiply its zeros, at most ``(k-1)*d`` positions);
-* register tile ``OT`` output channels x ``V`` vectors of ``L`` positions (an ISA's
-  :attr:`~.x86.VectorISA.accumulators`); per (input channel, tap) each input vector is loaded
-  once and meets the ``OT`` broadcast weights; whole vectors are stored to the output.
+* register tile ``OT`` output channels x ``V`` vectors of ``L`` positions within an ISA's
+  :attr:`~.x86.VectorISA.accumulators`, the shape with the fewest loads per FMA (AVX-512:
+  4 x 6, AVX2: 4 x 3 for WaveNet); per (input channel, tap) each broadcast weight meets the
+  ``V`` input vectors; whole vectors are stored to the output.
 
 One parallel loop over (batch, group, position tile, channel tile), channel tiles innermost so
 a tile's input window (L1) serves every output channel.  Strided convs (inputs of consecutive
@@ -75,8 +76,16 @@ def positions_layout(spec: DilatedConvSpec, isa: Optional[VectorISA] = None) -> 
              else vector_lanes(dtype=spec.dtype))
     budget = isa.accumulators
     cog, out_len = spec.out_per_group, spec.out_size[0]
-    ot = max(o for o in range(1, min(cog, MAX_TILE_CHANNELS, budget) + 1) if cog % o == 0)
-    v = max(1, min(budget // ot, -(-out_len // lanes)))
+    vectors = -(-out_len // lanes)
+
+    def loads_per_fma(ot: int) -> tuple:
+        # per (input channel, tap): v input vectors + ot broadcasts for ot*v FMAs
+        v = max(1, min(budget // ot, vectors))
+        return ((ot + v) / (ot * v), -ot * v, v)
+
+    ot = min((o for o in range(1, min(cog, MAX_TILE_CHANNELS, budget) + 1) if cog % o == 0),
+             key=loads_per_fma)
+    v = loads_per_fma(ot)[2]
     padded = -(-out_len // (v * lanes)) * v * lanes
     # the copy holds every input position a tile reads: t + j*d for t < padded, j < k
     span = padded + (spec.kernel[0] - 1) * spec.dilation[0]

@@ -235,9 +235,10 @@ def ort_prepared(onnx_bytes: bytes, feeds: dict, threads: int) -> Prepared:
 SGEMM_PEAK_SIZE = 2048
 
 
-def sgemm_peak_gflops(threads: int, size: int = SGEMM_PEAK_SIZE, repeat: int = 5) -> float:
-    """GFLOP/s of ONNX Runtime's (MLAS) ``size``-cubed float32 MatMul on ``threads`` threads:
-    the measured ceiling the "% of SGEMM peak" column divides by."""
+def sgemm_peak_gflops(threads: int, size: int = SGEMM_PEAK_SIZE, repeat: int = 9) -> float:
+    """GFLOP/s of ONNX Runtime's (MLAS) ``size``-cubed float32 MatMul on ``threads`` threads,
+    its fastest repeat (a ceiling: on a shared machine the median swung 132-176 GFLOP/s
+    between runs): what the "% of SGEMM peak" column divides by."""
     from onnx import TensorProto, helper  # pylint: disable=import-outside-toplevel
 
     dims = [size, size]
@@ -249,7 +250,7 @@ def sgemm_peak_gflops(threads: int, size: int = SGEMM_PEAK_SIZE, repeat: int = 5
     rng = np.random.default_rng(0)
     feeds = {n: rng.standard_normal(dims).astype("float32") for n in "ab"}
     prepared = ort_prepared(model.SerializeToString(), feeds, threads)
-    ms = statistics.median(prepared.timer(repeat, 100.0))
+    ms = min(prepared.timer(repeat, 100.0))
     return 2.0 * size ** 3 / (ms * 1e6)
 
 
@@ -718,6 +719,19 @@ def round_robin(prepared: dict, repeat: int, min_repeat_ms: float,
                     on_error(name, exc)
                     del samples[name]
     return samples
+
+
+def checked_medians(prepared: dict, ref: np.ndarray, rounds: int,
+                    min_repeat_ms: float = 100.0) -> tuple[dict, dict]:
+    """For the A/B scripts: ``(median ms, relative error vs ref)`` per implementation, every
+    output within 1e-5 of ``ref`` (float64) before it is timed by :func:`round_robin`."""
+    from .testing import relative_error  # pylint: disable=import-outside-toplevel
+
+    errs = {tag: relative_error(p.run(), ref) for tag, p in prepared.items()}
+    if max(errs.values()) >= 1e-5:
+        raise AssertionError(f"outputs differ from the reference: {errs}")
+    times = round_robin(prepared, rounds, min_repeat_ms)
+    return {t: float(np.median(v)) for t, v in times.items()}, errs
 
 
 def time_interleaved(prepared: dict, entries: dict, case: Case, repeat: int,
