@@ -9,6 +9,10 @@ default with ``decompose=False`` (weights bound as constants, as in inference), 
 with the VM's time_evaluator (warm-up, median of repeats), and cuDNN through torch with CUDA
 events (fp32 with TF32 off, TF32, fp16).  Every output is checked against a float64 reference
 (torch float64 on the GPU, itself checked against tvm_deconv.testing on a small case).
+fp16 layers the tensor-core path takes (schedules/cuda_tensorcore.py) are also built and timed
+with it switched off (``ours_fp16_ffma``: the FFMA kernel), in the same run, and where its
+size rule keeps FFMA, with the tensor cores forced (``ours_fp16_tc``).  ``--skip-fp32``
+times fp16 only (ours, FFMA, and cuDNN's three), ``--skip-tvm-default`` skips TVM's default.
 Prints a Markdown table last; writes all numbers to the JSON.
 """
 
@@ -34,6 +38,7 @@ from tvm import relax  # noqa: E402
 import tvm_deconv  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
 from tvm_deconv.plan import make_plan  # noqa: E402
+from tvm_deconv.schedules import cuda_tensorcore  # noqa: E402
 from tvm_deconv.testing import conv_transpose_reference, relative_error  # noqa: E402
 
 CUDA_TARGET = tvm_deconv.resolve_target("cuda")
@@ -67,7 +72,10 @@ def torch_conv(spec, x, w):
                                 dilation=spec.dilation)
 
 
-def time_tvm(vm, dev, args, budget_s=2.0):
+TIME_BUDGET_S = 2.0  # per TVM timing (--time-budget)
+
+
+def time_tvm(vm, dev, args, budget_s=None):
     """Median ms of VM main(*args): warm-up, then repeats of `number` calls each."""
     vm["main"](*args)
     dev.sync()
@@ -75,6 +83,7 @@ def time_tvm(vm, dev, args, budget_s=2.0):
     vm["main"](*args)
     dev.sync()
     once = time.perf_counter() - t0
+    budget_s = TIME_BUDGET_S if budget_s is None else budget_s
     number = max(1, min(100, int(0.01 / max(once, 1e-6))))
     repeat = max(3, min(30, int(budget_s / max(once * number, 1e-6))))
     res = vm.time_evaluator("main", dev, number=number, repeat=repeat)(*args)
@@ -107,7 +116,8 @@ def check_torch_reference() -> float:
     return relative_error(theirs, ours)
 
 
-def bench(layer, batch, dev, skip_default_over_ms, tuning_logs=None):
+def bench(layer, batch, dev, skip_default_over_ms, tuning_logs=None, skip_default=False,
+          skip_fp32=False):
     spec = layer.spec(batch)
     plan = make_plan(spec)
     row = {"layer": layer.name, "batch": batch, "gflop": plan.useful_flops() / 1e9}
@@ -126,6 +136,19 @@ def bench(layer, batch, dev, skip_default_over_ms, tuning_logs=None):
             ("ours_fp16", spec16, x16, w16, True, ref16, False)]
     if tuning_logs:
         runs.insert(1, ("ours_tuned", spec, x, w, True, ref, tuning_logs))
+    # fp16 with the tensor cores off too (the FFMA kernel), where the tensor-core path applies.
+    tc_reason = cuda_tensorcore.tensor_core_reason(spec16, CUDA_TARGET)
+    size_reason = cuda_tensorcore.size_reason(spec16) if tc_reason is None else None
+    row["ours_fp16_tensor_cores"] = tc_reason is None and size_reason is None
+    if tc_reason is None:
+        runs.append(("ours_fp16_ffma", spec16, x16, w16, True, ref16, False))
+        if size_reason is not None:  # the size rule keeps FFMA: time the tensor cores too
+            runs.append(("ours_fp16_tc", spec16, x16, w16, True, ref16, False))
+    if tc_reason or size_reason:
+        row["ours_fp16_tensor_cores_note"] = tc_reason or size_reason
+    skipped = ({"tvm_default"} if skip_default else set()) | (
+        {"ours", "tvm_default", "ours_tuned"} if skip_fp32 else set())
+    runs = [r for r in runs if r[0] not in skipped]
     for key, sp, xa, wa, decompose, expected, logs in runs:
         if key == "ours_fp16":
             chosen = strategy.select(strategy.CONV_TRANSPOSE, sp, CUDA_TARGET)
@@ -134,8 +157,10 @@ def bench(layer, batch, dev, skip_default_over_ms, tuning_logs=None):
                 continue
         try:
             t0 = time.perf_counter()
-            ex = tvm_deconv.build(one_layer(sp), "cuda", params={"w": wa}, decompose=decompose,
-                                  tuning_logs=logs)
+            with cuda_tensorcore.tensor_cores(key != "ours_fp16_ffma",
+                                              size_rule=key != "ours_fp16_tc"):
+                ex = tvm_deconv.build(one_layer(sp), "cuda", params={"w": wa},
+                                      decompose=decompose, tuning_logs=logs)
             vm = relax.VirtualMachine(ex, dev)
             x_nd = tvm.runtime.tensor(xa, dev)
             out = vm["main"](x_nd)
@@ -168,8 +193,9 @@ def bench(layer, batch, dev, skip_default_over_ms, tuning_logs=None):
             row[key + "_err"] = relative_error(out.double().cpu().numpy(), ref)
             row[key + "_ms"] = time_torch(lambda: torch_conv(spec, xx, ww))
     torch.backends.cudnn.allow_tf32 = False
-    for key in ("ours", "ours_tuned", "ours_fp16", "tvm_default", "cudnn_fp32", "cudnn_tf32",
-                "cudnn_fp16"):
+    for key in ("ours", "ours_tuned", "ours_fp16", "ours_fp16_ffma", "ours_fp16_tc", "tvm_default",
+                "cudnn_fp32",
+                "cudnn_tf32", "cudnn_fp16"):
         if key + "_ms" in row:
             row[key + "_gflops"] = row["gflop"] / (row[key + "_ms"] * 1e-3)
     if "ours_tuned_ms" in row and "cudnn_fp32_ms" in row:
@@ -178,8 +204,11 @@ def bench(layer, batch, dev, skip_default_over_ms, tuning_logs=None):
         for key in ("tvm_default", "cudnn_fp32", "cudnn_tf32", "cudnn_fp16"):
             if key + "_ms" in row:
                 row["ours_vs_" + key] = row[key + "_ms"] / row["ours_ms"]
-    if "ours_fp16_ms" in row and "cudnn_fp16_ms" in row:
-        row["ours_fp16_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row["ours_fp16_ms"]
+    for key in ("ours_fp16", "ours_fp16_ffma", "ours_fp16_tc"):
+        if key + "_ms" in row and "cudnn_fp16_ms" in row:
+            row[key + "_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row[key + "_ms"]
+    if "ours_fp16_ms" in row and "ours_fp16_ffma_ms" in row:
+        row["tensor_cores_vs_ffma"] = row["ours_fp16_ffma_ms"] / row["ours_fp16_ms"]
     return row
 
 
@@ -192,8 +221,8 @@ def table(rows) -> str:
     head = ("| layer | N | ours ms | " + ("ours tuned ms | tuned ×cuDNN fp32 | " if tuned else "")
             + "TVM default ms | cuDNN fp32 ms | cuDNN TF32 ms | "
             "ours fp16 ms | cuDNN fp16 ms | ×TVM default | ×cuDNN fp32 | fp16 ×cuDNN fp16 | "
-            "ours GFLOP/s | ours err | fp16 err |")
-    lines = [head, "|" + "---|" * (16 if tuned else 14)]
+            "fp16 FFMA ms | FFMA ×cuDNN fp16 | ours GFLOP/s | ours err | fp16 err |")
+    lines = [head, "|" + "---|" * (18 if tuned else 16)]
     for r in rows:
         tuned_cells = (f"{fmt(r.get('ours_tuned_ms'))} | "
                        f"{fmt(r.get('ours_tuned_vs_cudnn_fp32'), '{:.2f}')} | " if tuned else "")
@@ -204,7 +233,10 @@ def table(rows) -> str:
             f"{fmt(r.get('ours_fp16_ms'))} | "
             f"{fmt(r.get('cudnn_fp16_ms'))} | {fmt(r.get('ours_vs_tvm_default'), '{:.1f}')} | "
             f"{fmt(r.get('ours_vs_cudnn_fp32'), '{:.2f}')} | "
-            f"{fmt(r.get('ours_fp16_vs_cudnn_fp16'), '{:.2f}')} | "
+            f"{fmt(r.get('ours_fp16_vs_cudnn_fp16'), '{:.2f}')}"
+            f"{'' if r.get('ours_fp16_tensor_cores') else ' (FFMA)'} | "
+            f"{fmt(r.get('ours_fp16_ffma_ms'))} | "
+            f"{fmt(r.get('ours_fp16_ffma_vs_cudnn_fp16'), '{:.2f}')} | "
             f"{fmt(r.get('ours_gflops'), '{:.0f}')} | {fmt(r.get('ours_err'), '{:.1e}')} | "
             f"{fmt(r.get('ours_fp16_err'), '{:.1e}')} |")
     return "\n".join(lines)
@@ -217,9 +249,16 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", default="", help="comma-separated zoo names (default all)")
     parser.add_argument("--tuning-logs", default="",
                         help="a tuning database (tvm-deconv tune --work-dir): adds 'ours tuned'")
+    parser.add_argument("--skip-tvm-default", action="store_true",
+                        help="do not build or time TVM's default lowering")
+    parser.add_argument("--skip-fp32", action="store_true",
+                        help="fp16 only: skip ours fp32 and TVM's default (cuDNN still runs)")
     parser.add_argument("--skip-default-over-ms", type=float, default=500.0,
                         help="time TVM's default with one call only when one call is slower")
+    parser.add_argument("--time-budget", type=float, default=TIME_BUDGET_S,
+                        help="seconds of repeats per TVM timing (at least 3 repeats)")
     args = parser.parse_args(argv)
+    globals()["TIME_BUDGET_S"] = args.time_budget
     dev = tvm.cuda(0)
     torch.backends.cudnn.allow_tf32 = False
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
@@ -234,16 +273,22 @@ def main(argv=None) -> int:
         for batch in (int(b) for b in args.batches.split(",")):
             t0 = time.perf_counter()
             row = bench(zoo.get(name), batch, dev, args.skip_default_over_ms,
-                        args.tuning_logs or None)
+                        args.tuning_logs or None, args.skip_tvm_default, args.skip_fp32)
             row["wall_s"] = time.perf_counter() - t0
             rows.append(row)
             print(json.dumps(row), flush=True)
             Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(table(rows))
-    ok = all(r.get("ours_err", 1) < 1e-5 for r in rows)
+    ok = all(r.get("ours_err", 1) < 1e-5 for r in rows if "ours_ms" in r)
     print("all ours fp32 within 1e-5 of float64 reference:", ok)
-    ok16 = all(r.get("ours_fp16_err", 1) < 2e-3 for r in rows if "ours_fp16_ms" in r)
+    ok16 = all(r.get(key + "_err", 1) < 2e-3 for r in rows
+               for key in ("ours_fp16", "ours_fp16_ffma", "ours_fp16_tc") if key + "_ms" in r)
     print("all ours fp16 within 2e-3 of the float64 result of the fp16 inputs:", ok16)
+    for key in ("ours_fp16", "ours_fp16_ffma", "ours_fp16_tc"):
+        ratios = [r[key + "_vs_cudnn_fp16"] for r in rows if key + "_vs_cudnn_fp16" in r]
+        if ratios:
+            print(f"{key} ×cuDNN fp16: geomean "
+                  f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f} over {len(ratios)}")
     return 0
 
 

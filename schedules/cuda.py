@@ -27,7 +27,10 @@ with few output channels keep the plain weight and guarded reads: see
 :data:`PACKED_MIN_OUT_CHANNELS`).  Shared-memory staging is skipped where TVM's bound of the
 staged window exceeds a block's shared memory (probed by building a copy) or the window is no
 constant box (grouped convs).  ``zero_*`` blocks (tapless phases) are plain elementwise
-kernels.  Everything is plain FFMA in the accumulation dtype (no tensor cores, so never TF32).
+kernels.  Everything is plain FFMA in the accumulation dtype (never TF32), except float16
+phase-batched convs whose GEMM sizes are multiples of 16: those run on the tensor cores
+(:mod:`.cuda_tensorcore`: WMMA 16x16x16, float32 accumulators, epilogues still fused); the
+others keep FFMA, with an INFO log line saying why.
 :func:`schedule_cuda_space` is MetaSchedule's ``ours`` space over the start tile and unroll.
 
 Layers with at most :data:`~.cuda_direct.DIRECT_MAX_OUT_CHANNELS` output channels per group
@@ -52,6 +55,7 @@ from tvm_deconv.compute import (BATCHED_ANNOTATION, PADDED_INPUT_ANNOTATION,
                                  phase_batched_conv_transpose)
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
+from . import cuda_tensorcore
 from .common import root_blocks, split_blocks, supports_dtype
 
 OP_PATTERN_OPAQUE = 8  # relax.OpPatternKind.kOpaque: FuseOps fuses nothing into it
@@ -70,8 +74,11 @@ def cuda_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     weight) where the plan allows it and its staged input window fits shared memory (float16:
     always, for float32 accumulation); otherwise the per-phase compute (packed weight and
     padded input unless it has few output channels), marked opaque so that no epilogue is
-    fused into it."""
+    fused into it.  float16 calls that :func:`~.cuda_tensorcore.tensor_core_reason` accepts
+    get the same phase-batched GEMM in the tensor-core form (WMMA, float32 accumulators)."""
     if uses_phase_batched_kernel(spec):
+        if spec.dtype == "float16" and cuda_tensorcore.uses_tensor_cores(spec):
+            return cuda_tensorcore.tensor_core_conv_transpose(spec)
         return phase_batched_conv_transpose(spec)
     return decomposed_conv_transpose(spec, packed_weight=_per_phase_packed(spec)).with_attr(
         "op_pattern", OP_PATTERN_OPAQUE)
@@ -487,6 +494,12 @@ def schedule_cuda_space(sch: s_tir.Schedule, target: Target) -> list:
 
 def schedule_cuda(sch: s_tir.Schedule, target: Target, knobs: _Knobs = GPU) -> None:
     """Schedule every root block of a decomposed-conv PrimFunc for CUDA."""
+    if cuda_tensorcore.is_tensor_core_func(sch):
+        # WMMA has no CPU emulation: with knobs.bind False the compute stays unscheduled
+        # (LLVM runs it as is; the tests check its numerics that way).
+        if knobs.bind:
+            cuda_tensorcore.schedule_tensor_core(sch, target, num_sms=_num_sms(target))
+        return
     batched = _batched_blocks(sch)
     if batched is not None:
         _schedule_batched_func(sch, target, knobs, batched)

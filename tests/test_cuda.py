@@ -470,3 +470,232 @@ def test_gpu_direct_float16(name):
     """FSRCNN in float16 through cuda.direct (x2 has ragged phases): float32 accumulation,
     within 2e-3 of the float64 result of the same fp16 inputs."""
     assert _float16_error(zoo.get(name).spec(2, dtype="float16")) < 2e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor cores (float16, schedules/cuda_tensorcore.py)
+# ---------------------------------------------------------------------------------------------
+
+from tvm_deconv.schedules import cuda_tensorcore  # noqa: E402
+
+
+def tensor_core_specs(count: int, seed: int, max_size: int = 6):
+    """Random float16 specs the tensor-core path takes: 1-d/2-d/3-d, k = s*t, strides 1-4 per
+    axis, padding and output_padding, batch 1-4, channel counts 16-48, NC.. and NHWC."""
+    rng = np.random.default_rng(seed)
+    specs = []
+    while len(specs) < count:
+        nd = int(rng.choice([1, 2, 2, 3]))
+        s = [int(rng.integers(1, 5)) for _ in range(nd)]
+        k = [si * int(rng.integers(1, 3)) for si in s]
+        pad = [int(rng.integers(0, kk)) for kk in k]
+        op = [int(rng.integers(0, si)) for si in s]
+        size = [int(rng.integers(1, max_size + 1)) for _ in range(nd)]
+        cin, cout = (16 * int(rng.integers(1, 4)) for _ in range(2))
+        batch = int(rng.choice([1, 2, 4]))
+        if nd == 2 and rng.random() < 0.25:
+            data, weight = [batch] + size + [cin], k + [cout, cin]
+            layouts = dict(data_layout="NHWC", kernel_layout="HWOI")
+        else:
+            sp = "W" if nd == 1 else ("HW" if nd == 2 else "DHW")
+            data, weight = [batch, cin] + size, [cin, cout] + k
+            layouts = dict(data_layout="NC" + sp, kernel_layout="IO" + sp)
+        try:
+            spec = make_spec(data, weight, strides=s, padding=pad + pad, output_padding=op,
+                             dtype="float16", **layouts)
+        except PlanError:
+            continue
+        if cuda_tensorcore.tensor_core_reason(spec, CUDA) is None:
+            specs.append(spec)
+    return specs
+
+
+TC_SPECS = [
+    make_spec((2, 32, 4, 4), (32, 16, 4, 4), strides=2, padding=1, dtype="float16"),  # DCGAN
+    make_spec((1, 16, 4, 8), (16, 32, 2, 2), strides=2, dtype="float16"),             # U-Net
+    make_spec((2, 32, 8), (32, 16, 16), strides=8, padding=4, dtype="float16"),       # HiFi-GAN
+    make_spec((1, 16, 2, 2, 4), (16, 16, 4, 4, 4), strides=2, padding=1, dtype="float16"),  # 3-d
+    make_spec((4, 2, 2, 16), (4, 4, 16, 16), strides=(2, 2), padding=1, dtype="float16",
+              data_layout="NHWC", kernel_layout="HWOI"),                              # NHWC
+    make_spec((1, 16, 4, 4), (16, 16, 4, 4), strides=2, padding=1, dtype="float16",
+              out_dtype="float32"),                                                   # fp16->fp32
+] + tensor_core_specs(6, seed=31)
+
+
+def _tc_id(s):
+    return f"{s.ndim}d_n{s.batch}_c{s.in_channels}_o{s.out_channels}_s{s.strides}_k{s.kernel}" \
+           f"_{s.data_layout}_{s.out_dtype}"
+
+
+def _float16_reference(spec, data, weight, bias=None):
+    return conv_transpose_reference(data.astype("float64"), weight.astype("float64"), spec,
+                                    bias=bias)
+
+
+@pytest.mark.parametrize("spec", TC_SPECS, ids=_tc_id)
+def test_tensor_core_compute_cpu(spec):
+    """The tensor-core compute (per-phase GEMM over gathered input and packed weight), run
+    unscheduled on LLVM, matches the float64 reference of the same fp16 inputs; every output
+    element is written (NaN-poisoned output)."""
+    assert cuda_tensorcore.tensor_core_reason(spec, CUDA) is None
+    with cuda_tensorcore.tensor_cores(True, size_rule=False):  # small shapes: no size rule
+        func = cuda_sched.cuda_compute(spec)
+    assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
+    data, weight = random_inputs(spec, 3)
+    packed = run_pack(decomposed_pack(spec), weight, fill=np.nan)
+    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype))
+    tvm.compile(func, "llvm")(tvm.runtime.tensor(data), tvm.runtime.tensor(packed), out)
+    assert relative_error(out.numpy().astype("float64"),
+                          _float16_reference(spec, data, weight)) < 2e-3
+
+
+TC_ZOO = [l.name for l in zoo.LAYERS if make_plan(l.spec(1)).phase_batched
+          and not l.name.startswith(("fsrcnn", "fcn8s", "dcgan_64_3"))]
+
+
+# Batch 1 zoo layers whose tensor-core tile would keep fewer than MIN_WARPS warps per block.
+TC_SIZE_RULE_FFMA = {"dcgan_100_512_k4s1", "dcgan_512_256_k4s2", "dcgan_256_128_k4s2",
+                     "dcgan_128_64_k4s2", "pose_2048_256_k4s2"}
+
+
+def test_tensor_core_path_chosen_for_zoo_float16():
+    """Every phase-batched fp16 zoo layer with channel counts of 16s fits the tensor cores;
+    DCGAN 64->3 and FCN-8s 21->21 do not, saying why; fp32 never.  The size rule takes all
+    of them at batch 64 and keeps FFMA at batch 1 for the five with 1-warp tiles."""
+    for layer in zoo.LAYERS:
+        if not make_plan(layer.spec(1)).phase_batched or layer.name.startswith("fsrcnn"):
+            continue
+        for batch in (1, 64):
+            spec = layer.spec(batch, dtype="float16")
+            why = cuda_tensorcore.tensor_core_reason(spec, CUDA)
+            assert (why is None) == (layer.name in TC_ZOO), (layer.name, batch, why)
+            assert cuda_tensorcore.tensor_core_reason(layer.spec(batch), CUDA) is not None
+            taken = why is None and cuda_tensorcore.size_reason(spec) is None
+            expected = layer.name in TC_ZOO and (batch == 64
+                                                 or layer.name not in TC_SIZE_RULE_FFMA)
+            assert taken == expected, (layer.name, batch, cuda_tensorcore.size_reason(spec))
+    assert "output channels = 3" in cuda_tensorcore.tensor_core_reason(
+        zoo.get("dcgan_64_3_k4s2").spec(64, dtype="float16"), CUDA)
+    assert "21" in cuda_tensorcore.tensor_core_reason(
+        zoo.get("fcn8s_21_21_k16s8").spec(64, dtype="float16"), CUDA)
+    grouped = make_spec((1, 32, 4, 4), (32, 16, 4, 4), strides=2, padding=1, groups=2,
+                        dtype="float16")
+    assert "groups" in cuda_tensorcore.tensor_core_reason(grouped, CUDA)
+    old = resolve_target({"kind": "cuda", "arch": "sm_61"})
+    assert "sm_70" in cuda_tensorcore.tensor_core_reason(TC_SPECS[0], old)
+
+
+@pytest.mark.parametrize("name", TC_ZOO)
+def test_tensor_core_zoo_layer_builds(name, caplog):
+    """fp16 zoo layers build through tvm_deconv.build into ONE kernel issuing wmma::mma_sync,
+    bias + ReLU fused into it (batch 64: the tiles the benchmark runs)."""
+    spec = zoo.get(name).spec(64, dtype="float16")
+    _, weight = random_inputs(spec, 0)
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):  # constant weight: packed at build
+        ex = tvm_deconv.build(one_layer(spec, bias=True), "cuda", params={"w": weight})
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "not tensor cores" not in caplog.text
+    kernels = [k for src in cuda_sources(ex.mod) for k in src.split("__global__")[1:]
+               if "{" in k]
+    assert len(kernels) == 1
+    assert "mma_sync" in kernels[0] and "max(" in kernels[0]
+
+
+def test_tensor_core_fallback_logs_why(caplog):
+    """fp16 layers the tensor cores do not take (and any, with them switched off) build the
+    FFMA kernel, with one INFO line giving the reason."""
+    spec = zoo.get("dcgan_64_3_k4s2").spec(2, dtype="float16")
+    cuda_tensorcore._LOGGED.clear()  # pylint: disable=protected-access
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        func = cuda_sched.cuda_compute(spec)
+    assert not cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
+    assert "FFMA kernel, not tensor cores: output channels = 3" in caplog.text
+    small = zoo.get("dcgan_512_256_k4s2").spec(1, dtype="float16")
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        assert not cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(
+            cuda_sched.cuda_compute(small)))
+    assert "warp(s), fewer than 4" in caplog.text
+    big = zoo.get("pose_256_256_k4s2").spec(64, dtype="float16")
+    with cuda_tensorcore.tensor_cores(False):
+        func = cuda_sched.cuda_compute(big)
+    assert not cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
+    assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(cuda_sched.cuda_compute(big)))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_tensor_core_source_compiles_with_nvcc(tmp_path):
+    ex = tvm_deconv.build(one_layer(zoo.get("pose_256_256_k4s2").spec(64, dtype="float16"),
+                                    bias=True), "cuda")
+    src = tmp_path / "kernels.cu"
+    src.write_text("\n".join(cuda_sources(ex.mod)))
+    proc = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "k.cubin"),
+                           str(src)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+TC_TILES = [None, cuda_tensorcore.TensorCoreTile(1, 1, 1, 1, 1),
+            cuda_tensorcore.TensorCoreTile(2, 1, 1, 2, 2)]
+
+
+def _tile_fits(spec, tile) -> bool:
+    g = cuda_tensorcore.gemm_shape(spec)
+    return tile is None or (g.pixels % tile.bm == 0 and g.channels % tile.bn == 0
+                            and g.reduce % (tile.fk * 16) == 0)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("tile", TC_TILES, ids=lambda t: "chosen" if t is None else
+                         f"{t.wp}x{t.wo}x{t.fp}x{t.fo}x{t.fk}")
+@pytest.mark.parametrize("spec", TC_SPECS + tensor_core_specs(6, seed=41, max_size=10),
+                         ids=_tc_id)
+def test_gpu_tensor_core_kernel(spec, tile):
+    """The WMMA kernel (chosen and forced tiles) vs the float64 reference of the same fp16
+    inputs; NaN-poisoned output, so every element must be written."""
+    if not _tile_fits(spec, tile):
+        pytest.skip("tile does not divide this GEMM")
+    sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
+    cuda_tensorcore.schedule_tensor_core(sch, CUDA, tile)
+    func = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    assert "mma_sync" in tvm.compile(func, CUDA).mod.imports[0].inspect_source()
+    ex = tvm.compile(func, CUDA)
+    data, weight = random_inputs(spec, 4)
+    dev = tvm.cuda(0)
+    packed = run_pack(decomposed_pack(spec), weight, fill=np.nan)
+    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
+    ex(tvm.runtime.tensor(data, dev), tvm.runtime.tensor(packed, dev), out)
+    dev.sync()
+    assert relative_error(out.numpy().astype("float64"),
+                          _float16_reference(spec, data, weight)) < 2e-3
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("spec", [s for s in TC_SPECS + tensor_core_specs(6, seed=43, max_size=10)
+                                  if s.out_layout.index("C") == 1], ids=_tc_id)
+def test_gpu_tensor_core_with_bias_relu(spec):
+    """Whole Relax layer through tvm_deconv.build: conv (tensor cores) + bias + ReLU fused
+    into one kernel, vs the float64 reference of the same fp16 inputs (small shapes: the
+    size rule is switched off, so they run on the tensor cores)."""
+    with cuda_tensorcore.tensor_cores(True, size_rule=False):
+        ex = tvm_deconv.build(one_layer(spec, bias=True), "cuda")
+    assert any("mma_sync" in src for src in cuda_sources(ex.mod))
+    dev = tvm.cuda(0)
+    data, weight = random_inputs(spec, seed=6)
+    bias = np.random.default_rng(8).standard_normal(
+        (1, spec.out_channels) + (1,) * spec.ndim).astype(spec.out_dtype)
+    out = relax.VirtualMachine(ex, dev)["main"](
+        *(tvm.runtime.tensor(a, dev) for a in (data, weight, bias))).numpy()
+    ref = np.maximum(_float16_reference(spec, data, weight,
+                                        bias=bias.reshape(-1).astype("float64")), 0)
+    assert relative_error(out.astype("float64"), ref) < 2e-3
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", TC_ZOO)
+@pytest.mark.parametrize("batch", [1, 64])
+def test_gpu_tensor_core_zoo_layer(name, batch):
+    """fp16 zoo layers on the tensor cores at batch 64 and 1 (where the size rule keeps
+    FFMA at batch 1, that kernel), within 2e-3 of float64."""
+    assert _float16_error(zoo.get(name).spec(batch, dtype="float16")) < 2e-3

@@ -1,0 +1,472 @@
+"""Tensor-core (WMMA 16x16x16, float16 in, float32 accumulators) path of the phase-batched
+CUDA kernel.
+
+Where :func:`tensor_core_reason` accepts a float16 call (phase-batched plan, no groups,
+output channels, batch x phase pixels and taps x input channels all multiples of 16, an
+sm_70+ target) and the size rule :func:`size_reason` too (its tile keeps 4 warps per block),
+:func:`~.cuda.cuda_compute` gives it :func:`tensor_core_conv_transpose`
+instead of the FFMA compute, and :func:`~.cuda.schedule_cuda` schedules it with
+:func:`schedule_tensor_core`.  Otherwise the FFMA schedule runs and one ``tvm_deconv`` log
+line (INFO) says why.
+
+The compute is the same phase-batched implicit GEMM, written as one batched GEMM per phase
+``r`` (the phases flattened, row-major over the strides)::
+
+    acc[r, p, m] += X[r, p, k] * W[r, k, m]      p = (n, q..) row-major,  k = (j.., ic)
+
+``X`` is a gather of the input (the input index from the plan's
+:meth:`~tvm_deconv.plan.AxisPlan.batched_input`, zero where
+:meth:`~tvm_deconv.plan.AxisPlan.input_pads` says a phase reads outside it: the clamped
+element times 0, so an Inf/NaN on the input's border would turn those zeros into NaN), ``W`` a view of :func:`decomposed_pack`'s
+weight (per phase and tap a ``[Cin, Cout]`` matrix: ``k = j*Cin + ic`` is its row).  Both
+gathers are spatial blocks that the schedule stages in shared memory per K step (so the
+index arithmetic runs once per staged element); unscheduled (LLVM) they are whole buffers.
+``store`` (the only writer of the output: epilogues fuse into it) casts ``acc`` and writes
+``out[.., q*s + r, ..]``.
+
+Schedule: thread block = BM pixels x BN output channels of one phase (blockIdx.y = phase),
+warps ``wp x wo`` each holding ``fp x fo`` 16x16 float32 accumulator fragments; per K step of
+BK = 16*fk the gathers are copied into shared memory by all threads, then each warp loads its
+A/B fragments and issues ``wmma::mma_sync``; the fragments are stored into a shared tile
+that the fused store (+ bias/activation) writes out.  TVM's own WMMA tensor intrinsics
+(their copies in :mod:`.wmma_intrin`) do the loads, the MMA, the fill and the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+from tvm.target import Target
+
+from tvm_deconv.compute import (OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION, _i64, _index,
+                                 decomposed_packed_shape, flat_index)
+from tvm_deconv.plan import ConvTransposeSpec, make_plan
+
+from . import wmma_intrin
+
+logger = logging.getLogger("tvm_deconv")
+
+# Block role annotation of :func:`tensor_core_conv_transpose`: "gather_x", "gather_w",
+# "gemm", "store".
+TC_ANNOTATION = "tvm_deconv.tensor_core"
+MMA = 16  # the WMMA fragment edge (m = n = k = 16)
+
+_ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
+_SIZE_RULE = True
+
+# The size rule: a layer whose tile (:func:`choose_tile`) is left with fewer warps than this
+# per block (batch 1 DCGAN / pose: <= 64 pixels per phase, long K) keeps the FFMA kernel.
+# Measured on the H200 (benchmarks/results/h200-fp16-tc-b1.json, both paths in one run):
+# every 1-warp tile ran 0.19-0.31x the FFMA kernel (5 layers); 4-warp tiles 0.51-4.67x
+# (11 of 15 faster; h200-fp16-tc-b64.json too).
+MIN_WARPS = 4
+
+
+@contextlib.contextmanager
+def tensor_cores(enabled: bool, size_rule: bool = True):
+    """Within the context, float16 calls take (``True``) or skip (``False``) the tensor-core
+    path (default: on unless ``TVM_DECONV_CUDA_TENSOR_CORES=0``); ``size_rule=False`` takes
+    it also where :data:`MIN_WARPS` would keep FFMA.  Benchmarks use it to time both paths in
+    one process, tests to run the tensor cores on small shapes."""
+    global _ENABLED, _SIZE_RULE  # pylint: disable=global-statement
+    before = _ENABLED, _SIZE_RULE
+    _ENABLED, _SIZE_RULE = enabled, size_rule
+    try:
+        yield
+    finally:
+        _ENABLED, _SIZE_RULE = before
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    """The per-phase GEMM of a phase-batched plan: R phases of [P x K] @ [K x M]."""
+
+    phases: int       # R = prod(strides)
+    pixels: int       # P = batch * prod(output extent per phase)
+    reduce: int       # K = prod(taps per phase) * Cin
+    channels: int     # M = Cout
+
+
+def gemm_shape(spec: ConvTransposeSpec) -> GemmShape:
+    plan = make_plan(spec)
+    return GemmShape(math.prod(ax.stride for ax in plan.axes),
+                     spec.batch * math.prod(ax.out_size // ax.stride for ax in plan.axes),
+                     math.prod(ax.max_taps for ax in plan.axes) * spec.in_per_group,
+                     spec.out_channels)
+
+
+def _sm_version(target: Target | None) -> int:
+    if target is None:
+        return 90
+    arch = str(target.attrs.get("arch", "sm_90"))
+    digits = "".join(c for c in arch if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def tensor_core_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str | None:
+    """``None`` where the tensor-core path takes ``spec``, else why it does not."""
+    if spec.dtype != "float16":
+        return f"dtype {spec.dtype} (tensor cores: float16 in, float32 accumulators)"
+    if spec.out_dtype not in ("float16", "float32"):
+        return f"out_dtype {spec.out_dtype}"
+    if not _ENABLED:
+        return "disabled (TVM_DECONV_CUDA_TENSOR_CORES=0 or tensor_cores(False))"
+    if _sm_version(target) < 70:
+        return f"target arch {target.attrs.get('arch')} has no WMMA (needs sm_70+)"
+    if not make_plan(spec).phase_batched:
+        return "ragged phases (needs dilation 1, k % s == 0, stride dividing the output)"
+    if spec.groups != 1:
+        return f"groups={spec.groups} (one GEMM per phase needs groups=1)"
+    g = gemm_shape(spec)
+    for what, value in (("output channels", g.channels),
+                        ("batch x pixels per phase", g.pixels),
+                        ("taps per phase x input channels", g.reduce)):
+        if value % MMA:
+            return f"{what} = {value} is not a multiple of {MMA}"
+    return None
+
+
+_LOGGED: set = set()  # (spec, reason) already logged: one line per call, not per build step
+
+
+def size_reason(spec: ConvTransposeSpec, num_sms: int = 132) -> str | None:
+    """``None`` where the size rule (:data:`MIN_WARPS`) lets the tensor cores take a call
+    that :func:`tensor_core_reason` accepts, else why not."""
+    g = gemm_shape(spec)
+    t = choose_tile(g, num_sms)
+    if _SIZE_RULE and t.warps < MIN_WARPS:
+        return (f"too small for its tensor-core tile ({g.phases} phases x {g.pixels} pixels x "
+                f"{g.channels} channels: {t.bm}x{t.bn} tiles of {t.warps} warp(s), fewer than "
+                f"{MIN_WARPS}; the FFMA kernel measured 3-5x faster there)")
+    return None
+
+
+def uses_tensor_cores(spec: ConvTransposeSpec, target: Target | None = None) -> bool:
+    """Whether :func:`~.cuda.cuda_compute` gives ``spec`` the tensor-core compute (the
+    structural :func:`tensor_core_reason` and the size rule :func:`size_reason`); logs why not
+    for float16 calls that fall back to the FFMA kernel."""
+    why = tensor_core_reason(spec, target)
+    if why is None:
+        why = size_reason(spec)
+    if why is not None and spec.dtype == "float16" and (spec, why) not in _LOGGED:
+        _LOGGED.add((spec, why))
+        logger.info("tvm_deconv: conv%dd_transpose(data %s, weight %s, strides=%s) float16 "
+                    "runs the FFMA kernel, not tensor cores: %s", spec.ndim, spec.data_shape,
+                    spec.weight_shape, spec.strides, why)
+    return why is None
+
+
+def _unflatten(expr, extents: list) -> list:
+    """Row-major digits of ``expr`` in a grid of ``extents`` (the inverse of flat_index)."""
+    out, inner = [], 1
+    for e in reversed(extents):
+        digit = tirx.floordiv(expr, _i64(inner)) if inner > 1 else expr
+        out.append(tirx.floormod(digit, _i64(e)) if e > 1 else _i64(0))
+        inner *= e
+    return out[::-1]
+
+
+def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
+                               ) -> tirx.PrimFunc:
+    """The phase-batched conv as one GEMM per phase (see the module doc); signature
+    ``(data, packed_weight, out)`` as :func:`~tvm_deconv.compute.phase_batched_conv_transpose`
+    (same :func:`decomposed_pack` weight)."""
+    plan = make_plan(spec)
+    nd, sp = spec.ndim, spec.spatial_axes
+    strides = [ax.stride for ax in plan.axes]
+    qext = [ax.out_size // ax.stride for ax in plan.axes]
+    taps = [ax.max_taps for ax in plan.axes]
+    g = gemm_shape(spec)
+    cin = spec.in_per_group
+    acc_dtype = "float32"
+    with IRBuilder() as builder:
+        with T.prim_func(s_tir=True):
+            T.func_name(name or f"conv{nd}d_transpose_tensor_core")
+            T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
+            data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
+            weight = T.arg("weight", T.buffer([_i64(d) for d in decomposed_packed_shape(spec)],
+                                              spec.dtype))
+            out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            xg = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.pixels), _i64(g.reduce)],
+                                       spec.dtype)
+            wg = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.reduce), _i64(g.channels)],
+                                       spec.dtype)
+            acc = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.pixels), _i64(g.channels)],
+                                        acc_dtype)
+            # Zeros around the input come from the gather itself (once per staged element),
+            # not from _padded_data_block: inlined into this gather, its guard met the TVM
+            # miscompilation described below.
+            pads = {a: ax.input_pads() for a, ax in zip(sp, plan.axes)}
+
+            def attrs(role):
+                T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, TC_ANNOTATION: role})
+
+            with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.reduce)) as loops:
+                with T.sblock("gather_x"):
+                    r, p, k = T.axis.remap("SSS", loops, dtype="int64")
+                    attrs("gather_x")
+                    rs = _unflatten(r, strides)
+                    n, qs = _unflatten(p, [spec.batch, math.prod(qext)])
+                    qs = _unflatten(qs, qext)
+                    js = _unflatten(tirx.floordiv(k, _i64(cin)), taps)
+                    ic = tirx.floormod(k, _i64(cin))
+                    in_idx = {a: ax.batched_input(ri, q, j)
+                              for a, ax, ri, q, j in zip(sp, plan.axes, rs, qs, js)}
+                    # Outside the input: read the clamped (in-bounds) element and multiply by
+                    # 0, not if_then_else / Select.  Under such a condition TVM 0.27 simplified
+                    # the flattened address of a 3-d stride-(3,4,4) layer wrongly: it dropped
+                    # the phase offset (floormod(r, 4) + 1) // 4 of the padded axis, reading
+                    # one column too far left (rel. error 0.66, on LLVM and the GPU alike;
+                    # tests/test_cuda.py::test_tensor_core_compute_cpu has the layer).
+                    guards, clamped = [], dict(in_idx)
+                    for a, ax in zip(sp, plan.axes):
+                        if pads[a][0]:
+                            guards.append(in_idx[a] >= _i64(0))
+                            clamped[a] = tirx.max(clamped[a], _i64(0))
+                        if pads[a][1]:
+                            guards.append(in_idx[a] < _i64(ax.in_size))
+                            clamped[a] = tirx.min(clamped[a], _i64(ax.in_size - 1))
+                    x = data[tuple(_index(spec.data_layout, dict(clamped, N=n, C=ic)))]
+                    if guards:
+                        x = x * tirx.all(*guards).astype(spec.dtype)
+                    T.buffer_store(xg, x, [r, p, k])
+            with T.grid(_i64(g.phases), _i64(g.reduce), _i64(g.channels)) as loops:
+                with T.sblock("gather_w"):
+                    r, k, m = T.axis.remap("SSS", loops, dtype="int64")
+                    attrs("gather_w")
+                    js = _unflatten(tirx.floordiv(k, _i64(cin)), taps)
+                    # decomposed_pack's flat tap axis is the row-major (r.., j..) grid.
+                    tap = flat_index(_unflatten(r, strides) + js, strides + taps)
+                    T.buffer_store(wg, weight[tap, tirx.floormod(k, _i64(cin)), m], [r, k, m])
+            with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.channels),
+                        _i64(g.reduce)) as loops:
+                with T.sblock("gemm"):
+                    r, p, m, k = T.axis.remap("SSSR", loops, dtype="int64")
+                    attrs("gemm")
+                    with T.init():
+                        T.buffer_store(acc, tirx.const(0, acc_dtype), [r, p, m])
+                    T.buffer_store(acc, acc[r, p, m] + xg[r, p, k].astype(acc_dtype)
+                                   * wg[r, k, m].astype(acc_dtype), [r, p, m])
+            with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.channels)) as loops:
+                with T.sblock("store"):
+                    r, p, m = T.axis.remap("SSS", loops, dtype="int64")
+                    attrs("store")
+                    rs = _unflatten(r, strides)
+                    n, qs = _unflatten(p, [spec.batch, math.prod(qext)])
+                    qs = _unflatten(qs, qext)
+                    out_idx = {a: q * _i64(ax.stride) + ri
+                               for a, ax, ri, q in zip(sp, plan.axes, rs, qs)}
+                    T.buffer_store(out, acc[r, p, m].astype(spec.out_dtype),
+                                   _index(spec.out_layout, dict(out_idx, N=n, C=m)))
+    return builder.get()
+
+
+@dataclass(frozen=True)
+class TensorCoreTile:
+    """Warps ``wp`` (pixels) x ``wo`` (channels), each with ``fp`` x ``fo`` fragments;
+    ``fk`` fragments of K per shared-memory step."""
+
+    wp: int
+    wo: int
+    fp: int
+    fo: int
+    fk: int
+
+    @property
+    def bm(self) -> int:
+        return self.wp * self.fp * MMA
+
+    @property
+    def bn(self) -> int:
+        return self.wo * self.fo * MMA
+
+    @property
+    def warps(self) -> int:
+        return self.wp * self.wo
+
+
+def _split2(frags: int) -> tuple[int, int]:
+    """(warps, fragments per warp) along one axis for ``frags`` 16-wide fragments."""
+    warps = 2 if frags >= 2 else 1
+    return warps, frags // warps
+
+
+def choose_tile(g: GemmShape, num_sms: int = 132) -> TensorCoreTile:
+    """The largest block tile (BM <= 128 pixels, BN <= 64 channels) dividing the GEMM,
+    shrunk (the larger side first) while the grid has fewer blocks than the chip has SMs."""
+    bm = next(b for b in (8, 4, 2, 1) if (g.pixels // MMA) % b == 0)
+    bn = next(b for b in (4, 2, 1) if (g.channels // MMA) % b == 0)
+    while g.phases * (g.pixels // (bm * MMA)) * (g.channels // (bn * MMA)) < num_sms:
+        if bm >= bn and bm > 1:
+            bm //= 2
+        elif bn > 1:
+            bn //= 2
+        else:
+            break
+    (wp, fp), (wo, fo) = _split2(bm), _split2(bn)
+    return TensorCoreTile(wp, wo, fp, fo, 2 if (g.reduce // MMA) % 2 == 0 else 1)
+
+
+# Static + dynamic shared memory a block may use without opting in to more.
+SHARED_LIMIT = 48 * 1024
+
+
+def _shared_bytes(t: TensorCoreTile, acc_pad: int) -> int:
+    """Shared memory of a block: the float16 A / B staging rows (padded by 8) and the float32
+    accumulator tile (rows padded by ``acc_pad``)."""
+    bk = t.fk * MMA
+    return t.bm * (bk + 8) * 2 + bk * (t.bn + 8) * 2 + t.bm * (t.bn + acc_pad) * 4
+
+
+def _blocks(sch: s_tir.Schedule) -> dict:
+    roles = {}
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        role = sch.get(block).annotations.get(TC_ANNOTATION)
+        if role is not None:
+            roles[str(role)] = block
+    return roles
+
+
+def is_tensor_core_func(sch: s_tir.Schedule) -> bool:
+    return "gemm" in _blocks(sch)
+
+
+def _read_buffer_index(sch, block, buffer) -> int:
+    for i, region in enumerate(sch.get(block).reads):
+        if region.source.same_as(buffer):
+            return i
+    raise ValueError(f"{buffer.name} is not read")
+
+
+def _thread_copy(sch, block, at, warps: int, order: tuple | None = None,
+                 vector: int = 1) -> None:
+    """compute_at ``block`` (a staging copy) under ``at`` and spread its loops over the
+    block's warps x 32 lanes (``order``: the copy's loop order, innermost fastest), each
+    thread copying ``vector`` consecutive elements at once."""
+    sch.compute_at(block, at, preserve_unit_loops=True)
+    loops = sch.get_loops(block)
+    depth = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at))) + 1
+    inner = loops[depth:]
+    if order is not None:
+        inner = [inner[i] for i in order]
+        sch.reorder(*inner)
+    fused = sch.fuse(*inner)
+    if vector > 1:
+        _, ty, tx, vec = sch.split(fused, [None, warps, 32, vector])
+        sch.vectorize(vec)
+    else:
+        _, ty, tx = sch.split(fused, [None, warps, 32])
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+
+
+def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
+                         tile: TensorCoreTile | None = None, num_sms: int = 132) -> None:
+    """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA."""
+    from .cuda import GPU, _schedule_rest  # pylint: disable=import-outside-toplevel
+
+    wmma_intrin.register()
+    roles = _blocks(sch)
+    names = {role: sch.get(b).name_hint for role, b in roles.items()}
+    # Epilogues (bias, activations) into the store; what does not inline runs elementwise.
+    left = []
+    for block in list(sch.get_child_blocks(sch.get_sblock("root"))):
+        name = sch.get(block).name_hint
+        if name in names.values():
+            continue
+        trial = sch.copy()
+        try:
+            trial.reverse_compute_inline(trial.get_sblock(name))
+        except Exception:  # pylint: disable=broad-except
+            left.append(name)
+            continue
+        sch.reverse_compute_inline(sch.get_sblock(name))
+
+    gemm, store = sch.get_sblock(names["gemm"]), sch.get_sblock(names["store"])
+    gx, gw = sch.get_sblock(names["gather_x"]), sch.get_sblock(names["gather_w"])
+    ext = [int(iv.dom.extent) for iv in sch.get(gemm).iter_vars]
+    g = GemmShape(ext[0], ext[1], ext[3], ext[2])
+    t = tile or choose_tile(g, num_sms)
+
+    r, p, m, k = sch.get_loops(gemm)
+    p0, p1, p2, p3 = sch.split(p, [None, t.wp, t.fp, MMA])
+    m0, m1, m2, m3 = sch.split(m, [None, t.wo, t.fo, MMA])
+    k0, k1, k2 = sch.split(k, [None, t.fk, MMA])
+    sch.reorder(r, p0, m0, p1, m1, k0, k1, p2, m2, p3, m3, k2)
+    bx = sch.fuse(p0, m0)
+    warp = sch.fuse(p1, m1)
+    sch.bind(r, "blockIdx.y")
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(warp, "threadIdx.y")
+    sch.annotate(bx, "pragma_auto_unroll_max_step", 64)
+    sch.annotate(bx, "pragma_unroll_explicit", 1)
+
+    # Accumulator fragments -> a shared tile (wmma store) -> the fused store writes it out.
+    acc_frag = sch.cache_write(gemm, 0, "wmma.accumulator")
+    sch.reverse_compute_at(acc_frag, warp, preserve_unit_loops=True)
+    sch.set_scope(acc_frag, 0, "shared.dyn")  # not "shared": see wmma_intrin
+    sch.reverse_compute_at(store, bx, preserve_unit_loops=True)
+    channels_last = spec_channels_last(sch, store)
+    loops = sch.get_loops(store)[-3:]
+    # Coalesced global writes: pixels fastest for NC.. outputs, channels for N..C.
+    order = (0, 1, 2) if channels_last else (0, 2, 1)
+    sch.reorder(*[loops[i] for i in order])
+    fused = sch.fuse(*[loops[i] for i in order])
+    _, ty, tx = sch.split(fused, [None, t.warps, 32])
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+
+    # Input / weight gathers staged in shared memory per K step.
+    for block in (gx, gw):
+        sch.set_scope(block, 0, "shared")
+        sch.storage_align(block, 0, axis=1, factor=32, offset=8)
+    _thread_copy(sch, gx, k0, t.warps, order=(0, 2, 1))  # pixels fastest (NC.. input rows)
+    _thread_copy(sch, gw, k0, t.warps,                   # channels fastest (packed rows),
+                 vector=next(v for v in (8, 4, 2, 1)     # 16-byte loads where they divide
+                             if (t.bn * t.fk * MMA) % (t.warps * 32 * v) == 0))
+
+    xbuf, wbuf = sch.get(gx).writes[0].source, sch.get(gw).writes[0].source
+    # Fragments of A (pixels x K) and B (K x channels) per 16-wide K step.
+    a_frag = sch.cache_read(gemm, _read_buffer_index(sch, gemm, xbuf), "wmma.matrix_a")
+    b_frag = sch.cache_read(gemm, _read_buffer_index(sch, gemm, wbuf), "wmma.matrix_b")
+    sch.compute_at(a_frag, k1, preserve_unit_loops=True)
+    sch.compute_at(b_frag, k1, preserve_unit_loops=True)
+    _, ap, ak = sch.get_loops(a_frag)[-3:]
+    apo, api = sch.split(ap, [None, MMA])
+    sch.tensorize(api, wmma_intrin.LOAD_A)
+    _, bk, bm = sch.get_loops(b_frag)[-3:]
+    bmo, bmi = sch.split(bm, [None, MMA])
+    sch.reorder(bmo, bk, bmi)
+    sch.tensorize(bk, wmma_intrin.LOAD_B)
+
+    init = sch.decompose_reduction(gemm, k0)
+    sch.tensorize(sch.get_loops(init)[-2], wmma_intrin.FILL)
+    sch.tensorize(p3, wmma_intrin.SYNC)
+
+    _, cp, cm = sch.get_loops(acc_frag)[-3:]
+    cpo, cpi = sch.split(cp, [None, MMA])
+    cmo, cmi = sch.split(cm, [None, MMA])
+    sch.reorder(cpo, cmo, cpi, cmi)
+    sch.tensorize(cpi, wmma_intrin.STORE)
+    # Pad the shared tile's rows by 4 floats where it still fits (after tensorize: that
+    # replaces the block and its alignment annotation): the store reads it column-wise for
+    # NC.. outputs (4-way instead of 32-way bank conflicts).
+    if _shared_bytes(t, acc_pad=4) <= SHARED_LIMIT:
+        stored = sch.get_child_blocks(cmo)[0]
+        sch.storage_align(stored, 0, axis=1, factor=32, offset=4)
+    _schedule_rest(sch, left, GPU)
+
+
+def spec_channels_last(sch, store) -> bool:
+    """Whether the store writes an N..C output (its channel iterator indexes the last axis)."""
+    block = sch.get(store)
+    m_var = block.iter_vars[2].var
+    index = block.body.indices[-1] if hasattr(block.body, "indices") else None
+    return index is not None and index.same_as(m_var)
