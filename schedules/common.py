@@ -57,6 +57,22 @@ def split_blocks(sch: s_tir.Schedule) -> tuple[list, list, list]:
     return phases, zeros, others
 
 
+def inline_epilogues(sch: s_tir.Schedule, names: list) -> list:
+    """Reverse-compute-inline each root block named in ``names`` (fused epilogues: bias,
+    activations) into its producer where it inlines; returns the names that did not, which
+    then run as their own (elementwise) loops."""
+    left = []
+    for name in names:
+        trial = sch.copy()
+        try:
+            trial.reverse_compute_inline(trial.get_sblock(name))
+        except Exception:  # pylint: disable=broad-except
+            left.append(name)
+            continue
+        sch.reverse_compute_inline(sch.get_sblock(name))
+    return left
+
+
 def supports_dtype(spec: ConvTransposeSpec, target: Target) -> str | None:
     """Predicate shared by the built-in implementations."""
     if spec.dtype not in ("float32", "float16", "float64"):

@@ -56,7 +56,7 @@ from tvm_deconv.compute import (BATCHED_ANNOTATION, PADDED_INPUT_ANNOTATION,
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
 from . import cuda_tensorcore
-from .common import root_blocks, split_blocks, supports_dtype
+from .common import inline_epilogues, root_blocks, split_blocks, supports_dtype
 
 OP_PATTERN_OPAQUE = 8  # relax.OpPatternKind.kOpaque: FuseOps fuses nothing into it
 
@@ -447,15 +447,7 @@ def _schedule_batched_func(sch: s_tir.Schedule, target: Target, knobs: _Knobs,
     store, so they run inside it too."""
     others = [sch.get(b).name_hint for b in root_blocks(sch)
               if sch.get(b).name_hint not in (blocks.conv, blocks.store, blocks.pad)]
-    left = []
-    for name in others:
-        trial = sch.copy()
-        try:
-            trial.reverse_compute_inline(trial.get_sblock(name))
-        except Exception:  # pylint: disable=broad-except
-            left.append(name)
-            continue
-        sch.reverse_compute_inline(sch.get_sblock(name))
+    left = inline_epilogues(sch, others)
     num_sms = _num_sms(target)
     use_shared = True
     trial = sch.copy()

@@ -50,6 +50,7 @@ from tvm_deconv.compute import (OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION, _i64, _i
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
 from . import wmma_intrin
+from .common import inline_epilogues, root_blocks
 
 logger = logging.getLogger("tvm_deconv")
 
@@ -376,18 +377,8 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     roles = _blocks(sch)
     names = {role: sch.get(b).name_hint for role, b in roles.items()}
     # Epilogues (bias, activations) into the store; what does not inline runs elementwise.
-    left = []
-    for block in list(sch.get_child_blocks(sch.get_sblock("root"))):
-        name = sch.get(block).name_hint
-        if name in names.values():
-            continue
-        trial = sch.copy()
-        try:
-            trial.reverse_compute_inline(trial.get_sblock(name))
-        except Exception:  # pylint: disable=broad-except
-            left.append(name)
-            continue
-        sch.reverse_compute_inline(sch.get_sblock(name))
+    left = inline_epilogues(sch, [sch.get(b).name_hint for b in root_blocks(sch)
+                                  if sch.get(b).name_hint not in names.values()])
 
     gemm, store = sch.get_sblock(names["gemm"]), sch.get_sblock(names["store"])
     gx, gw = sch.get_sblock(names["gather_x"]), sch.get_sblock(names["gather_w"])
