@@ -209,13 +209,16 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
             def attrs(role):
                 T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, TC_ANNOTATION: role})
 
+            def phase_and_pixel(r, p):
+                # GEMM row (r, p) -> phase offsets per axis, batch index, phase-grid position
+                n, qs = _unflatten(p, [spec.batch, math.prod(qext)])
+                return _unflatten(r, strides), n, _unflatten(qs, qext)
+
             with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.reduce)) as loops:
                 with T.sblock("gather_x"):
                     r, p, k = T.axis.remap("SSS", loops, dtype="int64")
                     attrs("gather_x")
-                    rs = _unflatten(r, strides)
-                    n, qs = _unflatten(p, [spec.batch, math.prod(qext)])
-                    qs = _unflatten(qs, qext)
+                    rs, n, qs = phase_and_pixel(r, p)
                     js = _unflatten(tirx.floordiv(k, _i64(cin)), taps)
                     ic = tirx.floormod(k, _i64(cin))
                     in_idx = {a: ax.batched_input(ri, q, j)
@@ -259,9 +262,7 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
                 with T.sblock("store"):
                     r, p, m = T.axis.remap("SSS", loops, dtype="int64")
                     attrs("store")
-                    rs = _unflatten(r, strides)
-                    n, qs = _unflatten(p, [spec.batch, math.prod(qext)])
-                    qs = _unflatten(qs, qext)
+                    rs, n, qs = phase_and_pixel(r, p)
                     out_idx = {a: q * _i64(ax.stride) + ri
                                for a, ax, ri, q in zip(sp, plan.axes, rs, qs)}
                     T.buffer_store(out, acc[r, p, m].astype(spec.out_dtype),

@@ -31,7 +31,7 @@ from tvm_deconv import strategy, zoo
 from tvm_deconv.plan import PlanError, make_plan, make_spec
 from tvm_deconv.compute import decomposed_pack
 from tvm_deconv.schedules import cuda as cuda_sched
-from tvm_deconv.schedules import cuda_direct
+from tvm_deconv.schedules import cuda_direct, cuda_tensorcore
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
                                 run_pack, transposed_conv_module)
@@ -159,8 +159,10 @@ def test_cuda_source_compiles_with_nvcc(name, tmp_path):
 def poisoned_run_error(func, spec, pack, seed, gpu=False) -> float:
     """Relative error of ``func(data, packed_weight, out)`` against float64, the weight
     through ``pack`` (if any).  The output and the pack's unwritten elements start as NaN, so
-    an output element nothing writes counts as wrong.  On the CPU (LLVM) or, ``gpu``, the GPU."""
-    ex = tvm.compile(func, CUDA if gpu else "llvm")
+    an output element nothing writes counts as wrong.  On the CPU (LLVM) or, ``gpu``, the GPU.
+    ``func``: a PrimFunc, or the executable ``tvm.compile`` already made of one."""
+    ex = func if isinstance(func, tvm.runtime.Executable) else tvm.compile(
+        func, CUDA if gpu else "llvm")
     data, weight = random_inputs(spec, seed)
     dev = tvm.cuda(0) if gpu else tvm.cpu()
     packed = weight if pack is None else run_pack(pack, weight, fill=np.nan)
@@ -476,8 +478,6 @@ def test_gpu_direct_float16(name):
 # Tensor cores (float16, schedules/cuda_tensorcore.py)
 # ---------------------------------------------------------------------------------------------
 
-from tvm_deconv.schedules import cuda_tensorcore  # noqa: E402
-
 
 def tensor_core_specs(count: int, seed: int, max_size: int = 6):
     """Random float16 specs the tensor-core path takes: 1-d/2-d/3-d, k = s*t, strides 1-4 per
@@ -527,11 +527,6 @@ def _tc_id(s):
            f"_{s.data_layout}_{s.out_dtype}"
 
 
-def _float16_reference(spec, data, weight, bias=None):
-    return conv_transpose_reference(data.astype("float64"), weight.astype("float64"), spec,
-                                    bias=bias)
-
-
 @pytest.mark.parametrize("spec", TC_SPECS, ids=_tc_id)
 def test_tensor_core_compute_cpu(spec):
     """The tensor-core compute (per-phase GEMM over gathered input and packed weight), run
@@ -541,12 +536,7 @@ def test_tensor_core_compute_cpu(spec):
     with cuda_tensorcore.tensor_cores(True, size_rule=False):  # small shapes: no size rule
         func = cuda_sched.cuda_compute(spec)
     assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
-    data, weight = random_inputs(spec, 3)
-    packed = run_pack(decomposed_pack(spec), weight, fill=np.nan)
-    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype))
-    tvm.compile(func, "llvm")(tvm.runtime.tensor(data), tvm.runtime.tensor(packed), out)
-    assert relative_error(out.numpy().astype("float64"),
-                          _float16_reference(spec, data, weight)) < 2e-3
+    assert poisoned_run_error(func, spec, decomposed_pack(spec), seed=3) < 2e-3
 
 
 TC_ZOO = [l.name for l in zoo.LAYERS if make_plan(l.spec(1)).phase_batched
@@ -656,17 +646,9 @@ def test_gpu_tensor_core_kernel(spec, tile):
         pytest.skip("tile does not divide this GEMM")
     sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
     cuda_tensorcore.schedule_tensor_core(sch, CUDA, tile)
-    func = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-    assert "mma_sync" in tvm.compile(func, CUDA).mod.imports[0].inspect_source()
-    ex = tvm.compile(func, CUDA)
-    data, weight = random_inputs(spec, 4)
-    dev = tvm.cuda(0)
-    packed = run_pack(decomposed_pack(spec), weight, fill=np.nan)
-    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, spec.out_dtype), dev)
-    ex(tvm.runtime.tensor(data, dev), tvm.runtime.tensor(packed, dev), out)
-    dev.sync()
-    assert relative_error(out.numpy().astype("float64"),
-                          _float16_reference(spec, data, weight)) < 2e-3
+    ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
+    assert "mma_sync" in ex.mod.imports[0].inspect_source()
+    assert poisoned_run_error(ex, spec, decomposed_pack(spec), seed=4, gpu=True) < 2e-3
 
 
 @pytest.mark.gpu
@@ -686,8 +668,8 @@ def test_gpu_tensor_core_with_bias_relu(spec):
         (1, spec.out_channels) + (1,) * spec.ndim).astype(spec.out_dtype)
     out = relax.VirtualMachine(ex, dev)["main"](
         *(tvm.runtime.tensor(a, dev) for a in (data, weight, bias))).numpy()
-    ref = np.maximum(_float16_reference(spec, data, weight,
-                                        bias=bias.reshape(-1).astype("float64")), 0)
+    ref = np.maximum(conv_transpose_reference(data, weight, spec,
+                                              bias=bias.reshape(-1).astype("float64")), 0)
     assert relative_error(out.astype("float64"), ref) < 2e-3
 
 
