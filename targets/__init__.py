@@ -6,6 +6,7 @@ dicts, not command-line strings), or one of the preset names below.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Union
 
@@ -19,10 +20,44 @@ _CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49
                 "thread_warp_size": 32, "registers_per_block": 65536}
 
 
+@functools.lru_cache(maxsize=None)
+def _host_mattr() -> tuple[str, ...]:
+    host_features = tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
+    return missing_feature_mattr(tvm.target.codegen.llvm_get_system_cpu(),
+                                 {str(k): bool(v) for k, v in host_features.items()})
+
+
 def _host_cpu() -> dict:
-    """The machine we run on: LLVM's name for this CPU and its core count."""
-    return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-            "num-cores": os.cpu_count() or 1}
+    """The machine we run on: LLVM's name for this CPU, the features of that CPU model which
+    this machine lacks switched off, and its core count."""
+    target = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+              "num-cores": os.cpu_count() or 1}
+    if _host_mattr():
+        target["mattr"] = list(_host_mattr())
+    return target
+
+
+def missing_feature_mattr(mcpu: str, host_features: dict[str, bool]) -> tuple[str, ...]:
+    """``-feature`` flags for what CPU model ``mcpu`` has and ``host_features`` says is off.
+
+    LLVM names the CPU from its family and model, but a hypervisor can hide features (a Zen 4
+    VM without AVX-512): code for the CPU name then dies of SIGILL. Switching ``avx512f`` off
+    also switches off what depends on it, so only the roots of the missing set are listed.
+    """
+    named = tvm.target.codegen.llvm_get_cpu_features(Target({"kind": "llvm", "mcpu": mcpu}))
+    missing = {f for f in named if not host_features.get(f, True)}
+    mattr: list[str] = []
+
+    def still_on(flags):
+        target = Target({"kind": "llvm", "mcpu": mcpu, **({"mattr": flags} if flags else {})})
+        return {f for f in missing if tvm.target.codegen.llvm_cpu_has_features(f, target)}
+
+    left = still_on(mattr)
+    while left:  # greedily the flag that switches off most of what is left
+        best = max(sorted(left), key=lambda f: len(left - still_on(mattr + [f"-{f}"])))
+        mattr.append(f"-{best}")
+        left = still_on(mattr)
+    return tuple(mattr)
 
 
 def _aarch64(mcpu: str | None = None, cores: int | None = None, mattr=("+neon",)) -> dict:

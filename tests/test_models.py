@@ -1,7 +1,9 @@
 """The model zoo (tvm_deconv.models) and its PyTorch / ONNX routes (tvm_deconv.importers).
 
 Small sizes throughout (``small=True``): the point is that the same weights give the same
-outputs through every route, not speed.
+outputs through every route, not speed. PyTorch's side runs in float64 (``run_torch(...,
+float64=True)``): its own float32 kernels were 3e-5 off on a CI CPU, more than the 1e-5 the
+float32 routes are held to.
 """
 
 
@@ -115,7 +117,8 @@ def test_torch_module_matches_relax_model(name):
 
     bundle = build_model(name, small=True)
     inputs = bundle.random_inputs()
-    assert relative_error(run_torch(bundle, inputs), default_output(bundle, inputs)) < 1e-5
+    exact = run_torch(bundle, inputs, float64=True)
+    assert relative_error(default_output(bundle, inputs), exact) < 1e-5
 
 
 PYTORCH_ROUTE = ["dcgan", "fsrcnn_x3", "cyclegan_resnet", "hifigan", "unet3d_decoder"]
@@ -132,7 +135,7 @@ def test_pytorch_route_matches_eager(name):
     inputs = bundle.random_inputs()
     mod, params = from_pytorch(bundle)
     out = run(tvm_deconv.build(mod, "llvm", params), inputs)
-    assert relative_error(out, run_torch(bundle, inputs)) < 1e-5
+    assert relative_error(out, run_torch(bundle, inputs, float64=True)) < 1e-5
 
 
 @pytest.mark.parametrize("name", ONNX_ROUTE)
@@ -145,7 +148,7 @@ def test_onnx_route_matches_eager(name):
     inputs = bundle.random_inputs()
     mod, params = from_onnx(bundle)
     out = run(tvm_deconv.build(mod, "llvm", params), inputs)
-    assert relative_error(out, run_torch(bundle, inputs)) < 1e-5
+    assert relative_error(out, run_torch(bundle, inputs, float64=True)) < 1e-5
 
 
 @pytest.mark.parametrize("name", [pytest.param(m, marks=slow) for m in MODELS
@@ -168,4 +171,4 @@ def test_onnxruntime_agrees_with_the_exported_file():
     bundle = build_model("fsrcnn_x3", small=True)
     inputs = bundle.random_inputs()
     ours = run_onnxruntime(to_onnx(bundle), bundle, inputs)
-    assert relative_error(ours, run_torch(bundle, inputs)) < 1e-5
+    assert relative_error(ours, run_torch(bundle, inputs, float64=True)) < 1e-5

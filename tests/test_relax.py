@@ -221,6 +221,26 @@ def test_unknown_target_names_the_presets():
         tvm_deconv.resolve_target("rasberry-pi")
 
 
+def test_host_target_switches_off_features_the_machine_hides():
+    """A Zen 4 VM whose hypervisor hides AVX-512: LLVM still names the CPU znver4, so the host
+    target must switch AVX-512 off or every kernel dies of SIGILL."""
+    from schedules.x86 import vector_lanes
+    from tvm_deconv.targets import missing_feature_mattr
+    from tvm_deconv.tuning import target_key
+
+    zen4 = tvm.target.codegen.llvm_get_cpu_features(
+        tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}))
+    assert missing_feature_mattr("znver4", {f: True for f in zen4}) == ()
+    hidden = {f: not f.startswith("avx512") for f in zen4}
+    mattr = missing_feature_mattr("znver4", hidden)
+    assert "-avx512f" in mattr and len(mattr) < len([f for f in hidden if not hidden[f]])
+    masked = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "mattr": list(mattr)})
+    assert not any(tvm.target.codegen.llvm_cpu_has_features(f, masked)
+                   for f in zen4 if not hidden[f])
+    assert vector_lanes(masked) == 8 and tvm.target.codegen.llvm_cpu_has_features("avx2", masked)
+    assert target_key(masked).startswith("llvm-znver4-mattr-avx512f")
+
+
 def test_dcgan_generator_matches_tvm_default():
     from tvm_deconv.models import dcgan_generator
 

@@ -17,6 +17,7 @@ torch and onnx are optional: they are imported inside the functions that need th
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import warnings
@@ -307,13 +308,20 @@ def torch_inputs(bundle: "ModelBundle", inputs: list[np.ndarray]) -> tuple:
     return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs)
 
 
-def run_torch(bundle: "ModelBundle", inputs: list[np.ndarray], model=None) -> np.ndarray:
-    """PyTorch eager output of ``bundle`` (float32) for ``inputs``."""
+def run_torch(bundle: "ModelBundle", inputs: list[np.ndarray], model=None,
+              float64: bool = False) -> np.ndarray:
+    """PyTorch eager output of ``bundle`` for ``inputs``: float32, or with ``float64`` the
+    same module and inputs in double precision (the exact answer to compare float32 routes
+    with: PyTorch's own float32 kernels are 3e-5 off it on some CPUs)."""
     import torch  # pylint: disable=import-outside-toplevel
 
     model = torch_module(bundle) if model is None else model
+    args = torch_inputs(bundle, inputs)
+    if float64:
+        model = copy.deepcopy(model).double()
+        args = tuple(a.double() for a in args)
     with torch.no_grad():
-        return model(*torch_inputs(bundle, inputs)).numpy()
+        return model(*args).numpy()
 
 
 def _example_inputs(bundle: "ModelBundle"):

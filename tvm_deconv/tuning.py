@@ -644,13 +644,17 @@ def results_table(results: list[TaskResult]) -> str:
 
 
 def target_key(target: Target) -> str:
-    """What a record's target must share with the build target: kind and CPU/GPU model."""
+    """What a record's target must share with the build target: kind, CPU/GPU model and the
+    features switched on or off beyond the model's (``llvm-znver4-mattr-avx512f`` for a Zen 4
+    whose AVX-512 is hidden)."""
     exported = target.export()
     parts = [target.kind.name]
     for attr in ("mtriple", "mcpu", "arch"):
         value = exported.get(attr)
         if value and not (attr == "mtriple" and target.kind.name != "llvm"):
             parts.append(str(value).split("-")[0] if attr == "mtriple" else str(value))
+    if exported.get("mattr"):
+        parts.append("mattr" + "".join(sorted(str(f) for f in exported["mattr"])))
     return "-".join(parts)
 
 
