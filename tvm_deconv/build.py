@@ -12,6 +12,7 @@ from .targets import TargetLike, resolve_target
 from .conv_as_transposed import ConvAsTransposedConv
 from .dilated import DecomposeDilatedConv
 from .fold_batch_norm import FoldBatchNorm
+from .fuse_prologue import FusePrologue
 from .transform import ApplyDeconvSchedule, DecomposeTransposedConv
 
 
@@ -68,8 +69,10 @@ def front_passes(target: tvm.target.Target, decompose: bool = True, tuning_logs=
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
     ]
+    if decompose and not _is_gpu(target):
+        passes.append(FusePrologue())
+    passes.append(relax.transform.FuseTIR())
     if decompose:
         passes.append(ApplyDeconvSchedule(target))
     return passes
@@ -82,7 +85,8 @@ def pipeline(target: TargetLike, decompose: bool = True, tuning_logs=None,
     Library dispatch → :class:`FoldBatchNorm` → :class:`ConvAsTransposedConv` (fused mode) →
     :class:`DecomposeTransposedConv` → :class:`DecomposeDilatedConv` →
     LegalizeOps → AnnotateTIROpPattern →
-    FoldConstant (weight transforms of constant weights) → FuseOps → FuseTIR →
+    FoldConstant (weight transforms of constant weights) → FuseOps → (CPU:
+    :class:`FusePrologue`) → FuseTIR →
     :class:`ApplyDeconvSchedule` → the rest-of-model records of ``tuning_logs``, if it has
     them (:class:`ApplyRestOfModelRecords`) → (GPU: dlight for everything else) → the
     backend's dataflow lowering and finalization.  ``decompose=False`` gives the same

@@ -248,6 +248,63 @@ def implementation_of(func: tirx.PrimFunc) -> Optional[str]:
     return None
 
 
+def _root_block(func: tirx.PrimFunc):
+    realize = func.body
+    return realize, realize.block
+
+
+def _sblocks_of(stmt) -> list:
+    """The blocks of one top-level loop nest of a root block (perfect nests and sequences)."""
+    if isinstance(stmt, s_tir.SBlockRealize):
+        return [stmt.block] + _sblocks_of(stmt.block.body)
+    if isinstance(stmt, tirx.For):
+        return _sblocks_of(stmt.body)
+    if isinstance(stmt, tirx.SeqStmt):
+        return [b for s in stmt.seq for b in _sblocks_of(s)]
+    return []
+
+
+def inline_prologue(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with the loop nests before its first decomposed block (the injective producers
+    :class:`~tvm_deconv.fuse_prologue.FusePrologue` put there) inlined into that block (the
+    padded-data copy of our CPU kernels), when they feed it alone.
+
+    ``compute_inline`` needs a stage pipeline, which our root block is not (every phase writes
+    the output), so the producers and the copy are inlined in a function of their own and the
+    copy's new nest goes back in place of all of them.
+    """
+    realize, root = _root_block(func)
+    stmts = list(root.body.seq) if isinstance(root.body, tirx.SeqStmt) else [root.body]
+    first = next((i for i, st in enumerate(stmts)
+                  if any(IMPL_ANNOTATION in b.annotations for b in _sblocks_of(st))), 0)
+    if first == 0:
+        return func
+    made = {r.source for st in stmts[:first] for b in _sblocks_of(st) for r in b.writes}
+    read_later = {r.source for st in stmts[first + 1:] for b in _sblocks_of(st) for r in b.reads}
+    if not made <= set(root.alloc_buffers) or made & read_later:
+        return func
+    pad_writes = {r.source for b in _sblocks_of(stmts[first]) for r in b.writes}
+
+    def with_root(body, allocs):
+        block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body,
+                             root.init, allocs, root.match_buffers, root.annotations)
+        return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
+
+    staged = with_root(tirx.SeqStmt(stmts[:first + 1]),
+                       [b for b in root.alloc_buffers if b in made or b in pad_writes])
+    sch = s_tir.Schedule(staged)
+    try:
+        for block in list(sch.get_child_blocks(sch.get_sblock("root")))[:-1]:
+            sch.compute_inline(block)
+    except Exception as err:  # pylint: disable=broad-except
+        logger.info("tvm_deconv: kept the prologue of %s as loop nests (%s)",
+                    func.attrs.get("global_symbol", "a fused PrimFunc"), str(err).splitlines()[0])
+        return func
+    copy = _root_block(sch.mod["main"])[1].body
+    return with_root(tirx.SeqStmt([copy] + stmts[first + 1:]),
+                     [b for b in root.alloc_buffers if b not in made])
+
+
 @tvm.transform.module_pass(opt_level=0, name="ApplyDeconvSchedule")
 class ApplyDeconvSchedule:
     """Schedule the PrimFuncs that hold decomposed transposed convs.
@@ -274,7 +331,7 @@ class ApplyDeconvSchedule:
             impl = strategy.get(impl_name)
             if impl.schedule is None:
                 continue
-            sch = s_tir.Schedule(func)
+            sch = s_tir.Schedule(inline_prologue(func))
             try:
                 impl.schedule(sch, target)
             except Exception as err:  # pylint: disable=broad-except
