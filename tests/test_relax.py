@@ -224,7 +224,7 @@ def test_unknown_target_names_the_presets():
 def test_host_target_switches_off_features_the_machine_hides():
     """A Zen 4 VM whose hypervisor hides AVX-512: LLVM still names the CPU znver4, so the host
     target must switch AVX-512 off or every kernel dies of SIGILL."""
-    from schedules.x86 import vector_lanes
+    from tvm_deconv.schedules.x86 import vector_lanes
     from tvm_deconv.targets import missing_feature_mattr
     from tvm_deconv.tuning import target_key
 

@@ -54,6 +54,9 @@ CONFIGS = [
     ((1, 4, 3, 4, 3), (4, 8, 3, 2, 4), dict(strides=2, padding=1)),                 # 3-d ragged
     ((1, 4, 3, 3, 3), (4, 2, 2, 2, 2), dict(strides=2)),                            # 3-d w mode
     ((1, 3, 4, 5), (3, 40, 4, 4), dict(strides=4, padding=(1, 0, 2, 3), output_padding=3)),
+    # Sub-kernels beyond L2 at batch 2 (tile_order): outweighing an image, then outweighed.
+    ((2, 256, 3, 3), (256, 72, 4, 4), dict(strides=2, padding=1)),
+    ((2, 1024, 12, 12), (1024, 72, 2, 2), dict(strides=2)),
 ]
 
 
