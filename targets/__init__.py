@@ -7,6 +7,7 @@ dicts, not command-line strings), or one of the preset names below.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Callable, Union
 
@@ -22,9 +23,16 @@ _CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49
 
 @functools.lru_cache(maxsize=None)
 def _host_mattr() -> tuple[str, ...]:
-    host_features = tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
-    return missing_feature_mattr(tvm.target.codegen.llvm_get_system_cpu(),
-                                 {str(k): bool(v) for k, v in host_features.items()})
+    try:
+        host_features = tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
+        return missing_feature_mattr(tvm.target.codegen.llvm_get_system_cpu(),
+                                     {str(k): bool(v) for k, v in host_features.items()})
+    except Exception as err:  # pylint: disable=broad-except
+        logging.getLogger("tvm_deconv").warning(
+            "tvm_deconv: could not read this CPU's features (%s); the host target uses LLVM's "
+            "CPU name %r as is (give a target dict with 'mattr' if kernels die of SIGILL)",
+            err, tvm.target.codegen.llvm_get_system_cpu())
+        return ()
 
 
 def _host_cpu() -> dict:

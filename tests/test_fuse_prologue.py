@@ -109,3 +109,34 @@ def test_zoo_models_lose_their_activation_kernels(model):
     left = [n for n, f in funcs.items() if implementation_of(f) is None
             and any(op in n for op in ("relu", "concatenate"))]
     assert left == []
+
+
+TRANSPOSED = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose}
+CONV = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d}
+
+
+@pytest.mark.parametrize("op,data_shape,weight_shape,attrs", [
+    ("transposed", (1, 16, 1, 1), (16, 8, 4, 4), dict(strides=1)),           # single pixel
+    ("transposed", (1, 6, 5, 5), (6, 1, 4, 4), dict(strides=2, padding=1, groups=6)),
+    ("conv", (1, 8, 40), (16, 8, 3), dict(padding=1)),                       # 1-d positions
+    ("conv", (1, 6, 9, 9), (6, 1, 3, 3), dict(padding=2, dilation=2, groups=6)),  # depthwise
+], ids=["single-pixel", "depthwise-transposed", "conv1d", "depthwise-dilated"])
+def test_every_cpu_kernel_takes_a_prologue(op, data_shape, weight_shape, attrs, caplog):
+    """Whatever CPU implementation reads the fused producer schedules it (inlined where its
+    data copy reads it alone, else as a loop nest of its own) and stays correct."""
+    x, w = tensor(data_shape), tensor(weight_shape)
+    ndim = len(data_shape) - 2
+    make = TRANSPOSED[ndim] if op == "transposed" else CONV[ndim]
+
+    def body(bb, x0):
+        return bb.emit(make(bb.emit(relax.op.nn.relu(x0)), relax.const(w), **attrs))
+
+    with caplog.at_level("WARNING", logger="tvm_deconv"):
+        out = run(module(body, x.shape), x)
+    assert "failed" not in caplog.text and "falls back" not in caplog.text, caplog.text
+    relu = np.maximum(x, 0)
+    if op == "transposed":
+        ref = conv_transpose_reference(relu, w, make_spec(x.shape, w.shape, **attrs))
+    else:
+        ref = dilated_conv_reference(relu, w, make_dilated_spec(x.shape, w.shape, **attrs))
+    assert relative_error(out, ref) < 1e-5

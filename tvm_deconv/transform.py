@@ -290,19 +290,19 @@ def inline_prologue(func: tirx.PrimFunc) -> tirx.PrimFunc:
                              root.init, allocs, root.match_buffers, root.annotations)
         return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
 
-    staged = with_root(tirx.SeqStmt(stmts[:first + 1]),
-                       [b for b in root.alloc_buffers if b in made or b in pad_writes])
-    sch = s_tir.Schedule(staged)
     try:
+        sch = s_tir.Schedule(with_root(
+            tirx.SeqStmt(stmts[:first + 1]),
+            [b for b in root.alloc_buffers if b in made or b in pad_writes]))
         for block in list(sch.get_child_blocks(sch.get_sblock("root")))[:-1]:
             sch.compute_inline(block)
+        body = [_root_block(sch.mod["main"])[1].body] + stmts[first + 1:]
+        return with_root(body[0] if len(body) == 1 else tirx.SeqStmt(body),
+                         [b for b in root.alloc_buffers if b not in made])
     except Exception as err:  # pylint: disable=broad-except
-        logger.info("tvm_deconv: kept the prologue of %s as loop nests (%s)",
-                    func.attrs.get("global_symbol", "a fused PrimFunc"), str(err).splitlines()[0])
+        logger.info("tvm_deconv: kept a fused prologue as loop nests of its own (%s)",
+                    str(err).splitlines()[0])
         return func
-    copy = _root_block(sch.mod["main"])[1].body
-    return with_root(tirx.SeqStmt([copy] + stmts[first + 1:]),
-                     [b for b in root.alloc_buffers if b not in made])
 
 
 @tvm.transform.module_pass(opt_level=0, name="ApplyDeconvSchedule")
