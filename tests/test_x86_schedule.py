@@ -72,6 +72,23 @@ def test_x86_matches_reference(data_shape, weight_shape, attrs, caplog):
     assert relative_error(out, ref) < 1e-5
 
 
+@pytest.mark.parametrize("data_shape,weight_shape,attrs", [
+    ((4, 6, 7, 6), (6, 1, 9, 9), dict(strides=3, padding=4, output_padding=2)),   # w mode
+    ((4, 16, 5, 5), (16, 8, 4, 4), dict(strides=2, padding=1)),                   # oc mode
+], ids=["w", "oc"])
+def test_batch_goes_through_the_phases_in_chunks(data_shape, weight_shape, attrs, monkeypatch,
+                                                 caplog):
+    """A batch whose padded input outgrows the cache share runs all phases a chunk of images
+    at a time (here with a 4 KiB share, so these small batches chunk)."""
+    from tvm_deconv.schedules import x86 as x86_schedule
+
+    monkeypatch.setattr(x86_schedule, "BATCH_CHUNK_BYTES", 4096)
+    spec = make_spec(data_shape, weight_shape, **attrs)
+    assert x86_schedule.batch_chunk(spec, x86_schedule.x86_layout(spec)) < spec.batch
+    data, weight, out = _run(spec, caplog=caplog)
+    assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
+
+
 def test_x86_random_configs(caplog):
     rng = np.random.default_rng(3)
     for _ in range(4):
