@@ -308,9 +308,10 @@ def x86_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tir
         with T.prim_func(s_tir=True):
             T.func_name(f"conv{nd}d_transpose_{(isa or X86).name}")
             T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
-            _, packed, out, dpad = compute_args_and_padded_data(spec, lay, lay.packed_shape)
             phases = [p for p in plan.phases() if not p.is_empty]
             chunk = batch_chunk(spec, lay)
+            data, packed, out, dpad = compute_args_and_padded_data(
+                spec, lay, lay.packed_shape, pad=chunk == spec.batch)
             if chunk == spec.batch:
                 for phase in phases:
                     if phase.has_taps:
@@ -322,6 +323,8 @@ def x86_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tir
                     if not phase.has_taps:
                         _zero_block(spec, phase, out)
                 with T.serial(_i64(spec.batch // chunk)) as chunk_index:
+                    _pad_block(spec, lay, data, dpad, [int(d) for d in dpad.shape],
+                               (chunk_index, chunk))
                     for phase in phases:
                         if phase.has_taps:
                             _conv_blocks(plan, lay, phase, dpad, packed, out,
@@ -347,10 +350,11 @@ def batch_chunk(spec: ConvTransposeSpec, lay: X86Layout) -> int:
     return max(d for d in range(1, spec.batch + 1) if spec.batch % d == 0 and d <= fits)
 
 
-def compute_args_and_padded_data(spec, lay, packed_shape) -> tuple:
+def compute_args_and_padded_data(spec, lay, packed_shape, pad: bool = True) -> tuple:
     """Inside a PrimFunc being built: the ``(data, packed_weight, out)`` arguments and the
-    zero-padded data copy (channels-last in oc mode) with its ``pad_data`` block.  ``lay``:
-    an :class:`X86Layout` or any layout with ``mode``, ``lo`` and ``hi`` (the dilated one)."""
+    zero-padded data copy (channels-last in oc mode) with its ``pad_data`` block (``pad``
+    False: the caller emits it, see :func:`_pad_block`).  ``lay``: an :class:`X86Layout` or
+    any layout with ``mode``, ``lo`` and ``hi`` (the dilated one)."""
     data = T.arg("data", T.buffer([_i64(d) for d in spec.data_shape], spec.dtype))
     packed = T.arg("packed_weight", T.buffer([_i64(d) for d in packed_shape], spec.dtype))
     out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
@@ -360,7 +364,8 @@ def compute_args_and_padded_data(spec, lay, packed_shape) -> tuple:
     else:
         dshape = [spec.batch, spec.in_channels] + psizes
     dpad = T.sblock_alloc_buffer([_i64(d) for d in dshape], spec.dtype)
-    _pad_block(spec, lay, data, dpad, dshape)
+    if pad:
+        _pad_block(spec, lay, data, dpad, dshape)
     return data, packed, out, dpad
 
 
@@ -373,11 +378,20 @@ def channels_last_stride(channels: int, dtype: str) -> int:
     return channels + (64 // item if (channels * item) % 1024 == 0 else 0)
 
 
-def _pad_block(spec, lay, data, dpad, dshape) -> None:
+def _pad_block(spec, lay, data, dpad, dshape, batch_chunk=None) -> None:
+    """The ``pad_data`` block; ``batch_chunk`` = ``(loop var, images)``: that chunk's images
+    only (inside the loop over chunks, so each chunk's copy is still in cache for its
+    phases)."""
     nd = spec.ndim
-    with T.grid(*[_i64(e) for e in dshape]) as loops:
+    extents = list(dshape) if batch_chunk is None else [batch_chunk[1]] + list(dshape[1:])
+    with T.grid(*[_i64(e) for e in extents]) as loops:
         with T.sblock("pad_data"):
-            it = T.axis.remap("S" * len(dshape), loops, dtype=INDEX_DTYPE)
+            if batch_chunk is None:
+                it = T.axis.remap("S" * len(dshape), loops, dtype=INDEX_DTYPE)
+            else:
+                first = batch_chunk[0] * _i64(batch_chunk[1]) + loops[0]
+                it = [T.axis.spatial(_i64(dshape[0]), first, dtype=INDEX_DTYPE)] + list(
+                    T.axis.remap("S" * (len(dshape) - 1), loops[1:], dtype=INDEX_DTYPE))
             T.sblock_attr({PHASE_ANNOTATION: [], ROLE: "pad",
                            CHANNELS_LAST: lay.mode == "oc"})
             if lay.mode == "oc":
@@ -684,9 +698,9 @@ def schedule_pad(sch: s_tir.Schedule, block, lanes: int) -> None:
     apart) per output element, which took longer than the whole conv (7 ms for 6 MB).  It is
     blocked instead: ``lanes`` channels per step, the innermost spatial axis between, so
     each step reads ``lanes`` sequential streams and writes one contiguous vector."""
-    loops = sch.get_loops(block)
-    channels_last = bool(sch.get(block).annotations.get(CHANNELS_LAST, False))
     extents = [int(iv.dom.extent) for iv in sch.get(block).iter_vars]
+    loops = sch.get_loops(block)[-len(extents):]  # (not the loop over batch chunks)
+    channels_last = bool(sch.get(block).annotations.get(CHANNELS_LAST, False))
     if channels_last and extents[-1] % lanes == 0 and extents[-1] > lanes:
         if len(loops) == 3:  # 1-d: block the positions, so [n, p] still gives parallel work
             p_outer, p_inner = sch.split(loops[1], [None, PAD_ROW_BLOCK])
