@@ -1,13 +1,22 @@
 """Zoo layers at a batch > 1, built with this session's batch handling of the x86 transposed
-conv and without it, timed alternately in one process: ``batch_chunk`` (all phases a chunk
-of images at a time; without: the whole batch per phase) or ``tile_order`` (channel tiles
-outside the batch when a phase's weights outweigh an image; without: batch outermost).
+conv and with variants of it, timed alternately in one process:
 
-    python benchmarks/x86_batch_order_ab.py batch_chunk \
-        fsrcnn_x3_56_1_k9s3,fsrcnn_x2_56_1_k9s2,unet_512_256_k2s2 16 3 out.json
-    python benchmarks/x86_batch_order_ab.py tile_order \
+* ``batch_chunk``: all phases a chunk of images at a time / without: the whole batch per phase;
+* ``tile_order``: channel tiles outside the batch when a phase's weights outweigh an image /
+  without: the batch outermost;
+* ``pad_in_chunks``: each chunk makes its padded copy inside the chunk loop / without: the
+  whole batch's copy is made before the chunks;
+* ``chunk_share``: ``BATCH_CHUNK_BYTES`` 4 MiB (shipped) against 8 and 2 MiB.
+
+    python benchmarks/x86_batch_order_ab.py batch_chunk \\
+        fsrcnn_x3_56_1_k9s3,fsrcnn_x2_56_1_k9s2,unet3d_64_32_k4s2 16 3 out.json
+    python benchmarks/x86_batch_order_ab.py tile_order \\
         pose_2048_256_k4s2,dcgan_512_256_k4s2 16 5 out.json   # what, layers, batch, rounds
+
+Each variant's output is checked against the float64 reference before it is timed; the
+speedups are the variants' median times over the shipped build's.
 """
+import contextlib
 import json
 import sys
 
@@ -22,7 +31,7 @@ from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relativ
                                 transposed_conv_module)
 
 
-def whole_batch(spec, _lay):
+def whole_batch(spec, _plan, _lay):
     return spec.batch
 
 
@@ -31,7 +40,37 @@ def batch_outermost(dims, weight_bytes, _image_bytes):
     return [0, 1] + spatial + [2] if weight_bytes <= x86.L2_WEIGHT_BYTES else [0, 1, 2] + spatial
 
 
-WITHOUT = {"batch_chunk": whole_batch, "tile_order": batch_outermost}
+SHIPPED_ARGS, SHIPPED_PAD = x86.compute_args_and_padded_data, x86._pad_block
+
+
+def args_with_pad(spec, lay, packed_shape, pad=True):  # pylint: disable=unused-argument
+    return SHIPPED_ARGS(spec, lay, packed_shape, pad=True)
+
+
+def pad_outside_chunks(spec, lay, data, dpad, dshape, batch_chunk=None):
+    if batch_chunk is None:
+        SHIPPED_PAD(spec, lay, data, dpad, dshape)
+
+
+VARIANTS = {  # what -> [(tag, {x86 attribute: value})], the shipped build first
+    "batch_chunk": [("with", {}), ("without", {"batch_chunk": whole_batch})],
+    "tile_order": [("with", {}), ("without", {"tile_order": batch_outermost})],
+    "pad_in_chunks": [("with", {}), ("without", {"compute_args_and_padded_data": args_with_pad,
+                                                  "_pad_block": pad_outside_chunks})],
+    "chunk_share": [(f"{mib}MiB", {"BATCH_CHUNK_BYTES": mib << 20}) for mib in (4, 8, 2)],
+}
+
+
+@contextlib.contextmanager
+def patched(attrs):
+    saved = {name: getattr(x86, name) for name in attrs}
+    for name, value in attrs.items():
+        setattr(x86, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(x86, name, value)
 
 
 def main(what, layers, batch, rounds, out_path):
@@ -40,12 +79,12 @@ def main(what, layers, batch, rounds, out_path):
         spec = next(layer for layer in zoo.LAYERS if layer.name == name).spec(batch)
         data, weight = random_inputs(spec, seed=1)
         ref = conv_transpose_reference(data, weight, spec)
-        arg, vms, original = tvm.runtime.tensor(data), {}, getattr(x86, what)
-        for tag, fn in (("with", original), ("without", WITHOUT[what])):
-            setattr(x86, what, fn)
-            ex = tvm_deconv.build(transposed_conv_module(spec, weight), "llvm", tuning_logs=False)
+        arg, vms = tvm.runtime.tensor(data), {}
+        for tag, attrs in VARIANTS[what]:
+            with patched(attrs):
+                ex = tvm_deconv.build(transposed_conv_module(spec, weight), "llvm",
+                                      tuning_logs=False)
             vms[tag] = relax.VirtualMachine(ex, tvm.cpu())
-        setattr(x86, what, original)
         errors = {t: relative_error(vm["main"](arg).numpy(), ref) for t, vm in vms.items()}
         assert max(errors.values()) < 1e-5, errors
         times = {t: [] for t in vms}
@@ -54,10 +93,13 @@ def main(what, layers, batch, rounds, out_path):
                 timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=5, min_repeat_ms=50)
                 times[tag].append(timer(arg).median * 1e3)
         med = {t: float(np.median(v)) for t, v in times.items()}
+        shipped = VARIANTS[what][0][0]
+        speedup = {t: med[t] / med[shipped] for t in med if t != shipped}
         results[name] = {"batch": batch, "ms": times, "median_ms": med,
-                         "speedup": med["without"] / med["with"]}
-        print(f"{name} N={batch}: with {med['with']:.2f} ms, without {med['without']:.2f} ms, "
-              f"{results[name]['speedup']:.2f}x", flush=True)
+                         "shipped_speedup_over": speedup}
+        print(f"{name} N={batch}: " + ", ".join(f"{t} {m:.2f} ms" for t, m in med.items())
+              + "; shipped over " + ", ".join(f"{t} {x:.2f}x" for t, x in speedup.items()),
+              flush=True)
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump({"what": what, "layers": results}, f, indent=1)
 

@@ -29,6 +29,7 @@ from the target's features, 16 vector registers) by default; :mod:`.arm` passes 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -309,45 +310,57 @@ def x86_compute(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None) -> tir
             T.func_name(f"conv{nd}d_transpose_{(isa or X86).name}")
             T.func_attr({"tirx.noalias": True, "op_pattern": OUT_ELEMWISE_FUSABLE})
             phases = [p for p in plan.phases() if not p.is_empty]
-            chunk = batch_chunk(spec, lay)
+            chunk = batch_chunk(spec, plan, lay)
+            chunked = chunk < spec.batch
             data, packed, out, dpad = compute_args_and_padded_data(
-                spec, lay, lay.packed_shape, pad=chunk == spec.batch)
-            if chunk == spec.batch:
+                spec, lay, lay.packed_shape, pad=not chunked)
+            for phase in phases:
+                if not phase.has_taps:
+                    _zero_block(spec, phase, out)
+            with (T.serial(_i64(spec.batch // chunk)) if chunked
+                  else contextlib.nullcontext()) as chunk_index:
+                batch_chunk_of = (chunk_index, chunk) if chunked else None
+                if chunked:
+                    _pad_block(spec, lay, data, dpad, [int(d) for d in dpad.shape],
+                               batch_chunk_of)
                 for phase in phases:
                     if phase.has_taps:
-                        _conv_blocks(plan, lay, phase, dpad, packed, out)
-                    else:
-                        _zero_block(spec, phase, out)
-            else:
-                for phase in phases:
-                    if not phase.has_taps:
-                        _zero_block(spec, phase, out)
-                with T.serial(_i64(spec.batch // chunk)) as chunk_index:
-                    _pad_block(spec, lay, data, dpad, [int(d) for d in dpad.shape],
-                               (chunk_index, chunk))
-                    for phase in phases:
-                        if phase.has_taps:
-                            _conv_blocks(plan, lay, phase, dpad, packed, out,
-                                         (chunk_index, chunk))
+                        _conv_blocks(plan, lay, phase, dpad, packed, out, batch_chunk_of)
     return builder.get()
 
 
-def batch_chunk(spec: ConvTransposeSpec, lay: X86Layout) -> int:
+def batch_chunk(spec: ConvTransposeSpec, plan: TransposedConvPlan, lay: X86Layout) -> int:
     """Images per pass of all phases over the batch.  Every phase reads the whole padded
     input; a batch whose padded copy outgrows the last-level cache share
     (:data:`BATCH_CHUNK_BYTES`) then streamed it from memory once per phase (FSRCNN x3, 9
     phases, batch 8: 3x the time per image of batch 4), so such batches go through the
-    phases a chunk of images at a time — unless a phase's weights outweigh an image, where
-    the batch is better kept whole so the weights stream once (:func:`tile_order`)."""
-    channels = (channels_last_stride(spec.in_channels, spec.dtype) if lay.mode == "oc"
-                else spec.in_channels)
-    image = channels * math.prod(n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi))
-    image *= itemsize(spec.dtype)
-    weights = math.prod(lay.packed_shape) * itemsize(spec.dtype) // max(1, len(lay.tap_offsets))
-    if spec.batch * image <= BATCH_CHUNK_BYTES or weights > image:
+    phases a chunk of images at a time — unless a phase puts its channel tiles outside the
+    batch (:func:`tile_order`), whose weights would then stream once per chunk."""
+    image = padded_image_elements(spec, lay) * itemsize(spec.dtype)
+    if spec.batch * image <= BATCH_CHUNK_BYTES or any(
+            _weights_outside_batch(phase_weight_bytes(spec, lay, phase), image_bytes(spec))
+            for phase in plan.phases() if phase.has_taps):
         return spec.batch
     fits = max(1, BATCH_CHUNK_BYTES // image)
     return max(d for d in range(1, spec.batch + 1) if spec.batch % d == 0 and d <= fits)
+
+
+def padded_image_elements(spec: ConvTransposeSpec, lay: X86Layout) -> int:
+    """Elements of one image's zero-padded data copy (channels-last stride in oc mode)."""
+    channels = (channels_last_stride(spec.in_channels, spec.dtype) if lay.mode == "oc"
+                else spec.in_channels)
+    return channels * math.prod(n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi))
+
+
+def image_bytes(spec: ConvTransposeSpec) -> int:
+    """Bytes of one image of the input."""
+    return spec.in_channels * math.prod(spec.in_size) * itemsize(spec.dtype)
+
+
+def phase_weight_bytes(spec: ConvTransposeSpec, lay: X86Layout, phase) -> int:
+    """Bytes of one phase's packed sub-kernel (one group)."""
+    return (lay.in_per_group * math.prod(phase.num_taps) * lay.ob
+            * (lay.lanes if lay.mode == "oc" else 1) * itemsize(spec.dtype))
 
 
 def compute_args_and_padded_data(spec, lay, packed_shape, pad: bool = True) -> tuple:
@@ -477,9 +490,13 @@ def tile_order(dims: int, weight_bytes: int, image_bytes: int) -> list:
     spatial = list(range(3, dims))
     if weight_bytes <= L2_WEIGHT_BYTES:
         return [0, 1] + spatial + [2]
-    if weight_bytes > image_bytes:
+    if _weights_outside_batch(weight_bytes, image_bytes):
         return [1, 2, 0] + spatial
     return [0, 1, 2] + spatial
+
+
+def _weights_outside_batch(weight_bytes: int, image_bytes: int) -> bool:
+    return weight_bytes > L2_WEIGHT_BYTES and weight_bytes > image_bytes
 
 
 def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, out,
@@ -512,9 +529,7 @@ def _conv_blocks(plan: TransposedConvPlan, lay: X86Layout, phase, dpad, packed, 
     total = math.prod(outer)
     annot = {PHASE_ANNOTATION: list(phase.index), TILE: list(lay.tile)}
 
-    wbytes = lay.in_per_group * prod_t * lay.ob * (lay.lanes if lay.mode == "oc" else 1) * 4
-    outer_order = tile_order(len(outer), wbytes,
-                             spec.in_channels * math.prod(spec.in_size) * itemsize(spec.dtype))
+    outer_order = tile_order(len(outer), phase_weight_bytes(spec, lay, phase), image_bytes(spec))
 
     def coords(fused, inner_vars, loops):
         # Row-major decomposition of the fused tile index (in ``outer_order``), plus the inner
@@ -731,8 +746,4 @@ def workspace_bytes(spec: ConvTransposeSpec, lanes: Optional[int] = None,
     lay = x86_layout(spec, lanes, isa)
     item = itemsize(spec.dtype)
     packed = math.prod(lay.packed_shape) - math.prod(spec.weight_shape)
-    channels = (channels_last_stride(spec.in_channels, spec.dtype) if lay.mode == "oc"
-                else spec.in_channels)
-    dpad = spec.batch * channels * math.prod(
-        n + lo + hi for n, lo, hi in zip(spec.in_size, lay.lo, lay.hi))
-    return (packed + dpad) * item
+    return (packed + spec.batch * padded_image_elements(spec, lay)) * item

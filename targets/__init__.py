@@ -40,8 +40,9 @@ def _host_cpu() -> dict:
     this machine lacks switched off, and its core count."""
     target = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
               "num-cores": os.cpu_count() or 1}
-    if _host_mattr():
-        target["mattr"] = list(_host_mattr())
+    mattr = _host_mattr()
+    if mattr:
+        target["mattr"] = list(mattr)
     return target
 
 

@@ -12,7 +12,7 @@ from tvm import relax
 
 import tvm_deconv
 from tvm_deconv import strategy
-from tvm_deconv.plan import make_spec
+from tvm_deconv.plan import make_plan, make_spec
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
                                 transposed_conv_module)
@@ -84,7 +84,8 @@ def test_batch_goes_through_the_phases_in_chunks(data_shape, weight_shape, attrs
 
     monkeypatch.setattr(x86_schedule, "BATCH_CHUNK_BYTES", 4096)
     spec = make_spec(data_shape, weight_shape, **attrs)
-    assert x86_schedule.batch_chunk(spec, x86_schedule.x86_layout(spec)) < spec.batch
+    lay = x86_schedule.x86_layout(spec)
+    assert x86_schedule.batch_chunk(spec, make_plan(spec), lay) < spec.batch
     data, weight, out = _run(spec, caplog=caplog)
     assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
 

@@ -118,7 +118,7 @@ def _use_counts(body: relax.SeqExpr) -> dict:
     return counts
 
 
-def _fused_function(mod, producer: _Calls, consumer: _Calls, data: int) -> tuple:
+def _fused_function(producer: _Calls, consumer: _Calls, data: int) -> tuple:
     """A grouped function running ``producer`` then ``consumer`` (``producer`` feeding its
     argument ``data``), and the arguments to call it with."""
     outer = producer.args + [a for i, a in enumerate(consumer.args) if i != data]
@@ -182,7 +182,7 @@ class FusePrologue:
                 producer = _Calls(mod, source.value)
                 if not producer.is_injective(mod):
                     continue
-                new_func, args = _fused_function(mod, producer, consumer, data)
+                new_func, args = _fused_function(producer, consumer, data)
                 name = f"{_name(source.value)}_{_name(binding.value)}".replace("fused_", "")
                 new_gv = builder.add_func(new_func, f"fused_{name}")
                 fused[binding.var] = relax.Call(new_gv, args)
