@@ -60,6 +60,9 @@ TC_ANNOTATION = "tvm_deconv.tensor_core"
 MMA = 16  # the WMMA fragment edge (m = n = k = 16)
 
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
+# Grid order: ``None`` for :func:`~.cuda.phases_fastest`'s rule, True / False to force it.
+PHASES_FASTEST: bool | None = None
+MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y
 _SIZE_RULE = True
 
 # The size rule: a layer whose tile (:func:`choose_tile`) is left with fewer warps than this
@@ -301,30 +304,67 @@ def _split2(frags: int) -> tuple[int, int]:
 
 
 def choose_tile(g: GemmShape, num_sms: int = 132) -> TensorCoreTile:
-    """The largest block tile (BM <= 128 pixels, BN <= 64 channels) dividing the GEMM,
-    shrunk (the larger side first) while the grid has fewer blocks than the chip has SMs."""
-    bm = next(b for b in (8, 4, 2, 1) if (g.pixels // MMA) % b == 0)
-    bn = next(b for b in (4, 2, 1) if (g.channels // MMA) % b == 0)
+    """The largest block tile dividing the GEMM (BN <= 128 channels, BM <= 128 pixels, but 64
+    where BN is 128 and K is short), shrunk (the larger side first) while the grid has fewer blocks than
+    the chip has SMs, and to BN <= 64 where its shared memory would not launch.
+
+    Measured on the H200 (batch 64 fp16, one run, ``benchmarks/cuda_tile_ab.py``): 128 x 128
+    ran pose 2048->256 1.42x, pose 256->256 1.42x and HiFi-GAN 1.06x faster than 128 x 64
+    (K = 1024-8192); on U-Net (K = 512) it was 0.95x and 64 x 128 1.29x: with few K steps the
+    fused store of the larger accumulator tile, and fewer blocks per SM, cost more."""
+    bn = next(b for b in (8, 4, 2, 1) if (g.channels // MMA) % b == 0)
+    bm_max = 4 if bn == 8 and g.reduce < LONG_REDUCE else 8
+    bm = next(b for b in (8, 4, 2, 1) if b <= bm_max and (g.pixels // MMA) % b == 0)
+    fk = 2 if (g.reduce // MMA) % 2 == 0 else 1
     while g.phases * (g.pixels // (bm * MMA)) * (g.channels // (bn * MMA)) < num_sms:
-        if bm >= bn and bm > 1:
+        if bn == 8:
+            bn //= 2
+        elif bm >= bn and bm > 1:
             bm //= 2
         elif bn > 1:
             bn //= 2
         else:
             break
+    while bn > 4 and not _launches(_tile(bm, bn, fk)):
+        bn //= 2
+    return _tile(bm, bn, fk)
+
+
+def _tile(bm: int, bn: int, fk: int) -> TensorCoreTile:
     (wp, fp), (wo, fo) = _split2(bm), _split2(bn)
-    return TensorCoreTile(wp, wo, fp, fo, 2 if (g.reduce // MMA) % 2 == 0 else 1)
+    return TensorCoreTile(wp, wo, fp, fo, fk)
+
+
+# K (taps x input channels) from which a 128-channel block takes 128 pixels rather than 64.
+LONG_REDUCE = 1024
 
 
 # Static + dynamic shared memory a block may use without opting in to more.
 SHARED_LIMIT = 48 * 1024
 
 
-def _shared_bytes(t: TensorCoreTile, acc_pad: int) -> int:
-    """Shared memory of a block: the float16 A / B staging rows (padded by 8) and the float32
-    accumulator tile (rows padded by ``acc_pad``)."""
+def _staging_bytes(t: TensorCoreTile) -> int:
+    """Static shared memory of a block: the float16 A / B staging rows (padded by 8)."""
     bk = t.fk * MMA
-    return t.bm * (bk + 8) * 2 + bk * (t.bn + 8) * 2 + t.bm * (t.bn + acc_pad) * 4
+    return t.bm * (bk + 8) * 2 + bk * (t.bn + 8) * 2
+
+
+def _accumulator_bytes(t: TensorCoreTile, acc_pad: int) -> int:
+    """Dynamic shared memory of a block: the float32 accumulator tile (rows padded by
+    ``acc_pad``)."""
+    return t.bm * (t.bn + acc_pad) * 4
+
+
+def _shared_bytes(t: TensorCoreTile, acc_pad: int) -> int:
+    return _staging_bytes(t) + _accumulator_bytes(t, acc_pad)
+
+
+def _launches(t: TensorCoreTile) -> bool:
+    """Whether a block of ``t`` launches: on the H200, static + dynamic shared memory over
+    48 KiB launched only where the dynamic part alone exceeded 48 KiB (TVM then raises the
+    kernel's dynamic limit); 128 x 64 tiles with 64-wide K steps failed (invalid value)."""
+    return _shared_bytes(t, acc_pad=0) <= SHARED_LIMIT or \
+        _accumulator_bytes(t, acc_pad=0) > SHARED_LIMIT
 
 
 def _blocks(sch: s_tir.Schedule) -> dict:
@@ -372,7 +412,7 @@ def _thread_copy(sch, block, at, warps: int, order: tuple | None = None,
 def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
                          tile: TensorCoreTile | None = None, num_sms: int = 132) -> None:
     """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA."""
-    from .cuda import GPU, _schedule_rest  # pylint: disable=import-outside-toplevel
+    from .cuda import GPU, _schedule_rest, phases_fastest  # pylint: disable=import-outside-toplevel
 
     wmma_intrin.register()
     roles = _blocks(sch)
@@ -394,8 +434,15 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     sch.reorder(r, p0, m0, p1, m1, k0, k1, p2, m2, p3, m3, k2)
     bx = sch.fuse(p0, m0)
     warp = sch.fuse(p1, m1)
-    sch.bind(r, "blockIdx.y")
-    sch.bind(bx, "blockIdx.x")
+    fastest = PHASES_FASTEST
+    if fastest is None:
+        fastest = phases_fastest(sch.get(store).writes[0].source, sch.get(gw).reads[0].source)
+    if fastest and int(sch.get(bx).extent) <= MAX_GRID_YZ:
+        sch.bind(r, "blockIdx.x")
+        sch.bind(bx, "blockIdx.y")
+    else:
+        sch.bind(r, "blockIdx.y")
+        sch.bind(bx, "blockIdx.x")
     sch.bind(warp, "threadIdx.y")
     sch.annotate(bx, "pragma_auto_unroll_max_step", 64)
     sch.annotate(bx, "pragma_unroll_explicit", 1)

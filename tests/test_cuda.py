@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import re
 import shutil
 import subprocess
 
@@ -573,6 +575,47 @@ def test_tensor_core_path_chosen_for_zoo_float16():
     assert "groups" in cuda_tensorcore.tensor_core_reason(grouped, CUDA)
     old = resolve_target({"kind": "cuda", "arch": "sm_61"})
     assert "sm_70" in cuda_tensorcore.tensor_core_reason(TC_SPECS[0], old)
+
+
+def test_tensor_core_tile_rule():
+    """128-channel tiles where the channels allow (64 pixels where K is short), shrunk
+    channels first while the grid is smaller than the chip; every tile divides its GEMM and
+    launches (shared memory within 48 KiB, or a dynamic part above it)."""
+    tile = cuda_tensorcore.choose_tile
+    gemm = cuda_tensorcore.GemmShape
+    assert (tile(gemm(4, 3072, 8192, 256)).bm, tile(gemm(4, 3072, 8192, 256)).bn) == (128, 128)
+    assert (tile(gemm(4, 65536, 512, 256)).bm, tile(gemm(4, 65536, 512, 256)).bn) == (64, 128)
+    assert (tile(gemm(4, 4096, 1024, 128)).bm, tile(gemm(4, 4096, 1024, 128)).bn) == (128, 64)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        g = gemm(int(rng.choice([1, 4, 8, 27])), 16 * int(rng.integers(1, 4097)),
+                 16 * int(rng.integers(1, 513)), 16 * int(rng.integers(1, 65)))
+        t = tile(g)
+        assert g.pixels % t.bm == 0 and g.channels % t.bn == 0 and g.reduce % (16 * t.fk) == 0
+        assert cuda_tensorcore._launches(t), (g, t)
+
+
+def _grid_extents(spec) -> dict:
+    """{grid dimension: extent} of the scheduled phase-batched kernel."""
+    sch = s_tir.Schedule(cuda_sched.cuda_compute(spec))
+    cuda_sched.schedule_cuda(sch, CUDA)
+    found = re.findall(r'thread_binding\(T\.int64\((\d+)\), thread="(blockIdx\.[xyz])"',
+                       sch.mod.script())
+    return {axis: int(extent) for extent, axis in found}
+
+
+@pytest.mark.parametrize("name,batch,dtype,fastest", [
+    ("fcn8s_21_21_k16s8", 64, "float32", True),     # 270 MB of output, 0.5 MB of weights
+    ("fcn8s_21_21_k16s8", 64, "float16", True),
+    ("unet_512_256_k2s2", 64, "float16", True),     # tensor cores
+    ("pose_2048_256_k4s2", 1, "float32", False),    # 34 MB of weights, 0.2 MB of output
+    ("pose_2048_256_k4s2", 64, "float16", False),
+])
+def test_phase_grid_order_follows_output_and_weight_bytes(name, batch, dtype, fastest):
+    spec = zoo.get(name).spec(batch, dtype=dtype)
+    phase_extents = set(spec.strides) | {math.prod(spec.strides)}  # per axis, or flattened
+    grid = _grid_extents(spec)
+    assert (grid["blockIdx.x"] in phase_extents) == fastest, grid
 
 
 @pytest.mark.parametrize("name", TC_ZOO)
