@@ -19,7 +19,6 @@ import dataclasses
 import json
 import re
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cuda_zoo  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
-from tvm import relax  # noqa: E402
 
 import tvm_deconv  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
 from tvm_deconv.plan import make_plan  # noqa: E402
 from tvm_deconv.schedules import cuda_direct  # noqa: E402
-from tvm_deconv.testing import relative_error  # noqa: E402
 
 DEFAULT_TILES = "1x1x4x16,1x1x8x16,1x2x8x16,2x2x8x16,2x4x8x16,2x4x4x16,1x4x8x16,2x4x16x16"
 
@@ -50,17 +47,7 @@ def layer_of(name: str):
 
 
 def run_variant(row, key, spec, x, w, ref, dev):
-    try:
-        ex = tvm_deconv.build(cuda_zoo.one_layer(spec), "cuda", params={"w": w},
-                              tuning_logs=False)
-        vm = relax.VirtualMachine(ex, dev)
-        x_nd = tvm.runtime.tensor(x, dev)
-        out = vm["main"](x_nd).numpy().astype("float64")
-        row[key + "_err"] = relative_error(out, ref)
-        row[key + "_ms"] = cuda_zoo.time_tvm(vm, dev, [x_nd], budget_s=0.5)[0]
-    except Exception as err:  # pylint: disable=broad-except
-        row[key + "_error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        traceback.print_exc()
+    cuda_zoo.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.5)
 
 
 def main(argv=None) -> int:

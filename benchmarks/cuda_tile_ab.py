@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cuda_zoo  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
-from tvm import relax  # noqa: E402
 
-import tvm_deconv  # noqa: E402
 from tvm_deconv import zoo  # noqa: E402
 from tvm_deconv.plan import make_plan  # noqa: E402
 from tvm_deconv.schedules import cuda as cuda_sched  # noqa: E402
 from tvm_deconv.schedules import cuda_tensorcore as tc  # noqa: E402
-from tvm_deconv.testing import relative_error  # noqa: E402
 
 DEFAULT_TILES = "2.2.4.2.2,2.2.4.4.2,2.2.2.4.2,2.2.2.2.2"
 
@@ -65,18 +61,8 @@ def variant(phases_fastest=None, tile=None):
 
 
 def run(row, key, spec, x, w, ref, dev, **knobs):
-    try:
-        with variant(**knobs):
-            ex = tvm_deconv.build(cuda_zoo.one_layer(spec), "cuda", params={"w": w},
-                                  tuning_logs=False)
-        vm = relax.VirtualMachine(ex, dev)
-        x_nd = tvm.runtime.tensor(x, dev)
-        out = vm["main"](x_nd).numpy().astype("float64")
-        row[key + "_err"] = relative_error(out, ref)
-        row[key + "_ms"] = cuda_zoo.time_tvm(vm, dev, [x_nd], budget_s=0.3)[0]
-    except Exception as err:  # pylint: disable=broad-except
-        row[key + "_error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        traceback.print_exc()
+    with variant(**knobs):
+        cuda_zoo.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.3)
 
 
 def divides(tile: tc.TensorCoreTile, g: tc.GemmShape) -> bool:

@@ -101,6 +101,22 @@ def time_torch(fn, reps=50, warmup=10):
     return statistics.median(times)
 
 
+def build_check_time(row, key, spec, x, w, ref, dev, budget_s):
+    """Build ``spec`` as one layer through ``tvm_deconv.build`` (weight constant, no tuning
+    logs), check its output against ``ref`` and time it: ``row[key + "_err"]`` and
+    ``row[key + "_ms"]``, or ``row[key + "_error"]`` where it fails."""
+    try:
+        ex = tvm_deconv.build(one_layer(spec), "cuda", params={"w": w}, tuning_logs=False)
+        vm = relax.VirtualMachine(ex, dev)
+        x_nd = tvm.runtime.tensor(x, dev)
+        out = vm["main"](x_nd).numpy().astype("float64")
+        row[key + "_err"] = relative_error(out, ref)
+        row[key + "_ms"] = time_tvm(vm, dev, [x_nd], budget_s)[0]
+    except Exception as err:  # pylint: disable=broad-except
+        row[key + "_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        traceback.print_exc()
+
+
 def check_torch_reference() -> float:
     """torch's conv_transpose in float64 == tvm_deconv.testing's reference (semantics)."""
     spec = zoo.get("fsrcnn_x3_56_1_k9s3").spec(1)
