@@ -240,9 +240,10 @@ class DecomposeTransposedConv:
 
 def implementation_of(func: tirx.PrimFunc) -> Optional[str]:
     """The implementation tag of a PrimFunc's decomposed blocks (``None`` if it has none)."""
-    sch = s_tir.Schedule(func)
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        name = sch.get(block).annotations.get(IMPL_ANNOTATION)
+    if not isinstance(func.body, s_tir.SBlockRealize):
+        return None
+    for block in _sblocks_of(func.body.block.body):
+        name = block.annotations.get(IMPL_ANNOTATION)
         if name is not None:
             return str(name)
     return None
