@@ -329,9 +329,9 @@ def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Kno
     bx = sch.fuse(bo, *by_loops[2:], *b_loops)
     tx = sch.fuse(*t_loops) if len(t_loops) > 1 else t_loops[0]
     phase_axes, tile_axis = ("blockIdx.y", "blockIdx.z"), "blockIdx.x"
+    data_idx = _read_index(sch, block, n_var)
     fastest = knobs.phases_fastest
     if fastest is None:
-        data_idx = _read_index(sch, block, n_var)
         fastest = phases_fastest(sch.get(writeback).writes[0].source,
                                  sch.get(block).reads[1 - data_idx].source)
     if fastest and by_loops and int(sch.get(bx).extent) <= MAX_GRID_YZ:
@@ -355,7 +355,6 @@ def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Kno
 
     nthreads_x = (t.tiles[-1] // t.vw) * math.prod(t.tiles[:-1])
     if shared_cache:
-        data_idx = _read_index(sch, block, n_var)
         wsh = sch.cache_read(block, 1 - data_idx, knobs.shared, consumer_blocks=[block])
         # cache_read of the weight renumbers nothing: the data is still read `data_idx`.
         dsh = sch.cache_read(block, data_idx, knobs.shared, consumer_blocks=[block])

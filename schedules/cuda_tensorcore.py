@@ -62,7 +62,6 @@ MMA = 16  # the WMMA fragment edge (m = n = k = 16)
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
 # Grid order: ``None`` for :func:`~.cuda.phases_fastest`'s rule, True / False to force it.
 PHASES_FASTEST: bool | None = None
-MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y
 _SIZE_RULE = True
 
 # The size rule: a layer whose tile (:func:`choose_tile`) is left with fewer warps than this
@@ -305,8 +304,9 @@ def _split2(frags: int) -> tuple[int, int]:
 
 def choose_tile(g: GemmShape, num_sms: int = 132) -> TensorCoreTile:
     """The largest block tile dividing the GEMM (BN <= 128 channels, BM <= 128 pixels, but 64
-    where BN is 128 and K is short), shrunk (the larger side first) while the grid has fewer blocks than
-    the chip has SMs, and to BN <= 64 where its shared memory would not launch.
+    where BN is 128 and K is short), shrunk while the grid has fewer blocks than the chip has
+    SMs (a 128-channel side first, then the larger side), and to BN <= 64 where its shared
+    memory would not launch.
 
     Measured on the H200 (batch 64 fp16, one run, ``benchmarks/cuda_tile_ab.py``): 128 x 128
     ran pose 2048->256 1.42x, pose 256->256 1.42x and HiFi-GAN 1.06x faster than 128 x 64
@@ -412,7 +412,8 @@ def _thread_copy(sch, block, at, warps: int, order: tuple | None = None,
 def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
                          tile: TensorCoreTile | None = None, num_sms: int = 132) -> None:
     """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA."""
-    from .cuda import GPU, _schedule_rest, phases_fastest  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from .cuda import GPU, MAX_GRID_YZ, _schedule_rest, phases_fastest
 
     wmma_intrin.register()
     roles = _blocks(sch)
