@@ -252,7 +252,7 @@ def test_tune_verifies_resumes_and_discards_wrong_kernels(tmp_path, monkeypatch)
     assert [len(c.best_ms) for c in curves] == [r.trials_run for r in results]
     assert all(1 <= c.trials_to(0.9) <= len(c.best_ms) for c in curves)
 
-    monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch: float("nan"))
+    monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch, lib=None: float("nan"))
     wrong = tuning.tune(tasks[:1], target, tmp_path / "wrong", trials=2, progress=False)
     assert wrong[0].rejected == 1 and wrong[0].trials_run == 0 and wrong[0].best_ms is None
 
@@ -323,7 +323,7 @@ def test_export_keeps_the_verified_best_retimed_and_merges_into_a_compressed_fol
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
     assert relative_error(got, conv_transpose_reference(data, weight, SPEC)) < 1e-5
 
-    monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch: float("nan"))
+    monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch, lib=None: float("nan"))
     assert tuning.export_logs(tmp_path / "work", tmp_path / "none", tasks, target, top=1) == [
         (t.name, 0) for t in tasks]
 
@@ -434,3 +434,36 @@ def test_tune_command_takes_zoo_models_and_checks_rest_of_model(tmp_path, capsys
     assert main(["tune", "--model", "nosuchnet"] + work) == 2
     err = capsys.readouterr().err
     assert "unknown model 'nosuchnet'" in err and "pix2pix" in err and "Traceback" not in err
+
+
+def test_retiming_replaces_lucky_tuning_times_and_fails_wrong_records(tmp_path, monkeypatch,
+                                                                       caplog):
+    """``retime_records`` (the end of every CPU tuning run): a record whose time at tuning
+    was lucky (here made up: the stock record with its loops merely parallel is far slower
+    than the default schedule) loses to the default schedule once both run side by side;
+    the default record keeps a real time; a wrong record is stored as failed and never built."""
+    target = tvm_deconv.resolve_target("llvm")
+    write_record(tmp_path, SPEC, target, secs=1e-3, space="default")
+    write_record(tmp_path, SPEC, target, secs=1e-9)   # lucky: 1 ns
+    tasks = tuning.make_tasks([SPEC], target, spaces=["default", "stock"])
+    best = tuning.retime_records(tmp_path, tasks, target, rounds=2)
+    by_space = {t.space: best[t.name] for t in tasks}
+    assert 0 < by_space["default"] < by_space["stock"] < 1.0, by_space
+    data, weight = random_inputs(SPEC)
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        ex = tvm_deconv.build(one_layer(SPEC, weight), target, tuning_logs=str(tmp_path))
+    assert any("(default space" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records]
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    assert relative_error(out, conv_transpose_reference(data, weight, SPEC)) < 1e-5
+
+    monkeypatch.setattr(tuning.Verifier, "error", lambda self, sch, lib=None: float("nan"))
+    assert tuning.retime_records(tmp_path, tasks, target, rounds=1) == {}
+    records = tuning.read_log_records(tmp_path)
+    assert len(records) == 2 and all(
+        float(r.run_secs[0]) == tuning.FAILED_SECS for r in records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        tvm_deconv.build(one_layer(SPEC, weight), target, tuning_logs=str(tmp_path))
+    assert not any("uses its tuned" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records]

@@ -349,10 +349,12 @@ def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: P
     """tvm-deconv with its tasks tuned by :func:`tvm_deconv.tuning.tune`, ``trials`` in all:
     each task gets an even share of what is left (a one-point space takes one trial and hands
     the rest on); records already in ``work_dir`` count, so re-running resumes.  Failed
-    candidates leave no record and do not count.  ``info["trials_measured"]``: the records."""
+    candidates leave no record and do not count; the best records of all tasks are then
+    re-timed side by side (:func:`~tvm_deconv.tuning.retime_records`, as ``tune`` ends).
+    ``info["trials_measured"]``: the records."""
     # pylint: disable=import-outside-toplevel
     from .build import build
-    from .tuning import tune
+    from .tuning import retime_records, tune
 
     builder, runner = _builder_and_runner()
     left = trials
@@ -360,8 +362,10 @@ def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: P
         share = -(-left // (len(tasks) - i))  # ceil: a budget below the task count still runs
         if share > 0:
             (result,) = tune([task], target, work_dir, trials=share, runner=runner,
-                             builder=builder)
+                             builder=builder, retime=False)
             left -= result.trials_before + result.trials_run
+    if "gpu" not in target.keys:
+        retime_records(work_dir, tasks, target)
     info["trials_measured"] = trials - left
     return build(mod, target, params, tuning_logs=str(work_dir))
 

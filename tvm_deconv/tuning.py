@@ -25,6 +25,7 @@ schedule.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -32,7 +33,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import tvm
@@ -63,6 +64,11 @@ REST_DIR = "rest_of_model"
 REST = "rest"
 POPULATION_PHASE_BUDGET = 4096  # evolutionary population x phases (see _search_strategy)
 MIN_POPULATION = 64
+# The end of a tuning run re-times each task's best records side by side (retime_records).
+RETIMED_TOP = 3
+RETIME_ROUNDS = 5
+RETIME_MIN_MS = 50
+FAILED_SECS = 1e10  # MetaSchedule's run time of a failed candidate: never a best record
 
 
 class TuningLogError(ValueError):
@@ -269,13 +275,15 @@ class Verifier:
     def tolerance(self) -> float:
         return tolerance(self.task.spec.out_dtype)
 
-    def error(self, sch) -> float:
-        """Relative error of the scheduled workload (``inf`` if it fails to build or run);
-        :class:`~tvm_deconv.rpc.BoardLost` when the board is gone."""
+    def error(self, sch, lib=None) -> float:
+        """Relative error of the scheduled workload (``inf`` if it fails to build or run),
+        given its built ``lib`` or built here; :class:`~tvm_deconv.rpc.BoardLost` when the
+        board is gone."""
         from .rpc import BoardLost  # pylint: disable=import-outside-toplevel
 
         try:
-            return relative_error(self._run(tvm.compile(sch.mod, self.target)), self.ref)
+            lib = lib if lib is not None else tvm.compile(sch.mod, self.target)
+            return relative_error(self._run(lib), self.ref)
         except BoardLost:
             raise
         except Exception as err:  # pylint: disable=broad-except
@@ -444,6 +452,7 @@ def tune(
     board=None,
     rest_of_model: bool = False,
     params: Optional[dict] = None,
+    retime: Optional[bool] = None,
 ) -> list[TaskResult]:
     """Tune the transposed convs of a Relax module (or a list of :class:`TuningTask`).
 
@@ -457,6 +466,11 @@ def tune(
     and ``params`` bound, in MetaSchedule's stock space; records go to
     ``work_dir/rest_of_model/``, which the build applies after ours.  Their would-be best
     candidates are checked against the untuned PrimFunc on random inputs.
+
+    ``retime`` (default: on for CPUs tuned here, with ``verify``): end with
+    :func:`retime_records`, so the build compares the spaces' best records by times taken
+    side by side (the rows report those).  GPUs and boards keep the times measured at
+    tuning: a GPU's are not shared-machine noise.
 
     ``board`` (:class:`tvm_deconv.rpc.Board`): measure and verify on that board over RPC
     (its runner and builder by default).  A board that is gone, or drops out and does not
@@ -490,14 +504,18 @@ def tune(
                 _search_strategy(task), verifier, min(trials, _space_size(task)))
         except BoardLost as gone:  # (with the rows finished so far)
             raise BoardLost(str(gone), results) from None
-        best_ms = best * 1e3 if math.isfinite(best) else None
-        flops = make_plan(task.spec).useful_flops()
-        results.append(TaskResult(task.name, task.space, task.implementation, before, new,
-                                  best_ms, rejected,
-                                  flops / (best_ms * 1e6) if best_ms else None))
+        results.append(_with_best(
+            TaskResult(task.name, task.space, task.implementation, before, new, None, rejected),
+            task.spec, best * 1e3 if math.isfinite(best) else None))
         if lost is not None:
             raise BoardLost(f"{lost}; the records measured so far stay in {work_dir}: bring "
                             "the board back and run the same command to continue", results)
+    if retime is None:
+        retime = verify and board is None and "gpu" not in target.keys
+    if retime and tasks:
+        retimed = retime_records(work_dir, tasks, target)
+        results = [_with_best(row, task.spec, retimed[task.name] * 1e3)
+                   if task.name in retimed else row for row, task in zip(results, tasks)]
     if rest_of_model:
         rest_dir = Path(work_dir) / REST_DIR
         rest_db = open_database(rest_dir)
@@ -510,6 +528,13 @@ def tune(
             results.append(TaskResult(task.name, REST, "metaschedule", before, new,
                                       best * 1e3 if math.isfinite(best) else None, rejected))
     return results
+
+
+def _with_best(row: TaskResult, spec: ConvTransposeSpec, best_ms: Optional[float]
+               ) -> TaskResult:
+    """``row`` with its best time and the useful GFLOP/s of ``spec`` at that time."""
+    gflops = make_plan(spec).useful_flops() / (best_ms * 1e6) if best_ms else None
+    return dataclasses.replace(row, best_ms=best_ms, gflops=gflops)
 
 
 @dataclass(frozen=True)
@@ -858,8 +883,6 @@ class TuningCurve:
 def tuning_curves(work_dir: str | os.PathLike, tasks: Iterable[TuningTask]
                   ) -> list[TuningCurve]:
     """The :class:`TuningCurve` of each task holding records in the database ``work_dir``."""
-    import tvm_ffi  # pylint: disable=import-outside-toplevel
-
     work_dir = Path(work_dir)
     if not (work_dir / RECORD_FILE).exists():
         raise TuningLogError(f"{work_dir} is not a tuning log: it has no {RECORD_FILE}")
@@ -872,7 +895,7 @@ def tuning_curves(work_dir: str | os.PathLike, tasks: Iterable[TuningTask]
         secs_by_workload.setdefault(index, []).append(sum(secs) / len(secs))
     curves = []
     for task in tasks:
-        key = str(tvm_ffi.structural_hash(task.mod) % (1 << 64))
+        key = _workload_key(task.mod)
         secs = [s for i, h in enumerate(hashes) if h == key for s in secs_by_workload.get(i, [])]
         if secs:
             best = np.minimum.accumulate(np.array(secs) * 1e3)
@@ -922,21 +945,101 @@ def cost_report_table(rows: list[dict], fraction: float = 0.9) -> str:
 # Shipping logs
 
 
-def _remeasured_secs(task: TuningTask, record, verifier: "Verifier", target: Target,
-                     repeat: int) -> Optional[list]:
-    """A stored record's kernel run on the verifier's random inputs: its times on the target's
-    device, or ``None`` (with a warning) if its output is wrong."""
+def _checked_timer(task: TuningTask, record, verifier: "Verifier", target: Target
+                   ) -> Optional[Callable[[], float]]:
+    """A stored record's kernel built here: a function timing one run of it (seconds, at
+    least :data:`RETIME_MIN_MS` of calls averaged) on the verifier's random inputs, or
+    ``None`` (with a warning) if it fails to build or its output is wrong."""
     sch = tvm.s_tir.Schedule(task.mod)
     record.trace.apply_to_schedule(sch, remove_postproc=False)
-    if not verifier.error(sch) < tolerance(task.spec.out_dtype):
-        logger.warning("tvm_deconv: %s: a stored record is wrong; not exported", task.name)
+    try:
+        lib = tvm.compile(sch.mod, target)
+    except Exception as exc:  # pylint: disable=broad-except
+        logger.warning("tvm_deconv: %s: a stored record fails to build: %s", task.name, exc)
+        return None
+    err = verifier.error(sch, lib)
+    if not err < tolerance(task.spec.out_dtype):
+        logger.warning("tvm_deconv: %s: a stored record is wrong (relative error %.2e)",
+                       task.name, err)
         return None
     dev = verifier.dev
-    func = tvm.compile(sch.mod, target).jit()
     args = [tvm.runtime.tensor(verifier.data, dev), tvm.runtime.tensor(verifier.weight, dev),
             tvm.runtime.tensor(np.zeros(task.spec.out_shape, task.spec.out_dtype), dev)]
-    return list(func.time_evaluator("main", dev, number=1, repeat=repeat,
-                                    min_repeat_ms=50)(*args).results)
+    evaluator = lib.jit().time_evaluator("main", dev, number=1, repeat=1,
+                                         min_repeat_ms=RETIME_MIN_MS)
+    return lambda: float(evaluator(*args).results[0])
+
+
+def _round_robin_secs(timers: list, rounds: int) -> list[list[float]]:
+    """Seconds per timer, one run of each per round, so that load from other jobs on a shared
+    machine falls on all of them alike."""
+    samples: list[list[float]] = [[] for _ in timers]
+    for _ in range(rounds):
+        for timer, secs in zip(timers, samples):
+            secs.append(timer())
+    return samples
+
+
+def _workload_key(mod: tvm.IRModule) -> str:
+    """A workload's hash as MetaSchedule's JSON database stores it."""
+    import tvm_ffi  # pylint: disable=import-outside-toplevel
+
+    return str(tvm_ffi.structural_hash(mod) % (1 << 64))
+
+
+def _mean(secs) -> float:
+    return sum(float(s) for s in secs) / len(secs)
+
+
+def retime_records(work_dir: str | os.PathLike, tasks: Iterable[TuningTask],
+                   target: TargetLike, top: int = RETIMED_TOP, rounds: int = RETIME_ROUNDS
+                   ) -> dict[str, float]:
+    """Re-time the ``top`` fastest records of each task in the database ``work_dir`` and store
+    those times in place of the ones measured while tuning.  The records of all spaces of one
+    spec (the default schedule's among them) run round-robin, :data:`RETIME_ROUNDS` rounds
+    after one another, and each keeps the median: while tuning, each was timed alone at
+    another moment, and on a shared machine a candidate's lucky time beat the default
+    schedule it lost to side by side (so the build picked a slower kernel than untuned).
+    Each is verified against the float64 reference first; a wrong one (MetaSchedule stores
+    the candidates that would not become best without a check) is stored as failed, so the
+    build never picks it.  Returns the best re-timed seconds per task name."""
+    target = resolve_target(target)
+    work_dir = Path(work_dir)
+    database = open_database(work_dir)
+    record_file = work_dir / RECORD_FILE
+    if not record_file.exists():
+        return {}
+    hashes = [json.loads(line)[0] for _, line in _lines(work_dir / WORKLOAD_FILE)]
+    entries = [json.loads(line) for _, line in _lines(record_file)]
+    by_spec: dict[ConvTransposeSpec, list[TuningTask]] = {}
+    for task in tasks:
+        by_spec.setdefault(task.spec, []).append(task)
+    best: dict[str, float] = {}
+    for spec_tasks in by_spec.values():
+        rows, timers, owners = [], [], []
+        for task in spec_tasks:
+            key = _workload_key(task.mod)
+            mine = sorted((i for i, (w, _) in enumerate(entries) if hashes[w] == key),
+                          key=lambda i: _mean(entries[i][1][1]))[:top]
+            if not mine:
+                continue
+            verifier, workload = Verifier(task, target), database.commit_workload(task.mod)
+            for i in mine:
+                record = ms.database.TuningRecord.from_json(entries[i][1], workload)
+                timer = _checked_timer(task, record, verifier, target)
+                if timer is None:
+                    entries[i][1][1] = [FAILED_SECS]
+                    continue
+                rows.append(i)
+                timers.append(timer)
+                owners.append(task.name)
+        for i, secs, owner in zip(rows, _round_robin_secs(timers, rounds), owners):
+            entries[i][1][1] = [float(np.median(secs))]
+            best[owner] = min(best.get(owner, math.inf), entries[i][1][1][0])
+    scratch = record_file.with_suffix(".retimed")
+    scratch.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+    os.replace(scratch, record_file)
+    return best
 
 
 def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -946,9 +1049,9 @@ def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """Copy the ``top`` fastest records of each task measured on ``target`` from ``work_dir``
     to the database ``out_dir`` (e.g. ``tuning_logs/<target_key>/``; records already there
     are kept, so several runs merge into one folder), each re-verified against the float64
-    reference and re-timed here, on the target's device, back to back, so records of
-    different spaces, measured at different times on a shared machine, compare fairly at
-    build.  ``remeasure=False`` copies the records as they were measured at tuning, with no
+    reference and re-timed here, on the target's device, ``repeat`` round-robin rounds
+    (:func:`_round_robin_secs`), so records measured at different times on a shared machine
+    compare fairly at build.  ``remeasure=False`` copies the records as they were measured at tuning, with no
     device here (GPU logs: a GPU's timings are not shared-machine noise, and every best
     record was verified when it was measured).  ``compress``: store ``out_dir``
     xz-compressed, as shipped logs are (a compressed ``out_dir`` is read back first).
@@ -961,18 +1064,18 @@ def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
     out = open_database(out_dir)
     kept = []
     for task in tasks:
-        verifier, count = None, 0
-        for record in source.get_top_k(source.commit_workload(task.mod), top):
-            secs = record.run_secs
-            if remeasure:
-                verifier = verifier or Verifier(task, target)
-                secs = _remeasured_secs(task, record, verifier, target, repeat)
-                if secs is None:
-                    continue
+        records = list(source.get_top_k(source.commit_workload(task.mod), top))
+        timed = [(r, r.run_secs) for r in records]
+        if remeasure and records:
+            verifier = Verifier(task, target)
+            checked = [(r, _checked_timer(task, r, verifier, target)) for r in records]
+            checked = [(r, timer) for r, timer in checked if timer is not None]
+            timed = list(zip([r for r, _ in checked],
+                             _round_robin_secs([timer for _, timer in checked], repeat)))
+        for record, secs in timed:
             out.commit_tuning_record(ms.database.TuningRecord(
                 record.trace, out.commit_workload(task.mod), secs, target, record.args_info))
-            count += 1
-        kept.append((task.name, count))
+        kept.append((task.name, len(timed)))
     if compress:
         compress_log(out_dir)
     return kept
