@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             run(row, "base", spec, x, w, ref, dev)
             run(row, "phases_fastest", spec, x, w, ref, dev, phases_fastest=True)
             run(row, "phases_outer", spec, x, w, ref, dev, phases_fastest=False)
-            if tc.tensor_core_reason(spec) is None and tc.size_reason(spec) is None:
+            if tc.tensor_core_reason(spec) is None:
                 g = tc.gemm_shape(spec)
                 row["base_tile"] = dataclasses.asdict(tc.choose_tile(g))
                 for text in [t for t in args.tiles.split(",") if t]:

@@ -10,8 +10,7 @@ with the VM's time_evaluator (warm-up, median of repeats), and cuDNN through tor
 events (fp32 with TF32 off, TF32, fp16).  Every output is checked against a float64 reference
 (torch float64 on the GPU, itself checked against tvm_deconv.testing on a small case).
 fp16 layers the tensor-core path takes (schedules/cuda_tensorcore.py) are also built and timed
-with it switched off (``ours_fp16_ffma``: the FFMA kernel), in the same run, and where its
-size rule keeps FFMA, with the tensor cores forced (``ours_fp16_tc``).  ``--skip-fp32``
+with it switched off (``ours_fp16_ffma``: the FFMA kernel), in the same run.  ``--skip-fp32``
 times fp16 only (ours, FFMA, and cuDNN's three), ``--skip-tvm-default`` skips TVM's default.
 Prints a Markdown table last; writes all numbers to the JSON.
 """
@@ -150,14 +149,11 @@ def bench(layer, batch, dev, skip_default_over_ms, time_budget_s, tuning_logs=No
         runs.insert(1, ("ours_tuned", spec, x, w, True, ref, tuning_logs))
     # fp16 with the tensor cores off too (the FFMA kernel), where the tensor-core path applies.
     tc_reason = cuda_tensorcore.tensor_core_reason(spec16, CUDA_TARGET)
-    size_reason = cuda_tensorcore.size_reason(spec16) if tc_reason is None else None
-    row["ours_fp16_tensor_cores"] = tc_reason is None and size_reason is None
+    row["ours_fp16_tensor_cores"] = tc_reason is None
     if tc_reason is None:
         runs.append(("ours_fp16_ffma", spec16, x16, w16, True, ref16, False))
-        if size_reason is not None:  # the size rule keeps FFMA: time the tensor cores too
-            runs.append(("ours_fp16_tc", spec16, x16, w16, True, ref16, False))
-    if tc_reason or size_reason:
-        row["ours_fp16_tensor_cores_note"] = tc_reason or size_reason
+    else:
+        row["ours_fp16_tensor_cores_note"] = tc_reason
     skipped = ({"tvm_default"} if skip_default else set()) | (
         {"ours", "tvm_default", "ours_tuned"} if skip_fp32 else set())
     runs = [r for r in runs if r[0] not in skipped]
@@ -169,8 +165,7 @@ def bench(layer, batch, dev, skip_default_over_ms, time_budget_s, tuning_logs=No
                 continue
         try:
             t0 = time.perf_counter()
-            with cuda_tensorcore.tensor_cores(key != "ours_fp16_ffma",
-                                              size_rule=key != "ours_fp16_tc"):
+            with cuda_tensorcore.tensor_cores(key != "ours_fp16_ffma"):
                 ex = tvm_deconv.build(one_layer(sp), "cuda", params={"w": wa},
                                       decompose=decompose, tuning_logs=logs)
             vm = relax.VirtualMachine(ex, dev)
@@ -205,8 +200,7 @@ def bench(layer, batch, dev, skip_default_over_ms, time_budget_s, tuning_logs=No
             row[key + "_err"] = relative_error(out.double().cpu().numpy(), ref)
             row[key + "_ms"] = time_torch(lambda: torch_conv(spec, xx, ww))
     torch.backends.cudnn.allow_tf32 = False
-    for key in ("ours", "ours_tuned", "ours_fp16", "ours_fp16_ffma", "ours_fp16_tc",
-                "tvm_default", "cudnn_fp32", "cudnn_tf32", "cudnn_fp16"):
+    for key in ("ours", "ours_tuned", "ours_fp16", "ours_fp16_ffma", "tvm_default", "cudnn_fp32", "cudnn_tf32", "cudnn_fp16"):
         if key + "_ms" in row:
             row[key + "_gflops"] = row["gflop"] / (row[key + "_ms"] * 1e-3)
     if "ours_tuned_ms" in row and "cudnn_fp32_ms" in row:
@@ -215,7 +209,7 @@ def bench(layer, batch, dev, skip_default_over_ms, time_budget_s, tuning_logs=No
         for key in ("tvm_default", "cudnn_fp32", "cudnn_tf32", "cudnn_fp16"):
             if key + "_ms" in row:
                 row["ours_vs_" + key] = row[key + "_ms"] / row["ours_ms"]
-    for key in ("ours_fp16", "ours_fp16_ffma", "ours_fp16_tc"):
+    for key in ("ours_fp16", "ours_fp16_ffma"):
         if key + "_ms" in row and "cudnn_fp16_ms" in row:
             row[key + "_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row[key + "_ms"]
     if "ours_fp16_ms" in row and "ours_fp16_ffma_ms" in row:
@@ -292,9 +286,9 @@ def main(argv=None) -> int:
     ok = args.skip_fp32 or all(r.get("ours_err", 1) < 1e-5 for r in rows)
     print("all ours fp32 within 1e-5 of float64 reference:", ok)
     ok16 = all(r.get(key + "_err", 1) < 2e-3 for r in rows
-               for key in ("ours_fp16", "ours_fp16_ffma", "ours_fp16_tc") if key + "_ms" in r)
+               for key in ("ours_fp16", "ours_fp16_ffma") if key + "_ms" in r)
     print("all ours fp16 within 2e-3 of the float64 result of the fp16 inputs:", ok16)
-    for key in ("ours_fp16", "ours_fp16_ffma", "ours_fp16_tc"):
+    for key in ("ours_fp16", "ours_fp16_ffma"):
         ratios = [r[key + "_vs_cudnn_fp16"] for r in rows if key + "_vs_cudnn_fp16" in r]
         if ratios:
             print(f"{key} ×cuDNN fp16: geomean "

@@ -3,8 +3,7 @@ CUDA kernel.
 
 Where :func:`tensor_core_reason` accepts a float16 call (phase-batched plan, no groups,
 output channels, batch x phase pixels and taps x input channels all multiples of 16, an
-sm_70+ target) and the size rule :func:`size_reason` too (its tile keeps 4 warps per block),
-:func:`~.cuda.cuda_compute` gives it :func:`tensor_core_conv_transpose`
+sm_70+ target), :func:`~.cuda.cuda_compute` gives it :func:`tensor_core_conv_transpose`
 instead of the FFMA compute, and :func:`~.cuda.schedule_cuda` schedules it with
 :func:`schedule_tensor_core`.  Otherwise the FFMA schedule runs and one ``tvm_deconv`` log
 line (INFO) says why.
@@ -62,29 +61,25 @@ MMA = 16  # the WMMA fragment edge (m = n = k = 16)
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
 # Grid order: ``None`` for :func:`~.cuda.phases_fastest`'s rule, True / False to force it.
 PHASES_FASTEST: bool | None = None
-_SIZE_RULE = True
-
-# The size rule: a layer whose tile (:func:`choose_tile`) is left with fewer warps than this
-# per block (batch 1 DCGAN / pose: <= 64 pixels per phase, long K) keeps the FFMA kernel.
-# Measured on the H200 (benchmarks/results/h200-fp16-tc-b1.json, both paths in one run):
-# every 1-warp tile ran 0.19-0.31x the FFMA kernel (5 layers); 4-warp tiles 0.51-4.67x
-# (11 of 15 faster; h200-fp16-tc-b64.json too).
-MIN_WARPS = 4
+# Small grids (batch-1 DCGAN / pose: <= 64 pixels per phase, 1-warp tiles) take the tensor
+# cores too: session 9's tiles ran them 0.19-0.31x the FFMA kernel there, so a size rule kept
+# FFMA; with session 12's tiles (choose_tile) they ran 1.04-1.86x faster than FFMA, both in
+# one run on the H200 (benchmarks/results/h200-zoo-b1-s13.json, ours_fp16_tc), and the rule
+# went.
 
 
 @contextlib.contextmanager
-def tensor_cores(enabled: bool, size_rule: bool = True):
+def tensor_cores(enabled: bool):
     """Within the context, float16 calls take (``True``) or skip (``False``) the tensor-core
-    path (default: on unless ``TVM_DECONV_CUDA_TENSOR_CORES=0``); ``size_rule=False`` takes
-    it also where :data:`MIN_WARPS` would keep FFMA.  Benchmarks use it to time both paths in
-    one process, tests to run the tensor cores on small shapes."""
-    global _ENABLED, _SIZE_RULE  # pylint: disable=global-statement
-    before = _ENABLED, _SIZE_RULE
-    _ENABLED, _SIZE_RULE = enabled, size_rule
+    path (default: on unless ``TVM_DECONV_CUDA_TENSOR_CORES=0``).  Benchmarks use it to time
+    both paths in one process."""
+    global _ENABLED  # pylint: disable=global-statement
+    before = _ENABLED
+    _ENABLED = enabled
     try:
         yield
     finally:
-        _ENABLED, _SIZE_RULE = before
+        _ENABLED = before
 
 
 @dataclass(frozen=True)
@@ -139,25 +134,11 @@ def tensor_core_reason(spec: ConvTransposeSpec, target: Target | None = None) ->
 _LOGGED: set = set()  # (spec, reason) already logged: one line per call, not per build step
 
 
-def size_reason(spec: ConvTransposeSpec, num_sms: int = 132) -> str | None:
-    """``None`` where the size rule (:data:`MIN_WARPS`) lets the tensor cores take a call
-    that :func:`tensor_core_reason` accepts, else why not."""
-    g = gemm_shape(spec)
-    t = choose_tile(g, num_sms)
-    if _SIZE_RULE and t.warps < MIN_WARPS:
-        return (f"too small for its tensor-core tile ({g.phases} phases x {g.pixels} pixels x "
-                f"{g.channels} channels: {t.bm}x{t.bn} tiles of {t.warps} warp(s), fewer than "
-                f"{MIN_WARPS}; the FFMA kernel measured 3-5x faster there)")
-    return None
-
-
 def uses_tensor_cores(spec: ConvTransposeSpec, target: Target | None = None) -> bool:
-    """Whether :func:`~.cuda.cuda_compute` gives ``spec`` the tensor-core compute (the
-    structural :func:`tensor_core_reason` and the size rule :func:`size_reason`); logs why not
-    for float16 calls that fall back to the FFMA kernel."""
+    """Whether :func:`~.cuda.cuda_compute` gives ``spec`` the tensor-core compute
+    (:func:`tensor_core_reason`); logs why not for float16 calls that fall back to the FFMA
+    kernel."""
     why = tensor_core_reason(spec, target)
-    if why is None:
-        why = size_reason(spec)
     if why is not None and spec.dtype == "float16" and (spec, why) not in _LOGGED:
         _LOGGED.add((spec, why))
         logger.info("tvm_deconv: conv%dd_transpose(data %s, weight %s, strides=%s) float16 "

@@ -535,8 +535,7 @@ def test_tensor_core_compute_cpu(spec):
     unscheduled on LLVM, matches the float64 reference of the same fp16 inputs; every output
     element is written (NaN-poisoned output)."""
     assert cuda_tensorcore.tensor_core_reason(spec, CUDA) is None
-    with cuda_tensorcore.tensor_cores(True, size_rule=False):  # small shapes: no size rule
-        func = cuda_sched.cuda_compute(spec)
+    func = cuda_sched.cuda_compute(spec)
     assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
     assert poisoned_run_error(func, spec, decomposed_pack(spec), seed=3) < 2e-3
 
@@ -545,15 +544,9 @@ TC_ZOO = [l.name for l in zoo.LAYERS if make_plan(l.spec(1)).phase_batched
           and not l.name.startswith(("fsrcnn", "fcn8s", "dcgan_64_3"))]
 
 
-# Batch 1 zoo layers whose tensor-core tile would keep fewer than MIN_WARPS warps per block.
-TC_SIZE_RULE_FFMA = {"dcgan_100_512_k4s1", "dcgan_512_256_k4s2", "dcgan_256_128_k4s2",
-                     "dcgan_128_64_k4s2", "pose_2048_256_k4s2"}
-
-
 def test_tensor_core_path_chosen_for_zoo_float16():
     """Every phase-batched fp16 zoo layer with channel counts of 16s fits the tensor cores;
-    DCGAN 64->3 and FCN-8s 21->21 do not, saying why; fp32 never.  The size rule takes all
-    of them at batch 64 and keeps FFMA at batch 1 for the five with 1-warp tiles."""
+    DCGAN 64->3 and FCN-8s 21->21 do not, saying why; fp32 never (batch 1 and 64 alike)."""
     for layer in zoo.LAYERS:
         if not make_plan(layer.spec(1)).phase_batched or layer.name.startswith("fsrcnn"):
             continue
@@ -562,10 +555,7 @@ def test_tensor_core_path_chosen_for_zoo_float16():
             why = cuda_tensorcore.tensor_core_reason(spec, CUDA)
             assert (why is None) == (layer.name in TC_ZOO), (layer.name, batch, why)
             assert cuda_tensorcore.tensor_core_reason(layer.spec(batch), CUDA) is not None
-            taken = why is None and cuda_tensorcore.size_reason(spec) is None
-            expected = layer.name in TC_ZOO and (batch == 64
-                                                 or layer.name not in TC_SIZE_RULE_FFMA)
-            assert taken == expected, (layer.name, batch, cuda_tensorcore.size_reason(spec))
+            assert cuda_tensorcore.uses_tensor_cores(spec, CUDA) == (layer.name in TC_ZOO)
     assert "output channels = 3" in cuda_tensorcore.tensor_core_reason(
         zoo.get("dcgan_64_3_k4s2").spec(64, dtype="float16"), CUDA)
     assert "21" in cuda_tensorcore.tensor_core_reason(
@@ -643,11 +633,8 @@ def test_tensor_core_fallback_logs_why(caplog):
         func = cuda_sched.cuda_compute(spec)
     assert not cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
     assert "FFMA kernel, not tensor cores: output channels = 3" in caplog.text
-    small = zoo.get("dcgan_512_256_k4s2").spec(1, dtype="float16")
-    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
-        assert not cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(
-            cuda_sched.cuda_compute(small)))
-    assert "warp(s), fewer than 4" in caplog.text
+    small = zoo.get("dcgan_512_256_k4s2").spec(1, dtype="float16")  # 1-warp tiles: still TC
+    assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(cuda_sched.cuda_compute(small)))
     big = zoo.get("pose_256_256_k4s2").spec(64, dtype="float16")
     with cuda_tensorcore.tensor_cores(False):
         func = cuda_sched.cuda_compute(big)
@@ -700,10 +687,8 @@ def test_gpu_tensor_core_kernel(spec, tile):
                                   if s.out_layout.index("C") == 1], ids=_tc_id)
 def test_gpu_tensor_core_with_bias_relu(spec):
     """Whole Relax layer through tvm_deconv.build: conv (tensor cores) + bias + ReLU fused
-    into one kernel, vs the float64 reference of the same fp16 inputs (small shapes: the
-    size rule is switched off, so they run on the tensor cores)."""
-    with cuda_tensorcore.tensor_cores(True, size_rule=False):
-        ex = tvm_deconv.build(one_layer(spec, bias=True), "cuda")
+    into one kernel, vs the float64 reference of the same fp16 inputs."""
+    ex = tvm_deconv.build(one_layer(spec, bias=True), "cuda")
     assert any("mma_sync" in src for src in cuda_sources(ex.mod))
     dev = tvm.cuda(0)
     data, weight = random_inputs(spec, seed=6)
@@ -721,6 +706,5 @@ def test_gpu_tensor_core_with_bias_relu(spec):
 @pytest.mark.parametrize("name", TC_ZOO)
 @pytest.mark.parametrize("batch", [1, 64])
 def test_gpu_tensor_core_zoo_layer(name, batch):
-    """fp16 zoo layers on the tensor cores at batch 64 and 1 (where the size rule keeps
-    FFMA at batch 1, that kernel), within 2e-3 of float64."""
+    """fp16 zoo layers on the tensor cores at batch 64 and 1, within 2e-3 of float64."""
     assert _float16_error(zoo.get(name).spec(batch, dtype="float16")) < 2e-3
