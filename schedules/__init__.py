@@ -13,7 +13,8 @@ from .common import supports_dtype
 from .cuda import cuda_compute, cuda_pack, schedule_cuda, schedule_cuda_space, supports_cuda
 from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cuda_direct
 from .generic_cpu import schedule_generic_cpu
-from .single_pixel import schedule_single_pixel, single_pixel_compute, supports_single_pixel
+from .single_pixel import (schedule_single_pixel, single_pixel_compute, supports_gpu_single_pixel,
+                           supports_single_pixel)
 from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
 from . import x86_dilated, x86_positions
 from .x86_space import schedule_x86_space, x86_space_compute
@@ -42,6 +43,10 @@ register(CONV_TRANSPOSE, Implementation(
     name="cuda.direct", target_keys=("cuda", "gpu"), priority=30,
     compute=cuda_direct_compute, schedule=schedule_cuda_direct, pack=decomposed_pack,
     predicate=supports_cuda_direct))
+# A 1-pixel input (DCGAN's projection) is a plain GEMM / GEMV: dlight's rules schedule it.
+register(CONV_TRANSPOSE, Implementation(
+    name="gpu.single_pixel", target_keys=("cuda", "gpu"), priority=25,
+    compute=single_pixel_compute, schedule=None, predicate=supports_gpu_single_pixel))
 # Tiled implicit GEMM per phase (schedules/cuda.py); dlight schedules only what is left.
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.decomposed", target_keys=("cuda", "gpu"), priority=20,

@@ -7,6 +7,11 @@ Here the op is what it really is, a GEMV: ``out[n, oc, o] = sum_c x[n, c] * w[c,
 vectorised along it.  Taken when the input is 1 pixel, dilation is 1, groups is 1 and every
 output element has a tap (output_padding ≤ pad_after); anything else keeps the phase
 kernels.
+
+On GPUs (:func:`supports_gpu_single_pixel`) the same compute is left to dlight, whose Matmul
+rule (batch > 1) or Reduction rule (batch 1) schedules it as the GEMM / GEMV it is: the
+implicit-GEMM kernel multiplied the padding taps too (16x the MACs for DCGAN's k4 projection)
+and ran 0.8x TVM's default at batch 64.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ def supports_single_pixel(spec: ConvTransposeSpec, target: Target) -> str | None
     if spec.kernel_layout[:2] != "IO" or spec.out_layout[:2] != "NC":
         return "needs IO.. weights and NC.. output (contiguous GEMV rows)"
     return supports_dtype(spec, target)
+
+
+def supports_gpu_single_pixel(spec: ConvTransposeSpec, target: Target) -> str | None:
+    """:func:`supports_single_pixel`, float32 only (dlight's kernels accumulate in the output
+    dtype; float16 keeps the tensor-core GEMM, which accumulates in float32)."""
+    if spec.dtype != "float32" or spec.out_dtype != "float32":
+        return f"dtype {spec.dtype}->{spec.out_dtype}: float32 only (fp32 accumulation)"
+    return supports_single_pixel(spec, target)
 
 
 def single_pixel_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:

@@ -392,16 +392,56 @@ def test_gpu_random_specs(spec):
 @pytest.mark.parametrize("layer", zoo.LAYERS, ids=lambda l: l.name)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_gpu_zoo_layer_with_bias_relu(layer, batch):
-    spec = layer.spec(batch)
+    _check_gpu_layer_with_bias_relu(layer.spec(batch), seed=batch)
+
+
+def _check_gpu_layer_with_bias_relu(spec, seed):
     ex = tvm_deconv.build(one_layer(spec, bias=True), "cuda")
     dev = tvm.cuda(0)
     vm = relax.VirtualMachine(ex, dev)
-    data, weight = random_inputs(spec, seed=batch)
+    data, weight = random_inputs(spec, seed=seed)
     bias = np.random.default_rng(7).standard_normal(
         (1, spec.out_channels) + (1,) * spec.ndim).astype("float32")
     out = vm["main"](*(tvm.runtime.tensor(a, dev) for a in (data, weight, bias))).numpy()
     ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias.reshape(-1)), 0)
     assert relative_error(out, ref) < 1e-5
+
+
+# 1-pixel inputs (gpu.single_pixel): kernel >, = and < stride, padding, output_padding, 1-3 d.
+SINGLE_PIXEL_SPECS = [
+    make_spec((1, 8, 1, 1), (8, 16, 4, 4), strides=1),
+    make_spec((5, 7, 1, 1), (7, 12, 4, 4), strides=2, padding=1),
+    make_spec((2, 6, 1, 1), (6, 3, 3, 5), strides=(2, 3), padding=(1, 2), output_padding=(1, 0)),
+    make_spec((3, 4, 1, 1), (4, 32, 2, 2), strides=2),
+    make_spec((2, 16, 1), (16, 8, 7), strides=3, padding=2),
+    make_spec((2, 3, 1, 1, 1), (3, 5, 2, 3, 2), strides=1),
+]
+
+
+def test_single_pixel_float32_inputs_are_dlight_gemms_with_fused_epilogues():
+    """A 1-pixel float32 input takes ``gpu.single_pixel`` (dlight: Matmul at batch > 1,
+    Reduction at batch 1), bias + ReLU fused into its one kernel; float16 keeps the
+    tensor-core GEMM."""
+    for batch in (1, 64):
+        spec = zoo.get("dcgan_100_512_k4s1").spec(batch)
+        assert strategy.select(strategy.CONV_TRANSPOSE, spec, CUDA).implementation.name == (
+            "gpu.single_pixel")
+        (source,) = cuda_sources(tvm_deconv.build(one_layer(spec, bias=True), "cuda").mod)
+        kernels = set(re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)", source))
+        assert len(kernels) == 1 and "max(" in source, kernels
+        half = zoo.get("dcgan_100_512_k4s1").spec(batch, dtype="float16")
+        assert strategy.select(strategy.CONV_TRANSPOSE, half, CUDA).implementation.name == (
+            "cuda.decomposed")
+    for spec in SINGLE_PIXEL_SPECS:
+        assert strategy.select(strategy.CONV_TRANSPOSE, spec, CUDA).implementation.name == (
+            "gpu.single_pixel")
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("spec", SINGLE_PIXEL_SPECS, ids=lambda s: f"{s.ndim}d_n{s.batch}_k{s.kernel}")
+def test_gpu_single_pixel_with_bias_relu(spec):
+    _check_gpu_layer_with_bias_relu(spec, seed=spec.batch)
 
 
 @pytest.mark.gpu

@@ -1,0 +1,87 @@
+"""1-pixel inputs on CUDA: ``gpu.single_pixel`` (dlight's GEMM / GEMV) vs the implicit GEMM.
+
+    source .dev/setup.sh && python3 benchmarks/cuda_single_pixel_ab.py \\
+        dcgan_100_512_k4s1:1,dcgan_100_512_k4s1:64 --out $OUT/single-pixel-ab.json
+
+Per case ``layer:batch``: ``single_pixel`` (the implementation the strategy picks) and
+``gemm`` (``cuda.decomposed``: the single-pixel implementation switched off for the build),
+TVM's default lowering, and cuDNN fp32 (TF32 off) through torch, all float32, in one process.
+Every TVM output is checked against torch float64 first (``cuda_zoo.build_check_time``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cuda_zoo  # noqa: E402
+import torch  # noqa: E402
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+
+import tvm_deconv  # noqa: E402
+from tvm_deconv import strategy, zoo  # noqa: E402
+from tvm_deconv.testing import relative_error  # noqa: E402
+
+NAME = "gpu.single_pixel"
+
+
+@contextlib.contextmanager
+def single_pixel_off():
+    impl = strategy.get(NAME)
+    strategy.register(strategy.CONV_TRANSPOSE,
+                      dataclasses.replace(impl, predicate=lambda spec, target: "switched off"))
+    try:
+        yield
+    finally:
+        strategy.register(strategy.CONV_TRANSPOSE, impl)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", help="comma-separated layer:batch")
+    parser.add_argument("--out", default="cuda_single_pixel_ab.json")
+    args = parser.parse_args(argv)
+    dev, rows = tvm.cuda(0), []
+    for case in args.cases.split(","):
+        name, batch = case.split(":")
+        spec = zoo.get(name).spec(int(batch))
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(spec.data_shape).astype("float32")
+        w = rng.standard_normal(spec.weight_shape).astype("float32")
+        xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
+        ref = cuda_zoo.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
+        row = {"layer": name, "batch": int(batch),
+               "picked": strategy.select(strategy.CONV_TRANSPOSE, spec,
+                                         cuda_zoo.CUDA_TARGET).implementation.name}
+        cuda_zoo.build_check_time(row, "single_pixel", spec, x, w, ref, dev, budget_s=0.5)
+        with single_pixel_off():
+            cuda_zoo.build_check_time(row, "gemm", spec, x, w, ref, dev, budget_s=0.5)
+        ex = tvm_deconv.build(cuda_zoo.one_layer(spec), "cuda", params={"w": w},
+                              decompose=False)
+        vm, x_nd = relax.VirtualMachine(ex, dev), tvm.runtime.tensor(x, dev)
+        row["tvm_default_err"] = relative_error(vm["main"](x_nd).numpy(), ref)
+        row["tvm_default_ms"] = cuda_zoo.time_tvm(vm, dev, [x_nd], 0.5)[0]
+        torch.backends.cudnn.allow_tf32 = False
+        with torch.no_grad():
+            row["cudnn_fp32_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
+        for key in ("gemm", "tvm_default", "cudnn_fp32"):
+            if "single_pixel_ms" in row and key + "_ms" in row:
+                row["single_pixel_vs_" + key] = row[key + "_ms"] / row["single_pixel_ms"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
