@@ -6,7 +6,9 @@ conv and with variants of it, timed alternately in one process:
   without: the batch outermost;
 * ``pad_in_chunks``: each chunk makes its padded copy inside the chunk loop / without: the
   whole batch's copy is made before the chunks;
-* ``chunk_share``: ``BATCH_CHUNK_BYTES`` 4 MiB (shipped) against 8 and 2 MiB.
+* ``chunk_share``: ``BATCH_CHUNK_BYTES`` 4 MiB (shipped) against 8 and 2 MiB;
+* ``l2_share``: ``L2_WEIGHT_BYTES`` (channel tiles innermost up to this much weight per
+  phase) 256 KiB against 512 KiB and 1 MiB (any batch, 1 too).
 
     python benchmarks/x86_batch_order_ab.py batch_chunk \\
         fsrcnn_x3_56_1_k9s3,fsrcnn_x2_56_1_k9s2,unet3d_64_32_k4s2 16 3 out.json
@@ -58,6 +60,7 @@ VARIANTS = {  # what -> [(tag, {x86 attribute: value})], the shipped build first
     "pad_in_chunks": [("with", {}), ("without", {"compute_args_and_padded_data": args_with_pad,
                                                   "_pad_block": pad_outside_chunks})],
     "chunk_share": [(f"{mib}MiB", {"BATCH_CHUNK_BYTES": mib << 20}) for mib in (4, 8, 2)],
+    "l2_share": [(f"{kib}KiB", {"L2_WEIGHT_BYTES": kib << 10}) for kib in (256, 512, 1024)],
 }
 
 

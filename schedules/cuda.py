@@ -79,7 +79,7 @@ def cuda_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     if uses_phase_batched_kernel(spec):
         if spec.dtype == "float16" and cuda_tensorcore.uses_tensor_cores(spec):
             return cuda_tensorcore.tensor_core_conv_transpose(spec)
-        return phase_batched_conv_transpose(spec)
+        return phase_batched_conv_transpose(spec, split_k=split_k(spec))
     return decomposed_conv_transpose(spec, packed_weight=_per_phase_packed(spec)).with_attr(
         "op_pattern", OP_PATTERN_OPAQUE)
 
@@ -199,6 +199,11 @@ def _bk(ric: int) -> int:
     return next(b for b in range(min(16, ric), 0, -1) if ric % b == 0)
 
 
+def _grid(oc: int, spatial: list, t: _Tiles) -> int:
+    """Thread blocks of a GEMM tiled by ``t`` (whole axes, e.g. the phases, have tile 1)."""
+    return -(-oc // (t.vo * t.ty)) * math.prod(-(-e // tile) for e, tile in zip(spatial, t.tiles))
+
+
 def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
                   block_only: tuple = (), start_tile: tuple = START_TILE) -> _Tiles:
     """Thread-block tile of one phase: BM = ty*vo channels × BN = tx*vw pixels.
@@ -223,8 +228,8 @@ def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
                            if spatial[i] % d == 0)
             left //= tiles[i]
         vw_e = next(v for v in (8, 4, 2, 1) if v <= vw and tiles[-1] % v == 0)
-        grid = -(-oc // (vo_e * ty)) * math.prod(-(-e // t) for e, t in zip(spatial, tiles))
-        return _Tiles(vo_e, ty, tiles, vw_e, _bk(ric)), grid
+        chosen = _Tiles(vo_e, ty, tiles, vw_e, _bk(ric))
+        return chosen, _grid(oc, spatial, chosen)
 
     tiles, grid = derive()
     while grid < num_sms:
@@ -239,6 +244,44 @@ def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
             break
         tiles, grid = derive()
     return tiles
+
+
+# Split-K: a slice of input channels per thread block keeps at least this many channels, and
+# this many multiply-adds per output (channels x taps): the 3-D U-Net k2 (64 channels, 1 tap)
+# ran 0.90x in 2 slices of 32, HiFi-GAN 1.41x in 8 of 64 channels x 2 taps (H200).
+MIN_SPLIT_CHANNELS = 32
+MIN_SPLIT_DEPTH = 128
+# Measured on 32-512 output channels; layers with fewer (DCGAN 64->3) are not split.
+MIN_SPLIT_OUT_CHANNELS = 16
+
+
+def split_k(spec: ConvTransposeSpec, num_sms: int = 132) -> int:
+    """Slices of the input channels (split-K) for the float32 phase-batched kernel: where its
+    start tile (:data:`START_TILE`) leaves fewer thread blocks than SMs (batch 1, few output
+    pixels, long K: pose 2048->256 on 8x6 makes 8 blocks), the smallest power of two that
+    fills the chip (each slice >= :data:`MIN_SPLIT_CHANNELS` channels and
+    :data:`MIN_SPLIT_DEPTH` multiply-adds per output, dividing Cin); else 1.  Without it the
+    tile shrank to fill the chip, down to one accumulator per thread, two shared-memory loads
+    per FMA: on the H200 split-K ran pose 2048->256 at batch 1 4.9x faster (3.3x cuDNN fp32),
+    DCGAN 512->256 4.4x, 1.1-2.0x the other batch-1 layers and DCGAN 512->256 at batch 64
+    (``benchmarks/cuda_switch_ab.py split_k``).  The partial sums go through global memory
+    once, summed by a second kernel that runs the fused epilogue."""
+    if spec.groups != 1 or spec.dtype != "float32" or spec.out_channels < MIN_SPLIT_OUT_CHANNELS:
+        return 1
+    plan = make_plan(spec)
+    nd = spec.ndim
+    spatial = ([spec.batch] + [ax.stride for ax in plan.axes]
+               + [ax.out_size // ax.stride for ax in plan.axes])
+    start = _choose_tiles(spec.out_channels, spatial, spec.in_channels, 0,
+                          block_only=tuple(range(1, 1 + nd)))
+    taps = math.prod(ax.max_taps for ax in plan.axes)
+    blocks, slices = _grid(spec.out_channels, spatial, start), 1
+    while blocks * slices < num_sms and spec.in_channels % (2 * slices) == 0:
+        channels = spec.in_channels // (2 * slices)
+        if channels < MIN_SPLIT_CHANNELS or channels * taps < MIN_SPLIT_DEPTH:
+            break
+        slices *= 2
+    return slices
 
 
 def _read_index(sch, block, var) -> int:
@@ -286,14 +329,20 @@ def schedule_batched(sch: s_tir.Schedule, blocks: "_BatchedBlocks", knobs: _Knob
     """Schedule the all-phases block of :func:`~tvm_deconv.compute.phase_batched_conv_transpose`
     (pixel axes ``n, r1.., q1..``) with its ``store`` block as the write-back: one kernel for
     every phase, the phases spread over thread blocks.  The ``pad`` block, if any, is inlined
-    into the shared-memory copy of the input (bounds checked once per staged element)."""
+    into the shared-memory copy of the input (bounds checked once per staged element).
+    Split-K (a ``partial`` block): the input-channel slices ``k`` (pixel axes ``n, k, r..,
+    q..``) are thread blocks too, ``partial`` is the GEMM's write-back and ``store``, adding
+    the slices up, an elementwise kernel of its own."""
     block = sch.get_sblock(blocks.conv)
-    nd = (len(sch.get(block).iter_vars) - 3) // 3
+    nd = (len(sch.get(sch.get_sblock(blocks.store)).iter_vars) - 2) // 2
+    whole = nd + (blocks.partial is not None)   # axes after n that go to blockIdx only
     # Phases go to blockIdx only: with (q, r) pairs fused into one thread index, TVM
     # miscompiled the kernel (wrong outputs in the CPU emulation test).
-    _schedule_gemm(sch, block, sch.get_sblock(blocks.store), 2 * nd, knobs, shared_cache,
-                   num_sms, block_only=tuple(range(1, 1 + nd)))
+    _schedule_gemm(sch, block, sch.get_sblock(blocks.partial or blocks.store), nd + whole,
+                   knobs, shared_cache, num_sms, block_only=tuple(range(1, 1 + whole)))
     _inline_padded_input(sch, blocks.pad)
+    if blocks.partial is not None:
+        schedule_elementwise(sch, sch.get_sblock(blocks.store), knobs)
 
 
 def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Knobs,
@@ -448,6 +497,7 @@ class _BatchedBlocks:
     conv: str
     store: str
     pad: str | None
+    partial: str | None = None   # split-K's write-back of the partial sums
 
 
 def _batched_blocks(sch: s_tir.Schedule) -> _BatchedBlocks | None:
@@ -459,7 +509,8 @@ def _batched_blocks(sch: s_tir.Schedule) -> _BatchedBlocks | None:
             roles[str(role)] = sch.get(block).name_hint
     if "conv" not in roles:
         return None
-    return _BatchedBlocks(roles["conv"], roles["store"], _padded_input_block(sch))
+    return _BatchedBlocks(roles["conv"], roles["store"], _padded_input_block(sch),
+                          roles.get("partial"))
 
 
 def _padded_input_block(sch: s_tir.Schedule) -> str | None:
@@ -474,8 +525,8 @@ def _schedule_batched_func(sch: s_tir.Schedule, target: Target, knobs: _Knobs,
                            blocks: _BatchedBlocks) -> None:
     """One kernel for all phases; fused epilogues (bias, activations) are inlined into the
     store, so they run inside it too."""
-    others = [sch.get(b).name_hint for b in root_blocks(sch)
-              if sch.get(b).name_hint not in (blocks.conv, blocks.store, blocks.pad)]
+    others = [sch.get(b).name_hint for b in root_blocks(sch) if sch.get(b).name_hint
+              not in (blocks.conv, blocks.store, blocks.pad, blocks.partial)]
     left = inline_epilogues(sch, others)
     num_sms = _num_sms(target)
     use_shared = True

@@ -198,23 +198,30 @@ BATCHED_SPECS = [
     make_spec((1, 3, 3, 5), (4, 4, 2, 5), strides=2, padding=1,                # NHWC / HWOI
               data_layout="NHWC", kernel_layout="HWOI"),
     make_spec((1, 5, 3, 3), (5, 3, 9, 9), strides=3, padding=4, output_padding=2),  # FSRCNN x3
-]                                                    # (3 channels: 1-2 take cuda.direct)
+    # (3 channels: 1-2 take cuda.direct); split-K (few output pixels, many input channels):
+    make_spec((1, 128, 2, 3), (128, 16, 4, 4), strides=2, padding=1),
+    make_spec((2, 128, 3), (128, 16, 16), strides=8, padding=4),                # 1-d
+    make_spec((1, 64, 1, 2, 2), (64, 16, 4, 4, 4), strides=2, padding=1),       # 3-d
+]
+SPLIT_SPECS = BATCHED_SPECS[-3:]
 
 
 @pytest.mark.parametrize("spec", BATCHED_SPECS, ids=lambda s: f"{s.ndim}d_s{s.strides}_k{s.kernel}")
 def test_phase_batched_is_one_kernel_with_fused_epilogue(spec):
-    """k % s == 0 and s | out: all phases (and bias + ReLU) run in ONE kernel, and the same
-    loop structure on LLVM matches the reference."""
+    """k % s == 0 and s | out: all phases (and bias + ReLU) run in ONE kernel — with
+    split-K two, the GEMM and the sum of its slices, the epilogue inside the sum — and the
+    same loop structure on LLVM matches the reference."""
     assert cuda_sched.cuda_compute(spec).attrs["op_pattern"] == 4  # epilogues may fuse
     channels_first = spec.out_layout.index("C") == 1  # one_layer's bias is NC...-shaped
     _, weight = random_inputs(spec, 0)
     # A constant weight: its packing runs at compile time (FoldConstant), no kernel of its own.
     ex = tvm_deconv.build(one_layer(spec, bias=channels_first), "cuda", params={"w": weight})
-    kernels = {k.split("(")[1].split()[-1]: k for src in cuda_sources(ex.mod)
-               for k in src.split("__global__")[1:] if "{" in k}  # definitions, by name
-    assert len(kernels) == 1, list(kernels)
+    kernels = [k for src in cuda_sources(ex.mod) for k in src.split("__global__")[1:]
+               if "{" in k]  # definitions, in launch order
+    split = cuda_sched.split_k(spec) > 1
+    assert len(kernels) == 1 + split, kernels
     if channels_first:
-        assert "max(" in next(iter(kernels.values()))  # the ReLU is inside the conv kernel
+        assert "max(" in kernels[-1]  # the ReLU is inside the (last) conv kernel
     assert _emulate(spec) < 1e-5
 
 
@@ -748,3 +755,25 @@ def test_gpu_tensor_core_with_bias_relu(spec):
 def test_gpu_tensor_core_zoo_layer(name, batch):
     """fp16 zoo layers on the tensor cores at batch 64 and 1, within 2e-3 of float64."""
     assert _float16_error(zoo.get(name).spec(batch, dtype="float16")) < 2e-3
+
+
+def test_split_k_fills_the_chip_where_the_start_tile_leaves_it_empty():
+    """Split-K where the float32 phase-batched start tile makes fewer blocks than SMs and
+    each slice stays deep enough; never at batch 64 on the large layers, in float16, with
+    groups, or on few output channels."""
+    def slices(name, batch, dtype="float32"):
+        return cuda_sched.split_k(zoo.get(name).spec(batch, dtype=dtype))
+
+    assert slices("pose_2048_256_k4s2", 1) == 32
+    assert slices("dcgan_512_256_k4s2", 1) == 16
+    assert slices("unet3d_64_32_k2s2", 1) == 1       # 64 channels x 1 tap: too shallow
+    assert slices("dcgan_64_3_k4s2", 1) == 1         # 3 output channels
+    assert slices("pose_2048_256_k4s2", 64) == 1
+    assert slices("pose_2048_256_k4s2", 1, "float16") == 1
+    grouped = make_spec((1, 256, 2, 2), (256, 8, 4, 4), strides=2, padding=1, groups=2)
+    assert cuda_sched.split_k(grouped) == 1
+    assert all(cuda_sched.split_k(spec) > 1 for spec in SPLIT_SPECS)  # emulated above
+    for spec in BATCHED_SPECS:
+        k = cuda_sched.split_k(spec)
+        assert spec.in_channels % k == 0 and spec.in_channels // k >= min(
+            spec.in_channels, cuda_sched.MIN_SPLIT_CHANNELS)

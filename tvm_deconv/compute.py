@@ -20,6 +20,8 @@ FuseOps/FuseTIR and lets the schedule pass find the decomposed conv inside fused
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Sequence
 
 from tvm import tirx
@@ -234,8 +236,8 @@ def accumulate_dtype(spec: ConvTransposeSpec) -> str:
     return "float32" if spec.out_dtype == "float16" else spec.out_dtype
 
 
-def phase_batched_conv_transpose(spec: ConvTransposeSpec,
-                                 name: str | None = None) -> tirx.PrimFunc:
+def phase_batched_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
+                                 split_k: int = 1) -> tirx.PrimFunc:
     """All phases in ONE reduction block, for plans where that wastes nothing.
 
     Requires ``make_plan(spec).phase_batched`` (dilation 1, k % s == 0, s | out: every phase
@@ -250,14 +252,24 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec,
     float32): it is the only writer of the output, a bijection, so the PrimFunc is a stage
     pipeline — epilogues fuse after it and every TIR primitive applies (GPU schedules: one
     kernel for all phases instead of one per phase).
+
+    ``split_k`` > 1 (split-K, dividing Cin; groups 1): the block iterates ``(n, oc, k, r..,
+    q.., ric, j..)`` over ``split_k`` slices ``k`` of the input channels into
+    ``acc[n, oc, k, r.., q..]``, a ``partial`` block copies those partial sums out (the GPU
+    schedule's write-back of the GEMM) and ``store`` adds them up.
     """
     plan = make_plan(spec)
     if not plan.phase_batched:
         raise ValueError(f"{spec} is not phase-batched (needs dilation 1, k % s == 0, s | out)")
+    if split_k > 1 and (spec.groups != 1 or spec.in_channels % split_k):
+        raise ValueError(f"split_k={split_k} needs groups 1 and a divisor of "
+                         f"{spec.in_channels} input channels")
     nd, sp = spec.ndim, spec.spatial_axes
     acc_dtype = accumulate_dtype(spec)
     grid = [ax.stride for ax in plan.axes] + [ax.out_size // ax.stride for ax in plan.axes]
     taps = [ax.max_taps for ax in plan.axes]
+    slices = [split_k] if split_k > 1 else []
+    slice_channels = spec.in_per_group // split_k
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
             T.func_name(name or f"conv{nd}d_transpose_phase_batched")
@@ -266,16 +278,18 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec,
             weight = T.arg("weight", T.buffer([_i64(d) for d in decomposed_packed_shape(spec)],
                                               spec.dtype))
             out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
-            acc = T.sblock_alloc_buffer(
-                [_i64(d) for d in [spec.batch, spec.out_channels] + grid], acc_dtype)
+            acc_shape = [spec.batch, spec.out_channels] + slices + grid
+            acc = T.sblock_alloc_buffer([_i64(d) for d in acc_shape], acc_dtype)
             data, pads = _padded_data_block(spec, plan, data)
-            extents = [spec.batch, spec.out_channels] + grid + [spec.in_per_group] + taps
+            spatial = len(acc_shape)
+            extents = acc_shape + [slice_channels] + taps
             with T.grid(*[_i64(e) for e in extents]) as loops:
                 with T.sblock("phases"):
-                    it = T.axis.remap("SS" + "S" * 2 * nd + "R" * (1 + nd), loops,
-                                      dtype=INDEX_DTYPE)
-                    n, oc, qr, ric, js = it[0], it[1], it[2:2 + 2 * nd], it[2 + 2 * nd], it[
-                        3 + 2 * nd:]
+                    it = T.axis.remap("S" * spatial + "R" * (1 + nd), loops, dtype=INDEX_DTYPE)
+                    n, oc, qr, ric, js = (it[0], it[1], it[spatial - 2 * nd:spatial],
+                                          it[spatial], it[spatial + 1:])
+                    if split_k > 1:
+                        ric = it[2] * _i64(slice_channels) + ric
                     T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, BATCHED_ANNOTATION: "conv"})
                     if spec.groups == 1:
                         ic, oc_in_group = ric, oc
@@ -289,9 +303,18 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec,
                     w = weight[flat_index(list(qr[:nd]) + list(js), grid[:nd] + taps), ic,
                                oc_in_group]
                     with T.init():
-                        T.buffer_store(acc, tirx.const(0, acc_dtype), list(it[:2 + 2 * nd]))
-                    T.buffer_store(acc, acc[tuple(it[:2 + 2 * nd])] + x.astype(acc_dtype)
-                                   * w.astype(acc_dtype), list(it[:2 + 2 * nd]))
+                        T.buffer_store(acc, tirx.const(0, acc_dtype), list(it[:spatial]))
+                    T.buffer_store(acc, acc[tuple(it[:spatial])] + x.astype(acc_dtype)
+                                   * w.astype(acc_dtype), list(it[:spatial]))
+            if split_k > 1:
+                partial = T.sblock_alloc_buffer([_i64(d) for d in acc_shape], acc_dtype)
+                with T.grid(*[_i64(e) for e in acc_shape]) as loops:
+                    with T.sblock("partial"):
+                        it = T.axis.remap("S" * spatial, loops, dtype=INDEX_DTYPE)
+                        T.sblock_attr({PHASE_ANNOTATION: [-1] * nd,
+                                       BATCHED_ANNOTATION: "partial"})
+                        T.buffer_store(partial, acc[tuple(it)], list(it))
+                acc = partial
             with T.grid(*[_i64(e) for e in [spec.batch, spec.out_channels] + grid]) as loops:
                 with T.sblock("store"):
                     it = T.axis.remap("S" * (2 + 2 * nd), loops, dtype=INDEX_DTYPE)
@@ -300,7 +323,10 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec,
                     out_idx = {a: q * _i64(ax.stride) + r
                                for a, ax, r, q in zip(sp, plan.axes, qr[:nd], qr[nd:])}
                     y_idx = _index(spec.out_layout, dict(out_idx, N=it[0], C=it[1]))
-                    T.buffer_store(out, acc[tuple(it)].astype(spec.out_dtype), y_idx)
+                    total = acc[tuple(it)] if split_k == 1 else functools.reduce(
+                        operator.add, [acc[tuple([it[0], it[1], _i64(k)] + list(qr))]
+                                       for k in range(split_k)])
+                    T.buffer_store(out, total.astype(spec.out_dtype), y_idx)
     return builder.get()
 
 

@@ -1,12 +1,16 @@
-"""1-pixel inputs on CUDA: ``gpu.single_pixel`` (dlight's GEMM / GEMV) vs the implicit GEMM.
+"""A CUDA rule switched on (as shipped) and off, side by side, per layer (device).
 
-    source .dev/setup.sh && python3 benchmarks/cuda_single_pixel_ab.py \\
+    source .dev/setup.sh && python3 benchmarks/cuda_switch_ab.py single_pixel \\
         dcgan_100_512_k4s1:1,dcgan_100_512_k4s1:64 --out $OUT/single-pixel-ab.json
+    source .dev/setup.sh && python3 benchmarks/cuda_switch_ab.py split_k \\
+        pose_2048_256_k4s2:1,dcgan_512_256_k4s2:1 --out $OUT/split-k-ab.json
 
-Per case ``layer:batch``: ``single_pixel`` (the implementation the strategy picks) and
-``gemm`` (``cuda.decomposed``: the single-pixel implementation switched off for the build),
-TVM's default lowering, and cuDNN fp32 (TF32 off) through torch, all float32, in one process.
-Every TVM output is checked against torch float64 first (``cuda_zoo.build_check_time``).
+Switches: ``single_pixel`` (1-pixel inputs as a dlight GEMM / GEMV, ``gpu.single_pixel``; off:
+the implicit GEMM ``cuda.decomposed``) and ``split_k`` (the phase-batched kernel's input-channel
+slices, :func:`~tvm_deconv.schedules.cuda.split_k`; off: one slice).  Per case
+``layer:batch``: ``on`` and ``off``, TVM's default lowering, and cuDNN fp32 (TF32 off) through
+torch, all float32, in one process.  Every TVM output is checked against torch float64 first
+(``cuda_zoo.build_check_time``).
 """
 
 from __future__ import annotations
@@ -30,14 +34,13 @@ from tvm import relax  # noqa: E402
 
 import tvm_deconv  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
+from tvm_deconv.schedules import cuda as cuda_sched  # noqa: E402
 from tvm_deconv.testing import relative_error  # noqa: E402
-
-NAME = "gpu.single_pixel"
 
 
 @contextlib.contextmanager
 def single_pixel_off():
-    impl = strategy.get(NAME)
+    impl = strategy.get("gpu.single_pixel")
     strategy.register(strategy.CONV_TRANSPOSE,
                       dataclasses.replace(impl, predicate=lambda spec, target: "switched off"))
     try:
@@ -46,10 +49,24 @@ def single_pixel_off():
         strategy.register(strategy.CONV_TRANSPOSE, impl)
 
 
+@contextlib.contextmanager
+def split_k_off():
+    shipped = cuda_sched.split_k
+    cuda_sched.split_k = lambda spec, num_sms=132: 1
+    try:
+        yield
+    finally:
+        cuda_sched.split_k = shipped
+
+
+SWITCHES = {"single_pixel": single_pixel_off, "split_k": split_k_off}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("switch", choices=sorted(SWITCHES))
     parser.add_argument("cases", help="comma-separated layer:batch")
-    parser.add_argument("--out", default="cuda_single_pixel_ab.json")
+    parser.add_argument("--out", default="cuda_switch_ab.json")
     args = parser.parse_args(argv)
     dev, rows = tvm.cuda(0), []
     for case in args.cases.split(","):
@@ -60,12 +77,13 @@ def main(argv=None) -> int:
         w = rng.standard_normal(spec.weight_shape).astype("float32")
         xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
         ref = cuda_zoo.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
-        row = {"layer": name, "batch": int(batch),
+        row = {"switch": args.switch, "layer": name, "batch": int(batch),
                "picked": strategy.select(strategy.CONV_TRANSPOSE, spec,
-                                         cuda_zoo.CUDA_TARGET).implementation.name}
-        cuda_zoo.build_check_time(row, "single_pixel", spec, x, w, ref, dev, budget_s=0.5)
-        with single_pixel_off():
-            cuda_zoo.build_check_time(row, "gemm", spec, x, w, ref, dev, budget_s=0.5)
+                                         cuda_zoo.CUDA_TARGET).implementation.name,
+               "split_k": cuda_sched.split_k(spec)}
+        cuda_zoo.build_check_time(row, "on", spec, x, w, ref, dev, budget_s=0.5)
+        with SWITCHES[args.switch]():
+            cuda_zoo.build_check_time(row, "off", spec, x, w, ref, dev, budget_s=0.5)
         ex = tvm_deconv.build(cuda_zoo.one_layer(spec), "cuda", params={"w": w},
                               decompose=False)
         vm, x_nd = relax.VirtualMachine(ex, dev), tvm.runtime.tensor(x, dev)
@@ -74,9 +92,9 @@ def main(argv=None) -> int:
         torch.backends.cudnn.allow_tf32 = False
         with torch.no_grad():
             row["cudnn_fp32_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
-        for key in ("gemm", "tvm_default", "cudnn_fp32"):
-            if "single_pixel_ms" in row and key + "_ms" in row:
-                row["single_pixel_vs_" + key] = row[key + "_ms"] / row["single_pixel_ms"]
+        for key in ("off", "tvm_default", "cudnn_fp32"):
+            if "on_ms" in row and key + "_ms" in row:
+                row["on_vs_" + key] = row[key + "_ms"] / row["on_ms"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
