@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -38,15 +37,8 @@ from tvm_deconv.schedules import cuda as cuda_sched  # noqa: E402
 from tvm_deconv.testing import relative_error  # noqa: E402
 
 
-@contextlib.contextmanager
 def single_pixel_off():
-    impl = strategy.get("gpu.single_pixel")
-    strategy.register(strategy.CONV_TRANSPOSE,
-                      dataclasses.replace(impl, predicate=lambda spec, target: "switched off"))
-    try:
-        yield
-    finally:
-        strategy.register(strategy.CONV_TRANSPOSE, impl)
+    return strategy.declining(strategy.CONV_TRANSPOSE, "gpu.single_pixel")
 
 
 @contextlib.contextmanager

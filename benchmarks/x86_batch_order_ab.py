@@ -8,7 +8,9 @@ conv and with variants of it, timed alternately in one process:
   whole batch's copy is made before the chunks;
 * ``chunk_share``: ``BATCH_CHUNK_BYTES`` 4 MiB (shipped) against 8 and 2 MiB;
 * ``l2_share``: ``L2_WEIGHT_BYTES`` (channel tiles innermost up to this much weight per
-  phase) 256 KiB against 512 KiB and 1 MiB (any batch, 1 too).
+  phase) 256 KiB against 512 KiB and 1 MiB (any batch, 1 too);
+* ``oc_tile``: the transposed-conv kernel's oc-mode register tile with 2 channel vectors,
+  as shipped against 6, 8 and 12 output columns.
 
     python benchmarks/x86_batch_order_ab.py batch_chunk \\
         fsrcnn_x3_56_1_k9s3,fsrcnn_x2_56_1_k9s2,unet3d_64_32_k4s2 16 3 out.json
@@ -19,6 +21,7 @@ Each variant's output is checked against the float64 reference before it is time
 speedups are the variants' median times over the shipped build's.
 """
 import contextlib
+import dataclasses
 import json
 import sys
 
@@ -61,6 +64,9 @@ VARIANTS = {  # what -> [(tag, {x86 attribute: value})], the shipped build first
                                                   "_pad_block": pad_outside_chunks})],
     "chunk_share": [(f"{mib}MiB", {"BATCH_CHUNK_BYTES": mib << 20}) for mib in (4, 8, 2)],
     "l2_share": [(f"{kib}KiB", {"L2_WEIGHT_BYTES": kib << 10}) for kib in (256, 512, 1024)],
+    "oc_tile": [("shipped", {})] + [
+        (f"2x{cols}", {"X86": dataclasses.replace(x86.X86, oc_cols=(8, cols))})
+        for cols in (6, 8, 12)],
 }
 
 

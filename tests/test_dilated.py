@@ -304,17 +304,10 @@ X86_SPECS = _random_x86_specs(10, seed=8) + [
 ]
 
 
-@contextlib.contextmanager
 def declining(name):
-    """The strategy registry with the dilated-conv implementation ``name`` declining every
-    call (to test the kernel a call would get without it)."""
-    impl = strategy.get(name)
-    strategy.register(strategy.DILATED_CONV,
-                      dataclasses.replace(impl, predicate=lambda spec, target: "test: off"))
-    try:
-        yield
-    finally:
-        strategy.register(strategy.DILATED_CONV, impl)
+    """The dilated-conv implementation ``name`` declining every call (to test the kernel a
+    call would get without it)."""
+    return strategy.declining(strategy.DILATED_CONV, name, "test: off")
 
 
 def _x86_build(spec, weight, bias=None, relu=False, caplog=None, positions=False):

@@ -9,9 +9,11 @@ others declined (so a fallback to TVM's default can say why).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from tvm import s_tir, tirx
 from tvm.target import Target
@@ -101,6 +103,18 @@ def get(name: str) -> Implementation:
                 return impl
     raise KeyError(f"no implementation {name!r}; registered: "
                    f"{[i.name for impls in _REGISTRY.values() for i in impls]}")
+
+
+@contextlib.contextmanager
+def declining(op: str, name: str, why: str = "switched off") -> Iterator[None]:
+    """Within the context, implementation ``name`` of ``op`` declines every call with ``why``
+    (A/B runs and tests: the kernel a call gets without it)."""
+    impl = get(name)
+    register(op, dataclasses.replace(impl, predicate=lambda spec, target: why))
+    try:
+        yield
+    finally:
+        register(op, impl)
 
 
 def select(op: str, spec: ConvTransposeSpec, target: Target) -> Selection:
