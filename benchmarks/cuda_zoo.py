@@ -200,7 +200,8 @@ def bench(layer, batch, dev, skip_default_over_ms, time_budget_s, tuning_logs=No
             row[key + "_err"] = relative_error(out.double().cpu().numpy(), ref)
             row[key + "_ms"] = time_torch(lambda: torch_conv(spec, xx, ww))
     torch.backends.cudnn.allow_tf32 = False
-    for key in ("ours", "ours_tuned", "ours_fp16", "ours_fp16_ffma", "tvm_default", "cudnn_fp32", "cudnn_tf32", "cudnn_fp16"):
+    for key in ("ours", "ours_tuned", "ours_fp16", "ours_fp16_ffma", "tvm_default",
+                "cudnn_fp32", "cudnn_tf32", "cudnn_fp16"):
         if key + "_ms" in row:
             row[key + "_gflops"] = row["gflop"] / (row[key + "_ms"] * 1e-3)
     if "ours_tuned_ms" in row and "cudnn_fp32_ms" in row:

@@ -11,7 +11,9 @@ weight staged in shared memory per K step):
   phase, the phases on grid dimensions y/z.  Its ``store`` block is the only writer of the
   output, so the PrimFunc is a stage pipeline: fused epilogues (bias, activations) are
   reverse-inlined into the store and run inside the same kernel, and float16 convs
-  accumulate in float32.
+  accumulate in float32.  Where that kernel's tiles leave SMs idle (batch 1, long K), the
+  float32 kernel splits the input channels (:func:`split_k`): the slices are thread blocks,
+  and a second kernel adds their partial sums and runs the epilogues.
 * **per phase** (ragged phases: k % s != 0, e.g. CycleGAN k3 s2, FSRCNN x2 k9 s2): one
   ``phase_*`` block and kernel per phase.  ``reindex`` gives each a dense accumulator and a
   write-back to the strided positions ``o = r + q*s`` (never ``cache_write`` the strided
@@ -272,7 +274,7 @@ def split_k(spec: ConvTransposeSpec, num_sms: int = 132) -> int:
     nd = spec.ndim
     spatial = ([spec.batch] + [ax.stride for ax in plan.axes]
                + [ax.out_size // ax.stride for ax in plan.axes])
-    start = _choose_tiles(spec.out_channels, spatial, spec.in_channels, 0,
+    start = _choose_tiles(spec.out_channels, spatial, spec.in_channels, num_sms=0,  # unshrunk
                           block_only=tuple(range(1, 1 + nd)))
     taps = math.prod(ax.max_taps for ax in plan.axes)
     blocks, slices = _grid(spec.out_channels, spatial, start), 1

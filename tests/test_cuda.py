@@ -446,7 +446,8 @@ def test_single_pixel_float32_inputs_are_dlight_gemms_with_fused_epilogues():
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("spec", SINGLE_PIXEL_SPECS, ids=lambda s: f"{s.ndim}d_n{s.batch}_k{s.kernel}")
+@pytest.mark.parametrize("spec", SINGLE_PIXEL_SPECS,
+                         ids=lambda s: f"{s.ndim}d_n{s.batch}_k{s.kernel}")
 def test_gpu_single_pixel_with_bias_relu(spec):
     _check_gpu_layer_with_bias_relu(spec, seed=spec.batch)
 

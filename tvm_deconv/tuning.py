@@ -1051,9 +1051,9 @@ def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
     are kept, so several runs merge into one folder), each re-verified against the float64
     reference and re-timed here, on the target's device, ``repeat`` round-robin rounds
     (:func:`_round_robin_secs`), so records measured at different times on a shared machine
-    compare fairly at build.  ``remeasure=False`` copies the records as they were measured at tuning, with no
-    device here (GPU logs: a GPU's timings are not shared-machine noise, and every best
-    record was verified when it was measured).  ``compress``: store ``out_dir``
+    compare fairly at build.  ``remeasure=False`` copies the records as they were measured
+    at tuning, with no device here (GPU logs: a GPU's timings are not shared-machine noise,
+    and every best record was verified when it was measured).  ``compress``: store ``out_dir``
     xz-compressed, as shipped logs are (a compressed ``out_dir`` is read back first).
     Returns (task, records kept) per task."""
     target = resolve_target(target)
