@@ -29,7 +29,7 @@ import tvm
 from tvm import relax, s_tir
 
 import tvm_deconv
-from tvm_deconv import strategy, zoo
+from tvm_deconv import strategy, tuning, zoo
 from tvm_deconv.plan import PlanError, make_plan, make_spec
 from tvm_deconv.compute import decomposed_pack
 from tvm_deconv.schedules import cuda as cuda_sched
@@ -442,6 +442,8 @@ def test_single_pixel_float32_inputs_are_dlight_gemms_with_fused_epilogues():
     for spec in SINGLE_PIXEL_SPECS:
         assert strategy.select(strategy.CONV_TRANSPOSE, spec, CUDA).implementation.name == (
             "gpu.single_pixel")
+    # Nothing of ours to tune there: only MetaSchedule's stock space is a task.
+    assert [t.space for t in tuning.make_tasks(SINGLE_PIXEL_SPECS[:1], CUDA)] == ["stock"]
 
 
 @pytest.mark.gpu

@@ -109,7 +109,8 @@ def spec_label(spec: ConvTransposeSpec) -> str:
 def workload_func(spec: ConvTransposeSpec, space: str, target: Target
                   ) -> Optional[tuple[str, tirx.PrimFunc, Optional[tirx.PrimFunc]]]:
     """(implementation name, conv PrimFunc as tuned and as looked up at build, pack PrimFunc),
-    or ``None`` for the ``ours`` space of an implementation without a sampled space.
+    or ``None`` for the ``ours`` space of an implementation without a sampled space and the
+    ``default`` space of one without a schedule (``gpu.single_pixel``: dlight's kernel).
 
     The same function builds the workload when tuning and when applying records (under
     ``target``: layouts may depend on its vector width), so the structural lookup matches.
@@ -124,8 +125,8 @@ def workload_func(spec: ConvTransposeSpec, space: str, target: Target
     if impl is None:
         raise ValueError(f"no implementation for {spec_label(spec)}: {selection.reason()}")
     compute = impl.space_compute if space == OURS else impl.compute
-    if compute is None:
-        return None
+    if compute is None or (space == DEFAULT and impl.schedule is None):
+        return None  # (no schedule: the target's stock scheduling, dlight, takes the call)
     with target:
         func = annotate_implementation(compute(spec), impl.name)
         pack = impl.pack(spec) if impl.pack is not None else None
