@@ -354,7 +354,7 @@ def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: P
     ``info["trials_measured"]``: the records."""
     # pylint: disable=import-outside-toplevel
     from .build import build
-    from .tuning import retime_records, tune
+    from .tuning import retime_records, retimes, tune
 
     builder, runner = _builder_and_runner()
     left = trials
@@ -364,7 +364,7 @@ def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: P
             (result,) = tune([task], target, work_dir, trials=share, runner=runner,
                              builder=builder, retime=False)
             left -= result.trials_before + result.trials_run
-    if "gpu" not in target.keys:
+    if retimes(target):
         retime_records(work_dir, tasks, target)
     info["trials_measured"] = trials - left
     return build(mod, target, params, tuning_logs=str(work_dir))

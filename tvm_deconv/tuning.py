@@ -365,7 +365,7 @@ class VerifiedCommit(ms.measure_callback.PyMeasureCallback):
                 self._check_board(ran.error_msg)
                 continue
             secs = [float(s) for s in ran.run_secs]
-            mean = sum(secs) / len(secs)
+            mean = _mean(secs)
             if mean < self.best_secs and self.verifier is not None:
                 err = self._verify(cand.sch)
                 if err is None:
@@ -402,6 +402,11 @@ class TaskResult:
     best_ms: Optional[float]
     rejected: int
     gflops: Optional[float] = None
+
+
+def _mean(secs) -> float:
+    """Mean seconds of a record's ``run_secs`` (how MetaSchedule ranks records)."""
+    return sum(float(s) for s in secs) / len(secs)
 
 
 def _records(database, task: TuningTask) -> list:
@@ -512,7 +517,7 @@ def tune(
             raise BoardLost(f"{lost}; the records measured so far stay in {work_dir}: bring "
                             "the board back and run the same command to continue", results)
     if retime is None:
-        retime = verify and board is None and "gpu" not in target.keys
+        retime = retimes(target, verify, board)
     if retime and tasks:
         retimed = retime_records(work_dir, tasks, target)
         results = [_with_best(row, task.spec, retimed[task.name] * 1e3)
@@ -613,8 +618,7 @@ class _TaskRunner:
         done = _records(database, task)
         before = len(done)
         left = budget - before
-        best = min((sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in done),
-                   default=math.inf)
+        best = min((_mean(r.run_secs) for r in done), default=math.inf)
         if left <= 0:
             return before, 0, best, 0, None
         board = self.board
@@ -851,8 +855,7 @@ def best_schedule(database, task_mod: tvm.IRModule, target: Target):
     record = records[0]
     sch = tvm.s_tir.Schedule(task_mod)
     record.trace.apply_to_schedule(sch, remove_postproc=False)
-    secs = [float(s) for s in record.run_secs]
-    return sch, sum(secs) / len(secs)
+    return sch, _mean(record.run_secs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -892,8 +895,7 @@ def tuning_curves(work_dir: str | os.PathLike, tasks: Iterable[TuningTask]
     secs_by_workload: dict[int, list[float]] = {}
     for _, line in _lines(work_dir / RECORD_FILE):
         index, (_, run_secs, *_) = json.loads(line)
-        secs = [float(s) for s in run_secs]
-        secs_by_workload.setdefault(index, []).append(sum(secs) / len(secs))
+        secs_by_workload.setdefault(index, []).append(_mean(run_secs))
     curves = []
     for task in tasks:
         key = _workload_key(task.mod)
@@ -988,8 +990,10 @@ def _workload_key(mod: tvm.IRModule) -> str:
     return str(tvm_ffi.structural_hash(mod) % (1 << 64))
 
 
-def _mean(secs) -> float:
-    return sum(float(s) for s in secs) / len(secs)
+def retimes(target: Target, verify: bool = True, board=None) -> bool:
+    """Whether a tuning run ends with :func:`retime_records` by default: CPUs measured here,
+    with verification (GPUs' and boards' times are kept as measured at tuning)."""
+    return verify and board is None and "gpu" not in target.keys
 
 
 def retime_records(work_dir: str | os.PathLike, tasks: Iterable[TuningTask],
