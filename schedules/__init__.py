@@ -17,6 +17,8 @@ from .single_pixel import (schedule_single_pixel, single_pixel_compute, supports
                            supports_single_pixel)
 from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
 from . import x86_dilated, x86_positions
+from .x86_interleaved import (interleaved_compute, schedule_x86_interleaved,
+                              supports_x86_interleaved)
 from .x86_space import schedule_x86_space, x86_space_compute
 
 # Transposed convolution.
@@ -29,6 +31,12 @@ register(CONV_TRANSPOSE, Implementation(
     name="cpu.single_pixel", target_keys=("cpu",), priority=15,
     compute=single_pixel_compute, schedule=schedule_single_pixel,
     predicate=supports_single_pixel))
+# Strided convs with many output channels on AVX-512: dense phase GEMMs, then one interleave
+# pass (schedules/x86_interleaved.py); the same tuning space as x86.decomposed.
+register(CONV_TRANSPOSE, Implementation(
+    name="x86.interleaved", target_keys=("cpu",), priority=12, compute=interleaved_compute,
+    schedule=schedule_x86_interleaved, pack=x86_pack, space_compute=x86_space_compute,
+    space=schedule_x86_space, predicate=supports_x86_interleaved))
 register(CONV_TRANSPOSE, Implementation(
     name="x86.decomposed", target_keys=("cpu",), priority=10, compute=x86_compute,
     schedule=schedule_x86, pack=x86_pack, space_compute=x86_space_compute,

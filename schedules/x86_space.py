@@ -21,6 +21,8 @@ parallel tile loops (channel tiles outer: each weight slice reused by all spatia
 hot; inner: each input patch read once for all channels).  Per phase: tile, reduction over
 input channels outside the (unrolled) taps and the unrolled tile, lanes vectorised, the tile
 accumulated in a ``local`` cache (registers) written back to the dense accumulator.
+:mod:`.x86_interleaved` runs the same compute with fixed tiles as the untuned kernel for
+strided many-channel convs on AVX-512.
 """
 
 from __future__ import annotations
@@ -187,14 +189,18 @@ def schedule_x86_space(sch: s_tir.Schedule, target: Target) -> list:
     spaces = []
     for channels_inner in ((False, True) if channel_tiles > 1 else (False,)):
         space = sch.copy()
-        _schedule(space, channels_inner)
+        schedule_blocks(space, channels_inner)
         spaces.append(space)
     return spaces
 
 
-def _schedule(sch: s_tir.Schedule, channels_inner: bool) -> None:
+def schedule_blocks(sch: s_tir.Schedule, channels_inner: bool,
+                    tiles: Optional[list] = None) -> None:
+    """Schedule the phase, pad and interleave blocks: ``tiles`` fixed (the untuned
+    :mod:`.x86_interleaved` kernel: ``[[None, channel vectors], [None, rows] or None,
+    [None, columns]]``), or ``None``: sampled, with a sampled auto-unroll step."""
     blocks = _blocks(sch)
-    tiles = None
+    sampled = tiles is None
     for block in blocks.get("conv", []):
         tiles = _schedule_phase(sch, block, channels_inner, tiles)
     for block in blocks.get("pad", []):
@@ -202,6 +208,8 @@ def _schedule(sch: s_tir.Schedule, channels_inner: bool) -> None:
         schedule_pad(sch, block, lanes[0] if lanes else 1)
     for block in blocks.get(INTERLEAVE, []):
         _schedule_interleave(sch, block)
+    if not sampled:
+        return
     # MetaSchedule's auto-unroll knob (RewriteParallelVectorizeUnroll turns it into pragmas;
     # MutateUnroll mutates it): how many of the taps (and input channels) get unrolled.
     sch.annotate(sch.get_sblock("root"), "meta_schedule.unroll_explicit", sch.sample_categorical(

@@ -1,0 +1,72 @@
+"""x86: the interleaved kernel (``x86.interleaved``: dense phase GEMMs, then one interleave
+pass) against ``x86.decomposed`` (register tiles written straight to the strided output), per
+zoo layer, built whole through ``tvm_deconv.build`` and timed alternately in one process.
+
+    python benchmarks/x86_interleave_ab.py all 1 5 benchmarks/results/x86-znver5-interleave-b1.json
+    python benchmarks/x86_interleave_ab.py unet_512_256_k2s2,pose_2048_256_k4s2 16 3 out.json
+
+Arguments: layers (``all``: every zoo layer ``x86.interleaved`` takes), batch, rounds (each
+round times every build once: median of 5 repeats of >= 50 ms), output JSON.  Both outputs are
+checked against the float64 reference first; ``interleaved_speedup`` is the decomposed
+kernel's median time over the interleaved one's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tvm_deconv  # noqa: E402
+from tvm_deconv import strategy, zoo  # noqa: E402
+from tvm_deconv.testing import (conv_transpose_reference, random_inputs,  # noqa: E402
+                                relative_error, transposed_conv_module)
+
+INTERLEAVED = "x86.interleaved"
+
+
+def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
+    target = tvm_deconv.resolve_target("llvm")
+    names = [layer.name for layer in zoo.LAYERS] if layers == "all" else layers.split(",")
+    results = {}
+    for name in names:
+        spec = zoo.get(name).spec(batch)
+        picked = strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation.name
+        if picked != INTERLEAVED:
+            print(f"{name}: {picked} takes it, skipped")
+            continue
+        data, weight = random_inputs(spec, seed=1)
+        ref = conv_transpose_reference(data, weight, spec)
+        arg, vms = tvm.runtime.tensor(data), {}
+        for tag, declined in (("interleaved", False), ("decomposed", True)):
+            with (strategy.declining(strategy.CONV_TRANSPOSE, INTERLEAVED, "A/B")
+                  if declined else contextlib.nullcontext()):
+                ex = tvm_deconv.build(transposed_conv_module(spec, weight), target,
+                                      tuning_logs=False)
+            vms[tag] = relax.VirtualMachine(ex, tvm.cpu())
+        errors = {t: relative_error(vm["main"](arg).numpy(), ref) for t, vm in vms.items()}
+        assert max(errors.values()) < 1e-5, errors
+        times = {t: [] for t in vms}
+        for _ in range(rounds):
+            for tag, vm in vms.items():
+                timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=5, min_repeat_ms=50)
+                times[tag].append(timer(arg).median * 1e3)
+        med = {t: float(np.median(v)) for t, v in times.items()}
+        speedup = med["decomposed"] / med["interleaved"]
+        results[name] = {"batch": batch, "ms": times, "median_ms": med, "errors": errors,
+                         "interleaved_speedup": speedup}
+        print(f"{name} N={batch}: interleaved {med['interleaved']:.3f} ms, decomposed "
+              f"{med['decomposed']:.3f} ms: {speedup:.2f}x", flush=True)
+    Path(out_path).write_text(json.dumps({"target": str(target), "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))

@@ -1,0 +1,107 @@
+"""The untuned x86 kernel for strided transposed convs on AVX-512: dense phase GEMMs, then
+one interleave pass.
+
+IR in: :func:`~.x86_space.x86_space_compute`'s PrimFunc (the padded data copy, per phase with
+taps a reduction into a *dense* accumulator ``acc_<phase>``, one ``interleave`` block writing
+``out``), plus the epilogues FuseTIR put after it.  IR out: the phase blocks register-tiled
+with fixed tiles (:func:`interleaved_tiles`, channel tiles outermost), each tile written back
+to its dense accumulator with whole-vector stores; the epilogues inlined into the interleave,
+which runs as one parallel pass.
+
+Why not :mod:`.x86`'s kernel, which writes each register tile straight to the strided output:
+with 16-lane vectors, a tile of 2 x 16 channels writes 32 output planes at a stride of
+``s`` elements, one scalar store per element (and LLVM's scatters for wider tiles).  On a
+2-core Zen 5 the phases-then-interleave form ran 1.08-1.66x faster than it at batch 1 on 11
+of the zoo's 13 layers it takes (CycleGAN 1.33-1.55x, FCN-8s 1.66x, HiFi-GAN 1.29x, pose
+2048->256 1.21x, U-Net 1.16x, DCGAN 1.15-1.17x), the other two within 2%, and 1.06-1.77x at
+batch 16 (``benchmarks/x86_interleave_ab.py``).  It costs the dense accumulators: about one
+output's worth of workspace (:func:`workspace_bytes`).
+
+It takes float32 convs in ``oc`` mode (at least 8 output channels per group) with a stride
+above 1 on 16-lane (AVX-512) targets; few-channel (``w`` mode: FSRCNN, RGB heads) and
+stride-1 convs, AVX2 and NEON keep :mod:`.x86`'s kernel (measured on AVX-512 only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from tvm import s_tir, tirx
+from tvm.target import Target
+
+from tvm_deconv.compute import OUT_ELEMWISE_FUSABLE
+from tvm_deconv.plan import ConvTransposeSpec, make_plan
+
+from .common import inline_epilogues
+from .x86 import (ROLE, X86, _best_tile, _parallel_spatial, itemsize, padded_image_elements,
+                  supports_x86, vector_lanes, x86_layout)
+from .x86_space import _acc_shape, schedule_blocks, space_layout, x86_space_compute
+
+# Accumulator vector registers of a tile (of AVX-512's 32): 2 channel vectors x 2 rows x 3
+# columns (1-d: x 6 columns).  At batch 1, 16 (2 x 2 x 4) ran within 3% of 12 on the DCGAN,
+# CycleGAN and U-Net layers, and 14-25% slower on FCN-8s and the 3-D U-Net k2.
+ACCUMULATORS = 12
+LANES = 16
+
+
+def supports_x86_interleaved(spec: ConvTransposeSpec, target: Target) -> Optional[str]:
+    """``None`` where this kernel takes ``spec`` on ``target``, else why not."""
+    why = supports_x86(spec, target)
+    if why is not None:
+        return why
+    lanes = vector_lanes(target, spec.dtype)
+    if lanes != LANES:
+        return f"{lanes}-lane vectors (this kernel is measured on 16-lane AVX-512 only)"
+    if all(s == 1 for s in spec.strides):
+        return "stride 1: one phase, written contiguously by the x86.decomposed kernel"
+    if x86_layout(spec, lanes).mode != "oc":
+        return (f"{spec.out_per_group} output channels per group: the few-channel kernel of "
+                "x86.decomposed")
+    return None
+
+
+def interleaved_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+    """PrimFunc ``(data, packed_weight, out)`` (:func:`~.x86.x86_pack`'s weight); epilogues
+    (bias, activations) fuse into it."""
+    return x86_space_compute(spec).with_attr("op_pattern", OUT_ELEMWISE_FUSABLE)
+
+
+def interleaved_tiles(channel_blocks: int, qext: list) -> list:
+    """Fixed register tile ``[[None, channel vectors], [None, rows] or None, [None, columns]]``
+    for phase accumulators of ``channel_blocks`` channel vectors and per-phase extents
+    ``qext`` (innermost last): 2 channel vectors where they divide, 2 rows where they divide,
+    and columns filling :data:`ACCUMULATORS` with few padded columns."""
+    chan = X86.obt(channel_blocks)
+    rows = None
+    if len(qext) >= 2:
+        rows = 2 if qext[-2] % 2 == 0 else 1
+    cols = _best_tile(qext[-1], max(1, ACCUMULATORS // (chan * (rows or 1))))
+    return [[None, chan], [None, rows] if rows is not None else None, [None, cols]]
+
+
+def schedule_x86_interleaved(sch: s_tir.Schedule, target: Target) -> None:
+    """Schedule an :func:`interleaved_compute` PrimFunc (with its fused epilogues)."""
+    roots = sch.get_child_blocks(sch.get_sblock("root"))
+    epilogues = [sch.get(b).name_hint for b in roots if ROLE not in sch.get(b).annotations]
+    left = inline_epilogues(sch, epilogues)
+    conv = next((b for b in sch.get_child_blocks(sch.get_sblock("root"))
+                 if str(sch.get(b).annotations.get(ROLE, "")) == "conv"), None)
+    if conv is not None:
+        extents = [int(iv.dom.extent) for iv in sch.get(conv).iter_vars]
+        nd = sum(1 for iv in sch.get(conv).iter_vars if iv.iter_type == 2) - 1
+        tiles = interleaved_tiles(extents[2], extents[3:3 + nd])
+        schedule_blocks(sch, channels_inner=False, tiles=tiles)
+    for name in left:
+        _parallel_spatial(sch, sch.get_sblock(name), vector_lanes(target))
+
+
+def workspace_bytes(spec: ConvTransposeSpec) -> int:
+    """Extra memory: packed weight minus the weight, the padded data copy and the dense phase
+    accumulators."""
+    lay, qext = space_layout(spec)
+    phases = sum(1 for p in make_plan(spec).phases() if p.has_taps and not p.is_empty)
+    elements = (math.prod(lay.packed_shape) - math.prod(spec.weight_shape)
+                + spec.batch * padded_image_elements(spec, lay)
+                + phases * math.prod(_acc_shape(spec, lay, qext)))
+    return elements * itemsize(spec.dtype)

@@ -1,0 +1,132 @@
+"""The x86 interleaved kernel (``x86.interleaved``: dense phase GEMMs, then one interleave
+pass): which calls it takes, numerics on awkward configs, fused epilogues, its fixed tiles.
+
+It takes 16-lane (AVX-512) targets only; the numerics tests lower its lane count to the host's,
+so they run on any x86 machine (the compute and schedule do not depend on the width)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_deconv
+from tvm_deconv import strategy
+from tvm_deconv.plan import make_spec
+from tvm_deconv.schedules import x86, x86_interleaved
+from tvm_deconv.targets import resolve_target
+from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
+                                transposed_conv_module)
+
+TARGET = resolve_target("llvm")
+NAME = "x86.interleaved"
+
+
+@pytest.fixture
+def host_lanes(monkeypatch):
+    """The kernel takes the host's vector width (16 lanes on AVX-512 hosts already)."""
+    monkeypatch.setattr(x86_interleaved, "LANES", x86.vector_lanes(TARGET))
+
+
+def _run(spec, bias=None, act=None):
+    assert strategy.select(strategy.CONV_TRANSPOSE, spec, TARGET).implementation.name == NAME
+    data, weight = random_inputs(spec, seed=5)
+    params = {"w": weight} if bias is None else {"w": weight, "b": bias}
+    ex = tvm_deconv.build(transposed_conv_module(spec, bias=bias is not None, activation=act),
+                          TARGET, params)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return data, weight, vm["main"](tvm.runtime.tensor(data)).numpy()
+
+
+# Many output channels and a stride > 1 (oc mode): uniform and ragged phases, k < s, groups,
+# output padding, asymmetric padding, rectangular strides, odd extents (imperfect column tiles,
+# 1-row tiles), batch > 1, 1-d and 3-d, Cout not a multiple of the vector width.
+CONFIGS = [
+    ((1, 16, 5, 5), (16, 16, 4, 4), dict(strides=2, padding=1)),
+    ((2, 8, 6, 5), (8, 12, 3, 3), dict(strides=2, padding=1, output_padding=1)),
+    ((1, 6, 4, 5), (6, 24, 2, 2), dict(strides=3, padding=0)),
+    ((1, 8, 5, 4), (8, 20, 3, 3), dict(strides=2, padding=(0, 1, 2, 0), groups=2)),
+    ((1, 10, 7, 5), (10, 20, 5, 3), dict(strides=(3, 2), padding=(2, 1), output_padding=(1, 0))),
+    ((1, 8, 6, 6), (8, 9, 3, 3), dict(strides=2, padding=2, dilation=2)),
+    ((2, 8, 9), (8, 16, 5), dict(strides=3, padding=1, output_padding=1)),
+    ((1, 4, 3, 4, 3), (4, 8, 3, 2, 4), dict(strides=2, padding=1)),
+    ((1, 64, 3, 5), (64, 40, 2, 2), dict(strides=2)),
+]
+
+
+@pytest.mark.parametrize("data_shape,weight_shape,attrs", CONFIGS,
+                         ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_interleaved_matches_reference(data_shape, weight_shape, attrs, host_lanes):
+    spec = make_spec(data_shape, weight_shape, **attrs)
+    data, weight, out = _run(spec)
+    assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_interleaved_fuses_bias_and_activation_into_the_interleave(act, host_lanes):
+    spec = make_spec((1, 8, 5, 6), (8, 16, 4, 4), strides=2, padding=1)
+    bias = np.random.default_rng(2).standard_normal(16).astype("float32")
+    relax_act, np_act = {"relu": (relax.op.nn.relu, lambda y: np.maximum(y, 0)),
+                         "tanh": (relax.op.tanh, np.tanh)}[act]
+    data, weight, out = _run(spec, bias=bias, act=relax_act)
+    assert relative_error(out, np_act(conv_transpose_reference(data, weight, spec, bias=bias))
+                          ) < 1e-5
+    mod = tvm_deconv.transform.DecomposeTransposedConv(TARGET)(
+        transposed_conv_module(spec, bias=True, activation=relax_act))
+    with TARGET:
+        fused = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FuseOps(), relax.transform.FuseTIR()])(mod)
+    kernels = [f for f in fused.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and "interleave" in f.script()]
+    assert len(kernels) == 1, "the epilogue did not fuse into the conv"
+    sch = tvm.s_tir.Schedule(kernels[0])
+    epilogues = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
+                 if x86.ROLE not in sch.get(b).annotations]
+    assert epilogues  # bias add, activation
+    x86_interleaved.schedule_x86_interleaved(sch, TARGET)
+    roots = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    assert not set(epilogues) & set(roots), roots  # inlined into the interleave: no own pass
+
+
+def test_interleaved_declines_with_reasons():
+    impl = strategy.get(NAME)
+    oc = make_spec((1, 16, 4, 4), (16, 32, 4, 4), strides=2, padding=1)
+    for spec, target, why in [
+        (oc, resolve_target("cortex-a72"), "arm_cpu"),
+        (make_spec((1, 16, 4, 4), (16, 32, 3, 3), padding=1), TARGET, "stride 1"),
+        (make_spec((1, 16, 4, 4), (16, 3, 4, 4), strides=2, padding=1), TARGET,
+         "output channels per group"),
+        (make_spec((1, 16, 4, 4), (16, 32, 4, 4), strides=2, padding=1, dtype="float16"),
+         TARGET, "float32"),
+    ]:
+        reason = impl.applies_to(spec, target)
+        assert reason is not None and why in reason, (why, reason)
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    assert "16-lane" in impl.applies_to(oc, avx2)
+    avx512 = tvm.target.Target({"kind": "llvm", "mcpu": "znver5", "num-cores": 2})
+    assert impl.applies_to(oc, avx512) is None
+
+
+@pytest.mark.parametrize("blocks,qext,expected", [
+    (16, [8, 6], (2, 2, 3)),      # pose 2048->256: 12 accumulators, perfect tiles
+    (16, [32, 32], (2, 2, 3)),    # U-Net: 3 columns, 1 of 33 padded
+    (16, [4, 4], (2, 2, 2)),      # DCGAN 512->256: 3 columns would pad half the tiles
+    (16, [128], (2, None, 6)),    # HiFi-GAN (1-d)
+    (2, [7, 28], (2, 1, 6)),      # odd rows: 1-row tiles
+    (3, [16, 16], (1, 2, 4)),     # an odd count of channel vectors: one per tile
+])
+def test_interleaved_tiles_fill_twelve_accumulators(blocks, qext, expected):
+    tiles = x86_interleaved.interleaved_tiles(blocks, qext)
+    got = (tiles[0][1], tiles[1][1] if tiles[1] is not None else None, tiles[2][1])
+    assert got == expected
+    assert got[0] * (got[1] or 1) * got[2] <= x86_interleaved.ACCUMULATORS
+
+
+def test_workspace_counts_the_dense_phase_accumulators():
+    spec = make_spec((1, 64, 8, 8), (64, 32, 4, 4), strides=2, padding=1)
+    with resolve_target("llvm"):
+        extra = x86_interleaved.workspace_bytes(spec) - x86.workspace_bytes(spec)
+    # the four phase accumulators hold the whole output (32 channels, 16 x 16, no padding)
+    assert extra >= 4 * 32 * 8 * 8 * 4
