@@ -61,6 +61,17 @@ MMA = 16  # the WMMA fragment edge (m = n = k = 16)
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
 # Grid order: ``None`` for :func:`~.cuda.phases_fastest`'s rule, True / False to force it.
 PHASES_FASTEST: bool | None = None
+# Two A/B knobs for ``benchmarks/cuda_tc_variants_ab.py`` (built and nvcc-compiled in CI, not
+# yet timed on a GPU, so off).  K_PIPELINE, the K loop: "off"; "double_buffer" (staging buffers
+# doubled, the next step's gathers issued before this step's MMAs); "rotate" (this step's MMAs
+# first, then the next step's gathers into the same buffers: nvcc hoists their global loads
+# above the MMAs, a register prefetch); "async" (double-buffered, the weight copy as cp.async
+# under the PassContext config ``tirx.use_async_copy``; the input gather computes its zero
+# padding, so it stays a plain copy).  X_GATHER, the input gather's thread layout: "pixels"
+# (32 pixels per warp store, rows 80 bytes apart: 4-way bank conflicts) or "tiles" (8 pixels x
+# 4 K per warp store: conflict-free, at half the global-load sector efficiency).
+K_PIPELINE = "off"
+X_GATHER = "pixels"
 # Small grids (batch-1 DCGAN / pose: <= 64 pixels per phase, 1-warp tiles) take the tensor
 # cores too: session 9's tiles ran them 0.19-0.31x the FFMA kernel there, so a size rule kept
 # FFMA; with session 12's tiles (choose_tile) they ran 1.04-1.86x faster than FFMA, both in
@@ -390,6 +401,22 @@ def _thread_copy(sch, block, at, warps: int, order: tuple | None = None,
     sch.bind(tx, "threadIdx.x")
 
 
+def _thread_copy_tiles(sch, block, at, warps: int) -> None:
+    """compute_at the input gather under ``at``; each warp store covers 8 pixels x 4 K
+    (:data:`X_GATHER` "tiles")."""
+    sch.compute_at(block, at, preserve_unit_loops=True)
+    loops = sch.get_loops(block)
+    depth = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at))) + 1
+    r, p, k = loops[depth:]
+    po, pi = sch.split(p, [None, 8])
+    ko, ki = sch.split(k, [None, 4])
+    sch.reorder(r, ko, po, ki, pi)
+    fused = sch.fuse(r, ko, po, ki, pi)
+    _, ty, tx = sch.split(fused, [None, warps, 32])
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+
+
 def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
                          tile: TensorCoreTile | None = None, num_sms: int = 132) -> None:
     """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA."""
@@ -448,7 +475,10 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     for block in (gx, gw):
         sch.set_scope(block, 0, "shared")
         sch.storage_align(block, 0, axis=1, factor=32, offset=8)
-    _thread_copy(sch, gx, k0, t.warps, order=(0, 2, 1))  # pixels fastest (NC.. input rows)
+    if X_GATHER == "tiles":
+        _thread_copy_tiles(sch, gx, k0, t.warps)
+    else:
+        _thread_copy(sch, gx, k0, t.warps, order=(0, 2, 1))  # pixels fastest (NC.. input rows)
     _thread_copy(sch, gw, k0, t.warps,                   # channels fastest (packed rows),
                  vector=next(v for v in (8, 4, 2, 1)     # 16-byte loads where they divide
                              if (t.bn * t.fk * MMA) % (t.warps * 32 * v) == 0))
@@ -467,6 +497,12 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     sch.reorder(bmo, bk, bmi)
     sch.tensorize(bk, wmma_intrin.LOAD_B)
 
+    if K_PIPELINE != "off":  # k0's body: the two gathers (stage 0), the MMA loop (stage 1)
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, 1])
+        sch.annotate(k0, "software_pipeline_order",
+                     [1, 2, 0] if K_PIPELINE == "rotate" else [0, 1, 2])
+        if K_PIPELINE == "async":
+            sch.annotate(k0, "software_pipeline_async_stages", [0])
     init = sch.decompose_reduction(gemm, k0)
     sch.tensorize(sch.get_loops(init)[-2], wmma_intrin.FILL)
     sch.tensorize(p3, wmma_intrin.SYNC)

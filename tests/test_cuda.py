@@ -703,6 +703,42 @@ def test_tensor_core_source_compiles_with_nvcc(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def _shared_halves(src: str) -> int:
+    return sum(int(n) for n in re.findall(r"__shared__[^;]*?half\s+\w+\[(\d+)\]", src))
+
+
+@pytest.mark.parametrize("pipeline,gather", [("double_buffer", "pixels"), ("rotate", "pixels"),
+                                             ("async", "pixels"), ("off", "tiles")])
+def test_tensor_core_ab_knobs_build(pipeline, gather, monkeypatch, tmp_path):
+    """benchmarks/cuda_tc_variants_ab.py's variants (not timed on a GPU yet) generate the
+    kernels they name, and nvcc accepts them: double-buffered staging doubles the float16
+    shared memory, "async" issues cp.async, the others keep one buffer."""
+    spec = zoo.get("pose_256_256_k4s2").spec(64, dtype="float16")
+
+    def source():
+        sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
+        cuda_tensorcore.schedule_tensor_core(sch, CUDA)
+        config = {"tirx.use_async_copy": True} if pipeline == "async" else {}
+        with tvm.transform.PassContext(opt_level=3, config=config):
+            ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
+        return ex.mod.imports[0].inspect_source()
+
+    shipped = source()
+    monkeypatch.setattr(cuda_tensorcore, "K_PIPELINE", pipeline)
+    monkeypatch.setattr(cuda_tensorcore, "X_GATHER", gather)
+    src = source()
+    assert src != shipped
+    doubled = pipeline in ("double_buffer", "async")
+    assert _shared_halves(src) == _shared_halves(shipped) * (2 if doubled else 1)
+    assert ("cp.async" in src) == (pipeline == "async")
+    if shutil.which("nvcc"):
+        (tmp_path / "k.cu").write_text(src)
+        proc = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "k.cubin"),
+                               str(tmp_path / "k.cu")], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 TC_TILES = [None, cuda_tensorcore.TensorCoreTile(1, 1, 1, 1, 1),
             cuda_tensorcore.TensorCoreTile(2, 1, 1, 2, 2)]
 

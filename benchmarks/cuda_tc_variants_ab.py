@@ -1,0 +1,89 @@
+"""Tensor-core (fp16) schedule variants side by side, per layer (device).
+
+    source .dev/setup.sh && python3 benchmarks/cuda_tc_variants_ab.py \\
+        pose_2048_256_k4s2:64,unet_512_256_k2s2:64 --out $OUT/tc-variants-ab.json
+
+Per case ``layer:batch``, in one process: ours float16 built with each variant of
+:data:`VARIANTS` (a context that sets :mod:`~tvm_deconv.schedules.cuda_tensorcore`'s
+``K_PIPELINE`` / ``X_GATHER`` knobs and the build's ``PassContext``), and cuDNN fp16 through
+torch.  Every output is checked against the float64 result of the same fp16 inputs first
+(``cuda_zoo.build_check_time``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cuda_zoo  # noqa: E402
+import torch  # noqa: E402
+import tvm  # noqa: E402
+
+from tvm_deconv import zoo  # noqa: E402
+from tvm_deconv.schedules import cuda_tensorcore as tc  # noqa: E402
+
+
+@contextlib.contextmanager
+def knobs(pipeline: str = "off", x_gather: str = "pixels"):
+    """:mod:`~tvm_deconv.schedules.cuda_tensorcore`'s A/B knobs set within the context."""
+    shipped = tc.K_PIPELINE, tc.X_GATHER
+    tc.K_PIPELINE, tc.X_GATHER = pipeline, x_gather
+    config = {"tirx.use_async_copy": True} if pipeline == "async" else {}
+    try:
+        with tvm.transform.PassContext(opt_level=3, config=config):
+            yield
+    finally:
+        tc.K_PIPELINE, tc.X_GATHER = shipped
+
+
+VARIANTS = {
+    "shipped": lambda: knobs(),
+    "double_buffer": lambda: knobs("double_buffer"),
+    "rotate": lambda: knobs("rotate"),
+    "async": lambda: knobs("async"),
+    "x_tiles": lambda: knobs(x_gather="tiles"),
+    "x_tiles_double_buffer": lambda: knobs("double_buffer", x_gather="tiles"),
+    "x_tiles_rotate": lambda: knobs("rotate", x_gather="tiles"),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", help="comma-separated layer:batch")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", default="cuda_tc_variants_ab.json")
+    args = parser.parse_args(argv)
+    dev, rows = tvm.cuda(0), []
+    for case in args.cases.split(","):
+        name, batch = case.split(":")
+        spec = zoo.get(name).spec(int(batch), dtype="float16")
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(spec.data_shape).astype("float16")
+        w = rng.standard_normal(spec.weight_shape).astype("float16")
+        xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
+        ref = cuda_zoo.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
+        row = {"layer": name, "batch": int(batch), "dtype": "float16"}
+        for variant in args.variants.split(","):
+            with VARIANTS[variant]():
+                cuda_zoo.build_check_time(row, variant, spec, x, w, ref, dev, budget_s=0.5)
+        with torch.no_grad():
+            row["cudnn_fp16_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
+        for variant in args.variants.split(","):
+            if variant + "_ms" in row:
+                row[variant + "_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row[variant + "_ms"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
