@@ -4,11 +4,14 @@ zoo layer, built whole through ``tvm_deconv.build`` and timed alternately in one
 
     python benchmarks/x86_interleave_ab.py all 1 5 benchmarks/results/x86-znver5-interleave-b1.json
     python benchmarks/x86_interleave_ab.py unet_512_256_k2s2,pose_2048_256_k4s2 16 3 out.json
+    python benchmarks/x86_interleave_ab.py all 1 5 out.json 16   # + tiles of 16 accumulators
 
 Arguments: layers (``all``: every zoo layer ``x86.interleaved`` takes), batch, rounds (each
-round times every build once: median of 5 repeats of >= 50 ms), output JSON.  Both outputs are
-checked against the float64 reference first; ``interleaved_speedup`` is the decomposed
-kernel's median time over the interleaved one's.
+round times every build once: median of 5 repeats of >= 50 ms), output JSON, and optionally
+an accumulator count: the interleaved kernel also built with tiles of that many accumulator
+registers (``x86_interleaved.ACCUMULATORS``, 12 as shipped).  Every output is checked against
+the float64 reference first; ``interleaved_speedup`` is the decomposed kernel's median time
+over the interleaved one's, ``accumulators_speedup`` the shipped tiles' time over the others'.
 """
 
 from __future__ import annotations
@@ -26,13 +29,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tvm_deconv  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
+from tvm_deconv.schedules import x86_interleaved  # noqa: E402
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs,  # noqa: E402
                                 relative_error, transposed_conv_module)
 
 INTERLEAVED = "x86.interleaved"
 
 
-def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
+@contextlib.contextmanager
+def accumulators(count: int):
+    shipped = x86_interleaved.ACCUMULATORS
+    x86_interleaved.ACCUMULATORS = count
+    try:
+        yield
+    finally:
+        x86_interleaved.ACCUMULATORS = shipped
+
+
+def main(layers: str, batch: int, rounds: int, out_path: str, other_accumulators: int = 0
+         ) -> int:
     target = tvm_deconv.resolve_target("llvm")
     names = [layer.name for layer in zoo.LAYERS] if layers == "all" else layers.split(",")
     results = {}
@@ -45,9 +60,14 @@ def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
         data, weight = random_inputs(spec, seed=1)
         ref = conv_transpose_reference(data, weight, spec)
         arg, vms = tvm.runtime.tensor(data), {}
-        for tag, declined in (("interleaved", False), ("decomposed", True)):
-            with (strategy.declining(strategy.CONV_TRANSPOSE, INTERLEAVED, "A/B")
-                  if declined else contextlib.nullcontext()):
+        variants = [("interleaved", contextlib.nullcontext()),
+                    ("decomposed", strategy.declining(strategy.CONV_TRANSPOSE, INTERLEAVED,
+                                                      "A/B"))]
+        if other_accumulators:
+            variants.append((f"interleaved_{other_accumulators}acc",
+                             accumulators(other_accumulators)))
+        for tag, context in variants:
+            with context:
                 ex = tvm_deconv.build(transposed_conv_module(spec, weight), target,
                                       tuning_logs=False)
             vms[tag] = relax.VirtualMachine(ex, tvm.cpu())
@@ -62,11 +82,15 @@ def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
         speedup = med["decomposed"] / med["interleaved"]
         results[name] = {"batch": batch, "ms": times, "median_ms": med, "errors": errors,
                          "interleaved_speedup": speedup}
-        print(f"{name} N={batch}: interleaved {med['interleaved']:.3f} ms, decomposed "
-              f"{med['decomposed']:.3f} ms: {speedup:.2f}x", flush=True)
+        if other_accumulators:
+            results[name]["accumulators_speedup"] = (
+                med[f"interleaved_{other_accumulators}acc"] / med["interleaved"])
+        print(f"{name} N={batch}: " + ", ".join(f"{t} {m:.3f} ms" for t, m in med.items())
+              + f"; interleaved over decomposed {speedup:.2f}x", flush=True)
     Path(out_path).write_text(json.dumps({"target": str(target), "results": results}, indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+    sys.exit(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
+                  *(int(a) for a in sys.argv[5:6])))

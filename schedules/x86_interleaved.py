@@ -11,11 +11,12 @@ which runs as one parallel pass.
 Why not :mod:`.x86`'s kernel, which writes each register tile straight to the strided output:
 with 16-lane vectors, a tile of 2 x 16 channels writes 32 output planes at a stride of
 ``s`` elements, one scalar store per element (and LLVM's scatters for wider tiles).  On a
-2-core Zen 5 the phases-then-interleave form ran 1.08-1.66x faster than it at batch 1 on 11
-of the zoo's 13 layers it takes (CycleGAN 1.33-1.55x, FCN-8s 1.66x, HiFi-GAN 1.29x, pose
-2048->256 1.21x, U-Net 1.16x, DCGAN 1.15-1.17x), the other two within 2%, and 1.06-1.77x at
-batch 16 (``benchmarks/x86_interleave_ab.py``).  It costs the dense accumulators: about one
-output's worth of workspace (:func:`workspace_bytes`).
+2-core Zen 5, built whole and timed side by side (``benchmarks/x86_interleave_ab.py``,
+``benchmarks/results/x86-znver5-interleave-b{1,16}.json``), this kernel ran 1.04-1.53x
+faster than that one on 10 of the 12 zoo layers it takes at batch 1 (FCN-8s 1.53x, CycleGAN
+1.38-1.45x, HiFi-GAN 1.32x, pose 2048->256 1.19x, U-Net 1.14x) and 0.98x on the other two
+(pose 256->256, 3-D U-Net k2); at batch 16 1.01-1.80x on 11 of 12, 0.97x on the 3-D U-Net k4.
+It costs the dense accumulators: about one output's worth of workspace (:func:`workspace_bytes`).
 
 It takes float32 convs in ``oc`` mode (at least 8 output channels per group) with a stride
 above 1 on 16-lane (AVX-512) targets; few-channel (``w`` mode: FSRCNN, RGB heads) and
