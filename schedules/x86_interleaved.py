@@ -40,8 +40,10 @@ from .x86 import (ROLE, X86, _best_tile, _parallel_spatial, itemsize, padded_ima
 from .x86_space import _acc_shape, schedule_blocks, space_layout, x86_space_compute
 
 # Accumulator vector registers of a tile (of AVX-512's 32): 2 channel vectors x 2 rows x 3
-# columns (1-d: x 6 columns).  At batch 1, 16 (2 x 2 x 4) ran within 3% of 12 on the DCGAN,
-# CycleGAN and U-Net layers, and 14-25% slower on FCN-8s and the 3-D U-Net k2.
+# columns (1-d: x 6 columns).  Tiles of 16 (2 x 2 x 4), built whole side by side at batch 1,
+# ran within 3% on DCGAN 256->128, CycleGAN 256->128, pose 2048->256 and U-Net, and 1.09x /
+# 1.47x slower on FCN-8s / the 3-D U-Net k2 (benchmarks/x86_interleave_ab.py ... 16,
+# results/x86-znver5-interleave-acc16-b1.json).
 ACCUMULATORS = 12
 LANES = 16
 
