@@ -15,10 +15,9 @@ from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cud
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import (schedule_single_pixel, single_pixel_compute, supports_gpu_single_pixel,
                            supports_single_pixel)
-from .x86 import schedule_x86, supports_x86, x86_compute, x86_pack
+from .x86 import schedule_x86, supports_x86, workspace_bytes, x86_compute, x86_pack
 from . import x86_dilated, x86_positions
-from .x86_interleaved import (interleaved_compute, schedule_x86_interleaved,
-                              supports_x86_interleaved)
+from . import x86_interleaved
 from .x86_space import schedule_x86_space, x86_space_compute
 
 # Transposed convolution.
@@ -34,13 +33,15 @@ register(CONV_TRANSPOSE, Implementation(
 # Strided convs with many output channels on AVX-512: dense phase GEMMs, then one interleave
 # pass (schedules/x86_interleaved.py); the same tuning space as x86.decomposed.
 register(CONV_TRANSPOSE, Implementation(
-    name="x86.interleaved", target_keys=("cpu",), priority=12, compute=interleaved_compute,
-    schedule=schedule_x86_interleaved, pack=x86_pack, space_compute=x86_space_compute,
-    space=schedule_x86_space, predicate=supports_x86_interleaved))
+    name="x86.interleaved", target_keys=("cpu",), priority=12,
+    compute=x86_interleaved.interleaved_compute, schedule=x86_interleaved.schedule_x86_interleaved,
+    pack=x86_pack, space_compute=x86_space_compute, space=schedule_x86_space,
+    predicate=x86_interleaved.supports_x86_interleaved,
+    workspace=x86_interleaved.workspace_bytes))
 register(CONV_TRANSPOSE, Implementation(
     name="x86.decomposed", target_keys=("cpu",), priority=10, compute=x86_compute,
     schedule=schedule_x86, pack=x86_pack, space_compute=x86_space_compute,
-    space=schedule_x86_space, predicate=supports_x86))
+    space=schedule_x86_space, predicate=supports_x86, workspace=workspace_bytes))
 register(CONV_TRANSPOSE, Implementation(
     name="cpu.generic", target_keys=("cpu",), priority=0,
     compute=decomposed_conv_transpose, schedule=schedule_generic_cpu, predicate=supports_dtype))

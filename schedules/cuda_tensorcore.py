@@ -379,19 +379,18 @@ def _read_buffer_index(sch, block, buffer) -> int:
     raise ValueError(f"{buffer.name} is not read")
 
 
-def _thread_copy(sch, block, at, warps: int, order: tuple | None = None,
-                 vector: int = 1) -> None:
-    """compute_at ``block`` (a staging copy) under ``at`` and spread its loops over the
-    block's warps x 32 lanes (``order``: the copy's loop order, innermost fastest), each
-    thread copying ``vector`` consecutive elements at once."""
+def _copy_loops(sch, block, at) -> list:
+    """compute_at ``block`` (a staging copy) under ``at``; its own loops (those below ``at``)."""
     sch.compute_at(block, at, preserve_unit_loops=True)
     loops = sch.get_loops(block)
     depth = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at))) + 1
-    inner = loops[depth:]
-    if order is not None:
-        inner = [inner[i] for i in order]
-        sch.reorder(*inner)
-    fused = sch.fuse(*inner)
+    return loops[depth:]
+
+
+def _spread(sch, loops: list, warps: int, vector: int = 1) -> None:
+    """Fuse ``loops`` (innermost fastest) and spread them over the block's warps x 32 lanes,
+    each thread copying ``vector`` consecutive elements at once."""
+    fused = sch.fuse(*loops)
     if vector > 1:
         _, ty, tx, vec = sch.split(fused, [None, warps, 32, vector])
         sch.vectorize(vec)
@@ -401,20 +400,26 @@ def _thread_copy(sch, block, at, warps: int, order: tuple | None = None,
     sch.bind(tx, "threadIdx.x")
 
 
+def _thread_copy(sch, block, at, warps: int, order: tuple | None = None,
+                 vector: int = 1) -> None:
+    """compute_at ``block`` (a staging copy) under ``at`` and spread its loops over the
+    block's warps x 32 lanes (``order``: the copy's loop order, innermost fastest), each
+    thread copying ``vector`` consecutive elements at once."""
+    inner = _copy_loops(sch, block, at)
+    if order is not None:
+        inner = [inner[i] for i in order]
+        sch.reorder(*inner)
+    _spread(sch, inner, warps, vector)
+
+
 def _thread_copy_tiles(sch, block, at, warps: int) -> None:
     """compute_at the input gather under ``at``; each warp store covers 8 pixels x 4 K
     (:data:`X_GATHER` "tiles")."""
-    sch.compute_at(block, at, preserve_unit_loops=True)
-    loops = sch.get_loops(block)
-    depth = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at))) + 1
-    r, p, k = loops[depth:]
+    r, p, k = _copy_loops(sch, block, at)
     po, pi = sch.split(p, [None, 8])
     ko, ki = sch.split(k, [None, 4])
     sch.reorder(r, ko, po, ki, pi)
-    fused = sch.fuse(r, ko, po, ki, pi)
-    _, ty, tx = sch.split(fused, [None, warps, 32])
-    sch.bind(ty, "threadIdx.y")
-    sch.bind(tx, "threadIdx.x")
+    _spread(sch, [r, ko, po, ki, pi], warps)
 
 
 def schedule_tensor_core(sch: s_tir.Schedule, target: Target,

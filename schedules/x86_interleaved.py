@@ -88,13 +88,7 @@ def schedule_x86_interleaved(sch: s_tir.Schedule, target: Target) -> None:
     roots = sch.get_child_blocks(sch.get_sblock("root"))
     epilogues = [sch.get(b).name_hint for b in roots if ROLE not in sch.get(b).annotations]
     left = inline_epilogues(sch, epilogues)
-    conv = next((b for b in sch.get_child_blocks(sch.get_sblock("root"))
-                 if str(sch.get(b).annotations.get(ROLE, "")) == "conv"), None)
-    if conv is not None:
-        extents = [int(iv.dom.extent) for iv in sch.get(conv).iter_vars]
-        nd = sum(1 for iv in sch.get(conv).iter_vars if iv.iter_type == 2) - 1
-        tiles = interleaved_tiles(extents[2], extents[3:3 + nd])
-        schedule_blocks(sch, channels_inner=False, tiles=tiles)
+    schedule_blocks(sch, channels_inner=False, tile_rule=interleaved_tiles)
     for name in left:
         _parallel_spatial(sch, sch.get_sblock(name), vector_lanes(target))
 

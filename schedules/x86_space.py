@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 from tvm import s_tir, tirx
 from tvm.script.ir_builder import IRBuilder
@@ -195,20 +195,21 @@ def schedule_x86_space(sch: s_tir.Schedule, target: Target) -> list:
 
 
 def schedule_blocks(sch: s_tir.Schedule, channels_inner: bool,
-                    tiles: Optional[list] = None) -> None:
-    """Schedule the phase, pad and interleave blocks: ``tiles`` fixed (the untuned
-    :mod:`.x86_interleaved` kernel: ``[[None, channel vectors], [None, rows] or None,
-    [None, columns]]``), or ``None``: sampled, with a sampled auto-unroll step."""
+                    tile_rule: Optional[Callable[[int, list], list]] = None) -> None:
+    """Schedule the phase, pad and interleave blocks: tiles from ``tile_rule`` (the untuned
+    :mod:`.x86_interleaved` kernel: ``(channel blocks, phase extents) -> [[None, channel
+    vectors], [None, rows] or None, [None, columns]]``), or, without one, sampled, with a
+    sampled auto-unroll step."""
     blocks = _blocks(sch)
-    sampled = tiles is None
+    tiles = None
     for block in blocks.get("conv", []):
-        tiles = _schedule_phase(sch, block, channels_inner, tiles)
+        tiles = _schedule_phase(sch, block, channels_inner, tiles, tile_rule)
     for block in blocks.get("pad", []):
         lanes = [int(sch.get(b).annotations[LANES]) for b in blocks.get("conv", [])]
         schedule_pad(sch, block, lanes[0] if lanes else 1)
     for block in blocks.get(INTERLEAVE, []):
         _schedule_interleave(sch, block)
-    if not sampled:
+    if tile_rule is not None:
         return
     # MetaSchedule's auto-unroll knob (RewriteParallelVectorizeUnroll turns it into pragmas;
     # MutateUnroll mutates it): how many of the taps (and input channels) get unrolled.
@@ -216,9 +217,9 @@ def schedule_blocks(sch: s_tir.Schedule, channels_inner: bool,
         list(UNROLL_STEPS), [1.0 / len(UNROLL_STEPS)] * len(UNROLL_STEPS)))
 
 
-def _schedule_phase(sch, block, channels_inner: bool, tiles):
-    """Tile one phase block; the first one samples the tile sizes (``tiles``), the others
-    (same loop extents) reuse them."""
+def _schedule_phase(sch, block, channels_inner: bool, tiles, tile_rule=None):
+    """Tile one phase block; the first one samples the tile sizes (``tiles``; or takes them
+    from ``tile_rule``), the others (same loop extents) reuse them."""
     annotations = sch.get(block).annotations
     oc_mode, lanes = str(annotations[MODE]) == "oc", int(annotations[LANES])
     iter_vars = sch.get(block).iter_vars
@@ -233,7 +234,9 @@ def _schedule_phase(sch, block, channels_inner: bool, tiles):
         cols, vec = sch.split(qs[-1], [None, lanes])
     rows = qs[-2] if nd >= 2 else None
     maxes = OC_MAX if oc_mode else W_MAX
-    if tiles is None:
+    if tiles is None and tile_rule is not None:
+        tiles = tile_rule(int(sch.get(chan).extent), [int(sch.get(q).extent) for q in qs])
+    elif tiles is None:
         tiles = [sch.sample_perfect_tile(chan, n=2, max_innermost_factor=maxes[0]),
                  sch.sample_perfect_tile(rows, n=2, max_innermost_factor=maxes[1])
                  if rows is not None else None,

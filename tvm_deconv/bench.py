@@ -488,24 +488,17 @@ def _torch_layer(fn_name: str, data, weight, threads: int, **kwargs) -> Prepared
 
 
 def _workspace(spec: ConvTransposeSpec, target) -> Optional[int]:
-    """Our extra workspace bytes (packed-weight growth + padded input copy, + the dense phase
-    accumulators of the interleaved kernel)."""
+    """Our extra workspace bytes (:attr:`~.strategy.Implementation.workspace`; 0 where the
+    implementation reports none)."""
     from . import strategy  # pylint: disable=import-outside-toplevel
 
     impl = strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation
     if impl is None:
         return None
-    # pylint: disable=import-outside-toplevel
-    if impl.name == "x86.decomposed":
-        from .schedules.x86 import vector_lanes, workspace_bytes
-
-        return workspace_bytes(spec, vector_lanes(target, spec.dtype))
-    if impl.name == "x86.interleaved":
-        from .schedules.x86_interleaved import workspace_bytes as interleaved_workspace
-
-        with target:
-            return interleaved_workspace(spec)
-    return 0
+    if impl.workspace is None:
+        return 0
+    with target:
+        return impl.workspace(spec)
 
 
 def _dilated_case(layer, batch: int, args, target, threads: int) -> Case:

@@ -46,7 +46,9 @@ class Implementation:
     makes the compute fast; ``None`` leaves it to the target's stock scheduling (dlight on
     GPUs).  ``space_compute`` and ``space`` are the implementation's tuning design space
     (MetaSchedule's ``ours`` space): a compute taking the same packed weight, in a form TIR's
-    schedule primitives accept, and the :data:`Space` sampling its schedules.
+    schedule primitives accept, and the :data:`Space` sampling its schedules.  ``workspace``
+    (called under the target) gives the bytes it needs beyond the weight and the output
+    (packed-weight growth, padded copies, phase buffers); ``None``: none reported.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Implementation:
     space_compute: Optional[Callable[[ConvTransposeSpec], tirx.PrimFunc]] = None
     space: Optional[Space] = None
     predicate: Predicate = field(default=lambda spec, target: None)
+    workspace: Optional[Callable[[ConvTransposeSpec], int]] = None
 
     def applies_to(self, spec: ConvTransposeSpec, target: Target) -> Optional[str]:
         """``None`` if this implementation takes the call, else why not."""
