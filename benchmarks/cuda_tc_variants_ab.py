@@ -18,8 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -65,11 +63,7 @@ def main(argv=None) -> int:
     for case in args.cases.split(","):
         name, batch = case.split(":")
         spec = zoo.get(name).spec(int(batch), dtype="float16")
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal(spec.data_shape).astype("float16")
-        w = rng.standard_normal(spec.weight_shape).astype("float16")
-        xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
-        ref = cuda_zoo.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
+        x, w, xt, wt, ref = cuda_zoo.random_case(spec)
         row = {"layer": name, "batch": int(batch), "dtype": "float16"}
         for variant in args.variants.split(","):
             with VARIANTS[variant]():

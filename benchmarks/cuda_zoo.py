@@ -71,6 +71,16 @@ def torch_conv(spec, x, w):
                                 dilation=spec.dilation)
 
 
+def random_case(spec):
+    """Random inputs of ``spec`` (seed 0, its dtype), on the host and the GPU, and the float64
+    result of those inputs through torch: ``(x, w, x_gpu, w_gpu, ref)``."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.data_shape).astype(spec.dtype)
+    w = rng.standard_normal(spec.weight_shape).astype(spec.dtype)
+    xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
+    return x, w, xt, wt, torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
+
+
 def time_tvm(vm, dev, args, budget_s):
     """Median ms of VM main(*args): warm-up, then repeats of `number` calls each."""
     vm["main"](*args)

@@ -82,6 +82,20 @@ def patched(attrs):
             setattr(x86, name, value)
 
 
+def check_and_time(vms: dict, arg, ref, rounds: int) -> tuple[dict, dict, dict]:
+    """Each VM's ``main(arg)`` checked against ``ref`` (1e-5), then timed alternately for
+    ``rounds`` rounds (median of 5 repeats of >= 50 ms each): (ms per round, median ms,
+    relative errors), by tag."""
+    errors = {t: relative_error(vm["main"](arg).numpy(), ref) for t, vm in vms.items()}
+    assert max(errors.values()) < 1e-5, errors
+    times = {t: [] for t in vms}
+    for _ in range(rounds):
+        for tag, vm in vms.items():
+            timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=5, min_repeat_ms=50)
+            times[tag].append(timer(arg).median * 1e3)
+    return times, {t: float(np.median(v)) for t, v in times.items()}, errors
+
+
 def main(what, layers, batch, rounds, out_path):
     results = {}
     for name in layers.split(","):
@@ -94,14 +108,7 @@ def main(what, layers, batch, rounds, out_path):
                 ex = tvm_deconv.build(transposed_conv_module(spec, weight), "llvm",
                                       tuning_logs=False)
             vms[tag] = relax.VirtualMachine(ex, tvm.cpu())
-        errors = {t: relative_error(vm["main"](arg).numpy(), ref) for t, vm in vms.items()}
-        assert max(errors.values()) < 1e-5, errors
-        times = {t: [] for t in vms}
-        for _ in range(rounds):
-            for tag, vm in vms.items():
-                timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=5, min_repeat_ms=50)
-                times[tag].append(timer(arg).median * 1e3)
-        med = {t: float(np.median(v)) for t, v in times.items()}
+        times, med, _ = check_and_time(vms, arg, ref, rounds)
         shipped = VARIANTS[what][0][0]
         speedup = {t: med[t] / med[shipped] for t in med if t != shipped}
         results[name] = {"batch": batch, "ms": times, "median_ms": med,

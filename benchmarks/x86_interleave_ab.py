@@ -21,17 +21,18 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import tvm
 from tvm import relax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tvm_deconv  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
 from tvm_deconv.schedules import x86_interleaved  # noqa: E402
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs,  # noqa: E402
-                                relative_error, transposed_conv_module)
+                                transposed_conv_module)
+from x86_batch_order_ab import check_and_time  # noqa: E402
 
 INTERLEAVED = "x86.interleaved"
 
@@ -71,14 +72,7 @@ def main(layers: str, batch: int, rounds: int, out_path: str, other_accumulators
                 ex = tvm_deconv.build(transposed_conv_module(spec, weight), target,
                                       tuning_logs=False)
             vms[tag] = relax.VirtualMachine(ex, tvm.cpu())
-        errors = {t: relative_error(vm["main"](arg).numpy(), ref) for t, vm in vms.items()}
-        assert max(errors.values()) < 1e-5, errors
-        times = {t: [] for t in vms}
-        for _ in range(rounds):
-            for tag, vm in vms.items():
-                timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=5, min_repeat_ms=50)
-                times[tag].append(timer(arg).median * 1e3)
-        med = {t: float(np.median(v)) for t, v in times.items()}
+        times, med, errors = check_and_time(vms, arg, ref, rounds)
         speedup = med["decomposed"] / med["interleaved"]
         results[name] = {"batch": batch, "ms": times, "median_ms": med, "errors": errors,
                          "interleaved_speedup": speedup}
