@@ -20,6 +20,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import tvm
 from tvm import relax
@@ -37,14 +38,8 @@ from x86_batch_order_ab import check_and_time  # noqa: E402
 INTERLEAVED = "x86.interleaved"
 
 
-@contextlib.contextmanager
 def accumulators(count: int):
-    shipped = x86_interleaved.ACCUMULATORS
-    x86_interleaved.ACCUMULATORS = count
-    try:
-        yield
-    finally:
-        x86_interleaved.ACCUMULATORS = shipped
+    return mock.patch.object(x86_interleaved, "ACCUMULATORS", count)
 
 
 def main(layers: str, batch: int, rounds: int, out_path: str, other_accumulators: int = 0

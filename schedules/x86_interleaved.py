@@ -4,7 +4,8 @@ one interleave pass.
 IR in: :func:`~.x86_space.x86_space_compute`'s PrimFunc (the padded data copy, per phase with
 taps a reduction into a *dense* accumulator ``acc_<phase>``, one ``interleave`` block writing
 ``out``), plus the epilogues FuseTIR put after it.  IR out: the phase blocks register-tiled
-with fixed tiles (:func:`interleaved_tiles`, channel tiles outermost), each tile written back
+with fixed tiles (:func:`interleaved_tiles`, channel tiles outermost; where a channel tile's
+weights overflow L2, input-channel chunks outside the spatial tiles), each tile written back
 to its dense accumulator with whole-vector stores; the epilogues inlined into the interleave,
 which runs as one parallel pass.
 
@@ -37,7 +38,8 @@ from tvm_deconv.plan import ConvTransposeSpec, make_plan
 from .common import inline_epilogues
 from .x86 import (ROLE, X86, _best_tile, _parallel_spatial, itemsize, padded_image_elements,
                   supports_x86, vector_lanes, x86_layout)
-from .x86_space import _acc_shape, schedule_blocks, space_layout, x86_space_compute
+from .x86_space import (CHUNKED_ACC_BYTES, _acc_shape, input_chunks, schedule_blocks,
+                        space_layout, x86_space_compute)
 
 # Accumulator vector registers of a tile (of AVX-512's 32): 2 channel vectors x 2 rows x 3
 # columns (1-d: x 6 columns).  Tiles of 16 (2 x 2 x 4), built whole side by side at batch 1,
@@ -46,6 +48,14 @@ from .x86_space import _acc_shape, schedule_blocks, space_layout, x86_space_comp
 # results/x86-znver5-interleave-acc16-b1.json).
 ACCUMULATORS = 12
 LANES = 16
+FLOAT32_BYTES = 4
+# Weight bytes of a channel tile's phase (input channels x taps x channel vectors) that stay
+# in L2 (1 MiB a core on Zen 5) while the spatial tiles reuse them.  Over it, the input
+# channels go in chunks: pose 2048->256 (a 1 MiB slice, in chunks of 512) ran 1.07x faster
+# than unchunked at batch 1 (every one of 11 rounds) and 1.06x at 16; the other zoo layers
+# (slices of at most 256 KiB) ran 0.98-1.06x slower chunked under a 32 KiB budget
+# (benchmarks/x86_input_chunks_ab.py, results/x86-znver5-input-chunks-*.json).
+WEIGHT_SLICE_BYTES = 256 << 10
 
 
 def supports_x86_interleaved(spec: ConvTransposeSpec, target: Target) -> Optional[str]:
@@ -70,17 +80,28 @@ def interleaved_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     return x86_space_compute(spec).with_attr("op_pattern", OUT_ELEMWISE_FUSABLE)
 
 
-def interleaved_tiles(channel_blocks: int, qext: list) -> list:
-    """Fixed register tile ``[[None, channel vectors], [None, rows] or None, [None, columns]]``
-    for phase accumulators of ``channel_blocks`` channel vectors and per-phase extents
-    ``qext`` (innermost last): 2 channel vectors where they divide, 2 rows where they divide,
-    and columns filling :data:`ACCUMULATORS` with few padded columns."""
+def interleaved_tiles(channel_blocks: int, qext: list, reduction: list) -> list:
+    """Fixed register tile ``[[None, channel vectors], [None, rows] or None, [None, columns],
+    input chunk or None]`` for phase accumulators of ``channel_blocks`` channel vectors,
+    per-phase extents ``qext`` (innermost last) and reduction extents ``reduction`` (input
+    channels, taps per axis): 2 channel vectors where they divide, 2 rows where they divide,
+    columns filling :data:`ACCUMULATORS` with few padded columns; input chunks where the
+    channel tile's weight slice is over :data:`WEIGHT_SLICE_BYTES` (and the task's
+    accumulators fit ``x86_space.CHUNKED_ACC_BYTES``): the largest chunk whose slice fits it,
+    else the smallest chunk."""
     chan = X86.obt(channel_blocks)
     rows = None
     if len(qext) >= 2:
         rows = 2 if qext[-2] % 2 == 0 else 1
     cols = _best_tile(qext[-1], max(1, ACCUMULATORS // (chan * (rows or 1))))
-    return [[None, chan], [None, rows] if rows is not None else None, [None, cols]]
+    slice_per_channel = chan * LANES * math.prod(reduction[1:]) * FLOAT32_BYTES
+    chunk = None
+    if (slice_per_channel * reduction[0] > WEIGHT_SLICE_BYTES
+            and chan * LANES * math.prod(qext) * FLOAT32_BYTES <= CHUNKED_ACC_BYTES):
+        chunks = input_chunks(reduction[0])
+        fits = [c for c in chunks if c * slice_per_channel <= WEIGHT_SLICE_BYTES]
+        chunk = max(fits) if fits else min(chunks, default=None)
+    return [[None, chan], [None, rows] if rows is not None else None, [None, cols], chunk]
 
 
 def schedule_x86_interleaved(sch: s_tir.Schedule, target: Target) -> None:
@@ -88,7 +109,7 @@ def schedule_x86_interleaved(sch: s_tir.Schedule, target: Target) -> None:
     roots = sch.get_child_blocks(sch.get_sblock("root"))
     epilogues = [sch.get(b).name_hint for b in roots if ROLE not in sch.get(b).annotations]
     left = inline_epilogues(sch, epilogues)
-    schedule_blocks(sch, channels_inner=False, tile_rule=interleaved_tiles)
+    schedule_blocks(sch, "channels_outer", tile_rule=interleaved_tiles, target=target)
     for name in left:
         _parallel_spatial(sch, sch.get_sblock(name), vector_lanes(target))
 

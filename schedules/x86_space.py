@@ -17,8 +17,10 @@ the interleave never reads.
 :func:`schedule_x86_space` is the design space, a handful of knobs so that ~64 trials
 converge: the register tile (channel vectors or channels, rows, columns; perfect tiles of the
 shared extents), MetaSchedule's auto-unroll step, and two design spaces for the order of the
-parallel tile loops (channel tiles outer: each weight slice reused by all spatial tiles while
-hot; inner: each input patch read once for all channels).  Per phase: tile, reduction over
+parallel tile loops (:data:`ORDERS`: channel tiles outer: each weight slice reused by all
+spatial tiles while hot; inner: each input patch read once for all channels; input chunks: the
+input channels split in chunks outside the spatial tiles, so a chunk's weight slice stays in
+L2 for every spatial tile, for weight slices too big for it).  Per phase: tile, reduction over
 input channels outside the (unrolled) taps and the unrolled tile, lanes vectorised, the tile
 accumulated in a ``local`` cache (registers) written back to the dense accumulator.
 :mod:`.x86_interleaved` runs the same compute with fixed tiles as the untuned kernel for
@@ -52,6 +54,11 @@ PHASE_LOOPS = "tvm_deconv.x86.phase_loops"  # interleave: positions of its phase
 OC_MAX = (4, 4, 8)
 W_MAX = (4, 8, 4)
 UNROLL_STEPS = (0, 16, 64, 512)
+ORDERS = ("channels_outer", "channels_inner", "input_chunks")
+# Input-chunk order: sampled chunk sizes (those that split the input channels), and the
+# largest accumulator a parallel task keeps across the chunks (it should stay in L1/L2).
+INPUT_CHUNKS = (64, 128, 256, 512)
+CHUNKED_ACC_BYTES = 64 << 10
 
 
 def space_layout(spec: ConvTransposeSpec, isa: Optional[VectorISA] = None
@@ -182,28 +189,58 @@ def _blocks(sch):
 
 
 def schedule_x86_space(sch: s_tir.Schedule, target: Target) -> list:
-    """The design spaces (one per order of the parallel tile loops) of an
+    """The design spaces (one per applicable loop order, :data:`ORDERS`) of an
     :func:`x86_space_compute` PrimFunc: sampled register tiles and unroll step."""
     phases = _blocks(sch).get("conv", [])
-    channel_tiles = int(sch.get(sch.get_loops(phases[0])[2]).extent) if phases else 1
     spaces = []
-    for channels_inner in ((False, True) if channel_tiles > 1 else (False,)):
-        space = sch.copy()
-        schedule_blocks(space, channels_inner)
-        spaces.append(space)
-    return spaces
+    for order in ORDERS:
+        if phases and _order_applies(sch, phases[0], order):
+            space = sch.copy()
+            schedule_blocks(space, order, target=target)
+            spaces.append(space)
+    return spaces or [sch]
 
 
-def schedule_blocks(sch: s_tir.Schedule, channels_inner: bool,
-                    tile_rule: Optional[Callable[[int, list], list]] = None) -> None:
-    """Schedule the phase, pad and interleave blocks: tiles from ``tile_rule`` (the untuned
-    :mod:`.x86_interleaved` kernel: ``(channel blocks, phase extents) -> [[None, channel
-    vectors], [None, rows] or None, [None, columns]]``), or, without one, sampled, with a
-    sampled auto-unroll step."""
+def _order_applies(sch, block, order: str) -> bool:
+    loops = _phase_loops(sch, block)
+    if order == "channels_inner":
+        return _extent(sch, loops.chan) > 1
+    if order == "input_chunks":
+        return bool(input_chunks(_extent(sch, loops.ric))) and (
+            chunked_acc_bytes(sch, block) <= CHUNKED_ACC_BYTES)
+    return True
+
+
+def input_chunks(in_channels: int) -> list:
+    """The sampled input-channel chunk sizes for ``in_channels`` (those that split it)."""
+    return [c for c in INPUT_CHUNKS if c < in_channels and in_channels % c == 0]
+
+
+def chunked_acc_bytes(sch, block) -> int:
+    """Bytes of accumulator one parallel task of the input-chunk order keeps: every spatial
+    position of its channel tile (at most :data:`OC_MAX` channel vectors), one batch."""
+    loops = _phase_loops(sch, block)
+    lanes = 1 if loops.vec is None else _extent(sch, loops.vec)
+    positions = math.prod(_extent(sch, q) for q in loops.qs)
+    chan = min(_extent(sch, loops.chan), (OC_MAX if loops.vec is not None else W_MAX)[0])
+    return chan * lanes * positions * 4
+
+
+def schedule_blocks(sch: s_tir.Schedule, order: str,
+                    tile_rule: Optional[Callable[[int, list, list], list]] = None,
+                    target: Optional[Target] = None) -> None:
+    """Schedule the phase, pad and interleave blocks, the phase loops in ``order`` (one of
+    :data:`ORDERS`): tiles from ``tile_rule`` (the untuned :mod:`.x86_interleaved` kernel:
+    ``(channel blocks, phase extents, reduction extents [input channels, taps...]) -> [[None,
+    channel vectors], [None, rows] or None, [None, columns], input chunk or None]``; a chunk
+    puts the loops in the input-chunk order), or, without one, sampled, with a sampled
+    auto-unroll step.  ``target``'s ``num-cores`` sizes the input-chunk order's parallel
+    loop."""
     blocks = _blocks(sch)
+    cores = int((target.attrs.get("num-cores", 0) if target is not None else 0) or 1)
     tiles = None
     for block in blocks.get("conv", []):
-        tiles = _schedule_phase(sch, block, channels_inner, tiles, tile_rule)
+        tiles = _schedule_phase(sch, block, order, tiles, tile_rule, cores)
     for block in blocks.get("pad", []):
         lanes = [int(sch.get(b).annotations[LANES]) for b in blocks.get("conv", [])]
         schedule_pad(sch, block, lanes[0] if lanes else 1)
@@ -217,45 +254,83 @@ def schedule_blocks(sch: s_tir.Schedule, channels_inner: bool,
         list(UNROLL_STEPS), [1.0 / len(UNROLL_STEPS)] * len(UNROLL_STEPS)))
 
 
-def _schedule_phase(sch, block, channels_inner: bool, tiles, tile_rule=None):
-    """Tile one phase block; the first one samples the tile sizes (``tiles``; or takes them
-    from ``tile_rule``), the others (same loop extents) reuse them."""
-    annotations = sch.get(block).annotations
-    oc_mode, lanes = str(annotations[MODE]) == "oc", int(annotations[LANES])
+@dataclasses.dataclass
+class _PhaseLoops:
+    n: object
+    g: object
+    chan: object
+    qs: list
+    vec: object       # oc mode: the lane loop; w mode: None (split from the columns)
+    ric: object
+    taps: list
+
+
+def _phase_loops(sch, block) -> _PhaseLoops:
     iter_vars = sch.get(block).iter_vars
     nd = sum(1 for iv in iter_vars if iv.iter_type == 2) - 1  # reduce: ic and one tap per axis
     loops = sch.get_loops(block)
-    n, g, chan, qs = loops[0], loops[1], loops[2], loops[3:3 + nd]
-    ric = loops[len(iter_vars) - 1 - nd]
-    taps = loops[len(iter_vars) - nd:]
-    if oc_mode:
-        cols, vec = qs[-1], loops[3 + nd]
+    oc_mode = str(sch.get(block).annotations[MODE]) == "oc"
+    return _PhaseLoops(loops[0], loops[1], loops[2], list(loops[3:3 + nd]),
+                       loops[3 + nd] if oc_mode else None, loops[len(iter_vars) - 1 - nd],
+                       list(loops[len(iter_vars) - nd:]))
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _schedule_phase(sch, block, order: str, tiles, tile_rule=None, cores: int = 1):
+    """Tile one phase block; the first one samples the tile sizes (``tiles``; or takes them
+    from ``tile_rule``), the others (same loop extents) reuse them."""
+    lanes = int(sch.get(block).annotations[LANES])
+    loops = _phase_loops(sch, block)
+    n, g, chan, qs, ric, taps = loops.n, loops.g, loops.chan, loops.qs, loops.ric, loops.taps
+    if loops.vec is not None:
+        cols, vec = qs[-1], loops.vec
     else:
         cols, vec = sch.split(qs[-1], [None, lanes])
-    rows = qs[-2] if nd >= 2 else None
-    maxes = OC_MAX if oc_mode else W_MAX
+    rows = qs[-2] if len(qs) >= 2 else None
+    maxes = OC_MAX if loops.vec is not None else W_MAX
     if tiles is None and tile_rule is not None:
-        tiles = tile_rule(int(sch.get(chan).extent), [int(sch.get(q).extent) for q in qs])
+        tiles = tile_rule(_extent(sch, chan), [_extent(sch, q) for q in qs],
+                          [_extent(sch, ric)] + [_extent(sch, t) for t in taps])
     elif tiles is None:
+        chunks = input_chunks(_extent(sch, ric)) if order == "input_chunks" else []
         tiles = [sch.sample_perfect_tile(chan, n=2, max_innermost_factor=maxes[0]),
                  sch.sample_perfect_tile(rows, n=2, max_innermost_factor=maxes[1])
                  if rows is not None else None,
-                 sch.sample_perfect_tile(cols, n=2, max_innermost_factor=maxes[2])]
+                 sch.sample_perfect_tile(cols, n=2, max_innermost_factor=maxes[2]),
+                 sch.sample_categorical(chunks, [1.0 / len(chunks)] * len(chunks))
+                 if chunks else None]
     chan_o, chan_i = sch.split(chan, tiles[0])
     cols_o, cols_i = sch.split(cols, tiles[2])
     spatial_o, inner = [cols_o], [chan_i, cols_i]
     if rows is not None:
         rows_o, rows_i = sch.split(rows, tiles[1])
         spatial_o, inner = list(qs[:-2]) + [rows_o, cols_o], [chan_i, rows_i, cols_i]
-    outer = [n, g] + (spatial_o + [chan_o] if channels_inner else [chan_o] + spatial_o)
-    sch.reorder(*outer, ric, *taps, *inner, vec)
+    if tiles[3] is not None:
+        # Input chunks outside the spatial tiles: a chunk's weight slice is read once per
+        # task, not once per spatial tile.  Spatial tiles join the parallel loop only where
+        # the channel tiles give under two tasks per core (each one re-reads the slice).
+        outer, tasks = [n, g, chan_o], _extent(sch, n) * _extent(sch, g) * _extent(sch, chan_o)
+        while tasks < 2 * cores and spatial_o:
+            outer.append(spatial_o.pop(0))
+            tasks *= _extent(sch, outer[-1])
+        ric_o, ric_i = sch.split(ric, [None, tiles[3]])
+        sch.reorder(*outer, ric_o, *spatial_o, ric_i, *taps, *inner, vec)
+        ric = ric_o
+    else:
+        outer = [n, g] + (spatial_o + [chan_o] if order == "channels_inner"
+                          else [chan_o] + spatial_o)
+        sch.reorder(*outer, ric, *taps, *inner, vec)
     fused = sch.fuse(*outer)
     sch.parallel(fused)
     for loop in inner:
         sch.unroll(loop)
     sch.vectorize(vec)
-    # The accumulator tile lives in registers; the phase buffer is dense, so writing the
-    # tile back touches no other phase's elements.
+    # The accumulator tile lives in registers (input-chunk order: the task's accumulators in
+    # a buffer of at most CHUNKED_ACC_BYTES, each tile in registers over a chunk); the phase
+    # buffer is dense, so writing back touches no other phase's elements.
     write_back = sch.cache_write(block, 0, CPU_TILE_SCOPE)
     sch.reverse_compute_at(write_back, fused, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(write_back)[-1])

@@ -137,6 +137,8 @@ SPACE_SPECS = [
     make_spec((1, 16, 4, 4), (16, 16, 4, 4), strides=2, padding=1, groups=2),
     make_spec((1, 16, 5, 7), (16, 16, 3, 3), strides=2, padding=1, output_padding=1),
     make_spec((1, 8, 9, 9), (8, 3, 5, 5), strides=3, padding=1),
+    # 128 input channels: the input-chunk order's design space too
+    make_spec((1, 128, 3, 3), (128, 16, 4, 4), strides=2, padding=1),
 ]
 
 

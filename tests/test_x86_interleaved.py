@@ -13,7 +13,7 @@ from tvm import relax
 
 import tvm_deconv
 from tvm_deconv import strategy
-from tvm_deconv.plan import make_spec
+from tvm_deconv.plan import make_plan, make_spec
 from tvm_deconv.schedules import x86, x86_interleaved
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
@@ -109,19 +109,62 @@ def test_interleaved_declines_with_reasons():
     assert impl.applies_to(oc, avx512) is None
 
 
-@pytest.mark.parametrize("blocks,qext,expected", [
-    (16, [8, 6], (2, 2, 3)),      # pose 2048->256: 12 accumulators, perfect tiles
-    (16, [32, 32], (2, 2, 3)),    # U-Net: 3 columns, 1 of 33 padded
-    (16, [4, 4], (2, 2, 2)),      # DCGAN 512->256: 3 columns would pad half the tiles
-    (16, [128], (2, None, 6)),    # HiFi-GAN (1-d)
-    (2, [7, 28], (2, 1, 6)),      # odd rows: 1-row tiles
-    (3, [16, 16], (1, 2, 4)),     # an odd count of channel vectors: one per tile
+@pytest.mark.parametrize("blocks,qext,reduction,expected", [
+    (16, [8, 6], [256, 2, 2], (2, 2, 3)),   # pose 256->256: 12 accumulators, perfect tiles
+    (16, [32, 32], [512, 1, 1], (2, 2, 3)),  # U-Net: 3 columns, 1 of 33 padded
+    (16, [4, 4], [512, 2, 2], (2, 2, 2)),   # DCGAN 512->256: 3 columns would pad half
+    (16, [128], [512, 2], (2, None, 6)),    # HiFi-GAN (1-d)
+    (2, [7, 28], [21, 2, 2], (2, 1, 6)),    # odd rows: 1-row tiles
+    (3, [16, 16], [64, 2, 2], (1, 2, 4)),   # an odd count of channel vectors: one per tile
 ])
-def test_interleaved_tiles_fill_twelve_accumulators(blocks, qext, expected):
-    tiles = x86_interleaved.interleaved_tiles(blocks, qext)
+def test_interleaved_tiles_fill_twelve_accumulators(blocks, qext, reduction, expected):
+    tiles = x86_interleaved.interleaved_tiles(blocks, qext, reduction)
     got = (tiles[0][1], tiles[1][1] if tiles[1] is not None else None, tiles[2][1])
     assert got == expected
     assert got[0] * (got[1] or 1) * got[2] <= x86_interleaved.ACCUMULATORS
+    assert tiles[3] is None  # weight slices of at most 256 KiB: no input chunks
+
+
+@pytest.mark.parametrize("qext,reduction,chunk", [
+    ([8, 6], [2048, 2, 2], 512),    # pose 2048->256: a 1 MiB slice, in 256 KiB chunks
+    ([8, 6], [1024, 4, 4], 128),
+    ([64, 64], [2048, 2, 2], None),  # the task's accumulators would not fit L1/L2
+    ([8, 6], [1000, 4, 4], None),   # no chunk size splits 1000 channels
+])
+def test_interleaved_tiles_chunk_big_weight_slices(qext, reduction, chunk):
+    tiles = x86_interleaved.interleaved_tiles(16, qext, reduction)
+    assert tiles[3] == chunk
+    if chunk:
+        assert (chunk * 2 * 16 * int(np.prod(reduction[1:])) * 4
+                <= x86_interleaved.WEIGHT_SLICE_BYTES)
+
+
+# Input chunks (of 64 channels, the smallest) on small layers (a 1-byte weight-slice budget): ragged phases; one channel tile,
+# so spatial tiles join the parallel loop; groups; 1-d.
+CHUNKED = [
+    ((1, 128, 5, 5), (128, 16, 3, 3), dict(strides=2, padding=1, output_padding=1)),
+    ((2, 256, 4, 3), (256, 32, 4, 4), dict(strides=2, padding=1, groups=2)),
+    ((1, 192, 9), (192, 32, 5), dict(strides=3, padding=1)),
+]
+
+
+@pytest.mark.parametrize("data_shape,weight_shape,attrs", CHUNKED,
+                         ids=[f"cfg{i}" for i in range(len(CHUNKED))])
+def test_input_chunks_match_reference_and_lead_the_spatial_tiles(
+        data_shape, weight_shape, attrs, host_lanes, monkeypatch):
+    monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)
+    spec = make_spec(data_shape, weight_shape, **attrs)
+    data, weight, out = _run(spec)
+    assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
+    # The chunk loop (64 channels) sits right under the parallel loop, above the spatial
+    # tiles that did not join it.
+    sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
+    x86_interleaved.schedule_x86_interleaved(sch, TARGET)
+    phase = sch.get_sblock(next(p.name for p in make_plan(spec).phases() if p.has_taps)
+                           + "_update")  # decompose_reduction's name for the update
+    loops = [sch.get(lp) for lp in sch.get_loops(phase)]
+    assert loops[0].kind == tvm.tirx.ForKind.PARALLEL
+    assert int(loops[1].extent) == spec.in_per_group // 64
 
 
 def test_workspace_counts_the_dense_phase_accumulators():
