@@ -25,7 +25,8 @@ from .x86_space import schedule_x86_space, x86_space_compute
 # (schedules/arm.py); 32-bit ARM and non-float32 calls fall through to cpu.generic.
 register(CONV_TRANSPOSE, Implementation(
     name="arm_cpu.decomposed", target_keys=("arm_cpu",), priority=20, compute=arm.neon_compute,
-    schedule=arm.schedule_neon, pack=arm.neon_pack, predicate=arm.supports_neon))
+    schedule=arm.schedule_neon, pack=arm.neon_pack, predicate=arm.supports_neon,
+    workspace=arm.neon_workspace_bytes))
 register(CONV_TRANSPOSE, Implementation(
     name="cpu.single_pixel", target_keys=("cpu",), priority=15,
     compute=single_pixel_compute, schedule=schedule_single_pixel,

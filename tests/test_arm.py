@@ -111,6 +111,16 @@ def test_neon_layout_is_fixed_and_sized_for_32_registers():
     assert ot * rh * v <= NEON.acc_budget
 
 
+def test_bench_reports_the_neon_workspace():
+    """The NEON kernel's padded data copy and packed weight are reported (not 0) and sized for
+    NEON's layout whatever the host."""
+    from tvm_deconv.bench import _workspace  # pylint: disable=import-outside-toplevel
+
+    spec = make_spec((1, 64, 8, 8), (64, 30, 4, 4), strides=2, padding=1)
+    reported = _workspace(spec, resolve_target("cortex-a72"))
+    assert reported == arm.neon_workspace_bytes(spec) > 64 * 10 * 10 * 4  # >= padded input
+
+
 # ---------------------------------------------------------------------------------------------
 # Cross-compiling
 
