@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tvm_deconv  # noqa: E402
-from tvm_deconv import strategy, zoo  # noqa: E402
 from tvm_deconv.schedules import x86_interleaved  # noqa: E402
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs,  # noqa: E402
                                 transposed_conv_module)
 from x86_batch_order_ab import check_and_time  # noqa: E402
+from x86_interleave_ab import interleaved_layers  # noqa: E402
 
 
 def weight_slice_budget(budget: int):
@@ -42,18 +42,12 @@ def weight_slice_budget(budget: int):
 
 def main(layers: str, batch: int, rounds: int, out_path: str, other_budget: int = 0) -> int:
     target = tvm_deconv.resolve_target("llvm")
-    names = [layer.name for layer in zoo.LAYERS] if layers == "all" else layers.split(",")
     variants = [("shipped", contextlib.nullcontext), ("unchunked",
                                                       lambda: weight_slice_budget(1 << 62))]
     if other_budget:
         variants.append((f"budget_{other_budget}", lambda: weight_slice_budget(other_budget)))
     results = {}
-    for name in names:
-        spec = zoo.get(name).spec(batch)
-        picked = strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation.name
-        if picked != "x86.interleaved":
-            print(f"{name}: {picked} takes it, skipped")
-            continue
+    for name, spec in interleaved_layers(layers, batch, target):
         data, weight = random_inputs(spec, seed=1)
         ref = conv_transpose_reference(data, weight, spec)
         arg, vms = tvm.runtime.tensor(data), {}

@@ -42,17 +42,24 @@ def accumulators(count: int):
     return mock.patch.object(x86_interleaved, "ACCUMULATORS", count)
 
 
-def main(layers: str, batch: int, rounds: int, out_path: str, other_accumulators: int = 0
-         ) -> int:
-    target = tvm_deconv.resolve_target("llvm")
+def interleaved_layers(layers: str, batch: int, target):
+    """``(name, spec)`` of the zoo layers named in ``layers`` (``all``: every one) at ``batch``
+    that ``x86.interleaved`` takes on ``target``; the others are printed as skipped."""
     names = [layer.name for layer in zoo.LAYERS] if layers == "all" else layers.split(",")
-    results = {}
     for name in names:
         spec = zoo.get(name).spec(batch)
         picked = strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation.name
         if picked != INTERLEAVED:
             print(f"{name}: {picked} takes it, skipped")
             continue
+        yield name, spec
+
+
+def main(layers: str, batch: int, rounds: int, out_path: str, other_accumulators: int = 0
+         ) -> int:
+    target = tvm_deconv.resolve_target("llvm")
+    results = {}
+    for name, spec in interleaved_layers(layers, batch, target):
         data, weight = random_inputs(spec, seed=1)
         ref = conv_transpose_reference(data, weight, spec)
         arg, vms = tvm.runtime.tensor(data), {}

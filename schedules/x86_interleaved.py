@@ -7,7 +7,8 @@ taps a reduction into a *dense* accumulator ``acc_<phase>``, one ``interleave`` 
 with fixed tiles (:func:`interleaved_tiles`, channel tiles outermost; where a channel tile's
 weights overflow L2, input-channel chunks outside the spatial tiles), each tile written back
 to its dense accumulator with whole-vector stores; the epilogues inlined into the interleave,
-which runs as one parallel pass.
+which runs as one parallel pass.  Big batches go through the copy, the phases and the
+interleave a chunk of images at a time (:func:`batch_chunk`), with accumulators per chunk.
 
 Why not :mod:`.x86`'s kernel, which writes each register tile straight to the strided output:
 with 16-lane vectors, a tile of 2 x 16 channels writes 32 output planes at a stride of
@@ -36,10 +37,10 @@ from tvm_deconv.compute import OUT_ELEMWISE_FUSABLE
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
 from .common import inline_epilogues
-from .x86 import (ROLE, X86, _best_tile, _parallel_spatial, itemsize, padded_image_elements,
-                  supports_x86, vector_lanes, x86_layout)
-from .x86_space import (CHUNKED_ACC_BYTES, _acc_shape, input_chunks, schedule_blocks,
-                        space_layout, x86_space_compute)
+from .x86 import (BATCH_CHUNK_BYTES, ROLE, X86, _best_tile, _parallel_spatial, itemsize,
+                  padded_image_elements, supports_x86, vector_lanes, x86_layout)
+from .x86_space import (CHUNKED_ACC_BYTES, _acc_shape, _blocks, chunk_batch, input_chunks,
+                        schedule_blocks, space_layout, x86_space_compute)
 
 # Accumulator vector registers of a tile (of AVX-512's 32): 2 channel vectors x 2 rows x 3
 # columns (1-d: x 6 columns).  Tiles of 16 (2 x 2 x 4), built whole side by side at batch 1,
@@ -109,17 +110,40 @@ def schedule_x86_interleaved(sch: s_tir.Schedule, target: Target) -> None:
     roots = sch.get_child_blocks(sch.get_sblock("root"))
     epilogues = [sch.get(b).name_hint for b in roots if ROLE not in sch.get(b).annotations]
     left = inline_epilogues(sch, epilogues)
+    chunk_batch(sch, batch_chunk(sch))
     schedule_blocks(sch, "channels_outer", tile_rule=interleaved_tiles, target=target)
     for name in left:
         _parallel_spatial(sch, sch.get_sblock(name), vector_lanes(target))
 
 
+def batch_chunk(sch: s_tir.Schedule) -> int:
+    """Images per pass (:func:`~.x86_space.chunk_batch`): a batch whose padded input and phase
+    accumulators outgrow :data:`~.x86.BATCH_CHUNK_BYTES` goes through the passes in chunks
+    that fit it, unless its packed weight does not fit it either (each chunk re-reads it:
+    pose 2048->256's 32 MiB).  At batch 16 on a 2-core Zen 5, the 8 zoo layers it chunks ran
+    1.00-1.21x faster than whole-batch passes (FCN-8s 1.21x, 3-D U-Nets 1.16x / 1.12x, U-Net
+    1.11x, CycleGAN 128->64 1.09x; ``benchmarks/x86_batch_chunks_ab.py``,
+    ``results/x86-znver5-batch-chunks-b16.json``)."""
+    roles = _blocks(sch)
+    buffers = [sch.get(b).writes[0].source for b in roles.get("pad", []) + roles["conv"]]
+    batch = int(buffers[0].shape[0])
+    per_image = sum(math.prod(int(d) for d in buf.shape[1:]) * buf.dtype.itemsize
+                    for buf in buffers)
+    packed = sch.mod["main"].params[1]  # (data, packed weight, out); params are the buffers
+    weight = math.prod(int(d) for d in packed.shape) * packed.dtype.itemsize
+    if batch * per_image <= BATCH_CHUNK_BYTES or weight > BATCH_CHUNK_BYTES:
+        return batch
+    fits = max(1, BATCH_CHUNK_BYTES // per_image)
+    return max(d for d in range(1, batch + 1) if batch % d == 0 and d <= fits)
+
+
 def workspace_bytes(spec: ConvTransposeSpec) -> int:
-    """Extra memory: packed weight minus the weight, the padded data copy and the dense phase
-    accumulators."""
+    """Extra memory: packed weight minus the weight, and per chunk of images
+    (:func:`batch_chunk`) the padded data copy and the dense phase accumulators."""
     lay, qext = space_layout(spec)
     phases = sum(1 for p in make_plan(spec).phases() if p.has_taps and not p.is_empty)
-    elements = (math.prod(lay.packed_shape) - math.prod(spec.weight_shape)
-                + spec.batch * padded_image_elements(spec, lay)
-                + phases * math.prod(_acc_shape(spec, lay, qext)))
+    images = batch_chunk(s_tir.Schedule(interleaved_compute(spec)))
+    per_image = (padded_image_elements(spec, lay)
+                 + phases * math.prod(_acc_shape(spec, lay, qext)) // spec.batch)
+    elements = math.prod(lay.packed_shape) - math.prod(spec.weight_shape) + images * per_image
     return elements * itemsize(spec.dtype)

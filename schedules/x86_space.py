@@ -254,6 +254,21 @@ def schedule_blocks(sch: s_tir.Schedule, order: str,
         list(UNROLL_STEPS), [1.0 / len(UNROLL_STEPS)] * len(UNROLL_STEPS)))
 
 
+def chunk_batch(sch: s_tir.Schedule, images: int) -> None:
+    """Put every block under one loop over chunks of ``images`` images: the padded copy and
+    the phases of a chunk run, then its interleave, so the chunk's padded input and phase
+    accumulators (which TIR then allocates per chunk) stay in the last-level cache instead of
+    streaming the whole batch's through memory between the passes."""
+    blocks = _blocks(sch)
+    (interleave,) = blocks[INTERLEAVE]
+    batch = sch.get_loops(interleave)[0]  # the output layouts start with N
+    if images >= _extent(sch, batch):
+        return
+    chunks, _ = sch.split(batch, [None, images])
+    for block in blocks.get("conv", []) + blocks.get("pad", []):
+        sch.compute_at(block, chunks, preserve_unit_loops=True)
+
+
 @dataclasses.dataclass
 class _PhaseLoops:
     n: object
@@ -268,7 +283,7 @@ class _PhaseLoops:
 def _phase_loops(sch, block) -> _PhaseLoops:
     iter_vars = sch.get(block).iter_vars
     nd = sum(1 for iv in iter_vars if iv.iter_type == 2) - 1  # reduce: ic and one tap per axis
-    loops = sch.get_loops(block)
+    loops = sch.get_loops(block)[-len(iter_vars):]  # (not the loop over batch chunks)
     oc_mode = str(sch.get(block).annotations[MODE]) == "oc"
     return _PhaseLoops(loops[0], loops[1], loops[2], list(loops[3:3 + nd]),
                        loops[3 + nd] if oc_mode else None, loops[len(iter_vars) - 1 - nd],
@@ -340,7 +355,7 @@ def _schedule_phase(sch, block, order: str, tiles, tile_rule=None, cores: int = 
 
 
 def _schedule_interleave(sch, block) -> None:
-    loops = sch.get_loops(block)
+    loops = sch.get_loops(block)[-len(sch.get(block).iter_vars):]  # (not the batch chunks)
     phase_loops = [int(i) for i in sch.get(block).annotations[PHASE_LOOPS]]
     lead = []
     for i, loop in enumerate(loops):

@@ -167,6 +167,40 @@ def test_input_chunks_match_reference_and_lead_the_spatial_tiles(
     assert int(loops[1].extent) == spec.in_per_group // 64
 
 
+@pytest.mark.parametrize("data_shape,weight_shape,attrs", [
+    ((4, 8, 12, 12), (8, 16, 2, 2), dict(strides=2)),
+    ((6, 8, 10, 9), (8, 12, 3, 3), dict(strides=2, padding=1, output_padding=1)),
+    ((4, 8, 64), (8, 16, 5), dict(strides=3, padding=1, output_padding=1)),
+])
+def test_big_batches_go_through_the_passes_in_chunks(data_shape, weight_shape, attrs,
+                                                     host_lanes, monkeypatch):
+    """An 8 KiB budget (over the weight, under an image's padded input and accumulators): one
+    image per chunk, every block under the chunk loop, the workspace one chunk's; the output
+    (bias and ReLU fused) still matches float64."""
+    spec = make_spec(data_shape, weight_shape, **attrs)
+    whole = x86_interleaved.workspace_bytes(spec)
+    monkeypatch.setattr(x86_interleaved, "BATCH_CHUNK_BYTES", 8 << 10)
+    data, weight, out = _run(spec, bias=np.ones(spec.out_channels, "float32"),
+                             act=relax.op.nn.relu)
+    ref = np.maximum(conv_transpose_reference(data, weight, spec,
+                                              bias=np.ones(spec.out_channels)), 0)
+    assert relative_error(out, ref) < 1e-5
+    sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
+    assert x86_interleaved.batch_chunk(sch) == 1
+    x86_interleaved.schedule_x86_interleaved(sch, TARGET)
+    root = sch.get_child_blocks(sch.get_sblock("root"))
+    chunks = {sch.get(sch.get_loops(b)[0]).extent for b in root}
+    assert chunks == {spec.batch}  # one loop over the images holds every block
+    assert x86_interleaved.workspace_bytes(spec) < whole
+
+
+def test_batches_whose_weight_outgrows_the_budget_stay_whole(monkeypatch):
+    spec = make_spec((8, 64, 4, 4), (64, 32, 4, 4), strides=2, padding=1)
+    monkeypatch.setattr(x86_interleaved, "BATCH_CHUNK_BYTES", 64 << 10)  # < the 128 KiB weight
+    assert x86_interleaved.batch_chunk(
+        tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))) == 8
+
+
 def test_workspace_counts_the_dense_phase_accumulators():
     spec = make_spec((1, 64, 8, 8), (64, 32, 4, 4), strides=2, padding=1)
     with resolve_target("llvm"):
