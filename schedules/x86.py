@@ -351,13 +351,20 @@ def batch_chunk(spec: ConvTransposeSpec, plan: TransposedConvPlan, lay: X86Layou
     phases, batch 8: 3x the time per image of batch 4), so such batches go through the
     phases a chunk of images at a time — unless a phase puts its channel tiles outside the
     batch (:func:`tile_order`), whose weights would then stream once per chunk."""
-    image = padded_image_elements(spec, lay) * itemsize(spec.dtype)
-    if spec.batch * image <= BATCH_CHUNK_BYTES or any(
-            _weights_outside_batch(phase_weight_bytes(spec, lay, phase), image_bytes(spec))
-            for phase in plan.phases() if phase.has_taps):
+    if any(_weights_outside_batch(phase_weight_bytes(spec, lay, phase), image_bytes(spec))
+           for phase in plan.phases() if phase.has_taps):
         return spec.batch
-    fits = max(1, BATCH_CHUNK_BYTES // image)
-    return max(d for d in range(1, spec.batch + 1) if spec.batch % d == 0 and d <= fits)
+    return images_per_chunk(spec.batch, padded_image_elements(spec, lay) * itemsize(spec.dtype),
+                            BATCH_CHUNK_BYTES)
+
+
+def images_per_chunk(batch: int, image: int, budget: int) -> int:
+    """Images per chunk of a batch of ``image`` bytes each: the whole batch where it fits
+    ``budget``, else the most images that fit it (at least one) and divide the batch."""
+    if batch * image <= budget:
+        return batch
+    fits = max(1, budget // image)
+    return max(d for d in range(1, batch + 1) if batch % d == 0 and d <= fits)
 
 
 def padded_image_elements(spec: ConvTransposeSpec, lay: X86Layout) -> int:

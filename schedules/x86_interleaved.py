@@ -37,10 +37,11 @@ from tvm_deconv.compute import OUT_ELEMWISE_FUSABLE
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
 from .common import inline_epilogues
-from .x86 import (BATCH_CHUNK_BYTES, ROLE, X86, _best_tile, _parallel_spatial, itemsize,
-                  padded_image_elements, supports_x86, vector_lanes, x86_layout)
-from .x86_space import (CHUNKED_ACC_BYTES, _acc_shape, _blocks, chunk_batch, input_chunks,
-                        schedule_blocks, space_layout, x86_space_compute)
+from .x86 import (BATCH_CHUNK_BYTES, ROLE, X86, _best_tile, _parallel_spatial,
+                  images_per_chunk, itemsize, padded_image_elements, supports_x86,
+                  vector_lanes, x86_layout)
+from .x86_space import (CHUNKED_ACC_BYTES, _acc_shape, _blocks, chunk_batch, chunked_acc_bytes,
+                        input_chunks, schedule_blocks, space_layout, x86_space_compute)
 
 # Accumulator vector registers of a tile (of AVX-512's 32): 2 channel vectors x 2 rows x 3
 # columns (1-d: x 6 columns).  Tiles of 16 (2 x 2 x 4), built whole side by side at batch 1,
@@ -98,7 +99,7 @@ def interleaved_tiles(channel_blocks: int, qext: list, reduction: list) -> list:
     slice_per_channel = chan * LANES * math.prod(reduction[1:]) * FLOAT32_BYTES
     chunk = None
     if (slice_per_channel * reduction[0] > WEIGHT_SLICE_BYTES
-            and chan * LANES * math.prod(qext) * FLOAT32_BYTES <= CHUNKED_ACC_BYTES):
+            and chunked_acc_bytes(chan * LANES, qext) <= CHUNKED_ACC_BYTES):
         chunks = input_chunks(reduction[0])
         fits = [c for c in chunks if c * slice_per_channel <= WEIGHT_SLICE_BYTES]
         chunk = max(fits) if fits else min(chunks, default=None)
@@ -131,10 +132,9 @@ def batch_chunk(sch: s_tir.Schedule) -> int:
                     for buf in buffers)
     packed = sch.mod["main"].params[1]  # (data, packed weight, out); params are the buffers
     weight = math.prod(int(d) for d in packed.shape) * packed.dtype.itemsize
-    if batch * per_image <= BATCH_CHUNK_BYTES or weight > BATCH_CHUNK_BYTES:
+    if weight > BATCH_CHUNK_BYTES:
         return batch
-    fits = max(1, BATCH_CHUNK_BYTES // per_image)
-    return max(d for d in range(1, batch + 1) if batch % d == 0 and d <= fits)
+    return images_per_chunk(batch, per_image, BATCH_CHUNK_BYTES)
 
 
 def workspace_bytes(spec: ConvTransposeSpec) -> int:

@@ -206,8 +206,10 @@ def _order_applies(sch, block, order: str) -> bool:
     if order == "channels_inner":
         return _extent(sch, loops.chan) > 1
     if order == "input_chunks":
-        return bool(input_chunks(_extent(sch, loops.ric))) and (
-            chunked_acc_bytes(sch, block) <= CHUNKED_ACC_BYTES)
+        lanes = 1 if loops.vec is None else _extent(sch, loops.vec)
+        chan = min(_extent(sch, loops.chan), (OC_MAX if loops.vec is not None else W_MAX)[0])
+        return bool(input_chunks(_extent(sch, loops.ric))) and chunked_acc_bytes(
+            chan * lanes, [_extent(sch, q) for q in loops.qs]) <= CHUNKED_ACC_BYTES
     return True
 
 
@@ -216,14 +218,11 @@ def input_chunks(in_channels: int) -> list:
     return [c for c in INPUT_CHUNKS if c < in_channels and in_channels % c == 0]
 
 
-def chunked_acc_bytes(sch, block) -> int:
-    """Bytes of accumulator one parallel task of the input-chunk order keeps: every spatial
-    position of its channel tile (at most :data:`OC_MAX` channel vectors), one batch."""
-    loops = _phase_loops(sch, block)
-    lanes = 1 if loops.vec is None else _extent(sch, loops.vec)
-    positions = math.prod(_extent(sch, q) for q in loops.qs)
-    chan = min(_extent(sch, loops.chan), (OC_MAX if loops.vec is not None else W_MAX)[0])
-    return chan * lanes * positions * 4
+def chunked_acc_bytes(channels: int, qext) -> int:
+    """Bytes of float32 accumulator one parallel task of the input-chunk order keeps: every
+    spatial position (phase extents ``qext``) of its tile of ``channels`` channels, one image
+    (the design space sizes it for its largest channel tile, :data:`OC_MAX` vectors)."""
+    return channels * math.prod(qext) * 4
 
 
 def schedule_blocks(sch: s_tir.Schedule, order: str,
