@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                 row[variant + "_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row[variant + "_ms"]
         rows.append(row)
         print(json.dumps(row), flush=True)
-    Path(args.out).write_text(json.dumps(rows, indent=1))
+        Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0
 
 

@@ -13,6 +13,9 @@ time_evaluator:
 * ``phases_fastest`` / ``phases_outer``: the phases forced on the fastest / slowest grid
   dimensions (FFMA: ``_Knobs.phases_fastest``, tensor cores:
   :data:`~tvm_deconv.schedules.cuda_tensorcore.PHASES_FASTEST`);
+* ``--start-tiles``: float32 calls also each FFMA start tile of
+  :data:`~tvm_deconv.schedules.cuda.TILE_CHOICES` (``start_VO.VW.threads``) other than the
+  shipped :data:`~tvm_deconv.schedules.cuda.START_TILE`;
 * float16 calls on the tensor-core path also each forced tile of ``--tiles``
   (``wp.wo.fp.fo.fk``: warps over pixels / channels, 16x16 fragments per warp, fragments of
   K per step) where it divides the GEMM.
@@ -45,7 +48,7 @@ DEFAULT_TILES = "2.2.4.2.2,2.2.4.4.2,2.2.2.4.2,2.2.2.2.2"
 
 
 @contextlib.contextmanager
-def variant(phases_fastest=None, tile=None):
+def variant(phases_fastest=None, tile=None, start_tile=cuda_sched.START_TILE):
     """Within the context, builds use these knobs (module state and schedule_cuda's default
     knobs; the registered strategy calls schedule_cuda without knobs)."""
     saved = (tc.PHASES_FASTEST, tc.choose_tile, cuda_sched.schedule_cuda.__defaults__)
@@ -53,7 +56,8 @@ def variant(phases_fastest=None, tile=None):
     if tile is not None:
         tc.choose_tile = lambda g, num_sms=132: tile
     cuda_sched.schedule_cuda.__defaults__ = (
-        dataclasses.replace(cuda_sched.GPU, phases_fastest=phases_fastest),)
+        dataclasses.replace(cuda_sched.GPU, phases_fastest=phases_fastest,
+                            start_tile=start_tile),)
     try:
         yield
     finally:
@@ -75,6 +79,9 @@ def main(argv=None) -> int:
     parser.add_argument("cases", help="comma-separated layer:batch")
     parser.add_argument("--dtypes", default="float32,float16")
     parser.add_argument("--tiles", default=DEFAULT_TILES)
+    parser.add_argument("--start-tiles", action="store_true")
+    parser.add_argument("--no-grid-order", action="store_true",
+                        help="skip the forced grid orders")
     parser.add_argument("--out", default="cuda_tile_ab.json")
     args = parser.parse_args(argv)
     torch.backends.cudnn.allow_tf32 = False
@@ -95,8 +102,14 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 row["cudnn_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
             run(row, "base", spec, x, w, ref, dev)
-            run(row, "phases_fastest", spec, x, w, ref, dev, phases_fastest=True)
-            run(row, "phases_outer", spec, x, w, ref, dev, phases_fastest=False)
+            if not args.no_grid_order:
+                run(row, "phases_fastest", spec, x, w, ref, dev, phases_fastest=True)
+                run(row, "phases_outer", spec, x, w, ref, dev, phases_fastest=False)
+            if args.start_tiles and dtype == "float32":
+                for start in cuda_sched.TILE_CHOICES:
+                    if start != cuda_sched.START_TILE:
+                        run(row, "start_" + ".".join(map(str, start)), spec, x, w, ref, dev,
+                            start_tile=start)
             if tc.tensor_core_reason(spec) is None:
                 g = tc.gemm_shape(spec)
                 row["base_tile"] = dataclasses.asdict(tc.choose_tile(g))

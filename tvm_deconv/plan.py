@@ -105,6 +105,14 @@ class AxisPlan:
         return (self.dilation == 1 and self.uniform_taps and self.max_taps > 0
                 and self.out_size % self.stride == 0)
 
+    @property
+    def one_tap(self) -> bool:
+        """Every output reads exactly one input, the one below it: each phase has one tap
+        reading input ``q`` for ``q`` over the whole input (kernel == stride, no padding, no
+        output padding, dilation 1)."""
+        return all(p.num_taps == 1 and p.in_start == 0 and p.extent == self.in_size
+                   for p in self.phases)
+
     def batched_input(self, r, q, j):
         """Input index read by tap ``j`` of output ``q*s + r``: ``q + in_start - j*in_step``."""
         return q + (r + self.pad_before) // self.stride - j
@@ -392,6 +400,11 @@ class TransposedConvPlan:
     def phase_batched(self) -> bool:
         """Every axis is :attr:`AxisPlan.phase_batched`: all phases fit one loop nest."""
         return all(a.phase_batched for a in self.axes)
+
+    @property
+    def one_tap(self) -> bool:
+        """Every axis is :attr:`AxisPlan.one_tap`: a GEMM per input pixel, no overlap."""
+        return all(a.one_tap for a in self.axes)
 
     def tap_offsets(self) -> tuple[dict, int]:
         """({phase index: offset}, total): the phases' sub-kernels laid end to end on one

@@ -1,0 +1,157 @@
+"""The x86 one-tap kernel (``x86.one_tap``: kernel == stride, no padding, so every output reads
+one input): which calls it takes, numerics on awkward configs, fused epilogues, its tiles.
+
+It takes 16-lane (AVX-512) targets only; the numerics tests lower its lane count to the host's,
+so they run on any x86 machine (the compute does not depend on the width)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_deconv
+from tvm_deconv import strategy
+from tvm_deconv.plan import make_plan, make_spec
+from tvm_deconv.schedules import x86, x86_one_tap
+from tvm_deconv.targets import resolve_target
+from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
+                                transposed_conv_module)
+
+TARGET = resolve_target("llvm")
+NAME = "x86.one_tap"
+
+
+@pytest.fixture
+def host_lanes(monkeypatch):
+    """The kernel takes the host's vector width (16 lanes on AVX-512 hosts already)."""
+    monkeypatch.setattr(x86_one_tap, "LANES", x86.vector_lanes(TARGET))
+
+
+def _run(spec, bias=None, act=None):
+    assert strategy.select(strategy.CONV_TRANSPOSE, spec, TARGET).implementation.name == NAME
+    data, weight = random_inputs(spec, seed=3)
+    params = {"w": weight} if bias is None else {"w": weight, "b": bias}
+    ex = tvm_deconv.build(transposed_conv_module(spec, bias=bias is not None, activation=act),
+                          TARGET, params)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return data, weight, vm["main"](tvm.runtime.tensor(data)).numpy()
+
+
+@pytest.mark.parametrize("kernel,stride,padding,output_padding,dilation,one_tap", [
+    (2, 2, 0, 0, 1, True),
+    (3, 3, 0, 0, 1, True),
+    (1, 1, 0, 0, 1, True),
+    (4, 2, 1, 0, 1, False),   # two taps per output
+    (2, 2, 1, 0, 1, False),   # padding shifts the phases' inputs
+    (2, 2, 0, 1, 1, False),   # the output-padding row reads no input
+    (3, 2, 0, 0, 1, False),   # ragged phases
+    (2, 3, 0, 0, 1, False),   # k < s: a phase without taps
+])
+def test_plan_says_which_convs_read_one_input_per_output(kernel, stride, padding,
+                                                         output_padding, dilation, one_tap):
+    spec = make_spec((1, 4, 8, 8), (4, 4, kernel, kernel), strides=stride, padding=padding,
+                     output_padding=output_padding, dilation=dilation)
+    assert make_plan(spec).one_tap is one_tap
+
+
+# Channel counts that leave a padded last tile, several column tiles per row and row tiles
+# per plane, rectangular strides, s = 3 (three shuffles per vector), batch > 1, 1-d and 3-d.
+def _configs(lanes: int) -> list:
+    return [
+        ((1, 16, 4, 2 * lanes), (16, 8, 2, 2), dict(strides=2)),
+        ((2, 5, 3, lanes), (5, 7, 2, 2), dict(strides=2)),
+        ((1, 8, 6, 4 * lanes), (8, 3, 2, 2), dict(strides=2)),
+        ((1, 6, 2, lanes), (6, 4, 3, 2), dict(strides=(3, 2))),
+        ((1, 4, 3, lanes), (4, 5, 3, 3), dict(strides=3)),
+        ((3, 8, 2 * lanes), (8, 6, 2), dict(strides=2)),
+        ((1, 4, 2, 3, lanes), (4, 5, 2, 2, 2), dict(strides=2)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7), ids=[f"cfg{i}" for i in range(7)])
+def test_one_tap_matches_reference(index, host_lanes):
+    data_shape, weight_shape, attrs = _configs(x86_one_tap.LANES)[index]
+    spec = make_spec(data_shape, weight_shape, **attrs)
+    data, weight, out = _run(spec)
+    assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
+
+
+def test_one_tap_fuses_bias_and_relu(host_lanes):
+    lanes = x86_one_tap.LANES
+    spec = make_spec((1, 8, 4, 2 * lanes), (8, 12, 2, 2), strides=2)
+    bias = np.random.default_rng(4).standard_normal(12).astype("float32")
+    data, weight, out = _run(spec, bias=bias, act=relax.op.nn.relu)
+    ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias), 0)
+    assert relative_error(out, ref) < 1e-5
+
+
+def test_one_tap_declines_with_reasons(host_lanes):
+    impl = strategy.get(NAME)
+    lanes = x86_one_tap.LANES
+    for spec, target, why in [
+        (make_spec((1, 8, 4, lanes), (8, 8, 4, 4), strides=2, padding=1), TARGET,
+         "more than one input"),
+        (make_spec((1, 8, 4, lanes + 1), (8, 8, 2, 2), strides=2), TARGET, "multiple of"),
+        (make_spec((1, 8, 4, lanes), (8, 4, 2, 2), strides=2, groups=2), TARGET, "grouped"),
+        (make_spec((1, 8, 4, lanes), (8, 8, 2, 2), strides=2, dtype="float16"), TARGET,
+         "float32"),
+        (make_spec((1, 8, 4, lanes), (8, 8, 2, 2), strides=2), resolve_target("cortex-a72"),
+         "arm_cpu"),
+    ]:
+        reason = impl.applies_to(spec, target)
+        assert reason is not None and why in reason, (why, reason)
+
+
+def test_one_tap_lanes_are_avx512_only():
+    impl = strategy.get(NAME)
+    spec = make_spec((1, 8, 4, 32), (8, 8, 2, 2), strides=2)
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    assert "AVX-512" in impl.applies_to(spec, avx2)
+    avx512 = tvm.target.Target({"kind": "llvm", "mcpu": "znver5", "num-cores": 2})
+    assert impl.applies_to(spec, avx512) is None
+
+
+@pytest.mark.parametrize("data_shape,weight_shape,tile", [
+    ((1, 512, 32, 32), (512, 256, 2, 2), (1, 2, 2)),     # U-Net: 16 accumulators
+    ((1, 64, 16, 16, 16), (64, 32, 2, 2, 2), (1, 2, 1)),  # 3-D U-Net: 8 phases
+    ((1, 64, 256), (64, 64, 2), None),
+])
+def test_one_tap_tiles_fit_the_registers(data_shape, weight_shape, tile):
+    spec = make_spec(data_shape, weight_shape, strides=weight_shape[2])
+    lay = x86_one_tap.one_tap_layout(spec)
+    if tile is not None:
+        assert (lay.ot, lay.rh, lay.v) == tile
+    assert lay.ot * lay.phases * lay.rh * lay.v <= x86_one_tap.ACCUMULATORS
+    assert spec.in_size[-1] % (lay.v * lay.lanes) == 0
+    assert lay.group_tiles * spec.in_channels * lay.ot * lay.phases * 4 <= max(
+        x86_one_tap.GROUP_WEIGHT_BYTES, spec.in_channels * lay.ot * lay.phases * 4)
+
+
+def test_one_tap_epilogues_inline_into_the_write_back(host_lanes):
+    spec = make_spec((1, 8, 4, 2 * x86_one_tap.LANES), (8, 12, 2, 2), strides=2)
+    mod = tvm_deconv.transform.DecomposeTransposedConv(TARGET)(
+        transposed_conv_module(spec, bias=True, activation=relax.op.nn.relu))
+    with TARGET:
+        fused = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FuseOps(), relax.transform.FuseTIR()])(mod)
+    kernels = [f for f in fused.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and '"interleave"' in f.script()]
+    assert len(kernels) == 1, "the epilogue did not fuse into the conv"
+    sch = tvm.s_tir.Schedule(kernels[0])
+    epilogues = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
+                 if x86.ROLE not in sch.get(b).annotations]
+    assert epilogues  # bias add, ReLU
+    x86_one_tap.schedule_one_tap(sch, TARGET)
+    roots = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    assert not set(epilogues) & set(roots), roots  # inlined into the write-back
+
+
+def test_one_tap_workspace_is_the_panels_in_flight():
+    spec = make_spec((1, 512, 32, 32), (512, 256, 2, 2), strides=2)
+    lay = x86_one_tap.one_tap_layout(spec)
+    panel = 512 * lay.rh * lay.v * lay.lanes * 4
+    with tvm.target.Target({"kind": "llvm", "mcpu": "znver5", "num-cores": 2}):
+        assert x86_one_tap.workspace_bytes(spec) == 2 * panel   # Cout fills the tiles
