@@ -13,6 +13,8 @@ time_evaluator:
 * ``phases_fastest`` / ``phases_outer``: the phases forced on the fastest / slowest grid
   dimensions (FFMA: ``_Knobs.phases_fastest``, tensor cores:
   :data:`~tvm_deconv.schedules.cuda_tensorcore.PHASES_FASTEST`);
+* ``--no-halving``: float32 calls also without ``_choose_tiles``'s 128-thread rule
+  (``halve_full_blocks`` off: the 256-thread tile of the sessions before 16);
 * ``--start-tiles``: float32 calls also each FFMA start tile of
   :data:`~tvm_deconv.schedules.cuda.TILE_CHOICES` (``start_VO.VW.threads``) other than the
   shipped :data:`~tvm_deconv.schedules.cuda.START_TILE`;
@@ -48,7 +50,8 @@ DEFAULT_TILES = "2.2.4.2.2,2.2.4.4.2,2.2.2.4.2,2.2.2.2.2"
 
 
 @contextlib.contextmanager
-def variant(phases_fastest=None, tile=None, start_tile=cuda_sched.START_TILE):
+def variant(phases_fastest=None, tile=None, start_tile=cuda_sched.START_TILE,
+            halve_full_blocks=True):
     """Within the context, builds use these knobs (module state and schedule_cuda's default
     knobs; the registered strategy calls schedule_cuda without knobs)."""
     saved = (tc.PHASES_FASTEST, tc.choose_tile, cuda_sched.schedule_cuda.__defaults__)
@@ -57,7 +60,7 @@ def variant(phases_fastest=None, tile=None, start_tile=cuda_sched.START_TILE):
         tc.choose_tile = lambda g, num_sms=132: tile
     cuda_sched.schedule_cuda.__defaults__ = (
         dataclasses.replace(cuda_sched.GPU, phases_fastest=phases_fastest,
-                            start_tile=start_tile),)
+                            start_tile=start_tile, halve_full_blocks=halve_full_blocks),)
     try:
         yield
     finally:
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default="float32,float16")
     parser.add_argument("--tiles", default=DEFAULT_TILES)
     parser.add_argument("--start-tiles", action="store_true")
+    parser.add_argument("--no-halving", action="store_true")
     parser.add_argument("--no-grid-order", action="store_true",
                         help="skip the forced grid orders")
     parser.add_argument("--out", default="cuda_tile_ab.json")
@@ -105,6 +109,8 @@ def main(argv=None) -> int:
             if not args.no_grid_order:
                 run(row, "phases_fastest", spec, x, w, ref, dev, phases_fastest=True)
                 run(row, "phases_outer", spec, x, w, ref, dev, phases_fastest=False)
+            if args.no_halving and dtype == "float32":
+                run(row, "no_halving", spec, x, w, ref, dev, halve_full_blocks=False)
             if args.start_tiles and dtype == "float32":
                 for start in cuda_sched.TILE_CHOICES:
                     if start != cuda_sched.START_TILE:

@@ -144,7 +144,9 @@ class _Knobs:
     """Storage scopes and binding; the CPU test swaps them to run the same loop structure on
     LLVM (``bind=False``, global scratch buffers) and check its numerics without a GPU.
     ``start_tile`` and ``unroll`` (the auto-unroll step; ``None``: left to the tuning space's
-    sampled annotation) are the kernel's tunable knobs.  ``phases_fastest``: the
+    sampled annotation) are the kernel's tunable knobs; ``halve_full_blocks``:
+    :func:`_choose_tiles`'s 128-thread rule (off in the tuning space, whose designs are the
+    start tiles as given).  ``phases_fastest``: the
     phase-batched kernel's grid order (``None``: :func:`phases_fastest`'s rule)."""
 
     bind: bool = True
@@ -153,6 +155,7 @@ class _Knobs:
     start_tile: tuple = START_TILE
     unroll: int | None = 256
     phases_fastest: bool | None = None
+    halve_full_blocks: bool = True
 
 
 GPU = _Knobs()
@@ -207,11 +210,20 @@ def _grid(oc: int, spatial: list, t: _Tiles) -> int:
 
 
 def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
-                  block_only: tuple = (), start_tile: tuple = START_TILE) -> _Tiles:
+                  block_only: tuple = (), start_tile: tuple = START_TILE,
+                  halve_full_blocks: bool = False) -> _Tiles:
     """Thread-block tile of one phase: BM = ty*vo channels × BN = tx*vw pixels.
 
     Start from ``start_tile`` (:data:`START_TILE`); while the grid is smaller than the chip
     (small layers, batch 1), halve the per-thread tile, then the threads (down to 64).
+    ``halve_full_blocks``: where the start tile's 256-thread blocks already fill the chip
+    (``num_sms`` > 0), blocks of 128 threads with the same per-thread tile instead (twice the
+    blocks).  On the H200, fp32, side by side (``benchmarks/cuda_tile_ab.py --start-tiles``,
+    results/h200-start-tile-zoo-b{1,64}.json), 11 of the 14 zoo calls this takes ran
+    1.02-1.25x faster (CycleGAN 128->64 and FCN-8s at batch 64 1.25x / 1.19x, HiFi-GAN at
+    batch 1 1.21x), the pose heads 0.87x (256->256, batch 1) and 0.98-0.99x (batch 64); where
+    the 256-thread grid is short of the chip (batch-1 DCGAN and CycleGAN, DCGAN 64->3 at
+    batch 64) 128 threads ran 0.91-1.16x, so those keep the shrinking below.
     """
     vo, vw, budget = start_tile
 
@@ -234,6 +246,9 @@ def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
         return chosen, _grid(oc, spatial, chosen)
 
     tiles, grid = derive()
+    if halve_full_blocks and num_sms and grid >= num_sms and budget == 256:
+        budget //= 2
+        return derive()[0]
     while grid < num_sms:
         if vo > 1 or vw > 1:
             if vo >= vw:
@@ -356,7 +371,8 @@ def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Kno
     extents = [int(iv.dom.extent) for iv in ivs]
     oc_ext, spatial, ric_ext = extents[1], [extents[0]] + extents[2:2 + npix], extents[2 + npix]
     n_var = ivs[0].var
-    t = _choose_tiles(oc_ext, spatial, ric_ext, num_sms, block_only, knobs.start_tile)
+    t = _choose_tiles(oc_ext, spatial, ric_ext, num_sms, block_only, knobs.start_tile,
+                      knobs.halve_full_blocks)
     sch.set_scope(block, 0, knobs.local)
 
     loops = sch.get_loops(writeback)
@@ -546,13 +562,26 @@ def _schedule_batched_func(sch: s_tir.Schedule, target: Target, knobs: _Knobs,
 def schedule_cuda_space(sch: s_tir.Schedule, target: Target) -> list:
     """MetaSchedule's ``ours`` space on CUDA: one design per start tile of
     :data:`TILE_CHOICES` that schedules (small layers shrink several to the same kernel:
-    kept once), each sampling the auto-unroll step of :data:`UNROLL_STEPS` (a root annotation
-    that RewriteParallelVectorizeUnroll turns into pragmas; MutateUnroll mutates it)."""
+    kept once) or, for the tensor-core form, per (K pipeline, input gather) variant of
+    :data:`~.cuda_tensorcore.TUNING_VARIANTS` that launches; each sampling the auto-unroll
+    step of :data:`UNROLL_STEPS` (a root annotation that RewriteParallelVectorizeUnroll turns
+    into pragmas; MutateUnroll mutates it)."""
+    if cuda_tensorcore.is_tensor_core_func(sch):
+        variants = [functools.partial(cuda_tensorcore.schedule_tensor_core, target=target,
+                                      num_sms=_num_sms(target), pipeline=pipeline,
+                                      gather=gather)
+                    for pipeline, gather in cuda_tensorcore.TUNING_VARIANTS]
+    else:
+        variants = [functools.partial(schedule_cuda, target=target,
+                                      knobs=dataclasses.replace(GPU, start_tile=tile,
+                                                                unroll=None,
+                                                                halve_full_blocks=False))
+                    for tile in TILE_CHOICES]
     spaces, seen = [], set()
-    for tile in TILE_CHOICES:
+    for variant in variants:
         space = sch.copy()
         try:
-            schedule_cuda(space, target, dataclasses.replace(GPU, start_tile=tile, unroll=None))
+            variant(space)
         except Exception:  # pylint: disable=broad-except
             continue
         key = tvm_ffi.structural_hash(space.mod)

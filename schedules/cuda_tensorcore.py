@@ -61,17 +61,26 @@ MMA = 16  # the WMMA fragment edge (m = n = k = 16)
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
 # Grid order: ``None`` for :func:`~.cuda.phases_fastest`'s rule, True / False to force it.
 PHASES_FASTEST: bool | None = None
-# Two A/B knobs for ``benchmarks/cuda_tc_variants_ab.py`` (built and nvcc-compiled in CI, not
-# yet timed on a GPU, so off).  K_PIPELINE, the K loop: "off"; "double_buffer" (staging buffers
-# doubled, the next step's gathers issued before this step's MMAs); "rotate" (this step's MMAs
-# first, then the next step's gathers into the same buffers: nvcc hoists their global loads
-# above the MMAs, a register prefetch); "async" (double-buffered, the weight copy as cp.async
-# under the PassContext config ``tirx.use_async_copy``; the input gather computes its zero
-# padding, so it stays a plain copy).  X_GATHER, the input gather's thread layout: "pixels"
-# (32 pixels per warp store, rows 80 bytes apart: 4-way bank conflicts) or "tiles" (8 pixels x
-# 4 K per warp store: conflict-free, at half the global-load sector efficiency).
+# Two knobs of the K loop and the input gather, the shipped default here (also set by
+# ``benchmarks/cuda_tc_variants_ab.py``).  K_PIPELINE: "off"; "double_buffer" (staging
+# buffers doubled, the next step's gathers issued before this step's MMAs); "rotate" (this
+# step's MMAs first, then the next step's gathers into the same buffers: nvcc hoists their
+# global loads above the MMAs, a register prefetch); "async" (double-buffered, the weight copy
+# as cp.async under the PassContext config ``tirx.use_async_copy``; the input gather computes
+# its zero padding, so it stays a plain copy).  X_GATHER, the input gather's thread layout:
+# "pixels" (32 pixels per warp store, rows 80 bytes apart: 4-way bank conflicts) or "tiles"
+# (8 pixels x 4 K per warp store: conflict-free, at half the global-load sector efficiency).
 K_PIPELINE = "off"
 X_GATHER = "pixels"
+# No variant wins everywhere.  On the H200, fp16 at batch 64, one run each
+# (benchmarks/results/h200-tc-variants-ab.json): "rotate" ran pose 2048->256 1.23x and pose
+# 256->256 1.12x faster than the default but DCGAN 512->256 0.49x and pose 2048->256 at
+# batch 1 0.68x; "tiles" ran DCGAN 512->256 1.15x, the 3-D U-Net k4 0.48x; "async" HiFi-GAN
+# 1.21x.  So the default stays, and the tuning space (:func:`~.cuda.schedule_cuda_space`)
+# offers these (pipeline, gather) designs; "async" needs a build config the tuner's builder
+# does not set, so it is not among them.
+TUNING_VARIANTS = (("off", "pixels"), ("rotate", "pixels"), ("off", "tiles"),
+                   ("rotate", "tiles"), ("double_buffer", "pixels"))
 # Small grids (batch-1 DCGAN / pose: <= 64 pixels per phase, 1-warp tiles) take the tensor
 # cores too: session 9's tiles ran them 0.19-0.31x the FFMA kernel there, so a size rule kept
 # FFMA; with session 12's tiles (choose_tile) they ran 1.04-1.86x faster than FFMA, both in
@@ -347,16 +356,21 @@ def _accumulator_bytes(t: TensorCoreTile, acc_pad: int) -> int:
     return t.bm * (t.bn + acc_pad) * 4
 
 
-def _shared_bytes(t: TensorCoreTile, acc_pad: int) -> int:
-    return _staging_bytes(t) + _accumulator_bytes(t, acc_pad)
+def _shared_bytes(t: TensorCoreTile, acc_pad: int, stages: int = 1) -> int:
+    return stages * _staging_bytes(t) + _accumulator_bytes(t, acc_pad)
 
 
-def _launches(t: TensorCoreTile) -> bool:
-    """Whether a block of ``t`` launches: on the H200, static + dynamic shared memory over
-    48 KiB launched only where the dynamic part alone exceeded 48 KiB (TVM then raises the
-    kernel's dynamic limit); 128 x 64 tiles with 64-wide K steps failed (invalid value)."""
-    return _shared_bytes(t, acc_pad=0) <= SHARED_LIMIT or \
+def _launches(t: TensorCoreTile, stages: int = 1) -> bool:
+    """Whether a block of ``t`` (its staging ``stages`` times) launches: on the H200, static +
+    dynamic shared memory over 48 KiB launched only where the dynamic part alone exceeded
+    48 KiB (TVM then raises the kernel's dynamic limit); 128 x 64 tiles with 64-wide K steps
+    failed (invalid value), and so did double-buffered U-Net tiles at batch 64."""
+    return _shared_bytes(t, acc_pad=0, stages=stages) <= SHARED_LIMIT or \
         _accumulator_bytes(t, acc_pad=0) > SHARED_LIMIT
+
+
+def _stages(pipeline: str) -> int:
+    return 2 if pipeline in ("double_buffer", "async") else 1
 
 
 def _blocks(sch: s_tir.Schedule) -> dict:
@@ -423,8 +437,12 @@ def _thread_copy_tiles(sch, block, at, warps: int) -> None:
 
 
 def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
-                         tile: TensorCoreTile | None = None, num_sms: int = 132) -> None:
-    """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA."""
+                         tile: TensorCoreTile | None = None, num_sms: int = 132,
+                         pipeline: str | None = None, gather: str | None = None) -> None:
+    """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA.
+    ``pipeline`` / ``gather``: the K loop and input gather variants (``None``:
+    :data:`K_PIPELINE` / :data:`X_GATHER`); a double-buffered pipeline whose shared memory
+    would not launch raises ``ValueError``."""
     # pylint: disable-next=import-outside-toplevel
     from .cuda import GPU, MAX_GRID_YZ, _schedule_rest, phases_fastest
 
@@ -440,6 +458,11 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     ext = [int(iv.dom.extent) for iv in sch.get(gemm).iter_vars]
     g = GemmShape(ext[0], ext[1], ext[3], ext[2])
     t = tile or choose_tile(g, num_sms)
+    pipeline = K_PIPELINE if pipeline is None else pipeline
+    gather = X_GATHER if gather is None else gather
+    if not _launches(t, _stages(pipeline)):
+        raise ValueError(f"{pipeline}: {_shared_bytes(t, 0, _stages(pipeline))} bytes of "
+                         f"shared memory would not launch")
 
     r, p, m, k = sch.get_loops(gemm)
     p0, p1, p2, p3 = sch.split(p, [None, t.wp, t.fp, MMA])
@@ -480,7 +503,7 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     for block in (gx, gw):
         sch.set_scope(block, 0, "shared")
         sch.storage_align(block, 0, axis=1, factor=32, offset=8)
-    if X_GATHER == "tiles":
+    if gather == "tiles":
         _thread_copy_tiles(sch, gx, k0, t.warps)
     else:
         _thread_copy(sch, gx, k0, t.warps, order=(0, 2, 1))  # pixels fastest (NC.. input rows)
@@ -502,11 +525,11 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     sch.reorder(bmo, bk, bmi)
     sch.tensorize(bk, wmma_intrin.LOAD_B)
 
-    if K_PIPELINE != "off":  # k0's body: the two gathers (stage 0), the MMA loop (stage 1)
+    if pipeline != "off":  # k0's body: the two gathers (stage 0), the MMA loop (stage 1)
         sch.annotate(k0, "software_pipeline_stage", [0, 0, 1])
         sch.annotate(k0, "software_pipeline_order",
-                     [1, 2, 0] if K_PIPELINE == "rotate" else [0, 1, 2])
-        if K_PIPELINE == "async":
+                     [1, 2, 0] if pipeline == "rotate" else [0, 1, 2])
+        if pipeline == "async":
             sch.annotate(k0, "software_pipeline_async_stages", [0])
     init = sch.decompose_reduction(gemm, k0)
     sch.tensorize(sch.get_loops(init)[-2], wmma_intrin.FILL)
@@ -520,7 +543,7 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     # Pad the shared tile's rows by 4 floats where it still fits (after tensorize: that
     # replaces the block and its alignment annotation): the store reads it column-wise for
     # NC.. outputs (4-way instead of 32-way bank conflicts).
-    if _shared_bytes(t, acc_pad=4) <= SHARED_LIMIT:
+    if _shared_bytes(t, acc_pad=4, stages=_stages(pipeline)) <= SHARED_LIMIT:
         stored = sch.get_child_blocks(cmo)[0]
         sch.storage_align(stored, 0, axis=1, factor=32, offset=4)
     _schedule_rest(sch, left, GPU)

@@ -249,6 +249,59 @@ def test_cuda_tuning_space_designs_build():
     assert "__global__" in tvm.compile(func, CUDA).mod.imports[0].inspect_source()
 
 
+@pytest.mark.parametrize("layer", ["pose_256_256_k4s2", "unet_512_256_k2s2"])
+def test_cuda_tuning_space_offers_the_tensor_core_variants(layer, tmp_path):
+    """``ours`` for the tensor-core form: one design per (K pipeline, input gather) variant
+    whose shared memory launches (U-Net's tile cannot double its staging: the H200 refused
+    that launch); each, its sampled unroll replayed and MetaSchedule's postprocessor applied,
+    builds to WMMA code that nvcc accepts."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    spec = zoo.get(layer).spec(64, dtype="float16")
+    sch = s_tir.Schedule(cuda_sched.cuda_compute(spec))
+    assert cuda_tensorcore.is_tensor_core_func(sch)
+    designs = cuda_sched.schedule_cuda_space(sch, CUDA)
+    g = cuda_tensorcore.gemm_shape(spec)
+    tile = cuda_tensorcore.choose_tile(g)
+    doubled = cuda_tensorcore._launches(tile, stages=2)  # pylint: disable=protected-access
+    expected = [v for v in cuda_tensorcore.TUNING_VARIANTS
+                if doubled or v[0] not in ("double_buffer", "async")]
+    assert len(designs) == len(expected)
+    assert (layer == "pose_256_256_k4s2") == doubled
+    postproc = ms.postproc.RewriteParallelVectorizeUnroll()
+    for i, design in enumerate(designs):
+        replayed = s_tir.Schedule(sch.mod)
+        design.trace.apply_to_schedule(replayed, remove_postproc=False)
+        postproc._initialize_with_tune_context(  # pylint: disable=protected-access
+            ms.TuneContext(mod=replayed.mod, target=CUDA))
+        assert postproc.apply(replayed)
+        func = replayed.mod["main"].with_attr("tirx.is_scheduled", True)
+        src = tvm.compile(func, CUDA).mod.imports[0].inspect_source()
+        assert "mma_sync" in src
+        if shutil.which("nvcc"):
+            (tmp_path / f"k{i}.cu").write_text(src)
+            proc = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o",
+                                   str(tmp_path / f"k{i}.cubin"), str(tmp_path / f"k{i}.cu")],
+                                  capture_output=True, text=True, timeout=120, check=False)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_full_grids_take_128_thread_blocks():
+    """Where the start tile's 256-thread blocks fill the chip, blocks of 128 threads with the
+    same per-thread tile (twice the blocks); short grids shrink as before."""
+    def threads(t):
+        return t.ty * math.prod(t.tiles) // t.vw
+
+    full = cuda_sched._choose_tiles(256, [64, 32, 32], 512, num_sms=132,  # U-Net batch 64
+                                    halve_full_blocks=True)
+    assert (full.vo, full.vw, threads(full)) == (8, 4, 128)
+    kept = cuda_sched._choose_tiles(256, [64, 32, 32], 512, num_sms=132)
+    assert (kept.vo, kept.vw, threads(kept)) == (8, 4, 256)
+    short = cuda_sched._choose_tiles(128, [1, 64, 64], 256, num_sms=132,  # CycleGAN batch 1
+                                     halve_full_blocks=True)
+    assert threads(short) == 256 and short.vo * short.vw < 32
+
+
 def test_per_phase_form_follows_output_channels():
     """Ragged layers read a packed weight and padded input, except with few output channels
     (FSRCNN's one), where the plain weight and guarded reads measured faster."""

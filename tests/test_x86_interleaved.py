@@ -16,7 +16,7 @@ from tvm_deconv import strategy
 from tvm_deconv.plan import make_plan, make_spec
 from tvm_deconv.schedules import x86, x86_interleaved
 from tvm_deconv.targets import resolve_target
-from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
+from tvm_deconv.testing import (conv_transpose_reference, relative_error, run_implementation,
                                 transposed_conv_module)
 
 TARGET = resolve_target("llvm")
@@ -30,13 +30,7 @@ def host_lanes(monkeypatch):
 
 
 def _run(spec, bias=None, act=None):
-    assert strategy.select(strategy.CONV_TRANSPOSE, spec, TARGET).implementation.name == NAME
-    data, weight = random_inputs(spec, seed=5)
-    params = {"w": weight} if bias is None else {"w": weight, "b": bias}
-    ex = tvm_deconv.build(transposed_conv_module(spec, bias=bias is not None, activation=act),
-                          TARGET, params)
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    return data, weight, vm["main"](tvm.runtime.tensor(data)).numpy()
+    return run_implementation(NAME, spec, TARGET, bias, act, seed=5)
 
 
 # Many output channels and a stride > 1 (oc mode): uniform and ragged phases, k < s, groups,

@@ -164,3 +164,24 @@ def transposed_conv_module(spec: ConvTransposeSpec, weight: np.ndarray | None = 
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get()
+
+
+def run_implementation(name: str, spec: ConvTransposeSpec, target, bias=None, activation=None,
+                       seed: int = 0) -> tuple:
+    """Build one transposed conv of ``spec`` (constant random weight, optional ``bias`` and
+    Relax ``activation``) through :func:`tvm_deconv.build` for a CPU ``target``, after
+    checking that implementation ``name`` takes it; run it once.  ``(data, weight, out)``."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    from . import strategy  # pylint: disable=import-outside-toplevel
+    from .build import build  # pylint: disable=import-outside-toplevel
+
+    picked = strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation
+    assert picked is not None and picked.name == name, (name, picked)
+    data, weight = random_inputs(spec, seed=seed)
+    params = {"w": weight} if bias is None else {"w": weight, "b": bias}
+    ex = build(transposed_conv_module(spec, bias=bias is not None, activation=activation),
+               target, params)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return data, weight, vm["main"](tvm.runtime.tensor(data)).numpy()
