@@ -163,3 +163,16 @@ def test_one_tap_kernel_goes_through_the_tuner(host_lanes, tmp_path):
     (result,) = tuning.tune(tasks, TARGET, tmp_path, trials=1, spaces=["default"],
                             cost_model="random", progress=False)
     assert result.best_ms is not None and result.rejected == 0
+
+
+def test_a_declined_one_tap_call_logs_why(caplog):
+    """A U-Net-like call the kernel cannot take (width 24) goes to the next implementation,
+    and the log says which kernel declined and why."""
+    spec = make_spec((1, 8, 4, 24), (8, 8, 2, 2), strides=2)
+    with caplog.at_level("INFO", logger="tvm_deconv"):
+        tvm_deconv.transform.DecomposeTransposedConv(TARGET)(transposed_conv_module(spec))
+    picked = strategy.select(strategy.CONV_TRANSPOSE, spec, TARGET).implementation.name
+    assert picked != NAME
+    line = next(r.getMessage() for r in caplog.records if f"uses {picked}" in r.getMessage())
+    assert f"{NAME} declined: " in line
+    assert "target keys" not in line  # the other targets' kernels are not listed

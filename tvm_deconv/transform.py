@@ -139,6 +139,11 @@ class _TransposedConvRewriter(PyExprMutator):
             logger.warning("tvm_deconv: %s falls back to TVM's default lowering: %s",
                            describe_call(call, spec), why)
             return call
+        passed_over = [f"{name} declined: {reason}" for name, reason in selection.declined
+                       if not reason.startswith("target keys")]
+        if passed_over:
+            logger.info("tvm_deconv: %s uses %s (%s)", describe_call(call, spec), impl.name,
+                        "; ".join(passed_over))
         out_ty = relax.TensorType(spec.out_shape, spec.out_dtype)
         tuned = self._tuned(spec, impl) if self.database is not None else None
         if tuned is not None:
