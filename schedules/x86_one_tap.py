@@ -14,11 +14,15 @@ input as it is, vector lanes over ``L`` input columns, and writes the output dir
   ``RH*V`` vector loads meet ``OT*P`` broadcasts in ``OT*P*RH*V`` FMAs;
 * the write-back interleaves the ``s`` phases of the last axis: ``s`` accumulators of ``L``
   columns become ``s*L`` consecutive outputs (whole-vector stores, no scalar scatter, no
-  interleave pass, no data copy: workspace is the packed weight's padding only).
+  interleave pass), with the fused epilogues inlined.
 
-One parallel loop over (batch, output-channel group, row chunk): a group's weights (at most
-:data:`GROUP_WEIGHT_BYTES`) stay in L2 while its row tiles stream past; within a row tile,
-the channel tiles of the group reuse its input rows from L2.
+One parallel loop over (batch, output-channel group, chunk of input patches): a group's
+weights (at most :data:`GROUP_WEIGHT_BYTES`) stay in L2 while its patches (``RH`` rows x
+``V`` vectors) stream past.  Each patch's input, all channels, is first copied contiguous
+into a per-task panel (in place, consecutive channels are a plane apart, and the tile's reads
+of every channel share L1 sets: U-Net ran 0.83x ``x86.interleaved`` without the copy, 1.34x
+with it); the group's channel tiles then reuse the panel from L2.  Workspace: one panel per
+core and the packed weight's channel padding.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class OneTapLayout:
     v: int            # column vectors per tile (v * lanes divides the row)
     oc_tiles: int     # ceil(Cout / ot)
     group_tiles: int  # channel tiles per parallel task
-    row_chunks: int   # parallel chunks of the rows
+    patch_chunks: int  # parallel chunks of the input patches
 
     @property
     def tile(self) -> tuple:
@@ -84,7 +88,7 @@ def _min_tasks() -> int:
 def one_tap_layout(spec: ConvTransposeSpec) -> OneTapLayout:
     """The tile with the fewest loads per FMA within :data:`ACCUMULATORS` (rows and column
     vectors dividing the input, so no read leaves it); channel groups within
-    :data:`GROUP_WEIGHT_BYTES`; rows split in chunks until there are :func:`_min_tasks`
+    :data:`GROUP_WEIGHT_BYTES`; input patches split in chunks until there are :func:`_min_tasks`
     parallel tasks."""
     phases, rows = math.prod(spec.strides), _rows(spec)
     vectors = spec.in_size[-1] // LANES
@@ -105,11 +109,11 @@ def one_tap_layout(spec: ConvTransposeSpec) -> OneTapLayout:
     group_tiles = max(d for d in range(1, oc_tiles + 1)
                       if oc_tiles % d == 0 and d * tile_bytes <= max(GROUP_WEIGHT_BYTES,
                                                                      tile_bytes))
-    patches, row_chunks = rows // rh * (vectors // v), 1
+    patches, patch_chunks = rows // rh * (vectors // v), 1
     tasks = spec.batch * (oc_tiles // group_tiles)
-    while tasks * row_chunks < _min_tasks() and patches % (2 * row_chunks) == 0:
-        row_chunks *= 2
-    return OneTapLayout(LANES, ot, phases, rh, v, oc_tiles, group_tiles, row_chunks)
+    while tasks * patch_chunks < _min_tasks() and patches % (2 * patch_chunks) == 0:
+        patch_chunks *= 2
+    return OneTapLayout(LANES, ot, phases, rh, v, oc_tiles, group_tiles, patch_chunks)
 
 
 def one_tap_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
@@ -149,8 +153,8 @@ def one_tap_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     assert [ap.phase for ap in plan.axes[-1].phases] == list(range(strides[-1]))
     col_tiles = spec.in_size[-1] // (lay.v * lanes)
     patches = rows // lay.rh * col_tiles      # input patches: RH rows x V vectors
-    chunk_patches = patches // lay.row_chunks
-    outer = [spec.batch, lay.oc_tiles // lay.group_tiles, lay.row_chunks]
+    chunk_patches = patches // lay.patch_chunks
+    outer = [spec.batch, lay.oc_tiles // lay.group_tiles, lay.patch_chunks]
     annot = {PHASE_ANNOTATION: [], TILE: list(lay.tile)}
     sx, lead = strides[-1], math.prod(strides[:-1])
     panel_shape = (cin, lay.rh, lay.v, lanes)
@@ -165,7 +169,7 @@ def one_tap_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
             total = math.prod(outer)
             with (T.parallel(_i64(0), _i64(total)) if total > 1
                   else T.serial(_i64(total))) as fused:
-                # per task: the register tile and the row tile's input panel
+                # per task: the register tile, its interleaved copy and the patch's input panel
                 acc = T.alloc_buffer([_i64(e) for e in lay.tile], spec.out_dtype,
                                      scope=CPU_TILE_SCOPE)
                 mixed = T.alloc_buffer([_i64(e) for e in (lay.ot, lead, lay.rh, lay.v,
@@ -318,7 +322,7 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
     item = itemsize(spec.dtype)
     padding = math.prod(lay.packed_shape(spec)) - math.prod(spec.weight_shape)
     panel = spec.in_channels * lay.rh * lay.v * lay.lanes
-    tasks = spec.batch * lay.oc_tiles // lay.group_tiles * lay.row_chunks
+    tasks = spec.batch * lay.oc_tiles // lay.group_tiles * lay.patch_chunks
     return (padding + panel * min(tasks, max(1, _cores()))) * item
 
 
