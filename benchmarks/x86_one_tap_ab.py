@@ -12,6 +12,7 @@ first; ``one_tap_speedup`` is the other kernel's median time over the one-tap ke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
         arg, vms = tvm.runtime.tensor(data), {}
         for tag in (ONE_TAP, other):
             with (strategy.declining(strategy.CONV_TRANSPOSE, ONE_TAP, "A/B") if tag != ONE_TAP
-                  else tvm.transform.PassContext()):
+                  else contextlib.nullcontext()):
                 ex = tvm_deconv.build(transposed_conv_module(spec, weight), target,
                                       tuning_logs=False)
             vms[tag] = relax.VirtualMachine(ex, tvm.cpu())

@@ -62,9 +62,13 @@ class Implementation:
     predicate: Predicate = field(default=lambda spec, target: None)
     workspace: Optional[Callable[[ConvTransposeSpec], int]] = None
 
+    def serves(self, target: Target) -> bool:
+        """Whether ``target`` has one of this implementation's target keys."""
+        return not self.target_keys or bool(set(self.target_keys) & set(target.keys))
+
     def applies_to(self, spec: ConvTransposeSpec, target: Target) -> Optional[str]:
         """``None`` if this implementation takes the call, else why not."""
-        if self.target_keys and not set(self.target_keys) & set(target.keys):
+        if not self.serves(target):
             return f"target keys {list(target.keys)} not in {list(self.target_keys)}"
         return self.predicate(spec, target)
 

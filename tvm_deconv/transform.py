@@ -140,7 +140,7 @@ class _TransposedConvRewriter(PyExprMutator):
                            describe_call(call, spec), why)
             return call
         passed_over = [f"{name} declined: {reason}" for name, reason in selection.declined
-                       if not reason.startswith("target keys")]
+                       if strategy.get(name).serves(self.target)]
         if passed_over:
             logger.info("tvm_deconv: %s uses %s (%s)", describe_call(call, spec), impl.name,
                         "; ".join(passed_over))
