@@ -17,7 +17,7 @@ from .single_pixel import (schedule_single_pixel, single_pixel_compute, supports
                            supports_single_pixel)
 from .x86 import schedule_x86, supports_x86, workspace_bytes, x86_compute, x86_pack
 from . import x86_dilated, x86_positions
-from . import x86_interleaved, x86_one_tap
+from . import x86_interleaved, x86_phase_tile
 from .x86_space import schedule_x86_space, x86_space_compute
 
 # Transposed convolution.
@@ -31,14 +31,14 @@ register(CONV_TRANSPOSE, Implementation(
     name="cpu.single_pixel", target_keys=("cpu",), priority=15,
     compute=single_pixel_compute, schedule=schedule_single_pixel,
     predicate=supports_single_pixel))
-# kernel == stride, no padding (U-Net's up-convolutions) on AVX-512: a GEMM per input pixel,
-# the channels-first input read as it is and the phases interleaved in registers
-# (schedules/x86_one_tap.py).
+# Every phase one output per input position (out = stride x in: DCGAN, CycleGAN, U-Net,
+# HiFi-GAN) on AVX-512: the channels-first input read as it is, every phase of an output patch
+# in one register tile, the phases interleaved in registers (schedules/x86_phase_tile.py).
 register(CONV_TRANSPOSE, Implementation(
-    name="x86.one_tap", target_keys=("cpu",), priority=13,
-    compute=x86_one_tap.one_tap_compute, schedule=x86_one_tap.schedule_one_tap,
-    pack=x86_one_tap.one_tap_pack, predicate=x86_one_tap.supports_x86_one_tap,
-    workspace=x86_one_tap.workspace_bytes))
+    name="x86.phase_tile", target_keys=("cpu",), priority=13,
+    compute=x86_phase_tile.phase_tile_compute, schedule=x86_phase_tile.schedule_phase_tile,
+    pack=x86_phase_tile.phase_tile_pack, predicate=x86_phase_tile.supports_x86_phase_tile,
+    workspace=x86_phase_tile.workspace_bytes))
 # Strided convs with many output channels on AVX-512: dense phase GEMMs, then one interleave
 # pass (schedules/x86_interleaved.py); the same tuning space as x86.decomposed.
 register(CONV_TRANSPOSE, Implementation(

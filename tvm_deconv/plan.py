@@ -106,12 +106,13 @@ class AxisPlan:
                 and self.out_size % self.stride == 0)
 
     @property
-    def one_tap(self) -> bool:
-        """Every output reads exactly one input, the one below it: each phase has one tap
-        reading input ``q`` for ``q`` over the whole input (kernel == stride, no padding, no
-        output padding, dilation 1)."""
-        return all(p.num_taps == 1 and p.in_start == 0 and p.extent == self.in_size
-                   for p in self.phases)
+    def phases_on_input_grid(self) -> bool:
+        """Every phase has taps and one output per input position (``out = s * in``,
+        dilation 1): output ``q*s + r`` for ``q`` over the input, reading inputs ``q`` plus
+        the phase's :attr:`AxisPhase.input_offsets`, so one patch of input positions spans
+        the same patch of every phase."""
+        return self.dilation == 1 and all(p.num_taps > 0 and p.extent == self.in_size
+                                          for p in self.phases)
 
     def batched_input(self, r, q, j):
         """Input index read by tap ``j`` of output ``q*s + r``: ``q + in_start - j*in_step``."""
@@ -402,9 +403,10 @@ class TransposedConvPlan:
         return all(a.phase_batched for a in self.axes)
 
     @property
-    def one_tap(self) -> bool:
-        """Every axis is :attr:`AxisPlan.one_tap`: a GEMM per input pixel, no overlap."""
-        return all(a.one_tap for a in self.axes)
+    def phases_on_input_grid(self) -> bool:
+        """Every axis is :attr:`AxisPlan.phases_on_input_grid`: one patch of input positions
+        spans the same patch of every phase."""
+        return all(a.phases_on_input_grid for a in self.axes)
 
     def tap_offsets(self) -> tuple[dict, int]:
         """({phase index: offset}, total): the phases' sub-kernels laid end to end on one

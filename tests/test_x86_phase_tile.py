@@ -1,5 +1,6 @@
-"""The x86 one-tap kernel (``x86.one_tap``: kernel == stride, no padding, so every output reads
-one input): which calls it takes, numerics on awkward configs, fused epilogues, its tiles.
+"""The x86 phase-tile kernel (``x86.phase_tile``: every phase of an output patch in one
+register tile, for convs whose phases each own one output per input position): which calls it
+takes, numerics on awkward configs, fused epilogues, its tiles.
 
 It takes 16-lane (AVX-512) targets only; the numerics tests lower its lane count to the host's,
 so they run on any x86 machine (the compute does not depend on the width)."""
@@ -14,44 +15,49 @@ from tvm import relax
 import tvm_deconv
 from tvm_deconv import strategy
 from tvm_deconv.plan import make_plan, make_spec
-from tvm_deconv.schedules import x86, x86_one_tap
+from tvm_deconv.schedules import x86, x86_phase_tile
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, relative_error, run_implementation,
                                 transposed_conv_module)
 
 TARGET = resolve_target("llvm")
-NAME = "x86.one_tap"
+NAME = "x86.phase_tile"
 
 
 @pytest.fixture
 def host_lanes(monkeypatch):
     """The kernel takes the host's vector width (16 lanes on AVX-512 hosts already)."""
-    monkeypatch.setattr(x86_one_tap, "LANES", x86.vector_lanes(TARGET))
+    monkeypatch.setattr(x86_phase_tile, "LANES", x86.vector_lanes(TARGET))
 
 
 def _run(spec, bias=None, act=None):
     return run_implementation(NAME, spec, TARGET, bias, act, seed=3)
 
 
-@pytest.mark.parametrize("kernel,stride,padding,output_padding,dilation,one_tap", [
-    (2, 2, 0, 0, 1, True),
+@pytest.mark.parametrize("kernel,stride,padding,output_padding,dilation,on_grid", [
+    (2, 2, 0, 0, 1, True),    # U-Net: one tap per phase
     (3, 3, 0, 0, 1, True),
-    (1, 1, 0, 0, 1, True),
-    (4, 2, 1, 0, 1, False),   # two taps per output
-    (2, 2, 1, 0, 1, False),   # padding shifts the phases' inputs
-    (2, 2, 0, 1, 1, False),   # the output-padding row reads no input
-    (3, 2, 0, 0, 1, False),   # ragged phases
+    (4, 2, 1, 0, 1, True),    # DCGAN: two taps per phase and axis, inputs q-1..q+1
+    (3, 2, 1, 1, 1, True),    # CycleGAN: ragged phases (1 and 2 taps)
+    (3, 1, 1, 0, 1, True),    # stride 1, "same" padding
+    (2, 2, 1, 0, 1, False),   # the padding crops the output below s x in
+    (2, 2, 0, 1, 1, False),   # the output-padding row: output above s x in
+    (3, 2, 0, 0, 1, False),   # ragged and output 2 * in + 1
     (2, 3, 0, 0, 1, False),   # k < s: a phase without taps
+    (3, 2, 2, 1, 2, False),   # dilation
 ])
-def test_plan_says_which_convs_read_one_input_per_output(kernel, stride, padding,
-                                                         output_padding, dilation, one_tap):
+def test_plan_says_which_convs_put_every_phase_on_the_input_grid(kernel, stride, padding,
+                                                                 output_padding, dilation,
+                                                                 on_grid):
     spec = make_spec((1, 4, 8, 8), (4, 4, kernel, kernel), strides=stride, padding=padding,
                      output_padding=output_padding, dilation=dilation)
-    assert make_plan(spec).one_tap is one_tap
+    assert make_plan(spec).phases_on_input_grid is on_grid
 
 
 # Channel counts that leave a padded last tile, several column tiles per row and row tiles
-# per plane, rectangular strides, s = 4 (nested interleaves), batch > 1, 1-d and 3-d.
+# per plane, rectangular strides, s = 4 and 8 (nested interleaves), batch > 1, 1-d and 3-d;
+# halos of taps reaching past the patch (zeros past the borders) on one side, both sides and
+# two deep, ragged phases.
 def _configs(lanes: int) -> list:
     return [
         ((1, 16, 4, 2 * lanes), (16, 8, 2, 2), dict(strides=2)),
@@ -61,32 +67,43 @@ def _configs(lanes: int) -> list:
         ((1, 4, 3, lanes), (4, 5, 4, 4), dict(strides=4)),
         ((3, 8, 2 * lanes), (8, 6, 2), dict(strides=2)),
         ((1, 4, 2, 3, lanes), (4, 5, 2, 2, 2), dict(strides=2)),
+        ((2, 8, 8, lanes), (8, 12, 3, 3), dict(strides=2, padding=1, output_padding=1)),
+        ((1, 8, 6, 2 * lanes), (8, 5, 4, 4), dict(strides=2, padding=1)),
+        ((1, 5, 6, lanes), (5, 1, 9, 9), dict(strides=2, padding=4, output_padding=1)),
+        ((1, 6, 5, lanes), (6, 4, 8, 8), dict(strides=4, padding=2)),
+        ((1, 8, 4 * lanes), (8, 6, 16), dict(strides=8, padding=4)),
+        ((1, 4, 3, 2 * lanes), (4, 6, 3, 4), dict(strides=(1, 2), padding=1)),
     ]
 
 
-@pytest.mark.parametrize("index", range(7), ids=[f"cfg{i}" for i in range(7)])
-def test_one_tap_matches_reference(index, host_lanes):
-    data_shape, weight_shape, attrs = _configs(x86_one_tap.LANES)[index]
+@pytest.mark.parametrize("index", range(13), ids=[f"cfg{i}" for i in range(13)])
+def test_phase_tile_matches_reference(index, host_lanes):
+    data_shape, weight_shape, attrs = _configs(x86_phase_tile.LANES)[index]
     spec = make_spec(data_shape, weight_shape, **attrs)
     data, weight, out = _run(spec)
     assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
 
 
-def test_one_tap_fuses_bias_and_relu(host_lanes):
-    lanes = x86_one_tap.LANES
-    spec = make_spec((1, 8, 4, 2 * lanes), (8, 12, 2, 2), strides=2)
+def test_phase_tile_fuses_bias_and_relu(host_lanes):
+    lanes = x86_phase_tile.LANES
+    spec = make_spec((1, 8, 4, 2 * lanes), (8, 12, 3, 3), strides=2, padding=1,
+                     output_padding=1)
     bias = np.random.default_rng(4).standard_normal(12).astype("float32")
     data, weight, out = _run(spec, bias=bias, act=relax.op.nn.relu)
     ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias), 0)
     assert relative_error(out, ref) < 1e-5
 
 
-def test_one_tap_declines_with_reasons(host_lanes):
+def test_phase_tile_declines_with_reasons(host_lanes):
     impl = strategy.get(NAME)
-    lanes = x86_one_tap.LANES
+    lanes = x86_phase_tile.LANES
     for spec, target, why in [
-        (make_spec((1, 8, 4, lanes), (8, 8, 4, 4), strides=2, padding=1), TARGET,
-         "more than one input"),
+        (make_spec((1, 8, 4, lanes), (8, 8, 2, 2), strides=2, padding=1), TARGET,
+         "output != stride x input"),
+        (make_spec((1, 8, 4, lanes), (8, 8, 2, 2), strides=3), TARGET, "without taps"),
+        (make_spec((1, 8, 4, lanes), (8, 8, 3, 3), strides=1, padding=1), TARGET, "stride 1"),
+        (make_spec((1, 8, 4, 4, lanes), (8, 8, 4, 4, 4), strides=2, padding=1), TARGET,
+         "3-d conv with several taps"),
         (make_spec((1, 8, 4, lanes + 1), (8, 8, 2, 2), strides=2), TARGET, "multiple of"),
         (make_spec((1, 8, 4, lanes), (8, 4, 2, 2), strides=2, groups=2), TARGET, "grouped"),
         (make_spec((1, 8, 4, lanes), (8, 4, 3, 3), strides=3), TARGET, "powers of two"),
@@ -99,7 +116,7 @@ def test_one_tap_declines_with_reasons(host_lanes):
         assert reason is not None and why in reason, (why, reason)
 
 
-def test_one_tap_lanes_are_avx512_only():
+def test_phase_tile_lanes_are_avx512_only():
     impl = strategy.get(NAME)
     spec = make_spec((1, 8, 4, 32), (8, 8, 2, 2), strides=2)
     avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
@@ -108,24 +125,28 @@ def test_one_tap_lanes_are_avx512_only():
     assert impl.applies_to(spec, avx512) is None
 
 
-@pytest.mark.parametrize("data_shape,weight_shape,tile", [
-    ((1, 512, 32, 32), (512, 256, 2, 2), (1, 2, 2)),     # U-Net: 16 accumulators
-    ((1, 64, 16, 16, 16), (64, 32, 2, 2, 2), (1, 2, 1)),  # 3-D U-Net: 8 phases
-    ((1, 64, 256), (64, 64, 2), None),
+@pytest.mark.parametrize("data_shape,weight_shape,attrs,tile", [
+    ((1, 512, 32, 32), (512, 256, 2, 2), dict(strides=2), (1, 2, 2)),   # U-Net
+    ((1, 64, 16, 16, 16), (64, 32, 2, 2, 2), dict(strides=2), (1, 2, 1)),  # 8 phases
+    ((1, 128, 128, 128), (128, 64, 3, 3), dict(strides=2, padding=1, output_padding=1),
+     None),                                                                # CycleGAN
+    ((1, 64, 256), (64, 64, 2), dict(strides=2), None),
 ])
-def test_one_tap_tiles_fit_the_registers(data_shape, weight_shape, tile):
-    spec = make_spec(data_shape, weight_shape, strides=weight_shape[2])
-    lay = x86_one_tap.one_tap_layout(spec)
+def test_phase_tile_tiles_fit_the_registers(data_shape, weight_shape, attrs, tile):
+    spec = make_spec(data_shape, weight_shape, **attrs)
+    lay = x86_phase_tile.phase_tile_layout(spec)
     if tile is not None:
         assert (lay.ot, lay.rh, lay.v) == tile
-    assert lay.ot * lay.phases * lay.rh * lay.v <= x86_one_tap.ACCUMULATORS
+    assert lay.ot * lay.phases * lay.rh * lay.v <= x86_phase_tile.ACCUMULATORS
     assert spec.in_size[-1] % (lay.v * lay.lanes) == 0
-    assert lay.group_tiles * spec.in_channels * lay.ot * lay.phases * 4 <= max(
-        x86_one_tap.GROUP_WEIGHT_BYTES, spec.in_channels * lay.ot * lay.phases * 4)
+    if spec.ndim > 1:
+        assert spec.in_size[-2] % lay.rh == 0
+    tile_bytes = spec.in_channels * lay.ot * lay.taps * 4
+    assert lay.group_tiles * tile_bytes <= max(x86_phase_tile.GROUP_WEIGHT_BYTES, tile_bytes)
 
 
-def test_one_tap_epilogues_inline_into_the_write_back(host_lanes):
-    spec = make_spec((1, 8, 4, 2 * x86_one_tap.LANES), (8, 12, 2, 2), strides=2)
+def test_phase_tile_epilogues_inline_into_the_write_back(host_lanes):
+    spec = make_spec((1, 8, 4, 2 * x86_phase_tile.LANES), (8, 12, 4, 4), strides=2, padding=1)
     mod = tvm_deconv.transform.DecomposeTransposedConv(TARGET)(
         transposed_conv_module(spec, bias=True, activation=relax.op.nn.relu))
     with TARGET:
@@ -139,25 +160,29 @@ def test_one_tap_epilogues_inline_into_the_write_back(host_lanes):
     epilogues = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
                  if x86.ROLE not in sch.get(b).annotations]
     assert epilogues  # bias add, ReLU
-    x86_one_tap.schedule_one_tap(sch, TARGET)
+    x86_phase_tile.schedule_phase_tile(sch, TARGET)
     roots = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     assert not set(epilogues) & set(roots), roots  # inlined into the write-back
 
 
-def test_one_tap_workspace_is_the_panels_in_flight():
-    spec = make_spec((1, 512, 32, 32), (512, 256, 2, 2), strides=2)
-    lay = x86_one_tap.one_tap_layout(spec)
-    panel = 512 * lay.rh * lay.v * lay.lanes * 4
+def test_phase_tile_workspace_is_the_panels_in_flight():
+    spec = make_spec((1, 128, 128, 128), (128, 64, 3, 3), strides=2, padding=1,
+                     output_padding=1)
+    lay = x86_phase_tile.phase_tile_layout(spec)
+    # the patch and, for k3 s2 p1, one halo row below and one column right
+    panel = 128 * (lay.rh + 1) * (lay.v * lay.lanes + 1) * 4
+    assert 64 % lay.ot == 0
     with tvm.target.Target({"kind": "llvm", "mcpu": "znver5", "num-cores": 2}):
-        assert x86_one_tap.workspace_bytes(spec) == 2 * panel   # Cout fills the tiles
+        assert x86_phase_tile.workspace_bytes(spec) == 2 * panel   # Cout fills the tiles
 
 
-def test_one_tap_kernel_goes_through_the_tuner(host_lanes, tmp_path):
+def test_phase_tile_kernel_goes_through_the_tuner(host_lanes, tmp_path):
     """MetaSchedule takes the kernel as the default space's candidate (its flop counter had no
-    case for TIR's Shuffle, which the write-back no longer uses) and verifies it."""
+    case for TIR's Shuffle, which the write-back does not use) and verifies it."""
     from tvm_deconv import tuning  # pylint: disable=import-outside-toplevel
 
-    spec = make_spec((1, 8, 4, 2 * x86_one_tap.LANES), (8, 12, 2, 2), strides=2)
+    spec = make_spec((1, 8, 4, 2 * x86_phase_tile.LANES), (8, 12, 3, 3), strides=2, padding=1,
+                     output_padding=1)
     tasks = tuning.make_tasks([spec], TARGET, spaces=["default"])
     assert [t.implementation for t in tasks] == [NAME]
     (result,) = tuning.tune(tasks, TARGET, tmp_path, trials=1, spaces=["default"],
@@ -165,7 +190,7 @@ def test_one_tap_kernel_goes_through_the_tuner(host_lanes, tmp_path):
     assert result.best_ms is not None and result.rejected == 0
 
 
-def test_a_declined_one_tap_call_logs_why(caplog):
+def test_a_declined_phase_tile_call_logs_why(caplog):
     """A U-Net-like call the kernel cannot take (width 24) goes to the next implementation,
     and the log says which kernel declined and why."""
     spec = make_spec((1, 8, 4, 24), (8, 8, 2, 2), strides=2)

@@ -1,13 +1,13 @@
-"""x86: the one-tap kernel (``x86.one_tap``: kernel == stride, no padding; the input read as
-it is, phases interleaved in registers) against the kernel that takes the layer without it
-(``x86.interleaved`` on AVX-512), per layer, built whole through ``tvm_deconv.build`` and
+"""x86: the phase-tile kernel (``x86.phase_tile``: every phase of an output patch in one
+register tile, the input read as it is, phases interleaved in registers) against the kernel
+that takes the layer without it, per layer, built whole through ``tvm_deconv.build`` and
 timed alternately in one process.
 
-    python benchmarks/x86_one_tap_ab.py unet_512_256_k2s2,unet3d_64_32_k2s2 1 7 out.json
+    python benchmarks/x86_phase_tile_ab.py cyclegan_128_64_k3s2,dcgan_128_64_k4s2 1 5 out.json
 
 Arguments: zoo layers, batch, rounds (each round times every build once: median of 5
 repeats of >= 50 ms), output JSON.  Every output is checked against the float64 reference
-first; ``one_tap_speedup`` is the other kernel's median time over the one-tap kernel's.
+first; ``phase_tile_speedup`` is the other kernel's median time over the phase-tile kernel's.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tvm_deconv.testing import (conv_transpose_reference, random_inputs,  # noqa
                                 transposed_conv_module)
 from x86_batch_order_ab import check_and_time  # noqa: E402
 
-ONE_TAP = "x86.one_tap"
+PHASE_TILE = "x86.phase_tile"
 
 
 def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
@@ -38,23 +38,23 @@ def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
     for name in layers.split(","):
         spec = zoo.get(name).spec(batch)
         picked = strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation.name
-        if picked != ONE_TAP:
+        if picked != PHASE_TILE:
             print(f"{name}: {picked} takes it, skipped")
             continue
-        with strategy.declining(strategy.CONV_TRANSPOSE, ONE_TAP, "A/B"):
+        with strategy.declining(strategy.CONV_TRANSPOSE, PHASE_TILE, "A/B"):
             other = strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation.name
         data, weight = random_inputs(spec, seed=1)
         ref = conv_transpose_reference(data, weight, spec)
         arg, vms = tvm.runtime.tensor(data), {}
-        for tag in (ONE_TAP, other):
-            with (strategy.declining(strategy.CONV_TRANSPOSE, ONE_TAP, "A/B") if tag != ONE_TAP
+        for tag in (PHASE_TILE, other):
+            with (strategy.declining(strategy.CONV_TRANSPOSE, PHASE_TILE, "A/B") if tag != PHASE_TILE
                   else contextlib.nullcontext()):
                 ex = tvm_deconv.build(transposed_conv_module(spec, weight), target,
                                       tuning_logs=False)
             vms[tag] = relax.VirtualMachine(ex, tvm.cpu())
         times, med, errors = check_and_time(vms, arg, ref, rounds)
         results[name] = {"batch": batch, "ms": times, "median_ms": med, "errors": errors,
-                         "other": other, "one_tap_speedup": med[other] / med[ONE_TAP]}
+                         "other": other, "phase_tile_speedup": med[other] / med[PHASE_TILE]}
         print(name, json.dumps(results[name]), flush=True)
     Path(out_path).write_text(json.dumps({"target": str(target), "layers": results}, indent=1))
     return 0
