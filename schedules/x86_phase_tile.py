@@ -419,6 +419,9 @@ def supports_x86_phase_tile(spec: ConvTransposeSpec, target: Target) -> Optional
     if not plan.phases_on_input_grid:
         return ("some phase owns no output per input position (output != stride x input, "
                 "a phase without taps, or dilation)")
+    if plan.num_phases > ACCUMULATORS:
+        return (f"{plan.num_phases} phases: more than the tile's {ACCUMULATORS} accumulator "
+                "registers")
     if spec.ndim == 3 and plan.tap_offsets()[1] > plan.num_phases:
         # 8 phases leave 3 accumulators a phase; the 3-D U-Net k4 ran 0.91x / 0.86x (batch
         # 1 / 16) x86.interleaved (benchmarks/x86_phase_tile_ab.py)

@@ -73,13 +73,18 @@ def _configs(lanes: int) -> list:
         ((1, 6, 5, lanes), (6, 4, 8, 8), dict(strides=4, padding=2)),
         ((1, 8, 4 * lanes), (8, 6, 16), dict(strides=8, padding=4)),
         ((1, 4, 3, 2 * lanes), (4, 6, 3, 4), dict(strides=(1, 2), padding=1)),
+        # weights over GROUP_WEIGHT_BYTES: several channel groups
+        ((1, 64, 2, lanes), (64, 72, 4, 4), dict(strides=2, padding=1)),
     ]
 
 
-@pytest.mark.parametrize("index", range(13), ids=[f"cfg{i}" for i in range(13)])
+@pytest.mark.parametrize("index", range(14), ids=[f"cfg{i}" for i in range(14)])
 def test_phase_tile_matches_reference(index, host_lanes):
     data_shape, weight_shape, attrs = _configs(x86_phase_tile.LANES)[index]
     spec = make_spec(data_shape, weight_shape, **attrs)
+    if index == 13:
+        lay = x86_phase_tile.phase_tile_layout(spec)
+        assert lay.group_tiles < lay.oc_tiles
     data, weight, out = _run(spec)
     assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
 
@@ -104,6 +109,8 @@ def test_phase_tile_declines_with_reasons(host_lanes):
         (make_spec((1, 8, 4, lanes), (8, 8, 3, 3), strides=1, padding=1), TARGET, "stride 1"),
         (make_spec((1, 8, 4, 4, lanes), (8, 8, 4, 4, 4), strides=2, padding=1), TARGET,
          "3-d conv with several taps"),
+        (make_spec((1, 4, 4, 2 * lanes), (4, 4, 16, 16), strides=8, padding=4), TARGET,
+         "64 phases"),
         (make_spec((1, 8, 4, lanes + 1), (8, 8, 2, 2), strides=2), TARGET, "multiple of"),
         (make_spec((1, 8, 4, lanes), (8, 4, 2, 2), strides=2, groups=2), TARGET, "grouped"),
         (make_spec((1, 8, 4, lanes), (8, 4, 3, 3), strides=3), TARGET, "powers of two"),
