@@ -49,6 +49,9 @@ LANES = 16                 # AVX-512 float32: measured there only
 ACCUMULATORS = 24          # accumulator registers of a tile (of 32)
 GROUP_WEIGHT_BYTES = 256 << 10   # a parallel task's weights: an L2 share
 MIN_TASKS = 8              # parallel tasks at least (and 2 per core of the current target)
+# Accumulators a phase gets at least where its taps are several: below it, the phases go
+# through the tile in groups (each its own pass over the input channels).
+MIN_PHASE_ACCUMULATORS = 4
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,12 @@ class PhaseTileLayout:
     group_tiles: int  # channel tiles per parallel task
     patch_chunks: int  # parallel chunks of the input patches
     halo: tuple       # per spatial axis (lowest, highest) input offset, 0 included
+    phase_groups: int  # passes over the input channels, each for a run of leading phases
 
     @property
     def tile(self) -> tuple:
-        return (self.ot, self.phases, self.rh, self.v, self.lanes)
+        """The register tile of one pass: ``OT x phases of a group x RH x V x L``."""
+        return (self.ot, self.phases // self.phase_groups, self.rh, self.v, self.lanes)
 
     def packed_shape(self, spec: ConvTransposeSpec) -> tuple:
         return (self.oc_tiles, spec.in_channels, self.taps, self.ot)
@@ -103,32 +108,35 @@ def _min_tasks() -> int:
     return max(MIN_TASKS, 2 * _cores())
 
 
-def phase_tile_layout(spec: ConvTransposeSpec, tile: Optional[tuple] = None) -> PhaseTileLayout:
+def phase_tile_layout(spec: ConvTransposeSpec) -> PhaseTileLayout:
     """The tile with the fewest loads (input vectors and weight broadcasts) per FMA within
     :data:`ACCUMULATORS` (rows and column vectors dividing the input, so no tile leaves it);
     channel groups within :data:`GROUP_WEIGHT_BYTES`; input patches split in chunks until
-    there are :func:`_min_tasks` parallel tasks.  ``tile``: ``(OT, RH, V)`` instead."""
+    there are :func:`_min_tasks` parallel tasks."""
     plan = make_plan(spec)
     phases, taps = plan.num_phases, plan.tap_offsets()[1]
     halo = _halo(spec)
     rows = spec.in_size[-2] if spec.ndim > 1 else 1
     vectors = spec.in_size[-1] // LANES
+    groups = _phase_groups(spec, phases, taps)
+    tap_share = taps // groups       # taps of a group (whole sub-kernels; exact when uniform)
     lead_halo = math.prod(hi - lo + 1 for lo, hi in halo[:-2]) if spec.ndim > 2 else 1
     x_shifts = halo[-1][1] - halo[-1][0] + 1
     y_halo = halo[-2][1] - halo[-2][0] if spec.ndim > 1 else 0
     best = None
-    for ot in range(1, ACCUMULATORS // phases + 1):
+    group_phases = phases // groups
+    for ot in range(1, ACCUMULATORS // group_phases + 1):
         for rh in (d for d in range(1, rows + 1) if rows % d == 0):
             for v in (d for d in range(1, vectors + 1) if vectors % d == 0):
-                accs = ot * phases * rh * v
+                accs = ot * group_phases * rh * v
                 if accs > ACCUMULATORS:
                     continue
-                loads = lead_halo * (rh + y_halo) * v * x_shifts + ot * taps
+                loads = lead_halo * (rh + y_halo) * v * x_shifts + ot * tap_share
                 waste = -(-spec.out_channels // ot) * ot / spec.out_channels
-                key = (loads / (ot * taps * rh * v) * waste, -accs)
+                key = (loads / (ot * tap_share * rh * v) * waste, -accs)
                 if best is None or key < best[0]:
                     best = (key, (ot, rh, v))
-    ot, rh, v = tile or best[1]
+    ot, rh, v = best[1]
     oc_tiles = -(-spec.out_channels // ot)
     tile_bytes = spec.in_channels * ot * taps * itemsize(spec.dtype)
     group_tiles = max(d for d in range(1, oc_tiles + 1)
@@ -140,7 +148,20 @@ def phase_tile_layout(spec: ConvTransposeSpec, tile: Optional[tuple] = None) -> 
     while tasks * patch_chunks < _min_tasks() and patches % (2 * patch_chunks) == 0:
         patch_chunks *= 2
     return PhaseTileLayout(LANES, ot, phases, taps, rh, v, oc_tiles, group_tiles, patch_chunks,
-                           halo)
+                           halo, groups)
+
+
+def _phase_groups(spec: ConvTransposeSpec, phases: int, taps: int) -> Optional[int]:
+    """1, or where phases have several taps each and one pass would leave each fewer than
+    :data:`MIN_PHASE_ACCUMULATORS` accumulators, the fewest runs of leading phases (whole rows
+    of the last axis's phases, which the write-back interleaves) that leave each that many;
+    ``None`` where no run does."""
+    if taps <= phases:
+        return 1 if phases <= ACCUMULATORS else None
+    lead = phases // spec.strides[-1]
+    fits = [g for g in range(1, lead + 1)
+            if lead % g == 0 and ACCUMULATORS // (phases // g) >= MIN_PHASE_ACCUMULATORS]
+    return fits[0] if fits else None
 
 
 def phase_tile_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
@@ -289,63 +310,76 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                             return [T.axis.spatial(_i64(e), i, dtype=INDEX_DTYPE)
                                     for e, i in zip(extents, its)]
 
-                        for phase, acc in zip(plan.phases(), accs):
+                        def init(phase, acc):
                             with _nest(tile_loops) as its:
                                 with T.sblock("init_" + phase.name):
                                     outer_iters()
                                     ls = spatial(acc_shape, its)
                                     T.sblock_attr(dict(annot, **{ROLE: "init"}))
                                     T.buffer_store(acc, tirx.const(0, spec.out_dtype), ls)
-                        # input channel outer; per channel, per phase, each tap's broadcast
-                        # weights meet the patch's input vectors shifted by the tap's offsets
-                        with T.serial(_i64(cin)) as ic_l:
-                            for phase, acc in zip(plan.phases(), accs):
-                                taps = [(None, k, "unroll", 1) for k in phase.num_taps]
-                                with _nest(taps + tile_loops) as (*js_l, o_l, rh_l, v_l, ln_l):
-                                    with T.sblock("conv_" + phase.name):
-                                        _, _, tile_o = outer_iters()
-                                        ic = T.axis.reduce(_i64(cin), ic_l, dtype=INDEX_DTYPE)
-                                        js = [T.axis.reduce(_i64(k), j, dtype=INDEX_DTYPE)
-                                              for k, j in zip(phase.num_taps, js_l)]
-                                        o, rh, v, lane = spatial(acc_shape,
-                                                                 (o_l, rh_l, v_l, ln_l))
-                                        T.sblock_attr(dict(annot, **{ROLE: "conv"}))
-                                        # panel position: patch offset + tap offset - halo
-                                        within = [_i64(0)] * (nd - 1) + [v * _i64(lanes) + lane]
-                                        if nd > 1:
-                                            within[-2] = rh
-                                        at = [w + _i64(ap.in_start - lo) - j * _i64(ap.in_step)
-                                              for w, ap, lo, j in zip(within, phase.axes,
-                                                                      lows, js)]
-                                        x = panel[tuple([ic] + at)]
-                                        w = packed[tile_o, ic, _flat_tap(
-                                            offsets[phase.index], js, phase.num_taps), o]
-                                        ls = [o, rh, v, lane]
-                                        T.buffer_store(acc, acc[tuple(ls)]
-                                                       + x.astype(spec.out_dtype)
-                                                       * w.astype(spec.out_dtype), ls)
-                        # per (o, leading phases, row, vector): the s accumulator vectors of
-                        # the last axis's phases, interleaved into s*L consecutive outputs by
-                        # LLVM's vector.interleave2 (shuffles; a vectorised loop over the
-                        # outputs reading the accumulators made LLVM gather the lanes one at
-                        # a time, and MetaSchedule's flop counter rejects TIR's Shuffle)
-                        mix = [(None, e, "unroll", 1) for e in (lay.ot, lay.rh, lay.v)]
-                        for pl in range(lead):
+
+                        def conv(phase, acc, ic_l):
+                            """Per input channel, each of the phase's taps: broadcast weights
+                            meet the patch's input vectors shifted by the tap's offsets."""
+                            taps = [(None, n, "unroll", 1) for n in phase.num_taps]
+                            with _nest(taps + tile_loops) as (*js_l, o_l, rh_l, v_l, ln_l):
+                                with T.sblock("conv_" + phase.name):
+                                    _, _, tile_o = outer_iters()
+                                    ic = T.axis.reduce(_i64(cin), ic_l, dtype=INDEX_DTYPE)
+                                    js = [T.axis.reduce(_i64(n), j, dtype=INDEX_DTYPE)
+                                          for n, j in zip(phase.num_taps, js_l)]
+                                    o, rh, v, lane = spatial(acc_shape, (o_l, rh_l, v_l, ln_l))
+                                    T.sblock_attr(dict(annot, **{ROLE: "conv"}))
+                                    # panel position: patch offset + tap offset - halo
+                                    within = [_i64(0)] * (nd - 1) + [v * _i64(lanes) + lane]
+                                    if nd > 1:
+                                        within[-2] = rh
+                                    at = [w + _i64(ap.in_start - lo) - j * _i64(ap.in_step)
+                                          for w, ap, lo, j in zip(within, phase.axes, lows, js)]
+                                    x = panel[tuple([ic] + at)]
+                                    w = packed[tile_o, ic, _flat_tap(
+                                        offsets[phase.index], js, phase.num_taps), o]
+                                    ls = [o, rh, v, lane]
+                                    T.buffer_store(acc, acc[tuple(ls)] + x.astype(spec.out_dtype)
+                                                   * w.astype(spec.out_dtype), ls)
+
+                        def interleave(pl):
+                            """Per (o, row, vector): leading phase ``pl``'s ``s`` accumulator
+                            vectors of the last axis's phases, interleaved into ``s*L``
+                            consecutive outputs by LLVM's vector.interleave2 (shuffles; a
+                            vectorised loop over the outputs reading the accumulators made
+                            LLVM gather the lanes one at a time, and MetaSchedule's flop
+                            counter rejects TIR's Shuffle)."""
+                            mix = [(None, e, "unroll", 1) for e in (lay.ot, lay.rh, lay.v)]
                             with _nest(mix) as loops:
                                 with T.sblock(f"interleave_{pl}"):
                                     outer_iters()
                                     o, rh, v = spatial((lay.ot, lay.rh, lay.v), loops)
                                     T.sblock_attr(dict(annot, **{ROLE: "interleave"}))
-                                    vectors = [tirx.BufferLoad(accs[pl * sx + rx], [
+                                    row = accs[pl * sx:(pl + 1) * sx]
+                                    vectors = [tirx.BufferLoad(acc, [
                                         o, rh, v, tirx.Ramp(_i64(0), _i64(1), lanes)])
-                                        for rx in range(sx)]
-                                    T.reads(*[accs[pl * sx + rx][o, rh, v, _i64(0):_i64(lanes)]
-                                              for rx in range(sx)])
+                                        for acc in row]
+                                    T.reads(*[acc[o, rh, v, _i64(0):_i64(lanes)] for acc in row])
                                     T.writes(mixed[o, _i64(pl), rh, v, _i64(0):_i64(sx * lanes)])
                                     T.buffer_store(mixed, _interleave(vectors, spec.out_dtype,
                                                                       lanes),
                                                    [o, _i64(pl), rh, v,
                                                     tirx.Ramp(_i64(0), _i64(1), sx * lanes)])
+
+                        # per group of leading phases: zero its accumulators, one pass over
+                        # the input channels, its rows of phases interleaved into `mixed`
+                        phases = list(plan.phases())
+                        group_lead = lead // lay.phase_groups
+                        for g in range(lay.phase_groups):
+                            run = slice(g * group_lead * sx, (g + 1) * group_lead * sx)
+                            for phase, acc in zip(phases[run], accs[run]):
+                                init(phase, acc)
+                            with T.serial(_i64(cin)) as ic_l:
+                                for phase, acc in zip(phases[run], accs[run]):
+                                    conv(phase, acc, ic_l)
+                            for pl in range(g * group_lead, (g + 1) * group_lead):
+                                interleave(pl)
                         # the write-back: whole vectors of consecutive outputs (fused epilogues
                         # inline here)
                         wb = [(None, e, "unroll", 1) for e in (lay.ot, lead, lay.rh, lay.v, sx)]
@@ -419,10 +453,11 @@ def supports_x86_phase_tile(spec: ConvTransposeSpec, target: Target) -> Optional
     if not plan.phases_on_input_grid:
         return ("some phase owns no output per input position (output != stride x input, "
                 "a phase without taps, or dilation)")
-    if plan.num_phases > ACCUMULATORS:
-        return (f"{plan.num_phases} phases: more than the tile's {ACCUMULATORS} accumulator "
-                "registers")
-    if spec.ndim == 3 and plan.tap_offsets()[1] > plan.num_phases:
+    taps = plan.tap_offsets()[1]
+    if _phase_groups(spec, plan.num_phases, taps) is None:
+        return (f"{plan.num_phases} phases: no run of them leaves each phase "
+                f"{MIN_PHASE_ACCUMULATORS} of the tile's {ACCUMULATORS} accumulator registers")
+    if spec.ndim == 3 and taps > plan.num_phases:
         # 8 phases leave 3 accumulators a phase; the 3-D U-Net k4 ran 0.91x / 0.86x (batch
         # 1 / 16) x86.interleaved (benchmarks/x86_phase_tile_ab.py)
         return "3-d conv with several taps per phase: x86.interleaved measured faster"

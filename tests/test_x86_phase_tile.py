@@ -75,16 +75,20 @@ def _configs(lanes: int) -> list:
         ((1, 4, 3, 2 * lanes), (4, 6, 3, 4), dict(strides=(1, 2), padding=1)),
         # weights over GROUP_WEIGHT_BYTES: several channel groups
         ((1, 64, 2, lanes), (64, 72, 4, 4), dict(strides=2, padding=1)),
+        # 16 phases of 4 taps: the tile takes them in 4 runs of 4 phases
+        ((1, 4, 5, 2 * lanes), (4, 6, 8, 8), dict(strides=4, padding=2)),
     ]
 
 
-@pytest.mark.parametrize("index", range(14), ids=[f"cfg{i}" for i in range(14)])
+@pytest.mark.parametrize("index", range(15), ids=[f"cfg{i}" for i in range(15)])
 def test_phase_tile_matches_reference(index, host_lanes):
     data_shape, weight_shape, attrs = _configs(x86_phase_tile.LANES)[index]
     spec = make_spec(data_shape, weight_shape, **attrs)
+    lay = x86_phase_tile.phase_tile_layout(spec)
     if index == 13:
-        lay = x86_phase_tile.phase_tile_layout(spec)
         assert lay.group_tiles < lay.oc_tiles
+    if index == 14:
+        assert lay.phase_groups == 4 and lay.tile[1] == 4
     data, weight, out = _run(spec)
     assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
 
@@ -144,7 +148,7 @@ def test_phase_tile_tiles_fit_the_registers(data_shape, weight_shape, attrs, til
     lay = x86_phase_tile.phase_tile_layout(spec)
     if tile is not None:
         assert (lay.ot, lay.rh, lay.v) == tile
-    assert lay.ot * lay.phases * lay.rh * lay.v <= x86_phase_tile.ACCUMULATORS
+    assert lay.ot * lay.tile[1] * lay.rh * lay.v <= x86_phase_tile.ACCUMULATORS
     assert spec.in_size[-1] % (lay.v * lay.lanes) == 0
     if spec.ndim > 1:
         assert spec.in_size[-2] % lay.rh == 0
