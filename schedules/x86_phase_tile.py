@@ -152,16 +152,16 @@ def phase_tile_layout(spec: ConvTransposeSpec) -> PhaseTileLayout:
 
 
 def _phase_groups(spec: ConvTransposeSpec, phases: int, taps: int) -> Optional[int]:
-    """1, or where phases have several taps each and one pass would leave each fewer than
-    :data:`MIN_PHASE_ACCUMULATORS` accumulators, the fewest runs of leading phases (whole rows
-    of the last axis's phases, which the write-back interleaves) that leave each that many;
-    ``None`` where no run does."""
-    if taps <= phases:
-        return 1 if phases <= ACCUMULATORS else None
+    """Runs of leading phases (whole rows of the last axis's phases, which the write-back
+    interleaves) the tile takes one pass over the input channels each: the fewest that fit
+    :data:`ACCUMULATORS`, and where phases have several taps each, the fewest that leave each
+    phase :data:`MIN_PHASE_ACCUMULATORS` (else the most there are).  ``None``: no run fits."""
     lead = phases // spec.strides[-1]
-    fits = [g for g in range(1, lead + 1)
-            if lead % g == 0 and ACCUMULATORS // (phases // g) >= MIN_PHASE_ACCUMULATORS]
-    return fits[0] if fits else None
+    fits = [g for g in range(1, lead + 1) if lead % g == 0 and phases // g <= ACCUMULATORS]
+    if not fits or taps <= phases:
+        return fits[0] if fits else None
+    roomy = [g for g in fits if ACCUMULATORS // (phases // g) >= MIN_PHASE_ACCUMULATORS]
+    return roomy[0] if roomy else fits[-1]
 
 
 def phase_tile_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
@@ -455,8 +455,8 @@ def supports_x86_phase_tile(spec: ConvTransposeSpec, target: Target) -> Optional
                 "a phase without taps, or dilation)")
     taps = plan.tap_offsets()[1]
     if _phase_groups(spec, plan.num_phases, taps) is None:
-        return (f"{plan.num_phases} phases: no run of them leaves each phase "
-                f"{MIN_PHASE_ACCUMULATORS} of the tile's {ACCUMULATORS} accumulator registers")
+        return (f"{plan.num_phases} phases: more than the tile's {ACCUMULATORS} accumulator "
+                "registers in every run of them")
     if spec.ndim == 3 and taps > plan.num_phases:
         # 8 phases leave 3 accumulators a phase; the 3-D U-Net k4 ran 0.91x / 0.86x (batch
         # 1 / 16) x86.interleaved (benchmarks/x86_phase_tile_ab.py)
