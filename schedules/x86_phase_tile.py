@@ -50,7 +50,10 @@ ACCUMULATORS = 24          # accumulator registers of a tile (of 32)
 GROUP_WEIGHT_BYTES = 256 << 10   # a parallel task's weights: an L2 share
 MIN_TASKS = 8              # parallel tasks at least (and 2 per core of the current target)
 # Accumulators a phase gets at least where its taps are several: below it, the phases go
-# through the tile in groups (each its own pass over the input channels).
+# through the tile in runs (each its own pass over the input channels).  The 3-D U-Net k4
+# (8 phases of 8 taps) ran 0.91x / 0.86x x86.interleaved at batch 1 / 16 in one run of 3
+# accumulators a phase, 1.03x / 1.06x in two runs of 6 (benchmarks/x86_phase_tile_ab.py,
+# results/x86-znver5-phase-tile-3d-k4-ab.json).
 MIN_PHASE_ACCUMULATORS = 4
 
 
@@ -457,10 +460,6 @@ def supports_x86_phase_tile(spec: ConvTransposeSpec, target: Target) -> Optional
     if _phase_groups(spec, plan.num_phases, taps) is None:
         return (f"{plan.num_phases} phases: more than the tile's {ACCUMULATORS} accumulator "
                 "registers in every run of them")
-    if spec.ndim == 3 and taps > plan.num_phases:
-        # 8 phases leave 3 accumulators a phase; the 3-D U-Net k4 ran 0.91x / 0.86x (batch
-        # 1 / 16) x86.interleaved (benchmarks/x86_phase_tile_ab.py)
-        return "3-d conv with several taps per phase: x86.interleaved measured faster"
     if spec.groups != 1:
         return "grouped conv"
     if spec.data_layout[:2] != "NC" or spec.out_layout[:2] != "NC":
