@@ -96,9 +96,11 @@ class PhaseTileLayout:
 
 
 def _halo(spec: ConvTransposeSpec) -> tuple:
-    return tuple((min(0, *(min(p.input_offsets) for p in a.phases)),
-                  max(0, *(max(p.input_offsets) for p in a.phases)))
-                 for a in make_plan(spec).axes)
+    """Per axis (lowest, highest) input offset the taps read, 0 included: with every phase on
+    the input grid, the plan's :meth:`~tvm_deconv.plan.AxisPlan.input_pads` (zeros before,
+    after)."""
+    return tuple((-before, after) for before, after in
+                 (a.input_pads() for a in make_plan(spec).axes))
 
 
 def _cores() -> int:
