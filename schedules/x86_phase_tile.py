@@ -14,7 +14,8 @@ lanes over ``L`` input columns, and writes the output directly:
   x ``V`` vectors of ``L`` columns: per input channel each phase's taps shift the patch's input
   vectors by their offsets and meet ``OT`` broadcasts each;
 * the write-back interleaves the ``s`` phases of the last axis: ``s`` accumulators of ``L``
-  columns become ``s*L`` consecutive outputs (whole-vector stores, no scalar scatter, no
+  columns become ``s*L`` consecutive outputs (shuffles for a power-of-two ``s``, two-source
+  permutes for the others, e.g. FSRCNN x3's 3; whole-vector stores, no scalar scatter, no
   interleave pass), with the fused epilogues inlined.
 
 One parallel loop over (batch, output-channel group, chunk of input patches): a group's
@@ -46,7 +47,12 @@ from .x86 import (ROLE, TILE, _i64, _index, _nest, _parallel_spatial, itemsize, 
 from .x86_dilated import _split
 
 LANES = 16                 # AVX-512 float32: measured there only
-ACCUMULATORS = 24          # accumulator registers of a tile (of 32)
+ACCUMULATORS = 24          # accumulator registers of a tile (of 32) ...
+# ... where phases have several taps: their shifted input vectors, reused across the tile's
+# rows, want registers too.  FSRCNN x3 (9 phases of 9 taps, one output channel) with 24
+# accumulators spilled 202 times per 216 FMAs and ran 0.66-0.73 ms; with 16 (12 used),
+# 12 times, 0.43-0.46 ms.  Every other zoo layer's tile uses 16 either way.
+MULTI_TAP_ACCUMULATORS = 16
 GROUP_WEIGHT_BYTES = 256 << 10   # a parallel task's weights: an L2 share
 MIN_TASKS = 8              # parallel tasks at least (and 2 per core of the current target)
 # Accumulators a phase gets at least where its taps are several: below it, the phases go
@@ -115,7 +121,7 @@ def _min_tasks() -> int:
 
 def phase_tile_layout(spec: ConvTransposeSpec) -> PhaseTileLayout:
     """The tile with the fewest loads (input vectors and weight broadcasts) per FMA within
-    :data:`ACCUMULATORS` (rows and column vectors dividing the input, so no tile leaves it);
+    :func:`_accumulators` (rows and column vectors dividing the input, so no tile leaves it);
     channel groups within :data:`GROUP_WEIGHT_BYTES`; input patches split in chunks until
     there are :func:`_min_tasks` parallel tasks."""
     plan = make_plan(spec)
@@ -130,11 +136,12 @@ def phase_tile_layout(spec: ConvTransposeSpec) -> PhaseTileLayout:
     y_halo = halo[-2][1] - halo[-2][0] if spec.ndim > 1 else 0
     best = None
     group_phases = phases // groups
-    for ot in range(1, ACCUMULATORS // group_phases + 1):
+    limit = _accumulators(phases, taps)
+    for ot in range(1, limit // group_phases + 1):
         for rh in (d for d in range(1, rows + 1) if rows % d == 0):
             for v in (d for d in range(1, vectors + 1) if vectors % d == 0):
                 accs = ot * group_phases * rh * v
-                if accs > ACCUMULATORS:
+                if accs > limit:
                     continue
                 loads = lead_halo * (rh + y_halo) * v * x_shifts + ot * tap_share
                 waste = -(-spec.out_channels // ot) * ot / spec.out_channels
@@ -159,14 +166,21 @@ def phase_tile_layout(spec: ConvTransposeSpec) -> PhaseTileLayout:
 def _phase_groups(spec: ConvTransposeSpec, phases: int, taps: int) -> Optional[int]:
     """Runs of leading phases (whole rows of the last axis's phases, which the write-back
     interleaves) the tile takes one pass over the input channels each: the fewest that fit
-    :data:`ACCUMULATORS`, and where phases have several taps each, the fewest that leave each
+    :func:`_accumulators`, and where phases have several taps each, the fewest that leave each
     phase :data:`MIN_PHASE_ACCUMULATORS` (else the most there are).  ``None``: no run fits."""
+    limit = _accumulators(phases, taps)
     lead = phases // spec.strides[-1]
-    fits = [g for g in range(1, lead + 1) if lead % g == 0 and phases // g <= ACCUMULATORS]
+    fits = [g for g in range(1, lead + 1) if lead % g == 0 and phases // g <= limit]
     if not fits or taps <= phases:
         return fits[0] if fits else None
-    roomy = [g for g in fits if ACCUMULATORS // (phases // g) >= MIN_PHASE_ACCUMULATORS]
+    roomy = [g for g in fits if limit // (phases // g) >= MIN_PHASE_ACCUMULATORS]
     return roomy[0] if roomy else fits[-1]
+
+
+def _accumulators(phases: int, taps: int) -> int:
+    """Accumulator registers of a tile: :data:`ACCUMULATORS` where each phase has one tap,
+    :data:`MULTI_TAP_ACCUMULATORS` where phases have several."""
+    return ACCUMULATORS if taps == phases else MULTI_TAP_ACCUMULATORS
 
 
 def phase_tile_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
@@ -351,10 +365,10 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                         def interleave(pl):
                             """Per (o, row, vector): leading phase ``pl``'s ``s`` accumulator
                             vectors of the last axis's phases, interleaved into ``s*L``
-                            consecutive outputs by LLVM's vector.interleave2 (shuffles; a
-                            vectorised loop over the outputs reading the accumulators made
-                            LLVM gather the lanes one at a time, and MetaSchedule's flop
-                            counter rejects TIR's Shuffle)."""
+                            consecutive outputs by :func:`_interleave` (a vectorised loop over
+                            the outputs reading the accumulators made LLVM gather the lanes
+                            one at a time, and MetaSchedule's flop counter rejects TIR's
+                            Shuffle)."""
                             mix = [(None, e, "unroll", 1) for e in (lay.ot, lay.rh, lay.v)]
                             with _nest(mix) as loops:
                                 with T.sblock(f"interleave_{pl}"):
@@ -367,10 +381,11 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                                         for acc in row]
                                     T.reads(*[acc[o, rh, v, _i64(0):_i64(lanes)] for acc in row])
                                     T.writes(mixed[o, _i64(pl), rh, v, _i64(0):_i64(sx * lanes)])
-                                    T.buffer_store(mixed, _interleave(vectors, spec.out_dtype,
-                                                                      lanes),
-                                                   [o, _i64(pl), rh, v,
-                                                    tirx.Ramp(_i64(0), _i64(1), sx * lanes)])
+                                    pieces = _interleave(vectors, spec.out_dtype, lanes)
+                                    piece_lanes = sx * lanes // len(pieces)
+                                    for k, piece in enumerate(pieces):
+                                        T.buffer_store(mixed, piece, [o, _i64(pl), rh, v, tirx.Ramp(
+                                            _i64(k * piece_lanes), _i64(1), piece_lanes)])
 
                         # per group of leading phases: zero its accumulators, one pass over
                         # the input channels, its rows of phases interleaved into `mixed`
@@ -413,17 +428,51 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     return builder.get()
 
 
-def _interleave(vectors: list, dtype: str, lanes: int):
-    """Lane ``i`` of vector ``r`` at ``i*s + r``, for ``s`` (a power of two) vectors of
-    ``lanes``: nested ``llvm.vector.interleave2`` calls (``interleave3`` aborted LLVM 22's
-    x86 backend).  The evens interleaved, then the odds, then the two."""
+def _interleave(vectors: list, dtype: str, lanes: int) -> list:
+    """Lane ``i`` of vector ``r`` at ``i*s + r``, for ``s`` vectors of ``lanes``, as the
+    consecutive pieces of the ``s*lanes`` outputs: for a power-of-two ``s`` one vector of nested
+    ``llvm.vector.interleave2`` calls (the evens interleaved, then the odds, then the two); else
+    ``s`` vectors of ``lanes`` from two-source permutes (``interleave3`` aborted LLVM 22's x86
+    backend)."""
+    s = len(vectors)
+    if s & (s - 1) == 0:
+        return [_interleave2_tree(vectors, dtype, lanes)]
+    return [_permuted_piece(vectors, k, lanes) for k in range(s)]
+
+
+def _interleave2_tree(vectors: list, dtype: str, lanes: int):
     if len(vectors) == 1:
         return vectors[0]
     half = len(vectors) // 2
-    evens = _interleave(vectors[0::2], dtype, lanes)
-    odds = _interleave(vectors[1::2], dtype, lanes)
+    evens = _interleave2_tree(vectors[0::2], dtype, lanes)
+    odds = _interleave2_tree(vectors[1::2], dtype, lanes)
     return tirx.call_llvm_pure_intrin(f"{dtype}x{2 * half * lanes}", "llvm.vector.interleave2",
                                       evens, odds)
+
+
+def _permuted_piece(vectors: list, k: int, lanes: int):
+    """Outputs ``k*lanes ..`` of the interleave (float32, ``lanes`` = 16, ``s`` <= 16, so each
+    piece draws on every phase vector): ``s - 1`` AVX-512 ``vpermi2ps``, each taking the lanes
+    of one more phase (index ``element + lanes``, the second source) and keeping the rest.
+    The index vectors are constant expressions of the output position (LLVM folds them; TIR's
+    Shuffle would trip MetaSchedule's flop counter)."""
+    s = len(vectors)
+
+    def ivec(value):
+        return tirx.Broadcast(tirx.const(value, "int32"), lanes)
+
+    position = tirx.Ramp(tirx.const(k * lanes, "int32"), tirx.const(1, "int32"), lanes)
+    phase = tirx.floormod(position, ivec(s))
+    element = tirx.floordiv(position, ivec(s))
+    order = list(dict.fromkeys((k * lanes + j) % s for j in range(lanes)))
+    kept = element       # first step: the first phase's lanes come from its element too
+    piece = vectors[order[0]]
+    for r in order[1:]:
+        index = tirx.Select(phase == ivec(r), element + ivec(lanes), kept)
+        piece = tirx.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.vpermi2var.ps.512",
+                                           piece, index, vectors[r])
+        kept = tirx.Ramp(tirx.const(0, "int32"), tirx.const(1, "int32"), lanes)
+    return piece
 
 
 def schedule_phase_tile(sch: s_tir.Schedule, target: Target) -> None:
@@ -460,15 +509,17 @@ def supports_x86_phase_tile(spec: ConvTransposeSpec, target: Target) -> Optional
                 "a phase without taps, or dilation)")
     taps = plan.tap_offsets()[1]
     if _phase_groups(spec, plan.num_phases, taps) is None:
-        return (f"{plan.num_phases} phases: more than the tile's {ACCUMULATORS} accumulator "
+        return (f"{plan.num_phases} phases: more than the tile's "
+                f"{_accumulators(plan.num_phases, taps)} accumulator "
                 "registers in every run of them")
     if spec.groups != 1:
         return "grouped conv"
     if spec.data_layout[:2] != "NC" or spec.out_layout[:2] != "NC":
         return f"layouts {spec.data_layout}/{spec.out_layout}: channels-first only"
-    if spec.strides[-1] & (spec.strides[-1] - 1):
-        return (f"stride {spec.strides[-1]} on the last axis: the write-back interleaves "
-                "powers of two")
+    sx = spec.strides[-1]
+    if sx & (sx - 1) and (LANES != 16 or sx > LANES):
+        return (f"stride {sx} on the last axis: the write-back interleaves powers of two, "
+                "and other strides up to 16 with AVX-512's 16-lane permutes")
     if spec.in_size[-1] % LANES:
         return f"input width {spec.in_size[-1]} is not a multiple of {LANES}"
     return None
