@@ -2,7 +2,7 @@
 
 Where every phase of every axis owns one output per input position (``out = s * in``, dilation
 1, no phase without taps: DCGAN's k4 s2 p1, CycleGAN's k3 s2 p1 op1, U-Net's k2 s2, HiFi-GAN's
-k16 s8 p4), output ``q*s + r`` of phase ``r`` reads inputs ``q + offset`` (:class:`~tvm_deconv.
+k16 s8 p4, FSRCNN's k9 s2 / s3, FCN-8s' k16 s8 p4), output ``q*s + r`` of phase ``r`` reads inputs ``q + offset`` (:class:`~tvm_deconv.
 plan.AxisPhase`'s ``input_offsets``, a few around 0).  So a patch of input positions spans the
 same patch of every phase, and this kernel reads the channels-first input as it is, vector
 lanes over ``L`` input columns, and writes the output directly:
@@ -12,7 +12,8 @@ lanes over ``L`` input columns, and writes the output directly:
   are adjacent, broadcast one at a time;
 * register tile ``OT`` output channels x ``P`` phases x ``RH`` rows (of the last leading axis)
   x ``V`` vectors of ``L`` columns: per input channel each phase's taps shift the patch's input
-  vectors by their offsets and meet ``OT`` broadcasts each;
+  vectors by their offsets and meet ``OT`` broadcasts each (a width that is no multiple of
+  ``L``, FCN-8s' 28, runs into zero columns of the panel: computed, not stored);
 * the write-back interleaves the ``s`` phases of the last axis: ``s`` accumulators of ``L``
   columns become ``s*L`` consecutive outputs (shuffles for a power-of-two ``s``, two-source
   permutes for the others, e.g. FSRCNN x3's 3; whole-vector stores, no scalar scatter, no
@@ -54,6 +55,10 @@ ACCUMULATORS = 24          # accumulator registers of a tile (of 32) ...
 # 12 times, 0.43-0.46 ms.  Every other zoo layer's tile uses 16 either way.
 MULTI_TAP_ACCUMULATORS = 16
 GROUP_WEIGHT_BYTES = 256 << 10   # a parallel task's weights: an L2 share
+# Widths that are no multiple of the lanes: the tile runs past the row into zero columns
+# of the panel (computed, not stored), where the output row is whole vectors (FCN-8s: 28
+# columns of 32, output 8 x 28 = 14 vectors) and this share of the lanes at least is real.
+RAGGED_ROW_FILL = 0.75
 MIN_TASKS = 8              # parallel tasks at least (and 2 per core of the current target)
 # Accumulators a phase gets at least where its taps are several: below it, the phases go
 # through the tile in runs (each its own pass over the input channels).  The 3-D U-Net k4
@@ -72,7 +77,7 @@ class PhaseTileLayout:
     phases: int       # P: prod(strides)
     taps: int         # T: every phase's taps
     rh: int           # rows per tile (of the last leading axis; 1 for 1-d)
-    v: int            # column vectors per tile (v * lanes divides the row)
+    v: int            # column vectors per tile (v divides the row's vectors)
     oc_tiles: int     # ceil(Cout / ot)
     group_tiles: int  # channel tiles per parallel task
     patch_chunks: int  # parallel chunks of the input patches
@@ -121,14 +126,14 @@ def _min_tasks() -> int:
 
 def phase_tile_layout(spec: ConvTransposeSpec) -> PhaseTileLayout:
     """The tile with the fewest loads (input vectors and weight broadcasts) per FMA within
-    :func:`_accumulators` (rows and column vectors dividing the input, so no tile leaves it);
+    :func:`_accumulators` (rows and column vectors dividing the input's, so no tile leaves it);
     channel groups within :data:`GROUP_WEIGHT_BYTES`; input patches split in chunks until
     there are :func:`_min_tasks` parallel tasks."""
     plan = make_plan(spec)
     phases, taps = plan.num_phases, plan.tap_offsets()[1]
     halo = _halo(spec)
     rows = spec.in_size[-2] if spec.ndim > 1 else 1
-    vectors = spec.in_size[-1] // LANES
+    vectors = _row_vectors(spec)
     groups = _phase_groups(spec, phases, taps)
     tap_share = taps // groups       # taps of a group (whole sub-kernels; exact when uniform)
     lead_halo = math.prod(hi - lo + 1 for lo, hi in halo[:-2]) if spec.ndim > 2 else 1
@@ -161,6 +166,17 @@ def phase_tile_layout(spec: ConvTransposeSpec) -> PhaseTileLayout:
         patch_chunks *= 2
     return PhaseTileLayout(LANES, ot, phases, taps, rh, v, oc_tiles, group_tiles, patch_chunks,
                            halo, groups)
+
+
+def _row_vectors(spec: ConvTransposeSpec) -> int:
+    """Vectors of :data:`LANES` columns a row of the patches spans: the width rounded up (the
+    panel's columns past the width are zeros, their outputs not stored)."""
+    return -(-spec.in_size[-1] // LANES)
+
+
+def _patch_grid(spec: ConvTransposeSpec) -> tuple:
+    """The input sizes the patches tile: the width rounded up to whole vectors."""
+    return tuple(spec.in_size[:-1]) + (_row_vectors(spec) * LANES,)
 
 
 def _phase_groups(spec: ConvTransposeSpec, phases: int, taps: int) -> Optional[int]:
@@ -229,7 +245,8 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     nd, lanes, cin, axes = spec.ndim, lay.lanes, spec.in_channels, spec.spatial_axes
     strides, tile = spec.strides, lay.patch_tile(spec)
     assert all([ap.phase for ap in a.phases] == list(range(a.stride)) for a in plan.axes)
-    counts = [n // t for n, t in zip(spec.in_size, tile)]   # patches per axis
+    counts = [n // t for n, t in zip(_patch_grid(spec), tile)]   # patches per axis
+    ragged = spec.in_size[-1] % lanes != 0   # the last vector of a row runs past the width
     patches = math.prod(counts)
     chunk_patches = patches // lay.patch_chunks
     outer = [spec.batch, lay.oc_tiles // lay.group_tiles, lay.patch_chunks]
@@ -258,6 +275,18 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                                                           sx * lanes)], spec.out_dtype,
                                        scope=CPU_TILE_SCOPE)
                 panel = T.alloc_buffer([_i64(e) for e in panel_shape], spec.dtype)
+                permutes = _permute_indices(sx, lanes)
+                if permutes:
+                    # the permutes' index vectors, loaded as vectors (TIR has no vector
+                    # constant, and MetaSchedule's analyses reject a Ramp or Shuffle value)
+                    table = T.alloc_buffer([_i64(len(permutes) * lanes)], "int32",
+                                           scope=CPU_TILE_SCOPE)
+                    with T.sblock("permute_indices"):
+                        T.reads()
+                        T.writes(table[_i64(0):_i64(len(permutes) * lanes)])
+                        T.sblock_attr({ROLE: "permute_indices"})
+                        for i, value in enumerate(x for row in permutes for x in row):
+                            T.buffer_store(table, tirx.const(value, "int32"), [_i64(i)])
                 n, grp, chunk = _split(fused, outer)
                 with T.serial(_i64(chunk_patches)) as patch:
                     patch_l = chunk * _i64(chunk_patches) + patch
@@ -304,9 +333,10 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                     window = panel_shape[1:-1]
                     width = lay.v * lanes
                     lo_x, hi_x = lay.halo[-1]
-                    # the patch's columns (vectors, guarded on the leading axes only) ...
+                    # the patch's columns (vectors, guarded on the leading axes only; scalars,
+                    # guarded, where rows end within a vector) ...
                     copy_block("panel", window, width, lambda x0, c: x0 + c,
-                               lambda c: c - _i64(lo_x), vector=True)
+                               lambda c: c - _i64(lo_x), vector=not ragged)
                     # ... and the halo columns left and right of them (scalars, guarded)
                     if lo_x < 0:
                         copy_block("panel_left", window, -lo_x,
@@ -379,9 +409,13 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                                     vectors = [tirx.BufferLoad(acc, [
                                         o, rh, v, tirx.Ramp(_i64(0), _i64(1), lanes)])
                                         for acc in row]
-                                    T.reads(*[acc[o, rh, v, _i64(0):_i64(lanes)] for acc in row])
+                                    reads = [acc[o, rh, v, _i64(0):_i64(lanes)] for acc in row]
+                                    if permutes:
+                                        reads.append(table[_i64(0):_i64(len(permutes) * lanes)])
+                                    T.reads(*reads)
                                     T.writes(mixed[o, _i64(pl), rh, v, _i64(0):_i64(sx * lanes)])
-                                    pieces = _interleave(vectors, spec.out_dtype, lanes)
+                                    pieces = _interleave(vectors, spec.out_dtype, lanes,
+                                                         table if permutes else None)
                                     piece_lanes = sx * lanes // len(pieces)
                                     for k, piece in enumerate(pieces):
                                         T.buffer_store(mixed, piece, [o, _i64(pl), rh, v, tirx.Ramp(
@@ -422,22 +456,38 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                                 oidx = _index(spec.out_layout, dict(out_idx, N=bn, C=oc))
                                 T.reads(mixed[o, pl, rh, v, col])
                                 T.writes(out[tuple(oidx)])
-                                store_where(out, mixed[o, pl, rh, v, col], oidx,
-                                            [oc < _i64(spec.out_channels)]
-                                            if lay.oc_tiles * lay.ot != spec.out_channels else [])
+                                conds = ([oc < _i64(spec.out_channels)]
+                                         if lay.oc_tiles * lay.ot != spec.out_channels else [])
+                                if ragged:
+                                    # whole vectors past the output row (its width a multiple
+                                    # of the lanes): a condition without the lane
+                                    conds.append(q[-1] * _i64(sx) + h * _i64(lanes)
+                                                 < _i64(spec.out_size[-1]))
+                                store_where(out, mixed[o, pl, rh, v, col], oidx, conds)
     return builder.get()
 
 
-def _interleave(vectors: list, dtype: str, lanes: int) -> list:
+def _interleave(vectors: list, dtype: str, lanes: int, table=None) -> list:
     """Lane ``i`` of vector ``r`` at ``i*s + r``, for ``s`` vectors of ``lanes``, as the
     consecutive pieces of the ``s*lanes`` outputs: for a power-of-two ``s`` one vector of nested
     ``llvm.vector.interleave2`` calls (the evens interleaved, then the odds, then the two); else
-    ``s`` vectors of ``lanes`` from two-source permutes (``interleave3`` aborted LLVM 22's x86
-    backend)."""
+    ``s`` vectors of ``lanes``, each from ``s - 1`` AVX-512 two-source permutes (``vpermi2ps``)
+    whose index vectors ``table`` holds (:func:`_permute_indices`; ``interleave3`` aborted
+    LLVM 22's x86 backend)."""
     s = len(vectors)
     if s & (s - 1) == 0:
         return [_interleave2_tree(vectors, dtype, lanes)]
-    return [_permuted_piece(vectors, k, lanes) for k in range(s)]
+    pieces, row = [], 0
+    for order in _permute_orders(s, lanes):
+        piece = vectors[order[0]]
+        for r in order[1:]:
+            index = tirx.BufferLoad(table, [tirx.Ramp(_i64(row * lanes), _i64(1), lanes)])
+            piece = tirx.call_llvm_pure_intrin(f"{dtype}x{lanes}",
+                                               "llvm.x86.avx512.vpermi2var.ps.512",
+                                               piece, index, vectors[r])
+            row += 1
+        pieces.append(piece)
+    return pieces
 
 
 def _interleave2_tree(vectors: list, dtype: str, lanes: int):
@@ -450,29 +500,27 @@ def _interleave2_tree(vectors: list, dtype: str, lanes: int):
                                       evens, odds)
 
 
-def _permuted_piece(vectors: list, k: int, lanes: int):
-    """Outputs ``k*lanes ..`` of the interleave (float32, ``lanes`` = 16, ``s`` <= 16, so each
-    piece draws on every phase vector): ``s - 1`` AVX-512 ``vpermi2ps``, each taking the lanes
-    of one more phase (index ``element + lanes``, the second source) and keeping the rest.
-    The index vectors are constant expressions of the output position (LLVM folds them; TIR's
-    Shuffle would trip MetaSchedule's flop counter)."""
-    s = len(vectors)
+def _permute_orders(s: int, lanes: int) -> list:
+    """Per output piece ``k`` (outputs ``k*lanes ..``), the phases its lanes come from, in lane
+    order (``s`` <= ``lanes``: every phase)."""
+    return [list(dict.fromkeys((k * lanes + j) % s for j in range(lanes))) for k in range(s)]
 
-    def ivec(value):
-        return tirx.Broadcast(tirx.const(value, "int32"), lanes)
 
-    position = tirx.Ramp(tirx.const(k * lanes, "int32"), tirx.const(1, "int32"), lanes)
-    phase = tirx.floormod(position, ivec(s))
-    element = tirx.floordiv(position, ivec(s))
-    order = list(dict.fromkeys((k * lanes + j) % s for j in range(lanes)))
-    kept = element       # first step: the first phase's lanes come from its element too
-    piece = vectors[order[0]]
-    for r in order[1:]:
-        index = tirx.Select(phase == ivec(r), element + ivec(lanes), kept)
-        piece = tirx.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.vpermi2var.ps.512",
-                                           piece, index, vectors[r])
-        kept = tirx.Ramp(tirx.const(0, "int32"), tirx.const(1, "int32"), lanes)
-    return piece
+def _permute_indices(s: int, lanes: int) -> list:
+    """The index vectors of the permutes that interleave ``s`` (no power of two) phase vectors,
+    in :func:`_interleave`'s order: per piece, the first permute takes the first two phases'
+    lanes (output ``p`` = element ``p // s`` of phase ``p % s``; indices ``lanes ..`` pick the
+    second source), each further one keeps the lanes so far and takes one more phase's.
+    Empty for a power of two."""
+    if s & (s - 1) == 0:
+        return []
+    rows = []
+    for k, order in enumerate(_permute_orders(s, lanes)):
+        position = [k * lanes + j for j in range(lanes)]
+        for step, r in enumerate(order[1:]):
+            rows.append([p // s + lanes if p % s == r else (p // s if step == 0 else j)
+                         for j, p in enumerate(position)])
+    return rows
 
 
 def schedule_phase_tile(sch: s_tir.Schedule, target: Target) -> None:
@@ -520,6 +568,10 @@ def supports_x86_phase_tile(spec: ConvTransposeSpec, target: Target) -> Optional
     if sx & (sx - 1) and (LANES != 16 or sx > LANES):
         return (f"stride {sx} on the last axis: the write-back interleaves powers of two, "
                 "and other strides up to 16 with AVX-512's 16-lane permutes")
-    if spec.in_size[-1] % LANES:
-        return f"input width {spec.in_size[-1]} is not a multiple of {LANES}"
+    width = spec.in_size[-1]
+    if width % LANES and (width * sx % LANES or width < RAGGED_ROW_FILL * _row_vectors(spec)
+                          * LANES):
+        return (f"input width {width}: not a multiple of {LANES}, and not one whose output "
+                f"row ({sx} x {width}) is, with at least {RAGGED_ROW_FILL:.0%} of the row's "
+                "vector lanes real")
     return None
