@@ -52,7 +52,7 @@ ACCUMULATORS = 24          # accumulator registers of a tile (of 32) ...
 # ... where phases have several taps: their shifted input vectors, reused across the tile's
 # rows, want registers too.  FSRCNN x3 (9 phases of 9 taps, one output channel) with 24
 # accumulators spilled 202 times per 216 FMAs and ran 0.66-0.73 ms; with 16 (12 used),
-# 12 times, 0.43-0.46 ms.  Every other zoo layer's tile uses 16 either way.
+# 12-49 times per 108 FMAs, 0.43-0.46 ms.  Every other zoo layer's tile uses 16 either way.
 MULTI_TAP_ACCUMULATORS = 16
 GROUP_WEIGHT_BYTES = 256 << 10   # a parallel task's weights: an L2 share
 # Widths that are no multiple of the lanes: the tile runs past the row into zero columns
