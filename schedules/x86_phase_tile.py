@@ -2,10 +2,11 @@
 
 Where every phase of every axis owns one output per input position (``out = s * in``, dilation
 1, no phase without taps: DCGAN's k4 s2 p1, CycleGAN's k3 s2 p1 op1, U-Net's k2 s2, HiFi-GAN's
-k16 s8 p4, FSRCNN's k9 s2 / s3, FCN-8s' k16 s8 p4), output ``q*s + r`` of phase ``r`` reads inputs ``q + offset`` (:class:`~tvm_deconv.
-plan.AxisPhase`'s ``input_offsets``, a few around 0).  So a patch of input positions spans the
-same patch of every phase, and this kernel reads the channels-first input as it is, vector
-lanes over ``L`` input columns, and writes the output directly:
+and FCN-8s' k16 s8 p4, FSRCNN's k9 s2 / s3), output ``q*s + r`` of phase ``r`` reads inputs
+``q + offset`` (:class:`~tvm_deconv.plan.AxisPhase`'s ``input_offsets``, a few around 0).  So a
+patch of input positions spans the same patch of every phase, and this kernel reads the
+channels-first input as it is, vector lanes over ``L`` input columns, and writes the output
+directly:
 
 * packed weight ``[Cout/OT, Cin, T, OT]`` (``T``: every phase's taps end to end,
   :meth:`~tvm_deconv.plan.TransposedConvPlan.tap_offsets`): per input channel a tile's weights
