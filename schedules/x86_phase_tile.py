@@ -264,6 +264,18 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
             packed = T.arg("packed_weight", T.buffer([_i64(d) for d in lay.packed_shape(spec)],
                                                      spec.dtype))
             out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
+            permutes = _permute_indices(sx, lanes)
+            if permutes:
+                # the permutes' index vectors, filled once per call and loaded as vectors (TIR
+                # has no vector constant, and MetaSchedule's analyses reject a Ramp or Shuffle
+                # value)
+                table = T.alloc_buffer([_i64(len(permutes) * lanes)], "int32")
+                with T.sblock("permute_indices"):
+                    T.reads()
+                    T.writes(table[_i64(0):_i64(len(permutes) * lanes)])
+                    T.sblock_attr({ROLE: "permute_indices"})
+                    for i, value in enumerate(x for row in permutes for x in row):
+                        T.buffer_store(table, tirx.const(value, "int32"), [_i64(i)])
             total = math.prod(outer)
             with (T.parallel(_i64(0), _i64(total)) if total > 1
                   else T.serial(_i64(total))) as fused:
@@ -276,18 +288,6 @@ def phase_tile_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                                                           sx * lanes)], spec.out_dtype,
                                        scope=CPU_TILE_SCOPE)
                 panel = T.alloc_buffer([_i64(e) for e in panel_shape], spec.dtype)
-                permutes = _permute_indices(sx, lanes)
-                if permutes:
-                    # the permutes' index vectors, loaded as vectors (TIR has no vector
-                    # constant, and MetaSchedule's analyses reject a Ramp or Shuffle value)
-                    table = T.alloc_buffer([_i64(len(permutes) * lanes)], "int32",
-                                           scope=CPU_TILE_SCOPE)
-                    with T.sblock("permute_indices"):
-                        T.reads()
-                        T.writes(table[_i64(0):_i64(len(permutes) * lanes)])
-                        T.sblock_attr({ROLE: "permute_indices"})
-                        for i, value in enumerate(x for row in permutes for x in row):
-                            T.buffer_store(table, tirx.const(value, "int32"), [_i64(i)])
                 n, grp, chunk = _split(fused, outer)
                 with T.serial(_i64(chunk_patches)) as patch:
                     patch_l = chunk * _i64(chunk_patches) + patch
