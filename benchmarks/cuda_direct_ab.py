@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cuda_zoo  # noqa: E402
+import cuda_ab_common  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 
@@ -47,7 +47,7 @@ def layer_of(name: str):
 
 
 def run_variant(row, key, spec, x, w, ref, dev):
-    cuda_zoo.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.5)
+    cuda_ab_common.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.5)
 
 
 def main(argv=None) -> int:
@@ -73,16 +73,16 @@ def main(argv=None) -> int:
         x = rng.standard_normal(spec.data_shape).astype("float32")
         w = rng.standard_normal(spec.weight_shape).astype("float32")
         xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
-        ref = cuda_zoo.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
+        ref = cuda_ab_common.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
         x16, w16 = x.astype("float16"), w.astype("float16")
-        ref16 = cuda_zoo.torch_conv(spec, torch.from_numpy(x16).cuda().double(),
+        ref16 = cuda_ab_common.torch_conv(spec, torch.from_numpy(x16).cuda().double(),
                                     torch.from_numpy(w16).cuda().double()).cpu().numpy()
         row = {"layer": name, "batch": int(batch), "gflop": make_plan(spec).useful_flops() / 1e9,
                "chosen_tile": dataclasses.asdict(cuda_direct.choose_tile(spec))}
         with torch.no_grad():
-            row["cudnn_fp32_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
+            row["cudnn_fp32_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))
             xh, wh = xt.half(), wt.half()
-            row["cudnn_fp16_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xh, wh))
+            row["cudnn_fp16_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xh, wh))
         spec16 = layer.spec(int(batch), dtype="float16")
         strategy.register(strategy.CONV_TRANSPOSE, off)
         run_variant(row, "gemm", spec, x, w, ref, dev)

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cuda_zoo  # noqa: E402
+import cuda_ab_common  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -66,17 +66,17 @@ def main(argv=None) -> int:
         x = rng.standard_normal(spec.data_shape).astype("float32")
         w = rng.standard_normal(spec.weight_shape).astype("float32")
         xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
-        ref = cuda_zoo.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
+        ref = cuda_ab_common.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
         row = {"layer": name, "batch": int(batch),
-               "cudnn_fp32_ms": cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))}
+               "cudnn_fp32_ms": cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))}
         for form, fields in FORMS.items():
             strategy.register(strategy.CONV_TRANSPOSE, dataclasses.replace(base, **fields))
-            ex = tvm_deconv.build(cuda_zoo.one_layer(spec), "cuda", params={"w": w},
+            ex = tvm_deconv.build(cuda_ab_common.one_layer(spec), "cuda", params={"w": w},
                                   tuning_logs=False)
             vm = relax.VirtualMachine(ex, dev)
             x_nd = tvm.runtime.tensor(x, dev)
             row[form + "_err"] = relative_error(vm["main"](x_nd).numpy(), ref)
-            row[form + "_ms"] = cuda_zoo.time_tvm(vm, dev, [x_nd], budget_s=1.0)[0]
+            row[form + "_ms"] = cuda_ab_common.time_tvm(vm, dev, [x_nd], budget_s=1.0)[0]
         strategy.register(strategy.CONV_TRANSPOSE, base)
         rows.append(row)
         print(json.dumps(row), flush=True)

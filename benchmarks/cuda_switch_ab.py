@@ -10,7 +10,7 @@ the implicit GEMM ``cuda.decomposed``) and ``split_k`` (the phase-batched kernel
 slices, :func:`~tvm_deconv.schedules.cuda.split_k`; off: one slice).  Per case
 ``layer:batch``: ``on`` and ``off``, TVM's default lowering, and cuDNN fp32 (TF32 off) through
 torch, all float32, in one process.  Every TVM output is checked against torch float64 first
-(``cuda_zoo.build_check_time``).
+(``cuda_ab_common.build_check_time``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cuda_zoo  # noqa: E402
+import cuda_ab_common  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -62,22 +62,22 @@ def main(argv=None) -> int:
     for case in args.cases.split(","):
         name, batch = case.split(":")
         spec = zoo.get(name).spec(int(batch))
-        x, w, xt, wt, ref = cuda_zoo.random_case(spec)
+        x, w, xt, wt, ref = cuda_ab_common.random_case(spec)
         row = {"switch": args.switch, "layer": name, "batch": int(batch),
                "picked": strategy.select(strategy.CONV_TRANSPOSE, spec,
-                                         cuda_zoo.CUDA_TARGET).implementation.name,
+                                         tvm_deconv.resolve_target("cuda")).implementation.name,
                "split_k": cuda_sched.split_k(spec)}
-        cuda_zoo.build_check_time(row, "on", spec, x, w, ref, dev, budget_s=0.5)
+        cuda_ab_common.build_check_time(row, "on", spec, x, w, ref, dev, budget_s=0.5)
         with SWITCHES[args.switch]():
-            cuda_zoo.build_check_time(row, "off", spec, x, w, ref, dev, budget_s=0.5)
-        ex = tvm_deconv.build(cuda_zoo.one_layer(spec), "cuda", params={"w": w},
+            cuda_ab_common.build_check_time(row, "off", spec, x, w, ref, dev, budget_s=0.5)
+        ex = tvm_deconv.build(cuda_ab_common.one_layer(spec), "cuda", params={"w": w},
                               decompose=False)
         vm, x_nd = relax.VirtualMachine(ex, dev), tvm.runtime.tensor(x, dev)
         row["tvm_default_err"] = relative_error(vm["main"](x_nd).numpy(), ref)
-        row["tvm_default_ms"] = cuda_zoo.time_tvm(vm, dev, [x_nd], 0.5)[0]
+        row["tvm_default_ms"] = cuda_ab_common.time_tvm(vm, dev, [x_nd], 0.5)[0]
         torch.backends.cudnn.allow_tf32 = False
         with torch.no_grad():
-            row["cudnn_fp32_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
+            row["cudnn_fp32_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))
         for key in ("off", "tvm_default", "cudnn_fp32"):
             if "on_ms" in row and key + "_ms" in row:
                 row["on_vs_" + key] = row[key + "_ms"] / row["on_ms"]

@@ -7,7 +7,7 @@ Per case ``layer:batch``, in one process: ours float16 built with each variant o
 :data:`VARIANTS` (a context that sets :mod:`~tvm_deconv.schedules.cuda_tensorcore`'s
 ``K_PIPELINE`` / ``X_GATHER`` knobs and the build's ``PassContext``), and cuDNN fp16 through
 torch.  Every output is checked against the float64 result of the same fp16 inputs first
-(``cuda_zoo.build_check_time``).
+(``cuda_ab_common.build_check_time``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cuda_zoo  # noqa: E402
+import cuda_ab_common  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 
@@ -63,13 +63,13 @@ def main(argv=None) -> int:
     for case in args.cases.split(","):
         name, batch = case.split(":")
         spec = zoo.get(name).spec(int(batch), dtype="float16")
-        x, w, xt, wt, ref = cuda_zoo.random_case(spec)
+        x, w, xt, wt, ref = cuda_ab_common.random_case(spec)
         row = {"layer": name, "batch": int(batch), "dtype": "float16"}
         for variant in args.variants.split(","):
             with VARIANTS[variant]():
-                cuda_zoo.build_check_time(row, variant, spec, x, w, ref, dev, budget_s=0.5)
+                cuda_ab_common.build_check_time(row, variant, spec, x, w, ref, dev, budget_s=0.5)
         with torch.no_grad():
-            row["cudnn_fp16_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
+            row["cudnn_fp16_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))
         for variant in args.variants.split(","):
             if variant + "_ms" in row:
                 row[variant + "_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row[variant + "_ms"]

@@ -13,6 +13,10 @@ time_evaluator:
 * ``phases_fastest`` / ``phases_outer``: the phases forced on the fastest / slowest grid
   dimensions (FFMA: ``_Knobs.phases_fastest``, tensor cores:
   :data:`~tvm_deconv.schedules.cuda_tensorcore.PHASES_FASTEST`);
+* ``--threads-first``: float32 calls also with ``_choose_tiles`` halving the threads (to 64)
+  before the per-thread tile where the grid is short of the chip (``threads_first``);
+* ``--bk-caps 4,32``: float32 calls also with at most that many input channels per K step
+  (``bk_cap``; shipped :data:`~tvm_deconv.schedules.cuda.BK_CAP`);
 * ``--no-halving``: float32 calls also without ``_choose_tiles``'s 128-thread rule
   (``halve_full_blocks`` off: the 256-thread tile of the sessions before 16);
 * ``--start-tiles``: float32 calls also each FFMA start tile of
@@ -37,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cuda_zoo  # noqa: E402
+import cuda_ab_common  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 
@@ -51,7 +55,7 @@ DEFAULT_TILES = "2.2.4.2.2,2.2.4.4.2,2.2.2.4.2,2.2.2.2.2"
 
 @contextlib.contextmanager
 def variant(phases_fastest=None, tile=None, start_tile=cuda_sched.START_TILE,
-            halve_full_blocks=True):
+            halve_full_blocks=True, threads_first=False, bk_cap=cuda_sched.BK_CAP):
     """Within the context, builds use these knobs (module state and schedule_cuda's default
     knobs; the registered strategy calls schedule_cuda without knobs)."""
     saved = (tc.PHASES_FASTEST, tc.choose_tile, cuda_sched.schedule_cuda.__defaults__)
@@ -60,7 +64,8 @@ def variant(phases_fastest=None, tile=None, start_tile=cuda_sched.START_TILE,
         tc.choose_tile = lambda g, num_sms=132: tile
     cuda_sched.schedule_cuda.__defaults__ = (
         dataclasses.replace(cuda_sched.GPU, phases_fastest=phases_fastest,
-                            start_tile=start_tile, halve_full_blocks=halve_full_blocks),)
+                            start_tile=start_tile, halve_full_blocks=halve_full_blocks,
+                            threads_first=threads_first, bk_cap=bk_cap),)
     try:
         yield
     finally:
@@ -69,7 +74,7 @@ def variant(phases_fastest=None, tile=None, start_tile=cuda_sched.START_TILE,
 
 def run(row, key, spec, x, w, ref, dev, **knobs):
     with variant(**knobs):
-        cuda_zoo.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.3)
+        cuda_ab_common.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.3)
 
 
 def divides(tile: tc.TensorCoreTile, g: tc.GemmShape) -> bool:
@@ -84,6 +89,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tiles", default=DEFAULT_TILES)
     parser.add_argument("--start-tiles", action="store_true")
     parser.add_argument("--no-halving", action="store_true")
+    parser.add_argument("--threads-first", action="store_true")
+    parser.add_argument("--bk-caps", default="")
     parser.add_argument("--no-grid-order", action="store_true",
                         help="skip the forced grid orders")
     parser.add_argument("--out", default="cuda_tile_ab.json")
@@ -100,15 +107,19 @@ def main(argv=None) -> int:
             x = rng.standard_normal(spec.data_shape).astype(dtype)
             w = rng.standard_normal(spec.weight_shape).astype(dtype)
             xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
-            ref = cuda_zoo.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
+            ref = cuda_ab_common.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
             row = {"layer": name, "batch": int(batch), "dtype": dtype,
                    "gflop": make_plan(spec).useful_flops() / 1e9}
             with torch.no_grad():
-                row["cudnn_ms"] = cuda_zoo.time_torch(lambda: cuda_zoo.torch_conv(spec, xt, wt))
+                row["cudnn_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))
             run(row, "base", spec, x, w, ref, dev)
             if not args.no_grid_order:
                 run(row, "phases_fastest", spec, x, w, ref, dev, phases_fastest=True)
                 run(row, "phases_outer", spec, x, w, ref, dev, phases_fastest=False)
+            if args.threads_first and dtype == "float32":
+                run(row, "threads_first", spec, x, w, ref, dev, threads_first=True)
+            for cap in [int(c) for c in args.bk_caps.split(",") if c] if dtype == "float32" else []:
+                run(row, f"bk_cap{cap}", spec, x, w, ref, dev, bk_cap=cap)
             if args.no_halving and dtype == "float32":
                 run(row, "no_halving", spec, x, w, ref, dev, halve_full_blocks=False)
             if args.start_tiles and dtype == "float32":

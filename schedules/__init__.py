@@ -10,7 +10,8 @@ from tvm_deconv.strategy import CONV_TRANSPOSE, DILATED_CONV, Implementation, re
 
 from . import arm
 from .common import supports_dtype
-from .cuda import cuda_compute, cuda_pack, schedule_cuda, schedule_cuda_space, supports_cuda
+from .cuda import (cuda_compute, cuda_pack, schedule_cuda, schedule_cuda_space, supports_cuda,
+                   workspace_bytes as cuda_workspace_bytes)
 from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cuda_direct
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import (schedule_single_pixel, single_pixel_compute, supports_gpu_single_pixel,
@@ -69,7 +70,7 @@ register(CONV_TRANSPOSE, Implementation(
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.decomposed", target_keys=("cuda", "gpu"), priority=20,
     compute=cuda_compute, schedule=schedule_cuda, pack=cuda_pack, space_compute=cuda_compute,
-    space=schedule_cuda_space, predicate=supports_cuda))
+    space=schedule_cuda_space, predicate=supports_cuda, workspace=cuda_workspace_bytes))
 
 # Dilated convolution, untangled into dense per-phase convolutions.
 # Packed weights + register tiles (schedules/x86_dilated.py), x86 and AArch64 NEON sizes;

@@ -137,6 +137,7 @@ START_TILE = (8, 4, 256)
 TILE_CHOICES = ((8, 4, 256), (4, 4, 256), (8, 8, 256), (4, 8, 128), (8, 4, 128), (4, 4, 128))
 UNROLL_STEPS = (0, 16, 64, 256, 1024)
 MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
+BK_CAP = 16  # input channels staged per K step, at most
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,10 @@ class _Knobs:
     sampled annotation) are the kernel's tunable knobs; ``halve_full_blocks``:
     :func:`_choose_tiles`'s 128-thread rule (off in the tuning space, whose designs are the
     start tiles as given).  ``phases_fastest``: the
-    phase-batched kernel's grid order (``None``: :func:`phases_fastest`'s rule)."""
+    phase-batched kernel's grid order (``None``: :func:`phases_fastest`'s rule).
+    ``threads_first``: where the grid is short of the chip, :func:`_choose_tiles` halves the
+    threads before the per-thread tile; ``bk_cap``: input channels per K step, at most (A/B
+    knobs)."""
 
     bind: bool = True
     shared: str = "shared"
@@ -156,6 +160,8 @@ class _Knobs:
     unroll: int | None = 256
     phases_fastest: bool | None = None
     halve_full_blocks: bool = True
+    threads_first: bool = False
+    bk_cap: int = BK_CAP
 
 
 GPU = _Knobs()
@@ -198,10 +204,10 @@ class _Tiles:
     bk: int
 
 
-def _bk(ric: int) -> int:
+def _bk(ric: int, cap: int = BK_CAP) -> int:
     """Channels per K step: a divisor of Cin/groups (an imperfect split makes the staged
     input window's bounds unprovable, and its shared buffer balloons past the 48 KiB limit)."""
-    return next(b for b in range(min(16, ric), 0, -1) if ric % b == 0)
+    return next(b for b in range(min(cap, ric), 0, -1) if ric % b == 0)
 
 
 def _grid(oc: int, spatial: list, t: _Tiles) -> int:
@@ -211,7 +217,8 @@ def _grid(oc: int, spatial: list, t: _Tiles) -> int:
 
 def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
                   block_only: tuple = (), start_tile: tuple = START_TILE,
-                  halve_full_blocks: bool = False) -> _Tiles:
+                  halve_full_blocks: bool = False, threads_first: bool = False,
+                  bk_cap: int = BK_CAP) -> _Tiles:
     """Thread-block tile of one phase: BM = ty*vo channels × BN = tx*vw pixels.
 
     Start from ``start_tile`` (:data:`START_TILE`); while the grid is smaller than the chip
@@ -242,7 +249,7 @@ def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
                            if spatial[i] % d == 0)
             left //= tiles[i]
         vw_e = next(v for v in (8, 4, 2, 1) if v <= vw and tiles[-1] % v == 0)
-        chosen = _Tiles(vo_e, ty, tiles, vw_e, _bk(ric))
+        chosen = _Tiles(vo_e, ty, tiles, vw_e, _bk(ric, bk_cap))
         return chosen, _grid(oc, spatial, chosen)
 
     tiles, grid = derive()
@@ -250,7 +257,9 @@ def _choose_tiles(oc: int, spatial: list, ric: int, num_sms: int,
         budget //= 2
         return derive()[0]
     while grid < num_sms:
-        if vo > 1 or vw > 1:
+        if threads_first and budget > 64:
+            budget //= 2
+        elif vo > 1 or vw > 1:
             if vo >= vw:
                 vo //= 2
             else:
@@ -299,6 +308,16 @@ def split_k(spec: ConvTransposeSpec, num_sms: int = 132) -> int:
             break
         slices *= 2
     return slices
+
+
+def workspace_bytes(spec: ConvTransposeSpec) -> int:
+    """Extra global memory of :func:`cuda_compute`: split-K's partial sums (the float32
+    output once per input-channel slice).  The padded input is read through the shared-memory
+    copies, the accumulators are registers, and the packed weight replaces the weight."""
+    slices = split_k(spec) if uses_phase_batched_kernel(spec) else 1
+    if slices == 1:
+        return 0
+    return slices * math.prod(spec.out_shape) * 4
 
 
 def _read_index(sch, block, var) -> int:
@@ -372,7 +391,7 @@ def _schedule_gemm(sch: s_tir.Schedule, block, writeback, npix: int, knobs: _Kno
     oc_ext, spatial, ric_ext = extents[1], [extents[0]] + extents[2:2 + npix], extents[2 + npix]
     n_var = ivs[0].var
     t = _choose_tiles(oc_ext, spatial, ric_ext, num_sms, block_only, knobs.start_tile,
-                      knobs.halve_full_blocks)
+                      knobs.halve_full_blocks, knobs.threads_first, knobs.bk_cap)
     sch.set_scope(block, 0, knobs.local)
 
     loops = sch.get_loops(writeback)

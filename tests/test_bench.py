@@ -188,3 +188,55 @@ def test_sgemm_peak_is_measured_and_divides_ours_in_the_table():
     table = bench.markdown_table([row], ["ours"], "layers", sgemm_peak=200.0)
     assert "% of SGEMM peak" in table and "| 50.0 | 25% |" in table
     assert "% of SGEMM peak" not in bench.markdown_table([row], ["ours"], "layers")
+
+
+def test_bad_dtype_and_suite_for_the_target_are_errors_naming_the_fix(capsys):
+    assert main(["bench", "--layers", "dcgan_64_3_k4s2", "--dtype", "float16"]) == 2
+    assert "--target cuda" in capsys.readouterr().err
+    assert main(["bench", "--layers", "dcgan_64_3_k4s2", "--dtype", "bfloat16"]) == 2
+    assert "float32, float16" in capsys.readouterr().err
+    assert main(["bench", "--target", "cuda", "--models", "dcgan"]) == 2
+    assert "--suite layers" in capsys.readouterr().err
+
+
+def test_gpu_rows_compare_with_cudnn_of_their_dtype_and_show_it():
+    def entry(ms):
+        return {"median_ms": ms, "min_ms": ms, "max_ms": ms, "gflops": 1.0}
+
+    rows = [bench.finish_row({"name": "l", "batch": 64, "dtype": dtype, "peers": ["cudnn"],
+                              "impls": {"ours": entry(2.0), "cudnn": entry(3.0),
+                                        "cudnn_tf32": entry(1.0)}})
+            for dtype in ("float32", "float16")]
+    # TF32 is faster here but never the peer: the ratio is against cuDNN without it.
+    assert all(row["speedup_vs_best_peer"] == 1.5 for row in rows)
+    table = bench.markdown_table(rows, ["ours", "cudnn", "cudnn_tf32"], "layers")
+    assert "| l | 64 | float16 | 2.000 (±0%) |" in table and "peak MiB" not in table
+
+
+def _has_gpu() -> bool:
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0) missing)")
+def test_cuda_bench_checks_every_column_against_float64(tmp_path):
+    pytest.importorskip("torch", reason="cuDNN is timed through PyTorch")
+    code, result = _bench(tmp_path, "--target", "cuda", "--layers", "dcgan_64_3_k4s2",
+                          "--dtype", "float32,float16", "--tune-trials", "2",
+                          "--cost-model", "random", "--work-dir", str(tmp_path / "work"))
+    assert code == 0
+    fp32, fp16 = result["rows"]
+    assert (fp32["dtype"], fp16["dtype"]) == ("float32", "float16")
+    for row, tol in ((fp32, 1e-5), (fp16, 2e-3)):
+        for impl in ("ours", "tvm_default", "ours_tuned", "tvm_default_tuned", "cudnn"):
+            entry = row["impls"][impl]
+            assert "error" not in entry, (row["dtype"], impl, entry)
+            assert entry["rel_error"] < tol and entry["median_ms"] > 0
+        assert row["speedup_vs_best_peer"] == pytest.approx(
+            row["impls"]["cudnn"]["median_ms"] / row["impls"]["ours"]["median_ms"])
+    assert "cudnn_tf32" in fp32["impls"] and "cudnn_tf32" not in fp16["impls"]

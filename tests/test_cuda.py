@@ -233,6 +233,15 @@ def test_every_tuning_space_tile_is_correct_cpu_emulation(spec, tile):
     assert _emulate(spec, knobs=knobs) < 1e-5
 
 
+@pytest.mark.parametrize("knob", [{"threads_first": True}, {"bk_cap": 4}, {"bk_cap": 32}],
+                         ids=lambda k: "_".join(f"{a}{v}" for a, v in k.items()))
+@pytest.mark.parametrize("spec", [BATCHED_SPECS[0], CORNER_SPECS[1]], ids=["batched", "ragged"])
+def test_tile_ab_knobs_are_correct_cpu_emulation(spec, knob):
+    """The knobs benchmarks/cuda_tile_ab.py times (smaller grids shrink threads first, other
+    K steps) give the reference's numbers."""
+    assert _emulate(spec, knobs=dataclasses.replace(cuda_sched.CPU_EMULATION, **knob)) < 1e-5
+
+
 def test_cuda_tuning_space_designs_build():
     """``ours`` on CUDA: distinct designs per start tile, each sampling the unroll step; a
     design with its sampled decision replayed builds to CUDA source."""

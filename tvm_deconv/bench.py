@@ -5,6 +5,8 @@ and ``dilated`` (``zoo.DILATED_LAYERS``).  Implementations per row: tvm-deconv (
 TVM's default lowering (``tvm_default``) untuned, both tuned with the same trial budget when
 ``--tune-trials N`` > 0 (``ours_tuned``: :func:`tvm_deconv.tuning.tune`; ``tvm_default_tuned``:
 MetaSchedule ``tune_relax``/``compile_relax``), ONNX Runtime and PyTorch eager when importable.
+On a GPU target (``--target cuda``; the layers suite, rows per ``--dtype``) the peers are
+cuDNN through PyTorch instead (:mod:`tvm_deconv.bench_gpu`).
 
 Every implementation's output is checked against a reference before it is timed (layers:
 the float64 scatter reference; dilated: the float64 gather reference; models: PyTorch eager in
@@ -44,6 +46,7 @@ logger = logging.getLogger("tvm_deconv")
 
 SUITES = ("layers", "models", "dilated")
 PEERS = ("onnxruntime", "pytorch")
+DTYPES = ("float32", "float16")
 MODEL_TOLERANCE = 1e-5
 
 
@@ -60,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--small", action="store_true",
                         help="models at their small test sizes (quick checks)")
     parser.add_argument("--batch", default="1", help="comma-separated batch sizes")
+    parser.add_argument("--dtype", default="float32",
+                        help="comma-separated dtypes of the layers suite's rows: float32, "
+                             "float16 (GPU targets only)")
     parser.add_argument("--repeat", type=int, default=15, help="timed repeats (median reported)")
     parser.add_argument("--min-repeat-ms", type=float, default=20.0,
                         help="each repeat runs the kernel enough times to last this long")
@@ -81,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune-trials", type=int, default=0, metavar="N",
                         help="also tune ours and TVM's default, N MetaSchedule trials each per "
                              "row (default 0: skip the tuned columns)")
+    parser.add_argument("--cost-model", default="xgb", choices=["xgb", "mlp", "random"],
+                        help="MetaSchedule cost model of both tuned columns (random: no "
+                             "xgboost needed, e.g. on the GPU machine)")
     parser.add_argument("--work-dir", default="bench-tuning",
                         help="tuning databases, one folder per row and implementation; "
                              "re-running the same command resumes (default bench-tuning/)")
@@ -201,14 +210,15 @@ def _vm_breakdown(vm, args) -> dict:
 
 
 def tvm_prepared(build_fn: Callable[[], object], inputs: list[np.ndarray],
-                 info: Optional[dict] = None) -> Prepared:
+                 info: Optional[dict] = None, device=None) -> Prepared:
+    """``device``: where it runs (default the CPU); the time evaluator synchronises it."""
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
     start = time.perf_counter()
     ex = build_fn()
     compile_s = time.perf_counter() - start
-    dev = tvm.cpu(0)
+    dev = device or tvm.cpu(0)
     vm = relax.VirtualMachine(ex, dev)
     args = [tvm.runtime.tensor(a, dev) for a in inputs]
 
@@ -321,7 +331,8 @@ def _fused_like_compile_relax(mod, params: dict, target):
         return tvm.transform.Sequential(passes)(relax.transform.BindParams("main", params)(mod))
 
 
-def _tvm_default_tuned(mod, params: dict, target, trials: int, work_dir: Path, info: dict):
+def _tvm_default_tuned(mod, params: dict, target, trials: int, work_dir: Path, info: dict,
+                       cost_model: str = "xgb"):
     """TVM's own pipeline tuned by MetaSchedule with ``trials`` trials in all (resumable:
     records already in ``work_dir`` count), then ``compile_relax`` with that database.
     ``info["trials_measured"]``: the records the database holds."""
@@ -339,13 +350,13 @@ def _tvm_default_tuned(mod, params: dict, target, trials: int, work_dir: Path, i
             _fused_like_compile_relax(mod, tensors, target), {}, target, str(work_dir),
             max_trials_global=left,
             num_trials_per_iter=min(16, left), database=database, builder=builder,
-            runner=runner)
+            runner=runner, cost_model=cost_model)
     info["trials_measured"] = len(database.get_all_tuning_records())
     return ms.relax_integration.compile_relax(database, mod, target, tensors)
 
 
 def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: Path,
-                info: dict):
+                info: dict, cost_model: str = "xgb"):
     """tvm-deconv with its tasks tuned by :func:`tvm_deconv.tuning.tune`, ``trials`` in all:
     each task gets an even share of what is left (a one-point space takes one trial and hands
     the rest on); records already in ``work_dir`` count, so re-running resumes.  Failed
@@ -362,7 +373,7 @@ def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: P
         share = -(-left // (len(tasks) - i))  # ceil: a budget below the task count still runs
         if share > 0:
             (result,) = tune([task], target, work_dir, trials=share, runner=runner,
-                             builder=builder, retime=False)
+                             builder=builder, cost_model=cost_model, retime=False)
             left -= result.trials_before + result.trials_run
     if retimes(target):
         retime_records(work_dir, tasks, target)
@@ -391,6 +402,8 @@ class Case:
     tol: float
     impls: dict = field(default_factory=dict)             # name → factory() → Prepared
     extra: dict = field(default_factory=dict)             # suite-specific row fields
+    peers: tuple = PEERS                                  # the "best peer" candidates
+    on_cpu: bool = True       # runs on the host: peak resident set, thread-pool settling
 
 
 def _one_op_module(op, data_shape, weight_shape, dtype: str, **attrs):
@@ -422,37 +435,51 @@ def _onnx_single_node(op_type: str, data_shape, out_shape, weight: np.ndarray, *
     return model.SerializeToString()
 
 
+def _device(target):
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    return tvm.cuda(0) if "gpu" in target.keys else tvm.cpu(0)
+
+
 def _common_impls(case: Case, mod, params: dict, inputs: list, args, target, tasks_fn,
                   tvm_default_build=None) -> None:
     """ours / tvm_default (untuned, tuned) factories of a Relax ``mod`` with ``params``."""
     from .build import build  # pylint: disable=import-outside-toplevel
 
+    dev = _device(target)
     case.impls["ours"] = lambda: tvm_prepared(
-        lambda: build(mod, target, params, tuning_logs=False), inputs)
+        lambda: build(mod, target, params, tuning_logs=False), inputs, device=dev)
     if args.shipped_logs:  # (tuning_logs=None: the log shipped for the target, no tuning)
         case.impls["ours_shipped"] = lambda: tvm_prepared(
-            lambda: build(mod, target, params, tuning_logs=None), inputs)
+            lambda: build(mod, target, params, tuning_logs=None), inputs, device=dev)
     if not args.skip_tvm_default:
         case.impls["tvm_default"] = lambda: tvm_prepared(
-            tvm_default_build or (lambda: build(mod, target, params, decompose=False)), inputs)
+            tvm_default_build or (lambda: build(mod, target, params, decompose=False)), inputs,
+            device=dev)
     if args.tune_trials > 0:
-        work = Path(args.work_dir) / f"{case.name}_b{case.batch}"
+        work = Path(args.work_dir) / f"{case.name}_b{case.batch}{_dtype_suffix(case)}"
         ours_info: dict = {}
         default_info: dict = {}
         case.impls["ours_tuned"] = lambda: tvm_prepared(lambda: _ours_tuned(
             mod, params, _tuning_order(tasks_fn()), target, args.tune_trials, work / "ours",
-            ours_info), inputs, ours_info)
+            ours_info, args.cost_model), inputs, ours_info, device=dev)
         case.impls["tvm_default_tuned"] = lambda: tvm_prepared(lambda: _tvm_default_tuned(
-            mod, params, target, args.tune_trials, work / "tvm_default", default_info),
-            inputs, default_info)
+            mod, params, target, args.tune_trials, work / "tvm_default", default_info,
+            args.cost_model), inputs, default_info, device=dev)
 
 
-def _layer_case(layer, batch: int, args, target, threads: int) -> Case:
+def _dtype_suffix(case: Case) -> str:
+    dtype = case.extra.get("dtype", "float32")
+    return "" if dtype == "float32" else f"_{dtype}"
+
+
+def _layer_case(layer, batch: int, args, target, threads: int,
+                dtype: str = "float32") -> Case:
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
-    from .tuning import make_tasks  # pylint: disable=import-outside-toplevel
+    from .tuning import DEFAULT, OURS, SPACES, make_tasks  # pylint: disable=C0415
 
-    spec = layer.spec(batch)
+    spec = layer.spec(batch, dtype=dtype)
     data, weight = random_inputs(spec, seed=batch)
     op = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose,
           3: relax.op.nn.conv3d_transpose}[spec.ndim]
@@ -460,11 +487,23 @@ def _layer_case(layer, batch: int, args, target, threads: int) -> Case:
                          strides=spec.strides, padding=spec.pad_before + spec.pad_after,
                          output_padding=spec.output_padding, dilation=spec.dilation,
                          groups=spec.groups)
+    gpu = "gpu" in target.keys
     case = Case(layer.name, batch, make_plan(spec).useful_flops(),
                 lambda: conv_transpose_reference(data, weight, spec), tolerance(spec.dtype),
-                extra={"workspace_bytes": _workspace(spec, target)})
+                extra={"workspace_bytes": _workspace(spec, target), "dtype": dtype})
+    # On GPUs MetaSchedule's stock rules yield no valid candidate of the decomposed compute
+    # (VerifyGPUCode rejects their shared-memory window of the strided taps), so the budget
+    # goes to the default schedule and the sampled space.
+    spaces = (DEFAULT, OURS) if gpu else SPACES
     _common_impls(case, mod, {"w": weight}, [data], args, target,
-                  lambda: make_tasks([spec], target))
+                  lambda: make_tasks([spec], target, spaces))
+    if gpu:
+        from . import bench_gpu  # pylint: disable=import-outside-toplevel
+
+        case.reference = lambda: bench_gpu.gpu_reference(spec, data, weight)
+        case.peers, case.on_cpu = bench_gpu.GPU_PEERS, False
+        bench_gpu.add_cudnn_impls(case, spec, data, weight)
+        return case
     if not args.skip_ort:
         case.impls["onnxruntime"] = lambda: ort_prepared(_onnx_single_node(
             "ConvTranspose", spec.data_shape, spec.out_shape, weight,
@@ -651,6 +690,8 @@ def cases(args, target, threads: int) -> Iterator[Case]:
     from .models import MODELS  # pylint: disable=import-outside-toplevel
 
     batches = [int(b) for b in args.batch.split(",") if b]
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    _check_suite_for_target(args.suite, dtypes, target)
     if args.suite == "models":
         known = dict({m: m for m in MODELS}, **{a: a for a in MODEL_ALIASES})
         items, make = _pick(args.models, known, "model(s)", list(MODELS)), _model_case
@@ -661,7 +702,26 @@ def cases(args, target, threads: int) -> Iterator[Case]:
         items, make = _pick(args.layers, {l.name: l for l in zoo.LAYERS}, "layer(s)"), _layer_case
     for item in items:
         for batch in batches:
-            yield make(item, batch, args, target, threads)
+            if args.suite != "layers":
+                yield make(item, batch, args, target, threads)
+                continue
+            for dtype in dtypes:
+                yield make(item, batch, args, target, threads, dtype)
+
+
+def _check_suite_for_target(suite: str, dtypes: list, target) -> None:
+    """ValueError naming the fix where the suite, dtypes and target do not go together."""
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown or not dtypes:
+        raise ValueError(f"--dtype {','.join(unknown) or '(none)'}: use one or more of "
+                         f"{', '.join(DTYPES)}")
+    if "gpu" in target.keys:
+        if suite != "layers":
+            raise ValueError(f"--suite {suite} runs on CPU targets only; on a GPU target "
+                             "bench the layers suite (--suite layers)")
+    elif dtypes != ["float32"]:
+        raise ValueError("--dtype float16 is benchmarked on GPU targets only (--target cuda); "
+                         "the CPU kernels compute float32")
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,7 +747,10 @@ def check_impl(factory, case: Case, ref: np.ndarray) -> tuple[dict, Optional[Pre
         entry.update(prepared.info)
         if prepared.compile_s:
             entry["compile_s"] = prepared.compile_s
-        out, entry["peak_bytes"] = peak_memory(prepared.run)
+        if case.on_cpu:
+            out, entry["peak_bytes"] = peak_memory(prepared.run)
+        else:
+            out = prepared.run()
         if tuple(out.shape) != tuple(ref.shape):
             entry["error"] = f"WRONG SHAPE {tuple(out.shape)} (reference {tuple(ref.shape)})"
             return entry, None
@@ -702,18 +765,19 @@ def check_impl(factory, case: Case, ref: np.ndarray) -> tuple[dict, Optional[Pre
 
 
 def round_robin(prepared: dict, repeat: int, min_repeat_ms: float,
-                on_error: Optional[Callable[[str, Exception], None]] = None) -> dict:
+                on_error: Optional[Callable[[str, Exception], None]] = None,
+                settle_s: float = SETTLE_S) -> dict:
     """Milliseconds per implementation (name → samples), timed round-robin: one repeat of each
     per round, so that load from other jobs on a shared machine falls on all of them alike.
-    Each repeat starts after a :data:`SETTLE_S` pause: the previous implementation's thread
-    pool (OpenMP, ORT's, TVM's) spins for a while after its last run, and on 2 cores those
-    spinning threads halved the next implementation's speed.  An implementation that raises
+    Each repeat starts after a ``settle_s`` pause (:data:`SETTLE_S`; GPU rows: none): the
+    previous implementation's thread pool (OpenMP, ORT's, TVM's) spins for a while after its
+    last run, and on 2 cores those spinning threads halved the next implementation's speed.  An implementation that raises
     is reported to ``on_error`` and dropped (without ``on_error`` the exception propagates)."""
     samples: dict = {name: [] for name in prepared}
     for _ in range(repeat):
         for name, prep in prepared.items():
             if name in samples:
-                time.sleep(SETTLE_S)
+                time.sleep(settle_s)
                 try:
                     samples[name] += prep.timer(1, min_repeat_ms)
                 except Exception as exc:  # pylint: disable=broad-except
@@ -743,7 +807,8 @@ def time_interleaved(prepared: dict, entries: dict, case: Case, repeat: int,
     def record_error(name: str, exc: Exception) -> None:
         entries[name]["error"] = _error_text(exc)
 
-    samples = round_robin(prepared, repeat, min_repeat_ms, record_error)
+    samples = round_robin(prepared, repeat, min_repeat_ms, record_error,
+                          SETTLE_S if case.on_cpu else 0.0)
     for name, times in samples.items():
         entry = entries[name]
         entry.update(_summary(times))
@@ -769,7 +834,7 @@ def _ratio(row: dict, slower: str, faster: str) -> Optional[float]:
 
 
 def finish_row(row: dict) -> dict:
-    peers = [row["impls"][p]["median_ms"] for p in PEERS
+    peers = [row["impls"][p]["median_ms"] for p in row.get("peers", PEERS)
              if "median_ms" in row["impls"].get(p, {})]
     ours = row["impls"].get("ours", {}).get("median_ms")
     row["best_peer_ms"] = min(peers) if peers else None
@@ -791,7 +856,7 @@ def _progress(total: int):
 
 def bench_case(case: Case, args, bar) -> dict:
     row = {"name": case.name, "batch": case.batch, "useful_gflop": case.flops / 1e9,
-           "impls": {}, **case.extra}
+           "impls": {}, "peers": list(case.peers), **case.extra}
     bar.set_description(f"{case.name} N={case.batch} reference")
     try:
         ref = case.reference()
@@ -805,7 +870,9 @@ def bench_case(case: Case, args, bar) -> dict:
     for name, factory in case.impls.items():
         bar.set_description(f"{case.name} N={case.batch} {name}")
         if name == "tvm_default":
-            row["impls"][name] = run_impl(factory, case, ref, args.tvm_default_repeat, 0.0,
+            # (seconds a call on CPUs; on GPUs milliseconds: repeats of calls as for the rest)
+            row["impls"][name] = run_impl(factory, case, ref, args.tvm_default_repeat,
+                                          0.0 if case.on_cpu else args.min_repeat_ms,
                                           args.breakdown)
         else:
             row["impls"][name], prep = check_impl(factory, case, ref)
@@ -846,21 +913,26 @@ def _impl_header(impl: str, trials: int) -> str:
 
 def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: int = 0,
                    sgemm_peak: Optional[float] = None) -> str:
-    """``sgemm_peak``: GFLOP/s of :func:`sgemm_peak_gflops`, for a "% of SGEMM peak" column."""
+    """``sgemm_peak``: GFLOP/s of :func:`sgemm_peak_gflops`, for a "% of SGEMM peak" column.
+    A dtype column where a row is not float32; the peak-memory column where a row measured
+    it (not on GPUs)."""
     tuned = tune_trials > 0
-    head = ([suite[:-1] if suite.endswith("s") else suite, "N"]
+    dtyped = any(row.get("dtype", "float32") != "float32" for row in rows)
+    memory = any("peak_bytes" in e for row in rows for e in row["impls"].values())
+    head = ([suite[:-1] if suite.endswith("s") else suite, "N"] + (["dtype"] if dtyped else [])
             + [_impl_header(i, tune_trials) for i in impls]
             + ["ours GFLOP/s"] + (["% of SGEMM peak"] if sgemm_peak else [])
             + ["ours vs best peer", "ours vs TVM default"]
             + (["tuned: ours vs TVM default", "tuned ours vs best peer"] if tuned else [])
             + (["shipped log vs best peer"] if "ours_shipped" in impls else [])
-            + ["peak MiB (" + " / ".join(impls) + ")"]
+            + (["peak MiB (" + " / ".join(impls) + ")"] if memory else [])
             + (["workspace KiB"] if suite == "layers" else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         entries = [row["impls"].get(i, {}) for i in impls]
         ours = row["impls"].get("ours", {})
-        cells = [row["name"], str(row["batch"])] + [_fmt_ms(e) for e in entries]
+        cells = ([row["name"], str(row["batch"])] + ([row.get("dtype", "float32")] if dtyped else [])
+                 + [_fmt_ms(e) for e in entries])
         cells.append(f"{ours['gflops']:.1f}" if "gflops" in ours else "-")
         if sgemm_peak:
             cells.append(f"{100 * ours['gflops'] / sgemm_peak:.0f}%" if "gflops" in ours else "-")
@@ -871,7 +943,8 @@ def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: 
                       _fmt_x(row.get("tuned_speedup_vs_best_peer"))]
         if "ours_shipped" in impls:
             cells.append(_fmt_x(row.get("shipped_speedup_vs_best_peer")))
-        cells.append(" / ".join(_fmt_mib(e) for e in entries))
+        if memory:
+            cells.append(" / ".join(_fmt_mib(e) for e in entries))
         if suite == "layers":
             ws = row.get("workspace_bytes")
             cells.append(f"{ws / 1024:.0f}" if ws is not None else "-")
@@ -934,11 +1007,13 @@ def _check_plot_dependency(path: str) -> None:
                          "(or pip install matplotlib)") from None
 
 
-def _impl_order(args) -> list[str]:
+def _impl_order(args, gpu: bool = False) -> list[str]:
     impls = ["ours"] + (["ours_shipped"] if args.shipped_logs else []) + (
         [] if args.skip_tvm_default else ["tvm_default"])
     if args.tune_trials > 0:
         impls += ["ours_tuned", "tvm_default_tuned"]
+    if gpu:
+        return impls + ["cudnn", "cudnn_tf32"]
     return impls + ([] if args.skip_ort else ["onnxruntime"]) + (
         [] if args.skip_torch else ["pytorch"])
 
@@ -948,12 +1023,11 @@ def run(args: argparse.Namespace) -> int:
 
     args.suite = args.suite or ("models" if args.models else "layers")
     target = resolve_target(args.target)
-    if "gpu" in target.keys:
-        print("bench: CPU targets only for now (benchmarks/cuda_zoo.py runs the GPU)")
-        return 2
+    gpu = "gpu" in target.keys
     threads = args.threads or int(target.attrs.get("num-cores", 0) or 0) or 1
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's pool starts (first kernel)
-    pool = runtime_threads()
+    if not gpu:  # (the host's thread pool runs no kernel of a GPU row)
+        os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's pool starts
+    pool = threads if gpu else runtime_threads()
     if pool != threads:
         print(f"bench: TVM's runtime pool already runs {pool} threads, not "
               f"{threads}: run the bench in a fresh process", file=sys.stderr)
@@ -965,13 +1039,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"tvm-deconv bench: error: {err}", file=sys.stderr)
         return 2
     fix_malloc_threshold()
-    impls = _impl_order(args)
+    impls = _impl_order(args, gpu)
     budget = (f"; tuned columns: {args.tune_trials} MetaSchedule trials per row for each of "
-              f"ours and TVM's default" if args.tune_trials > 0 else "")
-    peak = None if args.skip_ort or args.skip_sgemm_peak else _sgemm_peak_or_none(threads)
+              f"ours and TVM's default (cost model {args.cost_model})"
+              if args.tune_trials > 0 else "")
+    peak = (None if gpu or args.skip_ort or args.skip_sgemm_peak
+            else _sgemm_peak_or_none(threads))
     peak_text = (f"; MLAS SGEMM {SGEMM_PEAK_SIZE}³ (ONNX Runtime MatMul): {peak:.0f} GFLOP/s"
                  if peak else "")
-    header = f"target {target}; threads (TVM, ORT, PyTorch): {threads}{budget}{peak_text}"
+    if gpu:
+        header = f"target {target}; {_gpu_header(todo)}{budget}"
+    else:
+        header = f"target {target}; threads (TVM, ORT, PyTorch): {threads}{budget}{peak_text}"
     print(header, flush=True)
     rows, bad = [], 0
     with _progress(sum(len(c.impls) for c in todo)) as bar:
@@ -979,6 +1058,7 @@ def run(args: argparse.Namespace) -> int:
             row = bench_case(case, args, bar)
             rows.append(row)
             bad += _report_row(row, bar.write)
+            _write_json(args, header, rows, impls, str(target), threads, peak)  # (kept if killed)
     table = markdown_table(rows, impls, args.suite, args.tune_trials, peak)
     print("\n" + table)
     if args.breakdown:
@@ -986,6 +1066,18 @@ def run(args: argparse.Namespace) -> int:
         print(breakdown_table(rows))
     _write_outputs(args, rows, impls, header, table, str(target), threads, peak)
     return 1 if bad else 0
+
+
+def _gpu_header(todo: list) -> str:
+    """The GPU, and the check of its float64 reference against the package's."""
+    from . import bench_gpu  # pylint: disable=import-outside-toplevel
+
+    probe = zoo.get("fsrcnn_x3_56_1_k9s3").spec(1)
+    return (f"{bench_gpu.device_name()}; best peer: cuDNN of the row's dtype, TF32 off "
+            f"(cudnn_tf32 shown, never the peer); reference: PyTorch float64 on the GPU "
+            f"(vs the package's reference on {probe.data_shape}: "
+            f"{bench_gpu.check_torch_reference(probe):.1e})"
+            if todo else bench_gpu.device_name())
 
 
 def _sgemm_peak_or_none(threads: int) -> Optional[float]:
@@ -1010,13 +1102,19 @@ def _report_row(row: dict, write) -> int:
     return bad
 
 
+def _write_json(args, header: str, rows, impls, target: str, threads: int,
+                sgemm_peak: Optional[float]) -> None:
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"suite": args.suite, "header": header, "target": target, "threads": threads,
+             "tune_trials": args.tune_trials, "cost_model": args.cost_model,
+             "sgemm_peak_gflops": sgemm_peak, "impls": impls, "rows": rows}, indent=1))
+
+
 def _write_outputs(args, rows, impls, header, table, target: str, threads: int,
                    sgemm_peak: Optional[float]) -> None:
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"suite": args.suite, "target": target, "threads": threads,
-             "tune_trials": args.tune_trials, "sgemm_peak_gflops": sgemm_peak,
-             "impls": impls, "rows": rows}, indent=1))
+        _write_json(args, header, rows, impls, target, threads, sgemm_peak)
         print(f"wrote {args.json}")
     if args.markdown:
         text = f"{header}\n\n{table}\n"
