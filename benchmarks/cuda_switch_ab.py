@@ -1,4 +1,4 @@
-"""A CUDA rule switched on (as shipped) and off, side by side, per layer (device).
+"""A CUDA rule switched on and off, side by side, per layer (device).
 
     source .dev/setup.sh && python3 benchmarks/cuda_switch_ab.py single_pixel \\
         dcgan_100_512_k4s1:1,dcgan_100_512_k4s1:64 --out $OUT/single-pixel-ab.json
@@ -6,8 +6,10 @@
         pose_2048_256_k4s2:1,dcgan_512_256_k4s2:1 --out $OUT/split-k-ab.json
 
 Switches: ``single_pixel`` (1-pixel inputs as a dlight GEMM / GEMV, ``gpu.single_pixel``; off:
-the implicit GEMM ``cuda.decomposed``) and ``split_k`` (the phase-batched kernel's input-channel
-slices, :func:`~tvm_deconv.schedules.cuda.split_k`; off: one slice).  Per case
+the implicit GEMM ``cuda.decomposed``), ``split_k`` (the phase-batched kernel's input-channel
+slices, :func:`~tvm_deconv.schedules.cuda.split_k`; off: one slice), both shipped on, and
+``padded_taps`` (ragged layers as phase-batched ones with zero taps, ``cuda.padded_taps``,
+shipped for float16 only: on here is float32 through it; off: the per-phase kernels).  Per case
 ``layer:batch``: ``on`` and ``off``, TVM's default lowering, and cuDNN fp32 (TF32 off) through
 torch, all float32, in one process.  Every TVM output is checked against torch float64 first
 (``cuda_ab_common.build_check_time``).
@@ -32,6 +34,7 @@ from tvm import relax  # noqa: E402
 import tvm_deconv  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
 from tvm_deconv.schedules import cuda as cuda_sched  # noqa: E402
+from tvm_deconv.schedules import cuda_padded_taps  # noqa: E402
 from tvm_deconv.testing import relative_error  # noqa: E402
 
 
@@ -49,7 +52,19 @@ def split_k_off():
         cuda_sched.split_k = shipped
 
 
-SWITCHES = {"single_pixel": single_pixel_off, "split_k": split_k_off}
+@contextlib.contextmanager
+def padded_taps_float32_on():
+    shipped = cuda_padded_taps.PADDED_TAPS_DTYPES
+    cuda_padded_taps.PADDED_TAPS_DTYPES = shipped + ("float32",)
+    try:
+        yield
+    finally:
+        cuda_padded_taps.PADDED_TAPS_DTYPES = shipped
+
+
+# name: (the context that flips the rule, whether it is shipped on for these float32 cases)
+SWITCHES = {"single_pixel": (single_pixel_off, True), "split_k": (split_k_off, True),
+            "padded_taps": (padded_taps_float32_on, False)}
 
 
 def main(argv=None) -> int:
@@ -67,9 +82,10 @@ def main(argv=None) -> int:
                "picked": strategy.select(strategy.CONV_TRANSPOSE, spec,
                                          tvm_deconv.resolve_target("cuda")).implementation.name,
                "split_k": cuda_sched.split_k(spec)}
-        cuda_ab_common.build_check_time(row, "on", spec, x, w, ref, dev, budget_s=0.5)
-        with SWITCHES[args.switch]():
-            cuda_ab_common.build_check_time(row, "off", spec, x, w, ref, dev, budget_s=0.5)
+        flip, shipped_on = SWITCHES[args.switch]
+        for key in ("on", "off"):
+            with flip() if (key == "on") != shipped_on else contextlib.nullcontext():
+                cuda_ab_common.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.5)
         ex = tvm_deconv.build(cuda_ab_common.one_layer(spec), "cuda", params={"w": w},
                               decompose=False)
         vm, x_nd = relax.VirtualMachine(ex, dev), tvm.runtime.tensor(x, dev)

@@ -12,6 +12,8 @@ from . import arm
 from .common import supports_dtype
 from .cuda import (cuda_compute, cuda_pack, schedule_cuda, schedule_cuda_space, supports_cuda,
                    workspace_bytes as cuda_workspace_bytes)
+from .cuda_padded_taps import (padded_taps_compute, padded_taps_pack, supports_cuda_padded_taps,
+                               workspace_bytes as padded_taps_workspace_bytes)
 from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cuda_direct
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import (schedule_single_pixel, single_pixel_compute, supports_gpu_single_pixel,
@@ -40,8 +42,9 @@ register(CONV_TRANSPOSE, Implementation(
     compute=x86_phase_tile.phase_tile_compute, schedule=x86_phase_tile.schedule_phase_tile,
     pack=x86_phase_tile.phase_tile_pack, predicate=x86_phase_tile.supports_x86_phase_tile,
     workspace=x86_phase_tile.workspace_bytes))
-# Strided convs with many output channels on AVX-512: dense phase GEMMs, then one interleave
-# pass (schedules/x86_interleaved.py); the same tuning space as x86.decomposed.
+# Strided convs with many output channels on AVX-512: phase GEMMs and one interleave, fused
+# into the interleave's parallel tasks (schedules/x86_interleaved.py); the same tuning space
+# as x86.decomposed.
 register(CONV_TRANSPOSE, Implementation(
     name="x86.interleaved", target_keys=("cpu",), priority=12,
     compute=x86_interleaved.interleaved_compute, schedule=x86_interleaved.schedule_x86_interleaved,
@@ -66,6 +69,13 @@ register(CONV_TRANSPOSE, Implementation(
 register(CONV_TRANSPOSE, Implementation(
     name="gpu.single_pixel", target_keys=("cuda", "gpu"), priority=25,
     compute=single_pixel_compute, schedule=None, predicate=supports_gpu_single_pixel))
+# Ragged layers with zero taps added, so the phase-batched kernel (and for float16 the tensor
+# cores) takes them (schedules/cuda_padded_taps.py).
+register(CONV_TRANSPOSE, Implementation(
+    name="cuda.padded_taps", target_keys=("cuda", "gpu"), priority=22,
+    compute=padded_taps_compute, schedule=schedule_cuda, pack=padded_taps_pack,
+    space_compute=padded_taps_compute, space=schedule_cuda_space,
+    predicate=supports_cuda_padded_taps, workspace=padded_taps_workspace_bytes))
 # Tiled implicit GEMM per phase (schedules/cuda.py); dlight schedules only what is left.
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.decomposed", target_keys=("cuda", "gpu"), priority=20,

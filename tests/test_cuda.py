@@ -33,7 +33,7 @@ from tvm_deconv import strategy, tuning, zoo
 from tvm_deconv.plan import PlanError, make_plan, make_spec
 from tvm_deconv.compute import decomposed_pack
 from tvm_deconv.schedules import cuda as cuda_sched
-from tvm_deconv.schedules import cuda_direct, cuda_tensorcore
+from tvm_deconv.schedules import cuda_direct, cuda_padded_taps, cuda_tensorcore
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, random_inputs, relative_error,
                                 run_pack, transposed_conv_module)
@@ -331,8 +331,8 @@ def test_ragged_phases_keep_one_kernel_per_phase():
 
 
 def test_float16_accumulates_in_float32():
-    """fp16 convs: float32 accumulators (one rounding at the store); ragged fp16 falls back
-    to TVM's default with the reason."""
+    """fp16 convs: float32 accumulators (one rounding at the store); cuda.decomposed declines
+    ragged fp16, saying why (cuda.padded_taps takes it where zero taps cost at most 2x)."""
     spec = make_spec((1, 64, 4, 4), (64, 32, 4, 4), strides=2, padding=1, dtype="float16")
     script = cuda_sched.cuda_compute(spec).script()
     assert '"float32"' in script and "T.Cast(\"float16\"" in script.replace("'", '"')
@@ -406,7 +406,7 @@ def test_direct_kernel_takes_few_output_channels_only():
             for dtype in ("float32", "float16"):
                 spec = layer.spec(batch, dtype=dtype)
                 chosen = strategy.select(strategy.CONV_TRANSPOSE, spec, CUDA).implementation
-                name = chosen.name if chosen is not None else None  # ragged fp16: fallback
+                name = chosen.name if chosen is not None else None  # None: TVM's default
                 assert (name == "cuda.direct") == layer.name.startswith("fsrcnn"), \
                     (layer.name, batch, dtype, name)
     many = make_spec((1, 8, 4, 4), (8, cuda_direct.DIRECT_MAX_OUT_CHANNELS + 1, 3, 3), strides=2)
@@ -878,3 +878,81 @@ def test_split_k_fills_the_chip_where_the_start_tile_leaves_it_empty():
         k = cuda_sched.split_k(spec)
         assert spec.in_channels % k == 0 and spec.in_channels // k >= min(
             spec.in_channels, cuda_sched.MIN_SPLIT_CHANNELS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ragged layers through zero taps (cuda.padded_taps, schedules/cuda_padded_taps.py)
+# ---------------------------------------------------------------------------------------------
+
+# (phase pixels, channels and taps x channels multiples of 16: the float16 tensor-core form)
+RAGGED_SPECS = [
+    make_spec((2, 16, 4, 4), (16, 16, 3, 3), strides=2, padding=1, output_padding=1),  # CycleGAN
+    make_spec((1, 16, 4, 4), (16, 32, 9, 9), strides=2, padding=4, output_padding=1),  # FSRCNN x2
+    make_spec((1, 16, 16), (16, 16, 5), strides=3, padding=1),                         # 1-d
+    make_spec((1, 2, 4, 2, 16), (3, 3, 3, 32, 16), strides=(2, 2, 1), padding=1,       # 3-d NDHWC
+              output_padding=(1, 1, 0), data_layout="NDHWC", kernel_layout="DHWOI"),
+]
+
+
+def _padded(spec, dtype):
+    return dataclasses.replace(spec, dtype=dtype, out_dtype=dtype)
+
+
+@pytest.mark.parametrize("spec", RAGGED_SPECS, ids=lambda s: f"{s.ndim}d_s{s.strides}_k{s.kernel}")
+def test_padded_taps_is_the_same_conv_cpu(spec):
+    """The zero-tap conv (phase-batched compute of the padded spec, weight packed with zeros
+    for the added taps) matches the ORIGINAL conv's float64 reference: float32 through the
+    FFMA schedule's loop structure on LLVM, float16 through the tensor-core compute as is."""
+    assert not make_plan(spec).phase_batched
+    assert cuda_padded_taps.zero_tap_ratio(spec) <= cuda_padded_taps.MAX_ZERO_TAP_RATIO
+    fp32 = _padded(spec, "float32")
+    sch = s_tir.Schedule(cuda_padded_taps.padded_taps_compute(fp32))
+    cuda_sched.schedule_cuda(sch, CUDA, cuda_sched.CPU_EMULATION)
+    assert poisoned_run_error(sch.mod["main"], fp32, cuda_padded_taps.padded_taps_pack(fp32),
+                              seed=2) < 1e-5
+    fp16 = _padded(spec, "float16")
+    assert strategy.select(strategy.CONV_TRANSPOSE, fp16, CUDA).implementation.name == \
+        "cuda.padded_taps"
+    func = cuda_padded_taps.padded_taps_compute(fp16)
+    assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
+    assert poisoned_run_error(func, fp16, cuda_padded_taps.padded_taps_pack(fp16), seed=2) < 2e-3
+
+
+def test_padded_taps_takes_ragged_float16_zoo_layers_and_says_why_not_others():
+    """CycleGAN's float16 layers (they had no kernel of ours) build into ONE tensor-core
+    kernel with bias + ReLU; float32 keeps the exact per-phase kernels; too many zero taps
+    (k1 s2 in 2-d: 4x the multiply-adds) is declined, naming the ratio."""
+    for name in ("cyclegan_256_128_k3s2", "cyclegan_128_64_k3s2"):
+        for batch in (1, 64):
+            chosen = strategy.select(strategy.CONV_TRANSPOSE,
+                                     zoo.get(name).spec(batch, dtype="float16"), CUDA)
+            assert chosen.implementation.name == "cuda.padded_taps", chosen.reason()
+            assert strategy.select(strategy.CONV_TRANSPOSE, zoo.get(name).spec(batch),
+                                   CUDA).implementation.name == "cuda.decomposed"
+    spec = RAGGED_SPECS[0]
+    fp16 = _padded(spec, "float16")
+    _, weight = random_inputs(fp16, 0)
+    ex = tvm_deconv.build(one_layer(fp16, bias=True), "cuda", params={"w": weight})
+    kernels = [k for src in cuda_sources(ex.mod) for k in src.split("__global__")[1:] if "{" in k]
+    assert len(kernels) == 1 and "wmma" in kernels[0] and "max(" in kernels[0]
+    wide = make_spec((1, 16, 4, 4), (16, 16, 1, 1), strides=2, output_padding=1,
+                     dtype="float16")
+    why = cuda_padded_taps.supports_cuda_padded_taps(wide, CUDA)
+    assert "4.00x the multiply-adds" in why
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("spec", RAGGED_SPECS, ids=lambda s: f"{s.ndim}d_s{s.strides}_k{s.kernel}")
+def test_gpu_padded_taps_float16(spec):
+    fp16 = _padded(spec, "float16")
+    ex = tvm.compile(tvm.IRModule({"main": _scheduled(cuda_padded_taps.padded_taps_compute(fp16))}),
+                     CUDA)
+    assert poisoned_run_error(ex, fp16, cuda_padded_taps.padded_taps_pack(fp16), seed=5,
+                              gpu=True) < 2e-3
+
+
+def _scheduled(func):
+    sch = s_tir.Schedule(func)
+    cuda_sched.schedule_cuda(sch, CUDA)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)

@@ -155,16 +155,20 @@ def decomposed_packed_shape(spec: ConvTransposeSpec) -> list[int]:
     return [make_plan(spec).tap_offsets()[1], spec.in_channels, spec.out_per_group]
 
 
-def decomposed_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+def decomposed_pack(spec: ConvTransposeSpec,
+                    weight_of: ConvTransposeSpec | None = None) -> tirx.PrimFunc:
     """PrimFunc ``(weight, packed_weight)`` of ``decomposed_conv_transpose(..,
-    packed_weight=True)``; FoldConstant runs it at compile time for a constant weight."""
+    packed_weight=True)``; FoldConstant runs it at compile time for a constant weight.
+    ``weight_of``: the weight is that spec's, whose kernel ``spec``'s extends with zero taps
+    (:func:`~tvm_deconv.plan.stride_multiple_kernel`): taps past it are packed as zeros."""
     plan = make_plan(spec)
     offsets, _ = plan.tap_offsets()
     shape = decomposed_packed_shape(spec)
+    source = weight_of or spec
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
-            weight, packed = pack_signature(f"conv{spec.ndim}d_transpose_decomposed_pack", spec,
-                                            shape)
+            weight, packed = pack_signature(f"conv{spec.ndim}d_transpose_decomposed_pack",
+                                            source, shape)
             for phase in plan.phases():
                 if not phase.has_taps:
                     continue
@@ -176,7 +180,17 @@ def decomposed_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
                         kidx = {a: _i64(ap.tap_start) + j * _i64(ap.tap_step)
                                 for a, ap, j in zip(spec.spatial_axes, phase.axes, js)}
                         kidx.update(I=ic, O=oc)
-                        T.buffer_store(packed, weight[tuple(_index(spec.kernel_layout, kidx))],
+                        # Added (zero) taps: the read is clamped into the weight, the value
+                        # replaced by zero.
+                        added = [(a, k) for a, k, k2 in zip(spec.spatial_axes, source.kernel,
+                                                            spec.kernel) if k < k2]
+                        past = [kidx[a] >= _i64(k) for a, k in added]
+                        kidx.update({a: tirx.min(kidx[a], _i64(k - 1)) for a, k in added})
+                        value = weight[tuple(_index(spec.kernel_layout, kidx))]
+                        if past:
+                            value = tirx.if_then_else(functools.reduce(tirx.Or, past),
+                                                      tirx.const(0, spec.dtype), value)
+                        T.buffer_store(packed, value,
                                        [_i64(offsets[phase.index]) + flat_index(js, phase.num_taps),
                                         ic, oc])
     return builder.get()

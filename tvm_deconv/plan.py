@@ -14,6 +14,8 @@ pass, the benchmarks and the tests all read the plan instead of re-deriving the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import math
 from dataclasses import dataclass
@@ -438,6 +440,21 @@ class TransposedConvPlan:
 
 def make_plan(spec: ConvTransposeSpec) -> TransposedConvPlan:
     return TransposedConvPlan(spec, plan_axes(spec))
+
+
+def stride_multiple_kernel(spec: ConvTransposeSpec) -> ConvTransposeSpec:
+    """The same conv with each kernel extent rounded up to a multiple of its stride: the added
+    taps (at the kernel's end) are zero, and ``pad_after`` grows by as many, so the output is
+    unchanged (a zero tap adds nothing to any output; the extra output rows it would make are
+    cropped).  Every phase then has the same taps (k % s == 0), so ragged layers (CycleGAN
+    k3 s2, FSRCNN k9 s2) become phase-batched where s divides the output, at the price of
+    ``prod(k'/k)`` times the multiply-adds (k3 s2 in 2-d: 16/9).  ``spec`` itself where the
+    kernel is already a multiple."""
+    kernel = tuple(-(-k // s) * s for k, s in zip(spec.kernel, spec.strides))
+    if kernel == spec.kernel:
+        return spec
+    pad_after = tuple(p + k2 - k for p, k2, k in zip(spec.pad_after, kernel, spec.kernel))
+    return dataclasses.replace(spec, kernel=kernel, pad_after=pad_after)
 
 
 # ---------------------------------------------------------------------------------------------
