@@ -22,9 +22,9 @@ is spent on padding taps; the per-phase sub-kernels are concatenated in the pack
 (its size equals the original weight's, up to channel padding to ``L``).  Phase arithmetic
 comes from :mod:`tvm_deconv.plan` only.  Tapless phases (``k < s``) get ``zero_*`` blocks.
 
-On 16-lane (AVX-512) targets, strided ``oc``-mode calls go to :mod:`.x86_interleaved` (dense
-phase accumulators, then one interleave pass) instead: there the strided scalar stores of this
-kernel's write-back cost more than that pass.
+On 16-lane (AVX-512) targets, strided ``oc``-mode calls go to :mod:`.x86_interleaved` (phase
+accumulators per parallel task, interleaved into the output by the same task) instead: there
+the strided scalar stores of this kernel's write-back cost more than that interleave.
 
 The vector width and register-tile sizes come from a :class:`VectorISA`: :data:`X86` (width
 from the target's features, 16 vector registers) by default; :mod:`.arm` passes :data:`NEON`

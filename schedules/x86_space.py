@@ -48,7 +48,8 @@ from .x86 import (ROLE, X86, VectorISA, X86Layout, _i64, _index,
 INTERLEAVE = "interleave"
 MODE = "tvm_deconv.x86.mode"            # phase blocks: "oc" or "w"
 LANES = "tvm_deconv.x86.lanes"          # phase blocks: vector width
-PHASE_LOOPS = "tvm_deconv.x86.phase_loops"  # interleave: positions of its phase (r) loops
+PHASE_LOOPS = "tvm_deconv.x86.phase_loops"  # interleave: positions of its phase (r) loops,
+#                                             one per spatial axis, in axis order
 # Largest sampled tile factors: oc mode (channel vectors, rows, columns), w mode (channels,
 # rows, column vectors).  Accumulator tiles beyond ~12 vectors spill; the search learns that.
 OC_MAX = (4, 4, 8)
@@ -151,8 +152,9 @@ def _interleave_block(spec, plan, lay, accs, out) -> None:
         with T.sblock(INTERLEAVE):
             it = dict(zip([d for d, _ in dims], T.axis.remap("S" * len(dims), loops,
                                                              dtype=INDEX_DTYPE)))
+            names = [d for d, _ in dims]
             T.sblock_attr({PHASE_ANNOTATION: [], ROLE: INTERLEAVE, PHASE_LOOPS: [
-                i for i, (d, _) in enumerate(dims) if d.startswith("r")]})
+                names.index(f"r{a}") for a in range(nd)]})
             n, g, c = it["n"], it["g"], it["c"]
             qs = [it[f"q{a}"] for a in range(nd)]
             rs = [it[f"r{a}"] for a in range(nd)]

@@ -1,10 +1,14 @@
-"""The x86 interleaved kernel (``x86.interleaved``: dense phase GEMMs, then one interleave
-pass): which calls it takes, numerics on awkward configs, fused epilogues, its fixed tiles.
+"""The x86 interleaved kernel (``x86.interleaved``: phase GEMMs and one interleave, fused into
+the interleave's parallel tasks, or dense accumulators and an interleave pass): which calls
+it takes, numerics on awkward configs of both paths, fused epilogues, its fixed tiles and
+task patches, where its accumulators are allocated, its workspace.
 
 It takes 16-lane (AVX-512) targets only; the numerics tests lower its lane count to the host's,
 so they run on any x86 machine (the compute and schedule do not depend on the width)."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -133,8 +137,9 @@ def test_interleaved_tiles_chunk_big_weight_slices(qext, reduction, chunk):
                 <= x86_interleaved.WEIGHT_SLICE_BYTES)
 
 
-# Input chunks (of 64 channels, the smallest) on small layers (a 1-byte weight-slice budget): ragged phases; one channel tile,
-# so spatial tiles join the parallel loop; groups; 1-d.
+# Input chunks (of 64 channels, the smallest) on small layers (a 1-byte weight-slice
+# budget): ragged phases; one channel tile, so patches of rows make the parallel tasks;
+# groups; 1-d (the dense path: its column tile does not divide the extent).
 CHUNKED = [
     ((1, 128, 5, 5), (128, 16, 3, 3), dict(strides=2, padding=1, output_padding=1)),
     ((2, 256, 4, 3), (256, 32, 4, 4), dict(strides=2, padding=1, groups=2)),
@@ -150,15 +155,16 @@ def test_input_chunks_match_reference_and_lead_the_spatial_tiles(
     spec = make_spec(data_shape, weight_shape, **attrs)
     data, weight, out = _run(spec)
     assert relative_error(out, conv_transpose_reference(data, weight, spec)) < 1e-5
-    # The chunk loop (64 channels) sits right under the parallel loop, above the spatial
-    # tiles that did not join it.
+    # The chunk loop (64 channels) is the first loop under the parallel loop that is not a
+    # unit loop (the fused path's image and group), above the spatial tiles.
     sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
     x86_interleaved.schedule_x86_interleaved(sch, TARGET)
     phase = sch.get_sblock(next(p.name for p in make_plan(spec).phases() if p.has_taps)
                            + "_update")  # decompose_reduction's name for the update
     loops = [sch.get(lp) for lp in sch.get_loops(phase)]
     assert loops[0].kind == tvm.tirx.ForKind.PARALLEL
-    assert int(loops[1].extent) == spec.in_per_group // 64
+    assert [int(lp.extent) for lp in loops[1:] if int(lp.extent) > 1][0] == (
+        spec.in_per_group // 64)
 
 
 @pytest.mark.parametrize("data_shape,weight_shape,attrs", [
@@ -168,9 +174,10 @@ def test_input_chunks_match_reference_and_lead_the_spatial_tiles(
 ])
 def test_big_batches_go_through_the_passes_in_chunks(data_shape, weight_shape, attrs,
                                                      host_lanes, monkeypatch):
-    """An 8 KiB budget (over the weight, under an image's padded input and accumulators): one
-    image per chunk, every block under the chunk loop, the workspace one chunk's; the output
-    (bias and ReLU fused) still matches float64."""
+    """An 8 KiB budget (over the weight, under the padded input of two images, and under an
+    image's padded input and dense accumulators): chunks of the batch, every block under the
+    chunk loop, the workspace one chunk's; the output (bias and ReLU fused) still matches
+    float64."""
     spec = make_spec(data_shape, weight_shape, **attrs)
     whole = x86_interleaved.workspace_bytes(spec)
     monkeypatch.setattr(x86_interleaved, "BATCH_CHUNK_BYTES", 8 << 10)
@@ -180,24 +187,181 @@ def test_big_batches_go_through_the_passes_in_chunks(data_shape, weight_shape, a
                                               bias=np.ones(spec.out_channels)), 0)
     assert relative_error(out, ref) < 1e-5
     sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
-    assert x86_interleaved.batch_chunk(sch) == 1
+    assert x86_interleaved.batch_chunk(sch, dense=True) == 1
+    images = x86_interleaved.batch_chunk(sch, dense=not x86_interleaved.task_patches(sch)[1])
+    assert images < spec.batch
     x86_interleaved.schedule_x86_interleaved(sch, TARGET)
     root = sch.get_child_blocks(sch.get_sblock("root"))
     chunks = {sch.get(sch.get_loops(b)[0]).extent for b in root}
-    assert chunks == {spec.batch}  # one loop over the images holds every block
+    assert chunks == {spec.batch // images}  # one loop over the chunks holds every block
     assert x86_interleaved.workspace_bytes(spec) < whole
 
 
 def test_batches_whose_weight_outgrows_the_budget_stay_whole(monkeypatch):
     spec = make_spec((8, 64, 4, 4), (64, 32, 4, 4), strides=2, padding=1)
     monkeypatch.setattr(x86_interleaved, "BATCH_CHUNK_BYTES", 64 << 10)  # < the 128 KiB weight
-    assert x86_interleaved.batch_chunk(
-        tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))) == 8
+    sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
+    assert x86_interleaved.batch_chunk(sch, dense=True) == 8
+    assert x86_interleaved.batch_chunk(sch, dense=False) == 8
 
 
-def test_workspace_counts_the_dense_phase_accumulators():
+def test_workspace_counts_the_dense_phase_accumulators(monkeypatch):
     spec = make_spec((1, 64, 8, 8), (64, 32, 4, 4), strides=2, padding=1)
+    monkeypatch.setattr(x86_interleaved, "TASK_ACC_BYTES", 0)  # no patch fits: dense path
     with resolve_target("llvm"):
         extra = x86_interleaved.workspace_bytes(spec) - x86.workspace_bytes(spec)
     # the four phase accumulators hold the whole output (32 channels, 16 x 16, no padding)
     assert extra >= 4 * 32 * 8 * 8 * 4
+
+
+# The fused path (phases computed per task inside the interleave's parallel loop): stride-2
+# k4 p1 convs (DCGAN, pose) of phase widths 4, 6, 8 and 12 with small channel counts; odd
+# rows (1-row tiles), 3 channel vectors (1-vector tiles), Cout not a multiple of the vector
+# width, a channels-last output, and a pose-2048-like case in input chunks.
+FUSED = {
+    "w4": ((16, 4, 4), (16, 32, 4, 4), {}),
+    "w6_odd_rows": ((16, 5, 6), (16, 32, 4, 4), {}),
+    "w8_three_vectors": ((24, 8, 8), (24, 48, 4, 4), {}),
+    "w12_cout40": ((16, 6, 12), (16, 40, 4, 4), {}),
+    "w6_nhwc": ((6, 6, 16), (4, 4, 32, 16), dict(data_layout="NHWC")),
+    "w6_input_chunks": ((128, 8, 6), (128, 32, 4, 4), {}),
+}
+
+
+def _fused_spec(name, batch):
+    data, weight, attrs = FUSED[name]
+    return make_spec((batch,) + data, weight, strides=2, padding=1, **attrs)
+
+
+def _dense_workspace(spec, monkeypatch):
+    with monkeypatch.context() as m, resolve_target("llvm"):
+        m.setattr(x86_interleaved, "TASK_ACC_BYTES", 0)
+        return x86_interleaved.workspace_bytes(spec)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("name", list(FUSED))
+def test_fused_path_matches_reference_with_bias_and_relu(name, batch, host_lanes,
+                                                         monkeypatch):
+    spec = _fused_spec(name, batch)
+    if name.endswith("input_chunks"):
+        monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)  # chunks of 64
+    bias = np.random.default_rng(3).standard_normal(spec.out_channels).astype("float32")
+    data, weight, out = _run(spec, bias=bias, act=relax.op.nn.relu)
+    ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias), 0)
+    assert relative_error(out, ref) < 1e-5
+    with resolve_target("llvm"):
+        fused = x86_interleaved.workspace_bytes(spec)
+    # One task's accumulators per core: as much as the dense ones where the cores' tasks
+    # cover the output (w4 at batch 1: 2 tasks), less with more tasks.
+    assert fused < _dense_workspace(spec, monkeypatch) or (
+        batch == 1 and fused == _dense_workspace(spec, monkeypatch))
+
+
+@pytest.mark.parametrize("name", ["w8_three_vectors", "w6_input_chunks"])
+def test_fused_path_with_channel_tiles_outside_the_batch(name, host_lanes, monkeypatch):
+    """Weights over ``STREAMED_WEIGHT_BYTES`` (0 here): tasks ordered channel tile, image,
+    patch; bias and ReLU fused, batch 3."""
+    monkeypatch.setattr(x86_interleaved, "STREAMED_WEIGHT_BYTES", 0)
+    if name.endswith("input_chunks"):
+        monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)
+    spec = _fused_spec(name, 3)
+    bias = np.random.default_rng(4).standard_normal(spec.out_channels).astype("float32")
+    data, weight, out = _run(spec, bias=bias, act=relax.op.nn.relu)
+    ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias), 0)
+    assert relative_error(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("tiles,qext,expected", [
+    ([[None, 2], [None, 2], [None, 3], None], [8, 6], 3),     # 3 divides 6: as it is
+    ([[None, 2], [None, 2], [None, 3], None], [8, 8], 4),     # DCGAN 256->128: 2 x 2 x 4
+    ([[None, 2], [None, 2], [None, 3], None], [32, 32], 4),   # U-Net
+    ([[None, 2], [None, 2], [None, 3], None], [7, 7], None),  # no divisor as wide: dense
+    ([[None, 1], [None, 1], [None, 10], None], [9], 10),      # 1-d: the patch axis itself
+])
+def test_fused_tiles_cover_whole_rows(tiles, qext, expected):
+    fused = x86_interleaved.fused_tiles(tiles, qext)
+    assert (fused[2][1] if fused is not None else None) == expected
+    if fused is not None and len(qext) > 1:
+        assert qext[-1] % fused[2][1] == 0
+        assert fused[0][1] * fused[1][1] * fused[2][1] <= x86_interleaved.FUSED_ACCUMULATORS
+
+
+def test_patches_fit_the_budget_and_keep_the_cores_busy():
+    tiles = [[None, 2], [None, 2], [None, 3], None]
+    # pose 256->256: 6 KiB of accumulators a row (4 phases, 32 channels, 12 columns)
+    sizes = x86_interleaved.patch_sizes(tiles, [16, 12], 4)
+    assert sizes == [2, 4, 8]  # 16 rows: 96 KiB, over the 64 KiB budget
+    assert x86_interleaved.patch_rows(sizes, 16, tasks=8, cores=2) == 8
+    assert x86_interleaved.patch_rows(sizes, 16, tasks=1, cores=2) == 4  # 4 tasks
+    assert x86_interleaved.patch_rows(sizes, 16, tasks=1, cores=8) == 2  # too few: smallest
+    assert x86_interleaved.patch_sizes(tiles, [16, 1024], 4) == []  # a row pair is 128 KiB
+
+
+def _allocations(spec) -> tuple:
+    """Bytes of the buffers the scheduled kernel allocates after TIR's allocation planning
+    and compaction: (inside a parallel loop, elsewhere)."""
+    sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
+    x86_interleaved.schedule_x86_interleaved(sch, TARGET)
+    lower = tvm.transform.Sequential([
+        tvm.s_tir.transform.LowerInitBlock(),
+        tvm.s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        tvm.s_tir.transform.ConvertBlocksToOpaque(),
+        tvm.s_tir.transform.CompactBufferAllocation()])
+    inside, outside, loop = [], [], None  # loop: indent of the open parallel loop
+    for line in lower(sch.mod)["main"].script().splitlines():
+        indent = len(line) - len(line.lstrip())
+        if loop is not None and line.strip() and indent <= loop:
+            loop = None
+        if "T.parallel(" in line:
+            loop = indent
+            continue
+        if "alloc_buffer(" in line:
+            shape = [int(v) for v in re.findall(r"T\.int64\((\d+)\)", line)]
+            (inside if loop is not None else outside).append(4 * int(np.prod(shape)))
+    return inside, outside
+
+
+@pytest.mark.parametrize("name", ["w6_odd_rows", "w12_cout40", "w6_input_chunks"])
+def test_fused_accumulators_are_allocated_per_task(name, host_lanes, monkeypatch):
+    """Each phase's accumulator is allocated inside the task loop at the task's patch (one
+    channel tile, ``rows`` rows, every column): none is whole-output sized, and
+    ``workspace_bytes`` counts what the IR allocates (less the register tiles)."""
+    if name.endswith("input_chunks"):
+        monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)
+    spec = _fused_spec(name, 1)
+    sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
+    tiles, sizes = x86_interleaved.task_patches(sch)
+    qext, phases = x86_interleaved._phase_extents(sch)
+    with TARGET:
+        cores = max(1, x86_interleaved._cores())
+    tasks = x86_interleaved._tasks(sch, tiles)
+    rows = x86_interleaved.patch_rows(sizes, qext[0], tasks, cores)
+    per_phase = x86_interleaved.task_acc_bytes(tiles, qext, rows)
+    inside, outside = _allocations(spec)
+    dense = int(np.prod(x86_interleaved._acc_shape(spec, *x86_interleaved.space_layout(spec))))
+    assert 4 * dense not in outside + inside
+    # Each phase's tile cache: the register tile, or in input chunks the task's region.
+    chunked = tiles[3] is not None
+    tile = tiles[0][1] * tiles[1][1] * tiles[2][1] * x86_interleaved.LANES * 4
+    assert sorted(inside) == sorted([per_phase] * phases
+                                    + [per_phase if chunked else tile] * phases)
+    with TARGET:
+        fused = x86_interleaved.workspace_bytes(spec)
+    task = (phases + chunked) * per_phase  # one phase's cache at a time
+    assert _dense_workspace(spec, monkeypatch) - fused == (
+        4 * dense * phases - task * min(tasks * qext[0] // rows, cores))
+
+
+@pytest.mark.parametrize("data_shape,weight_shape,attrs", CONFIGS,
+                         ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_dense_path_matches_reference(data_shape, weight_shape, attrs, host_lanes,
+                                      monkeypatch):
+    """The dense accumulators (where no task patch fits :data:`TASK_ACC_BYTES`)."""
+    monkeypatch.setattr(x86_interleaved, "TASK_ACC_BYTES", 0)
+    spec = make_spec(data_shape, weight_shape, **attrs)
+    data, weight, out = _run(spec, bias=np.ones(spec.out_channels, "float32"),
+                             act=relax.op.nn.relu)
+    ref = np.maximum(conv_transpose_reference(data, weight, spec,
+                                              bias=np.ones(spec.out_channels)), 0)
+    assert relative_error(out, ref) < 1e-5
