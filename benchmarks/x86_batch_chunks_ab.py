@@ -35,7 +35,9 @@ from x86_interleave_ab import interleaved_layers  # noqa: E402
 def images_per_chunk(spec, target) -> int:
     sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
     with target:
-        return x86_interleaved.batch_chunk(sch, dense=not x86_interleaved.task_patches(sch)[1])
+        fused = bool(x86_interleaved.task_patches(sch)[1])
+        return x86_interleaved.batch_chunk(sch, x86_interleaved.per_chunk_roles(
+            fused, x86_interleaved._weight_streams(sch)))
 
 
 def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
@@ -52,7 +54,7 @@ def main(layers: str, batch: int, rounds: int, out_path: str) -> int:
         for tag, chunk in (("chunked", None), ("whole", batch)):
             with mock.patch.object(x86_interleaved, "batch_chunk",
                                    x86_interleaved.batch_chunk if chunk is None
-                                   else lambda sch, dense, c=chunk: c):
+                                   else lambda sch, per_chunk, c=chunk: c):
                 ex = tvm_deconv.build(transposed_conv_module(spec, weight), target,
                                       tuning_logs=False)
             vms[tag] = relax.VirtualMachine(ex, tvm.cpu())

@@ -742,9 +742,16 @@ def schedule_pad(sch: s_tir.Schedule, block, lanes: int) -> None:
         if len(loops) == 3:  # 1-d: block the positions, so [n, p] still gives parallel work
             p_outer, p_inner = sch.split(loops[1], [None, PAD_ROW_BLOCK])
             loops = [loops[0], p_outer, p_inner, loops[2]]
-        c_outer, c_inner = sch.split(loops[-1], [None, lanes])
-        sch.reorder(c_outer, loops[-2], c_inner)
+        block_channels(sch, loops, lanes)
     sch.parallel(sch.fuse(loops[0], loops[1]))
+
+
+def block_channels(sch: s_tir.Schedule, loops: list, lanes: int) -> None:
+    """IR in: a channels-last copy's loops ``loops`` (innermost: the channels, then the
+    innermost spatial axis).  IR out: the channels split by ``lanes``, their outer loop
+    above that spatial axis (the transpose blocking of :func:`schedule_pad`)."""
+    c_outer, c_inner = sch.split(loops[-1], [None, lanes])
+    sch.reorder(c_outer, loops[-2], c_inner)
 
 
 def supports_x86(spec: ConvTransposeSpec, target: Target) -> Optional[str]:

@@ -5,18 +5,20 @@ IR in: :func:`~.x86_space.x86_space_compute`'s PrimFunc (the padded data copy, p
 taps a reduction into an accumulator ``acc_<phase>`` shaped like the whole output's phase,
 one ``interleave`` block writing ``out``), plus the epilogues FuseTIR put after it.  IR out:
 the epilogues inlined into the interleave, whose loops become one parallel loop over tasks
-(image, group, channel tile, patch of rows: :func:`fuse_phases_into_interleave`); each task
-first computes every phase's accumulator over its patch with fixed register tiles
-(:func:`interleaved_tiles`, :func:`fused_tiles`; input-channel chunks where a channel tile's
-weights overflow L2), each tile written back with whole-vector stores, then interleaves the
-patch into ``out``.  TIR's allocation planning then allocates each accumulator inside the
-task loop at the patch's size (all phases within :data:`TASK_ACC_BYTES`): the workspace
-holds one task's accumulators per core instead of one output per batch chunk
-(:func:`workspace_bytes`).  Where no patch fits (:func:`task_patches`: wide rows, 1-d
+(image, group, channel tiles, patch of rows: :func:`fuse_phases_into_interleave`); each task
+first makes its padded input copy (the rows its patch reads, halo included:
+:func:`_pad_in_task`), then per channel tile computes every phase's accumulator over its
+patch with fixed register tiles (:func:`interleaved_tiles`, :func:`fused_tiles`;
+input-channel chunks where a channel tile's weights overflow L2), each tile written back
+with whole-vector stores, and interleaves the patch into ``out``.  TIR's allocation planning
+then allocates the copy inside the task loop at the window's size and each accumulator
+inside it at the patch's (all phases within :data:`TASK_ACC_BYTES`): the workspace holds
+one task's copy and accumulators per core instead of the batch chunk's padded input and
+output (:func:`workspace_bytes`).  Where no patch fits (:func:`task_patches`: wide rows, 1-d
 convs whose column tile does not divide the extent, padded column tiles without a divisor
 to take their place), the dense path: each phase a parallel pass into its whole-output
-accumulator, then the interleave pass.  Big batches go through the copy and the passes a
-chunk of images at a time (:func:`batch_chunk`).
+accumulator, then the interleave pass, after one padded copy of the input; big batches go
+through the copy and the passes a chunk of images at a time (:func:`batch_chunk`).
 
 The fused path against the dense one, built whole and timed side by side on a 2-core Zen 5
 (``benchmarks/x86_fused_interleave_ab.py``, ``results/x86-znver5-fused-interleave-ab-b{1,16}
@@ -24,8 +26,17 @@ The fused path against the dense one, built whole and timed side by side on a 2-
 2048->256 and 256->256): 1.01-1.07x at batch 1 and 1.00-1.04x at batch 16 (an earlier run:
 1.00-1.06x / 0.98-1.05x; DCGAN 256->128 the most, 1.07x / 1.04x, its tiles 2 x 2 x 4
 instead of padded 2 x 2 x 3).  Their accumulators took 64-768 KiB of workspace at batch 1
-and 1-3 MiB at batch 16, now 8-48 KiB a task (16-96 KiB on 2 cores); what is left is
-mostly the padded data copy.
+and 1-3 MiB at batch 16, now 8-48 KiB a task (16-96 KiB on 2 cores).
+
+The padded input copy per task (:func:`copies_in_tasks`) against one copy per batch chunk
+made before the tasks, the same way (``x86_fused_interleave_ab.py --pad``, two runs:
+``results/x86-znver5-task-pad-ab-b{1,16}.json`` and ``...-ab-run2-b{1,16}.json``): DCGAN
+512->256 and 256->128 and pose 256->256 0.98-1.02x at batch 1 and 1.00-1.04x at batch 16;
+pose 2048->256, whose weights stream, 0.97x and 0.95-0.99x, so it keeps the copy per chunk.
+On those three the workspace beyond the packed weight, 90-364 KiB at batch 1 and 1.2-2.2
+MiB at batch 16 before, is now 165-394 KiB at either batch: a task's window is a whole
+image on both DCGANs (patches of all rows), so at batch 1 the two cores' copies take up to
+twice the one copy of before, while at batch 16 it drops 5.7-7.3x.
 
 Why not :mod:`.x86`'s kernel, which writes each register tile straight to the strided output:
 with 16-lane vectors, a tile of 2 x 16 channels writes 32 output planes at a stride of
@@ -51,12 +62,12 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from tvm_deconv.compute import OUT_ELEMWISE_FUSABLE
-from tvm_deconv.plan import ConvTransposeSpec
+from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
 from .common import CPU_TILE_SCOPE, inline_epilogues
-from .x86 import (BATCH_CHUNK_BYTES, ROLE, X86, _best_tile, _parallel_spatial,
-                  images_per_chunk, itemsize, padded_image_elements, schedule_pad, supports_x86,
-                  vector_lanes, x86_layout)
+from .x86 import (BATCH_CHUNK_BYTES, ROLE, X86, _best_tile, _parallel_spatial, block_channels,
+                  channels_last_stride, images_per_chunk, itemsize, padded_image_elements,
+                  schedule_pad, supports_x86, vector_lanes, x86_layout)
 from .x86_phase_tile import _cores
 from .x86_space import (CHUNKED_ACC_BYTES, INTERLEAVE, PHASE_LOOPS, _acc_shape, _blocks,
                         _extent, _phase_loops, chunk_batch, chunked_acc_bytes, input_chunks,
@@ -96,6 +107,15 @@ FUSED_ACCUMULATORS = 16
 # batch outermost; DCGAN 512->256 (8 MiB) 0.97-0.99x so and 0.97-1.01x with the batch
 # outermost (two to three runs of 5-9 rounds each).
 STREAMED_WEIGHT_BYTES = 16 << 20
+# Fused tasks make their own padded input copy (:func:`_pad_in_task`: the rows their patch
+# reads, halo included, every input channel of their group) instead of reading one copy of
+# the batch chunk made before the tasks, so no buffer grows with the batch (except where the
+# weights stream: :func:`copies_in_tasks`).  With one channel tile a task, each image was
+# copied once per tile (4-9x the copying): unvectorised 0.85-0.99x the copy per chunk on the
+# four zoo layers at batch 1 and 16; with the copy vectorised and channel tiles sharing a
+# task's copy (:func:`tiles_per_task`) 0.98-1.04x on the three whose weights do not stream
+# (x86_fused_interleave_ab.py --pad, results/x86-znver5-task-pad-ab*-b{1,16}.json).
+PAD_IN_TASKS = True
 
 
 def supports_x86_interleaved(spec: ConvTransposeSpec, target: Target) -> Optional[str]:
@@ -153,11 +173,15 @@ def schedule_x86_interleaved(sch: s_tir.Schedule, target: Target) -> None:
     epilogues = [sch.get(b).name_hint for b in roots if ROLE not in sch.get(b).annotations]
     left = inline_epilogues(sch, epilogues)
     tiles, sizes = task_patches(sch)
-    chunk_batch(sch, batch_chunk(sch, dense=not sizes))
+    chunk_batch(sch, batch_chunk(sch, per_chunk_roles(bool(sizes), _weight_streams(sch))))
     if sizes:
         cores = int(target.attrs.get("num-cores", 0) or 1)
-        rows = patch_rows(sizes, _phase_extents(sch)[0][0], _tasks(sch, tiles), cores)
-        fuse_phases_into_interleave(sch, tiles, rows, _weight_streams(sch))
+        qext0 = _phase_extents(sch)[0][0]
+        rows = patch_rows(sizes, qext0, _tasks(sch, tiles), cores)
+        streams = _weight_streams(sch)
+        per_task = tiles_per_task(_channel_tiles(sch, tiles),
+                                  _tasks(sch, tiles) * qext0 // rows, cores, streams)
+        fuse_phases_into_interleave(sch, tiles, rows, streams, per_task)
     else:
         schedule_blocks(sch, "channels_outer", tile_rule=interleaved_tiles, target=target)
     for name in left:
@@ -232,6 +256,11 @@ def _phase_extents(sch: s_tir.Schedule) -> tuple:
     return [_extent(sch, q) for q in _phase_loops(sch, phases[0]).qs], len(phases)
 
 
+def _channel_tiles(sch: s_tir.Schedule, tiles: list) -> int:
+    """Channel tiles of ``tiles``' channel vectors in a group."""
+    return _extent(sch, _phase_loops(sch, _blocks(sch)["conv"][0]).chan) // tiles[0][1]
+
+
 def _tasks(sch: s_tir.Schedule, tiles: list) -> int:
     """(image, group, channel tile) tasks of one pass (a batch chunk's images)."""
     loops = _phase_loops(sch, _blocks(sch)["conv"][0])
@@ -245,42 +274,90 @@ def _weight_streams(sch: s_tir.Schedule) -> bool:
     return math.prod(int(d) for d in packed.shape) * packed.dtype.itemsize > STREAMED_WEIGHT_BYTES
 
 
+def tiles_per_task(channel_tiles: int, tasks: int, cores: int, weight_streams: bool) -> int:
+    """Channel tiles (of ``channel_tiles`` per group) one fused task computes one after the
+    other over its padded input copy (:func:`copies_in_tasks`), where one tile a task would
+    make ``tasks`` tasks on ``cores`` cores: the most that divide them and leave at least
+    two tasks per core, so the copy is made once for them; one where the copy is made per
+    batch chunk.  Built whole side by side on a 2-core
+    Zen 5 (5 rounds), one tile a task (each image copied 8-9 times) ran 0.94x (DCGAN
+    512->256, 8 tiles) and 0.99x (pose 256->256) the copy per chunk at batch 16 and 0.98x
+    (pose 256->256) at batch 1; 8, 8 and 4 tiles a task 1.00x, 1.02x and 1.00x.  Pose
+    2048->256 (streaming, 4 MiB of weights a tile) ran 0.98x with one tile a task, 0.97x
+    with 2 and 0.91x with 4 at batch 16."""
+    if not copies_in_tasks(weight_streams):
+        return 1
+    return max((k for k in range(1, channel_tiles + 1)
+                if channel_tiles % k == 0 and tasks // k >= 2 * cores), default=1)
+
+
 def fuse_phases_into_interleave(sch: s_tir.Schedule, tiles: list, rows: int,
-                                channels_outside_batch: bool) -> None:
+                                channels_outside_batch: bool, per_task: int) -> None:
     """IR in: the phase blocks, the pad block and the interleave at the root (or under the
     batch-chunk loop), unscheduled.  IR out: the interleave's loops as one parallel loop over
-    tasks (:func:`_task_loop`: image, group, channel tile of ``tiles``' channel vectors,
-    patch of ``rows`` positions of the first phase axis; channel tiles outermost where
-    ``channels_outside_batch``, else images), and in each task first every phase block over
-    the task's region of its accumulator (:func:`_tile_phase_in_task`), then the task's
-    interleave; TIR then allocates each accumulator inside the task loop at that region's
-    size."""
+    tasks (:func:`_task_loop`: image, group, ``per_task`` channel tiles of ``tiles``' channel
+    vectors, patch of ``rows`` positions of the first phase axis; channel tiles outermost
+    where ``channels_outside_batch``, else images); in each task, where
+    :func:`copies_in_tasks`, first the task's padded input copy (:func:`_pad_in_task`; else
+    the copy stays one pass before the tasks), then per channel tile every phase block over
+    the tile's region of its accumulator (:func:`_tile_phase_in_task`) and the tile's
+    interleave.  TIR then allocates
+    each accumulator inside the channel-tile loop at that region's size, and the copy inside
+    the task loop at its window's."""
     blocks = _blocks(sch)
     lanes = int(sch.get(blocks["conv"][0]).annotations[LANES_ATTR])
-    task = _task_loop(sch, blocks[INTERLEAVE][0], tiles[0][1] * lanes, rows,
-                      channels_outside_batch)
+    task, tile = _task_loop(sch, blocks[INTERLEAVE][0], tiles[0][1] * lanes, rows,
+                            channels_outside_batch, per_task)
     for block in blocks["conv"]:
-        sch.compute_at(block, task, preserve_unit_loops=True)
+        sch.compute_at(block, tile, preserve_unit_loops=True)
         _tile_phase_in_task(sch, block, tiles)
     for block in blocks.get("pad", []):
-        schedule_pad(sch, block, lanes)
+        if copies_in_tasks(channels_outside_batch):
+            _pad_in_task(sch, block, task, lanes)
+        else:
+            schedule_pad(sch, block, lanes)
+
+
+def _pad_in_task(sch: s_tir.Schedule, pad, task, lanes: int) -> None:
+    """IR in: the channels-last pad block at the root (or under the batch-chunk loop), the
+    phase blocks that read it under the parallel task loop ``task``.  IR out: the pad block
+    under ``task`` before the phases, over the region of the copy the task's phases read (the
+    rows of its patch and their halo, every column, its group's input channels), channels
+    blocked by ``lanes`` as in :func:`~.x86.schedule_pad` and the ``lanes`` vectorised (from
+    channels-first data, a gather from as many planes); TIR then allocates the copy inside
+    the task loop at that region's size.  Unvectorised, copies made once per channel tile
+    ran pose 2048->256 at 0.85x the copy per chunk at batch 16, vectorised 0.98x.  A region
+    whose pixels are a multiple of 1 KiB apart gets one extra cache line per pixel
+    (``storage_align``), as :func:`~.x86.channels_last_stride` gives the whole copy:
+    compaction would drop it."""
+    sch.compute_at(pad, task, preserve_unit_loops=True)
+    loops = sch.get_loops(pad)[-len(sch.get(pad).iter_vars):]
+    channels = _extent(sch, loops[-1])
+    dtype = sch.get(pad).writes[0].source.dtype
+    item = dtype.itemsize
+    if channels_last_stride(channels, str(dtype)) != channels:
+        sch.storage_align(pad, 0, len(loops) - 2, 1024 // item, 64 // item)
+    if channels % lanes == 0 and channels > lanes:
+        block_channels(sch, loops, lanes)
+        sch.vectorize(sch.get_loops(pad)[-1])
 
 
 def _task_loop(sch: s_tir.Schedule, interleave, channels: int, rows: int,
-               channels_outside_batch: bool):
+               channels_outside_batch: bool, per_task: int):
     """IR in: the interleave's loops in output-layout order (image, group, channel, and per
     spatial axis its ``q`` loop then its phase ``r`` loop).  IR out: one parallel loop over
-    (image, group, tile of ``channels`` channels, patch of ``rows`` of the first axis's
-    ``q``), in that order or with the image after the channel tile, around the rest in their
-    order, phase loops unrolled.  Returns the parallel loop."""
+    (image, group, ``per_task`` tiles of ``channels`` channels, patch of ``rows`` of the
+    first axis's ``q``), in that order or with the image after the channel tiles; in it a
+    loop over the task's ``per_task`` channel tiles, then the rest in their order, phase
+    loops unrolled.  Returns (the parallel loop, the channel-tile loop)."""
     loops = sch.get_loops(interleave)[-len(sch.get(interleave).iter_vars):]
     phase_loops = [int(i) for i in sch.get(interleave).annotations[PHASE_LOOPS]]
     q0 = phase_loops[0] - 1  # the first phase axis's q loop (each q loop precedes its r)
     n, g, c = [i for i in range(len(loops)) if i not in phase_loops and i + 1 not in phase_loops]
-    c_o, c_i = sch.split(loops[c], [None, channels])
+    c_o, c_t, c_i = sch.split(loops[c], [None, per_task, channels])
     q_o, q_i = sch.split(loops[q0], [None, rows])
-    inner = [c_i if i == c else q_i if i == q0 else lp
-             for i, lp in enumerate(loops) if i not in (n, g)]
+    inner = [c_t] + [c_i if i == c else q_i if i == q0 else lp
+                     for i, lp in enumerate(loops) if i not in (n, g)]
     outer = ([loops[g], c_o, loops[n], q_o] if channels_outside_batch
              else [loops[n], loops[g], c_o, q_o])
     sch.reorder(*outer, *inner)
@@ -288,7 +365,7 @@ def _task_loop(sch: s_tir.Schedule, interleave, channels: int, rows: int,
         sch.unroll(loops[i])
     task = sch.fuse(*outer)
     sch.parallel(task)  # before the phases' decompose_reduction (init and update write them)
-    return task
+    return task, c_t
 
 
 def _tile_phase_in_task(sch: s_tir.Schedule, block, tiles: list) -> None:
@@ -321,16 +398,39 @@ def _tile_phase_in_task(sch: s_tir.Schedule, block, tiles: list) -> None:
     sch.vectorize(sch.get_loops(init)[-1])
 
 
-def batch_chunk(sch: s_tir.Schedule, dense: bool) -> int:
-    """Images per pass (:func:`~.x86_space.chunk_batch`): a batch whose padded input and, on
-    the ``dense`` path, phase accumulators outgrow :data:`~.x86.BATCH_CHUNK_BYTES` goes
-    through the passes in chunks that fit it, unless its packed weight does not fit it either
-    (each chunk re-reads it: pose 2048->256's 32 MiB).  At batch 16 on a 2-core Zen 5, the 8
-    zoo layers it chunked (dense path) ran 1.00-1.21x faster than whole-batch passes (FCN-8s
-    1.21x, 3-D U-Nets 1.16x / 1.12x, U-Net 1.11x, CycleGAN 128->64 1.09x;
-    ``benchmarks/x86_batch_chunks_ab.py``, ``results/x86-znver5-batch-chunks-b16.json``)."""
+def copies_in_tasks(weight_streams: bool) -> bool:
+    """Whether fused tasks make their own padded input copies (:func:`_pad_in_task`): with
+    :data:`PAD_IN_TASKS`, unless the weights stream (:data:`STREAMED_WEIGHT_BYTES`).  Then
+    the tasks go by one channel tile at a time, so no channel tiles share a task's copy
+    (:func:`tiles_per_task`) and each image is copied once per tile: pose 2048->256 (8
+    tiles) ran 0.95-0.99x the copy per chunk at batch 16 (0.992x and 0.954x in the two runs
+    of ``results/x86-znver5-task-pad-ab*-b16.json``; 0.977x, 0.987x, 0.957x and 0.983x in
+    four earlier ones) and 0.97-1.01x at batch 1 (0.974x, 0.971x; 0.973x, 1.006x), under
+    the 0.97x the other three zoo layers keep (0.98-1.04x, their tiles sharing copies)."""
+    return PAD_IN_TASKS and not weight_streams
+
+
+def per_chunk_roles(fused: bool, weight_streams: bool) -> tuple:
+    """Roles of the blocks whose buffers are made once per batch chunk: on the dense path the
+    padded copy and the phase accumulators, on the ``fused`` one the padded copy unless the
+    tasks make their own (:func:`copies_in_tasks` of ``weight_streams``; then none: nothing
+    for :func:`batch_chunk` to split)."""
+    if not fused:
+        return ("pad", "conv")
+    return () if copies_in_tasks(weight_streams) else ("pad",)
+
+
+def batch_chunk(sch: s_tir.Schedule, per_chunk: tuple) -> int:
+    """Images per pass (:func:`~.x86_space.chunk_batch`): a batch whose buffers made once per
+    chunk (those of the blocks of roles ``per_chunk``, :func:`per_chunk_roles`) outgrow
+    :data:`~.x86.BATCH_CHUNK_BYTES` goes through the passes in chunks that fit it, unless its
+    packed weight does not fit it either (each chunk re-reads it: pose 2048->256's 32 MiB).
+    At batch 16 on a 2-core Zen 5, the 8 zoo layers it chunked (dense path) ran 1.00-1.21x
+    faster than whole-batch passes (FCN-8s 1.21x, 3-D U-Nets 1.16x / 1.12x, U-Net 1.11x,
+    CycleGAN 128->64 1.09x; ``benchmarks/x86_batch_chunks_ab.py``,
+    ``results/x86-znver5-batch-chunks-b16.json``)."""
     roles = _blocks(sch)
-    writers = roles.get("pad", []) + (roles["conv"] if dense else [])
+    writers = [b for role in per_chunk for b in roles.get(role, [])]
     buffers = [sch.get(b).writes[0].source for b in writers]
     batch = int(sch.get(sch.get_loops(roles[INTERLEAVE][0])[0]).extent)  # N leads the output
     per_image = sum(math.prod(int(d) for d in buf.shape[1:]) * buf.dtype.itemsize
@@ -344,22 +444,42 @@ def batch_chunk(sch: s_tir.Schedule, dense: bool) -> int:
 
 def workspace_bytes(spec: ConvTransposeSpec) -> int:
     """Extra memory: packed weight minus the weight, per chunk of images (:func:`batch_chunk`)
-    the padded data copy, and the phase accumulators: fused into the interleave's tasks, one
-    task's per core of the current target (every phase's over the task's patch, and in
-    input chunks the tile cache of one phase over it), else a chunk's dense ones."""
+    the buffers made once per chunk (:func:`per_chunk_roles`), and fused into the
+    interleave's tasks, one task's buffers per core of the current target: every phase's
+    accumulator over a channel tile of the task's patch (in input chunks also the tile cache
+    of one phase over it), where :func:`copies_in_tasks` the task's padded input copy
+    (:func:`task_pad_bytes`)."""
     lay, qext = space_layout(spec)
     sch = s_tir.Schedule(interleaved_compute(spec))
     tiles, sizes = task_patches(sch)
-    images = batch_chunk(sch, dense=not sizes)
+    streams = _weight_streams(sch)
+    roles = per_chunk_roles(bool(sizes), streams)
+    images = batch_chunk(sch, roles)
     item = itemsize(spec.dtype)
+    chunk = images * padded_image_elements(spec, lay) * item if "pad" in roles else 0
     if sizes:
         qext, phases = _phase_extents(sch)
-        tasks = _tasks(sch, tiles) * images // spec.batch
-        rows = patch_rows(sizes, qext[0], tasks, max(1, _cores()))
+        tasks, cores = _tasks(sch, tiles) * images // spec.batch, max(1, _cores())
+        rows = patch_rows(sizes, qext[0], tasks, cores)
+        tasks = tasks * qext[0] // rows
         task = (phases + (tiles[3] is not None)) * task_acc_bytes(tiles, qext, rows)
-        accs = task * min(tasks * qext[0] // rows, max(1, _cores()))
+        task += task_pad_bytes(spec, qext, rows) if copies_in_tasks(streams) else 0
+        per_task = tiles_per_task(_channel_tiles(sch, tiles), tasks, cores, streams)
+        per_core = task * min(tasks // per_task, cores)
     else:
         phases = len(_blocks(sch).get("conv", []))
-        accs = images * phases * math.prod(_acc_shape(spec, lay, qext)) // spec.batch * item
-    padded = images * padded_image_elements(spec, lay)
-    return (math.prod(lay.packed_shape) - math.prod(spec.weight_shape) + padded) * item + accs
+        chunk += images * phases * math.prod(_acc_shape(spec, lay, qext)) // spec.batch * item
+        per_core = 0
+    return (math.prod(lay.packed_shape) - math.prod(spec.weight_shape)) * item + chunk + per_core
+
+
+def task_pad_bytes(spec: ConvTransposeSpec, qext, rows: int) -> int:
+    """Bytes of a fused task's padded input copy (:func:`_pad_in_task`) for phase extents
+    ``qext`` and a patch of ``rows`` positions of the first axis: the input window the phases
+    read for it along that axis (:meth:`~tvm_deconv.plan.AxisPlan.input_window`), for every
+    position of the others along the rest, one group's channels at the channels-last
+    stride."""
+    axes = make_plan(spec).axes
+    windows = [ax.input_window(q) for ax, q in zip(axes, [rows] + list(qext[1:]))]
+    channels = channels_last_stride(spec.in_per_group, spec.dtype)
+    return math.prod(windows) * channels * itemsize(spec.dtype)

@@ -54,6 +54,21 @@ def test_axis_plan_matches_scatter_definition(cfg):
 
 
 @settings(max_examples=300, deadline=None)
+@given(axis_configs(), st.integers(1, 12), st.integers(0, 5))
+def test_input_window_spans_every_read_of_a_q_window(cfg, width, start):
+    """``input_window(w)``: the input positions the phases with taps read for outputs ``q`` in
+    ``[start, start + w)`` of each, lowest to highest, wherever the window starts."""
+    in_size, kernel, stride, dilation, pad_before, pad_after, output_padding, out = cfg
+    if out <= 0:
+        return
+    axis = plan_axis(in_size, kernel, stride, dilation, pad_before, pad_after, output_padding)
+    reads = [q + offset for p in axis.phases if p.num_taps and p.extent
+             for q in range(start, start + width) for offset in p.input_offsets]
+    if reads:
+        assert axis.input_window(width) == max(reads) - min(reads) + 1
+
+
+@settings(max_examples=300, deadline=None)
 @given(axis_configs())
 def test_batched_closed_forms_match_every_phase(cfg):
     """Where all phases share one loop nest (the CUDA phase-batched kernel), the closed form

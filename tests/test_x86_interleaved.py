@@ -172,12 +172,15 @@ def test_input_chunks_match_reference_and_lead_the_spatial_tiles(
     ((6, 8, 10, 9), (8, 12, 3, 3), dict(strides=2, padding=1, output_padding=1)),
     ((4, 8, 64), (8, 16, 5), dict(strides=3, padding=1, output_padding=1)),
 ])
+@pytest.mark.parametrize("pad_in_tasks", [True, False])
 def test_big_batches_go_through_the_passes_in_chunks(data_shape, weight_shape, attrs,
-                                                     host_lanes, monkeypatch):
+                                                     pad_in_tasks, host_lanes, monkeypatch):
     """An 8 KiB budget (over the weight, under the padded input of two images, and under an
     image's padded input and dense accumulators): chunks of the batch, every block under the
-    chunk loop, the workspace one chunk's; the output (bias and ReLU fused) still matches
-    float64."""
+    chunk loop, the workspace one chunk's; but fused tasks that make their own padded copies
+    (``PAD_IN_TASKS``) leave nothing to chunk: the whole batch in one task loop that holds
+    every block.  The output (bias and ReLU fused) still matches float64."""
+    monkeypatch.setattr(x86_interleaved, "PAD_IN_TASKS", pad_in_tasks)
     spec = make_spec(data_shape, weight_shape, **attrs)
     whole = x86_interleaved.workspace_bytes(spec)
     monkeypatch.setattr(x86_interleaved, "BATCH_CHUNK_BYTES", 8 << 10)
@@ -187,13 +190,20 @@ def test_big_batches_go_through_the_passes_in_chunks(data_shape, weight_shape, a
                                               bias=np.ones(spec.out_channels)), 0)
     assert relative_error(out, ref) < 1e-5
     sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
-    assert x86_interleaved.batch_chunk(sch, dense=True) == 1
-    images = x86_interleaved.batch_chunk(sch, dense=not x86_interleaved.task_patches(sch)[1])
-    assert images < spec.batch
+    assert x86_interleaved.batch_chunk(sch, ("pad", "conv")) == 1
+    roles = x86_interleaved.per_chunk_roles(bool(x86_interleaved.task_patches(sch)[1]),
+                                            x86_interleaved._weight_streams(sch))
+    images = x86_interleaved.batch_chunk(sch, roles)
     x86_interleaved.schedule_x86_interleaved(sch, TARGET)
     root = sch.get_child_blocks(sch.get_sblock("root"))
-    chunks = {sch.get(sch.get_loops(b)[0]).extent for b in root}
-    assert chunks == {spec.batch // images}  # one loop over the chunks holds every block
+    firsts = [sch.get(sch.get_loops(b)[0]) for b in root]
+    if not roles:  # fused, task copies: one parallel task loop holds every block
+        assert images == spec.batch and len({lp.loop_var.name for lp in firsts}) == 1
+        assert firsts[0].kind == tvm.tirx.ForKind.PARALLEL
+        assert x86_interleaved.workspace_bytes(spec) == whole
+        return
+    assert images < spec.batch
+    assert {lp.extent for lp in firsts} == {spec.batch // images}  # a loop over the chunks
     assert x86_interleaved.workspace_bytes(spec) < whole
 
 
@@ -201,8 +211,8 @@ def test_batches_whose_weight_outgrows_the_budget_stay_whole(monkeypatch):
     spec = make_spec((8, 64, 4, 4), (64, 32, 4, 4), strides=2, padding=1)
     monkeypatch.setattr(x86_interleaved, "BATCH_CHUNK_BYTES", 64 << 10)  # < the 128 KiB weight
     sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
-    assert x86_interleaved.batch_chunk(sch, dense=True) == 8
-    assert x86_interleaved.batch_chunk(sch, dense=False) == 8
+    assert x86_interleaved.batch_chunk(sch, ("pad", "conv")) == 8
+    assert x86_interleaved.batch_chunk(sch, ("pad",)) == 8
 
 
 def test_workspace_counts_the_dense_phase_accumulators(monkeypatch):
@@ -217,7 +227,10 @@ def test_workspace_counts_the_dense_phase_accumulators(monkeypatch):
 # The fused path (phases computed per task inside the interleave's parallel loop): stride-2
 # k4 p1 convs (DCGAN, pose) of phase widths 4, 6, 8 and 12 with small channel counts; odd
 # rows (1-row tiles), 3 channel vectors (1-vector tiles), Cout not a multiple of the vector
-# width, a channels-last output, and a pose-2048-like case in input chunks.
+# width, a channels-last output, a pose-2048-like case in input chunks, 256 input channels
+# (1 KiB apart: the task's copy gets the extra cache line), groups (a task copies its
+# group's channels) and 4 channel tiles (at batch 3, two of them a task over one copy; also
+# in input chunks).
 FUSED = {
     "w4": ((16, 4, 4), (16, 32, 4, 4), {}),
     "w6_odd_rows": ((16, 5, 6), (16, 32, 4, 4), {}),
@@ -225,6 +238,10 @@ FUSED = {
     "w12_cout40": ((16, 6, 12), (16, 40, 4, 4), {}),
     "w6_nhwc": ((6, 6, 16), (4, 4, 32, 16), dict(data_layout="NHWC")),
     "w6_input_chunks": ((128, 8, 6), (128, 32, 4, 4), {}),
+    "w8_cin256": ((256, 8, 8), (256, 32, 4, 4), {}),
+    "w6_groups": ((32, 6, 6), (32, 16, 4, 4), dict(groups=2)),
+    "w4_cout128": ((16, 4, 4), (16, 128, 4, 4), {}),
+    "w6_cout128_input_chunks": ((128, 8, 6), (128, 128, 4, 4), {}),
 }
 
 
@@ -233,10 +250,17 @@ def _fused_spec(name, batch):
     return make_spec((batch,) + data, weight, strides=2, padding=1, **attrs)
 
 
-def _dense_workspace(spec, monkeypatch):
+def _workspace(spec, monkeypatch, **knobs):
+    """``x86_interleaved.workspace_bytes(spec)`` on the llvm target with module constants
+    ``knobs`` set."""
     with monkeypatch.context() as m, resolve_target("llvm"):
-        m.setattr(x86_interleaved, "TASK_ACC_BYTES", 0)
+        for name, value in knobs.items():
+            m.setattr(x86_interleaved, name, value)
         return x86_interleaved.workspace_bytes(spec)
+
+
+def _dense_workspace(spec, monkeypatch):
+    return _workspace(spec, monkeypatch, TASK_ACC_BYTES=0)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -250,18 +274,22 @@ def test_fused_path_matches_reference_with_bias_and_relu(name, batch, host_lanes
     data, weight, out = _run(spec, bias=bias, act=relax.op.nn.relu)
     ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias), 0)
     assert relative_error(out, ref) < 1e-5
-    with resolve_target("llvm"):
-        fused = x86_interleaved.workspace_bytes(spec)
-    # One task's accumulators per core: as much as the dense ones where the cores' tasks
-    # cover the output (w4 at batch 1: 2 tasks), less with more tasks.
-    assert fused < _dense_workspace(spec, monkeypatch) or (
-        batch == 1 and fused == _dense_workspace(spec, monkeypatch))
+    fused = _workspace(spec, monkeypatch)
+    with TARGET:
+        cores = max(1, x86_interleaved._cores())
+    # One task's accumulators and padded input window per core, each window at most an
+    # image's: less than one padded copy of the batch (and the dense accumulators) where the
+    # batch has more images than there are cores.
+    if batch > cores:
+        assert fused < _workspace(spec, monkeypatch, PAD_IN_TASKS=False)
+        assert fused < _dense_workspace(spec, monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["w8_three_vectors", "w6_input_chunks"])
 def test_fused_path_with_channel_tiles_outside_the_batch(name, host_lanes, monkeypatch):
     """Weights over ``STREAMED_WEIGHT_BYTES`` (0 here): tasks ordered channel tile, image,
-    patch; bias and ReLU fused, batch 3."""
+    patch, one tile a task, reading one padded copy of the batch made before them (not
+    copies of their own); bias and ReLU fused, batch 3."""
     monkeypatch.setattr(x86_interleaved, "STREAMED_WEIGHT_BYTES", 0)
     if name.endswith("input_chunks"):
         monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)
@@ -270,6 +298,8 @@ def test_fused_path_with_channel_tiles_outside_the_batch(name, host_lanes, monke
     data, weight, out = _run(spec, bias=bias, act=relax.op.nn.relu)
     ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias), 0)
     assert relative_error(out, ref) < 1e-5
+    lay = x86_interleaved.space_layout(spec)[0]
+    assert _allocations(spec)[1] == [4 * spec.batch * x86.padded_image_elements(spec, lay)]
 
 
 @pytest.mark.parametrize("tiles,qext,expected", [
@@ -285,6 +315,18 @@ def test_fused_tiles_cover_whole_rows(tiles, qext, expected):
     if fused is not None and len(qext) > 1:
         assert qext[-1] % fused[2][1] == 0
         assert fused[0][1] * fused[1][1] * fused[2][1] <= x86_interleaved.FUSED_ACCUMULATORS
+
+
+def test_channel_tiles_share_a_task_copy_where_tasks_and_weights_allow(monkeypatch):
+    # pose 256->256 at batch 1: 8 tiles, 16 tasks of one tile; 4 tiles a task leave 4 tasks
+    assert x86_interleaved.tiles_per_task(8, 16, cores=2, weight_streams=False) == 4
+    assert x86_interleaved.tiles_per_task(8, 128, cores=2, weight_streams=False) == 8
+    assert x86_interleaved.tiles_per_task(8, 4, cores=2, weight_streams=False) == 1
+    assert x86_interleaved.tiles_per_task(3, 12, cores=2, weight_streams=False) == 3
+    assert x86_interleaved.tiles_per_task(8, 128, cores=2, weight_streams=True) == 1
+    assert not x86_interleaved.copies_in_tasks(weight_streams=True)  # the copy is per chunk
+    monkeypatch.setattr(x86_interleaved, "PAD_IN_TASKS", False)  # the copy is per chunk
+    assert x86_interleaved.tiles_per_task(8, 128, cores=2, weight_streams=False) == 1
 
 
 def test_patches_fit_the_budget_and_keep_the_cores_busy():
@@ -317,19 +359,27 @@ def _allocations(spec) -> tuple:
             loop = indent
             continue
         if "alloc_buffer(" in line:
-            shape = [int(v) for v in re.findall(r"T\.int64\((\d+)\)", line)]
-            (inside if loop is not None else outside).append(4 * int(np.prod(shape)))
+            shape, _, strides = line.partition("strides=")
+            shape = [int(v) for v in re.findall(r"T\.int64\((\d+)\)", shape)]
+            strides = [int(v) for v in re.findall(r"T\.int64\((\d+)\)", strides)]
+            elements = shape[0] * strides[0] if strides else int(np.prod(shape))
+            (inside if loop is not None else outside).append(4 * elements)
     return inside, outside
 
 
-@pytest.mark.parametrize("name", ["w6_odd_rows", "w12_cout40", "w6_input_chunks"])
-def test_fused_accumulators_are_allocated_per_task(name, host_lanes, monkeypatch):
-    """Each phase's accumulator is allocated inside the task loop at the task's patch (one
-    channel tile, ``rows`` rows, every column): none is whole-output sized, and
-    ``workspace_bytes`` counts what the IR allocates (less the register tiles)."""
+@pytest.mark.parametrize("name,batch", [
+    ("w6_odd_rows", 1), ("w12_cout40", 1), ("w6_input_chunks", 1), ("w8_cin256", 1),
+    ("w6_groups", 1), ("w4_cout128", 3), ("w6_cout128_input_chunks", 3)])
+def test_fused_buffers_are_allocated_per_task(name, batch, host_lanes, monkeypatch):
+    """Each phase's accumulator and the task's padded input copy are allocated inside the
+    task loop at the task's size (an accumulator: one channel tile, ``rows`` rows, every
+    column; the copy: the input window of those rows, every column, the group's channels at
+    the channels-last stride): nothing outside it, none whole-output or whole-input sized,
+    and ``workspace_bytes`` counts what the IR allocates (less the register tiles).  Without
+    ``PAD_IN_TASKS``, the copy is the batch's, allocated before the tasks."""
     if name.endswith("input_chunks"):
         monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)
-    spec = _fused_spec(name, 1)
+    spec = _fused_spec(name, batch)
     sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
     tiles, sizes = x86_interleaved.task_patches(sch)
     qext, phases = x86_interleaved._phase_extents(sch)
@@ -338,19 +388,31 @@ def test_fused_accumulators_are_allocated_per_task(name, host_lanes, monkeypatch
     tasks = x86_interleaved._tasks(sch, tiles)
     rows = x86_interleaved.patch_rows(sizes, qext[0], tasks, cores)
     per_phase = x86_interleaved.task_acc_bytes(tiles, qext, rows)
+    pad = x86_interleaved.task_pad_bytes(spec, qext, rows)
     inside, outside = _allocations(spec)
-    dense = int(np.prod(x86_interleaved._acc_shape(spec, *x86_interleaved.space_layout(spec))))
-    assert 4 * dense not in outside + inside
+    assert not outside
     # Each phase's tile cache: the register tile, or in input chunks the task's region.
     chunked = tiles[3] is not None
     tile = tiles[0][1] * tiles[1][1] * tiles[2][1] * x86_interleaved.LANES * 4
     assert sorted(inside) == sorted([per_phase] * phases
-                                    + [per_phase if chunked else tile] * phases)
-    with TARGET:
-        fused = x86_interleaved.workspace_bytes(spec)
+                                    + [per_phase if chunked else tile] * phases + [pad])
+    copy = 4 * spec.batch * x86.padded_image_elements(spec, x86_interleaved.space_layout(spec)[0])
+    monkeypatch.setattr(x86_interleaved, "PAD_IN_TASKS", False)
+    assert _allocations(spec)[1] == [copy]
+    monkeypatch.undo()
+    if name.endswith("input_chunks"):
+        monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)
+    fused = _workspace(spec, monkeypatch)
+    chunk_copy = _workspace(spec, monkeypatch, PAD_IN_TASKS=False)
+    tasks = tasks * qext[0] // rows
+    group = x86_interleaved.tiles_per_task(x86_interleaved._channel_tiles(sch, tiles), tasks,
+                                           cores, x86_interleaved._weight_streams(sch))
+    assert (group > 1) == (batch > 1)  # the batch-3 cases: channel tiles share a copy
+    assert chunk_copy - fused == copy - min(tasks // group, cores) * pad  # tasks at a time
+    dense = int(np.prod(x86_interleaved._acc_shape(spec, *x86_interleaved.space_layout(spec))))
     task = (phases + chunked) * per_phase  # one phase's cache at a time
-    assert _dense_workspace(spec, monkeypatch) - fused == (
-        4 * dense * phases - task * min(tasks * qext[0] // rows, cores))
+    assert _dense_workspace(spec, monkeypatch) - chunk_copy == (
+        4 * dense * phases - task * min(tasks, cores))
 
 
 @pytest.mark.parametrize("data_shape,weight_shape,attrs", CONFIGS,

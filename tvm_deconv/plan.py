@@ -120,6 +120,14 @@ class AxisPlan:
         """Input index read by tap ``j`` of output ``q*s + r``: ``q + in_start - j*in_step``."""
         return q + (r + self.pad_before) // self.stride - j
 
+    def input_window(self, q_extent: int) -> int:
+        """Positions of the padded input that the phases with taps read for a window of
+        ``q_extent`` consecutive outputs ``q`` (the same ``q`` in every phase): from the lowest
+        input index any of their taps reads to the highest, the taps' halo included; it does
+        not depend on where the window starts."""
+        spans = [ap.input_span(q_extent) for ap in self.phases if ap.num_taps and ap.extent]
+        return max(hi for _, hi in spans) - min(lo for lo, _ in spans) + 1
+
     def input_pads(self, q_extent: Optional[Callable[["AxisPhase"], int]] = None
                    ) -> tuple[int, int]:
         """(before, after): the zeros around the input that every phase with taps reads
