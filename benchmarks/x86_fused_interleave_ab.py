@@ -19,9 +19,7 @@ path also built with each, and implementations to decline (comma-separated: the 
 take then go to ``x86.interleaved``).  The dense path is the kernel with a budget of 0 (no
 patch fits).  With ``--pad`` it compares the fused path's padded input copies instead: made
 by each task (``task_pad``: ``x86_interleaved.PAD_IN_TASKS``, as shipped) against one copy
-per batch chunk made before the tasks (``chunk_pad``); layers whose weights stream keep the
-copy per chunk in both (``x86_interleaved.copies_in_tasks``: ``results/x86-znver5-task-pad-ab*``
-were measured before that rule, so they time pose 2048->256's task copies too).
+per batch chunk made before the tasks (``chunk_pad``).
 Every output is checked against the float64 reference first; ``fused_speedup`` (with
 ``--pad``: ``task_pad_speedup``) is the baseline's median time over the shipped one's;
 ``workspace_bytes`` is each build's ``x86_interleaved.workspace_bytes`` on the benchmark

@@ -28,15 +28,15 @@ The fused path against the dense one, built whole and timed side by side on a 2-
 instead of padded 2 x 2 x 3).  Their accumulators took 64-768 KiB of workspace at batch 1
 and 1-3 MiB at batch 16, now 8-48 KiB a task (16-96 KiB on 2 cores).
 
-The padded input copy per task (:func:`copies_in_tasks`) against one copy per batch chunk
+The padded input copy per task (:data:`PAD_IN_TASKS`) against one copy per batch chunk
 made before the tasks, the same way (``x86_fused_interleave_ab.py --pad``, two runs:
 ``results/x86-znver5-task-pad-ab-b{1,16}.json`` and ``...-ab-run2-b{1,16}.json``): DCGAN
 512->256 and 256->128 and pose 256->256 0.98-1.02x at batch 1 and 1.00-1.04x at batch 16;
-pose 2048->256, whose weights stream, 0.97x and 0.95-0.99x, so it keeps the copy per chunk.
-On those three the workspace beyond the packed weight, 90-364 KiB at batch 1 and 1.2-2.2
-MiB at batch 16 before, is now 165-394 KiB at either batch: a task's window is a whole
-image on both DCGANs (patches of all rows), so at batch 1 the two cores' copies take up to
-twice the one copy of before, while at batch 16 it drops 5.7-7.3x.
+pose 2048->256, whose weights stream, 0.97x and 0.95-0.99x (:data:`PAD_IN_TASKS`).  The
+workspace beyond the packed weight, 90-705 KiB at batch 1 and 1.2-10.4 MiB at batch 16
+before, is now 165-1350 KiB at either batch: a task's window is a whole image on both DCGANs
+(patches of all rows), so at batch 1 the two cores' copies take up to twice the one copy of
+before, while at batch 16 it drops 5.7-7.7x.
 
 Why not :mod:`.x86`'s kernel, which writes each register tile straight to the strided output:
 with 16-lane vectors, a tile of 2 x 16 channels writes 32 output planes at a stride of
@@ -109,12 +109,17 @@ FUSED_ACCUMULATORS = 16
 STREAMED_WEIGHT_BYTES = 16 << 20
 # Fused tasks make their own padded input copy (:func:`_pad_in_task`: the rows their patch
 # reads, halo included, every input channel of their group) instead of reading one copy of
-# the batch chunk made before the tasks, so no buffer grows with the batch (except where the
-# weights stream: :func:`copies_in_tasks`).  With one channel tile a task, each image was
-# copied once per tile (4-9x the copying): unvectorised 0.85-0.99x the copy per chunk on the
-# four zoo layers at batch 1 and 16; with the copy vectorised and channel tiles sharing a
-# task's copy (:func:`tiles_per_task`) 0.98-1.04x on the three whose weights do not stream
-# (x86_fused_interleave_ab.py --pad, results/x86-znver5-task-pad-ab*-b{1,16}.json).
+# the batch chunk made before the tasks, so no buffer grows with the batch.  With one channel
+# tile a task, each image was copied once per tile (4-9x the copying): unvectorised
+# 0.85-0.99x the copy per chunk on the four zoo layers at batch 1 and 16; with the copy
+# vectorised and channel tiles sharing a task's copy (:func:`tiles_per_task`) 0.98-1.04x on
+# the three whose weights do not stream (x86_fused_interleave_ab.py --pad,
+# results/x86-znver5-task-pad-ab*-b{1,16}.json).  Pose 2048->256, whose weights stream (one
+# tile a task, each image copied 8 times), ran 0.95-0.99x at batch 16 (0.992x, 0.954x; four
+# earlier runs 0.957-0.987x) and 0.97x at batch 1: that costs it about 2%, and saves 9 MiB of
+# its 10.4 MiB padded batch copy at batch 16 (it keeps 1.3 MiB at any batch).  Only where the
+# batch has more images than there are cores (:func:`copies_in_tasks`): else the tasks'
+# copies at once (one image each at most) are no smaller than the batch's.
 PAD_IN_TASKS = True
 
 
@@ -173,15 +178,16 @@ def schedule_x86_interleaved(sch: s_tir.Schedule, target: Target) -> None:
     epilogues = [sch.get(b).name_hint for b in roots if ROLE not in sch.get(b).annotations]
     left = inline_epilogues(sch, epilogues)
     tiles, sizes = task_patches(sch)
-    chunk_batch(sch, batch_chunk(sch, per_chunk_roles(bool(sizes), _weight_streams(sch))))
+    cores = int(target.attrs.get("num-cores", 0) or 1)
+    copies = copies_in_tasks(_batch(sch), cores)
+    chunk_batch(sch, batch_chunk(sch, per_chunk_roles(bool(sizes), copies)))
     if sizes:
-        cores = int(target.attrs.get("num-cores", 0) or 1)
         qext0 = _phase_extents(sch)[0][0]
         rows = patch_rows(sizes, qext0, _tasks(sch, tiles), cores)
         streams = _weight_streams(sch)
         per_task = tiles_per_task(_channel_tiles(sch, tiles),
-                                  _tasks(sch, tiles) * qext0 // rows, cores, streams)
-        fuse_phases_into_interleave(sch, tiles, rows, streams, per_task)
+                                  _tasks(sch, tiles) * qext0 // rows, cores, streams, copies)
+        fuse_phases_into_interleave(sch, tiles, rows, streams, per_task, copies)
     else:
         schedule_blocks(sch, "channels_outer", tile_rule=interleaved_tiles, target=target)
     for name in left:
@@ -274,9 +280,11 @@ def _weight_streams(sch: s_tir.Schedule) -> bool:
     return math.prod(int(d) for d in packed.shape) * packed.dtype.itemsize > STREAMED_WEIGHT_BYTES
 
 
-def tiles_per_task(channel_tiles: int, tasks: int, cores: int, weight_streams: bool) -> int:
+def tiles_per_task(channel_tiles: int, tasks: int, cores: int, weight_streams: bool,
+                   copies: bool = True) -> int:
     """Channel tiles (of ``channel_tiles`` per group) one fused task computes one after the
-    other over its padded input copy (:func:`copies_in_tasks`), where one tile a task would
+    other over its padded input copy (``copies``: :func:`copies_in_tasks`), where one tile a
+    task would
     make ``tasks`` tasks on ``cores`` cores: the most that divide them and leave at least
     two tasks per core, so the copy is made once for them; one where the copy is made per
     batch chunk.  Built whole side by side on a 2-core
@@ -284,21 +292,22 @@ def tiles_per_task(channel_tiles: int, tasks: int, cores: int, weight_streams: b
     512->256, 8 tiles) and 0.99x (pose 256->256) the copy per chunk at batch 16 and 0.98x
     (pose 256->256) at batch 1; 8, 8 and 4 tiles a task 1.00x, 1.02x and 1.00x.  Pose
     2048->256 (streaming, 4 MiB of weights a tile) ran 0.98x with one tile a task, 0.97x
-    with 2 and 0.91x with 4 at batch 16."""
-    if not copies_in_tasks(weight_streams):
+    with 2 and 0.91x with 4 at batch 16: where ``weight_streams``, one."""
+    if not copies or weight_streams:
         return 1
     return max((k for k in range(1, channel_tiles + 1)
                 if channel_tiles % k == 0 and tasks // k >= 2 * cores), default=1)
 
 
 def fuse_phases_into_interleave(sch: s_tir.Schedule, tiles: list, rows: int,
-                                channels_outside_batch: bool, per_task: int) -> None:
+                                channels_outside_batch: bool, per_task: int,
+                                copies: bool) -> None:
     """IR in: the phase blocks, the pad block and the interleave at the root (or under the
     batch-chunk loop), unscheduled.  IR out: the interleave's loops as one parallel loop over
     tasks (:func:`_task_loop`: image, group, ``per_task`` channel tiles of ``tiles``' channel
     vectors, patch of ``rows`` positions of the first phase axis; channel tiles outermost
-    where ``channels_outside_batch``, else images); in each task, where
-    :func:`copies_in_tasks`, first the task's padded input copy (:func:`_pad_in_task`; else
+    where ``channels_outside_batch``, else images); in each task, where ``copies``
+    (:func:`copies_in_tasks`), first the task's padded input copy (:func:`_pad_in_task`; else
     the copy stays one pass before the tasks), then per channel tile every phase block over
     the tile's region of its accumulator (:func:`_tile_phase_in_task`) and the tile's
     interleave.  TIR then allocates
@@ -312,7 +321,7 @@ def fuse_phases_into_interleave(sch: s_tir.Schedule, tiles: list, rows: int,
         sch.compute_at(block, tile, preserve_unit_loops=True)
         _tile_phase_in_task(sch, block, tiles)
     for block in blocks.get("pad", []):
-        if copies_in_tasks(channels_outside_batch):
+        if copies:
             _pad_in_task(sch, block, task, lanes)
         else:
             schedule_pad(sch, block, lanes)
@@ -398,26 +407,20 @@ def _tile_phase_in_task(sch: s_tir.Schedule, block, tiles: list) -> None:
     sch.vectorize(sch.get_loops(init)[-1])
 
 
-def copies_in_tasks(weight_streams: bool) -> bool:
-    """Whether fused tasks make their own padded input copies (:func:`_pad_in_task`): with
-    :data:`PAD_IN_TASKS`, unless the weights stream (:data:`STREAMED_WEIGHT_BYTES`).  Then
-    the tasks go by one channel tile at a time, so no channel tiles share a task's copy
-    (:func:`tiles_per_task`) and each image is copied once per tile: pose 2048->256 (8
-    tiles) ran 0.95-0.99x the copy per chunk at batch 16 (0.992x and 0.954x in the two runs
-    of ``results/x86-znver5-task-pad-ab*-b16.json``; 0.977x, 0.987x, 0.957x and 0.983x in
-    four earlier ones) and 0.97-1.01x at batch 1 (0.974x, 0.971x; 0.973x, 1.006x), under
-    the 0.97x the other three zoo layers keep (0.98-1.04x, their tiles sharing copies)."""
-    return PAD_IN_TASKS and not weight_streams
+def copies_in_tasks(batch: int, cores: int) -> bool:
+    """Whether fused tasks make their own padded input copies (:data:`PAD_IN_TASKS`): where
+    the ``batch`` has more images than there are ``cores``."""
+    return PAD_IN_TASKS and batch > cores
 
 
-def per_chunk_roles(fused: bool, weight_streams: bool) -> tuple:
+def per_chunk_roles(fused: bool, copies: bool) -> tuple:
     """Roles of the blocks whose buffers are made once per batch chunk: on the dense path the
     padded copy and the phase accumulators, on the ``fused`` one the padded copy unless the
-    tasks make their own (:func:`copies_in_tasks` of ``weight_streams``; then none: nothing
-    for :func:`batch_chunk` to split)."""
+    tasks make their own (``copies``: :func:`copies_in_tasks`; then none: nothing for
+    :func:`batch_chunk` to split)."""
     if not fused:
         return ("pad", "conv")
-    return () if copies_in_tasks(weight_streams) else ("pad",)
+    return () if copies else ("pad",)
 
 
 def batch_chunk(sch: s_tir.Schedule, per_chunk: tuple) -> int:
@@ -432,7 +435,7 @@ def batch_chunk(sch: s_tir.Schedule, per_chunk: tuple) -> int:
     roles = _blocks(sch)
     writers = [b for role in per_chunk for b in roles.get(role, [])]
     buffers = [sch.get(b).writes[0].source for b in writers]
-    batch = int(sch.get(sch.get_loops(roles[INTERLEAVE][0])[0]).extent)  # N leads the output
+    batch = _batch(sch)
     per_image = sum(math.prod(int(d) for d in buf.shape[1:]) * buf.dtype.itemsize
                     for buf in buffers)
     packed = sch.mod["main"].params[1]  # (data, packed weight, out); params are the buffers
@@ -440,6 +443,11 @@ def batch_chunk(sch: s_tir.Schedule, per_chunk: tuple) -> int:
     if weight > BATCH_CHUNK_BYTES:
         return batch
     return images_per_chunk(batch, per_image, BATCH_CHUNK_BYTES)
+
+
+def _batch(sch: s_tir.Schedule) -> int:
+    """Images of the interleave (N leads the output), the whole batch before chunking."""
+    return int(sch.get(sch.get_loops(_blocks(sch)[INTERLEAVE][0])[0]).extent)
 
 
 def workspace_bytes(spec: ConvTransposeSpec) -> int:
@@ -453,7 +461,8 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
     sch = s_tir.Schedule(interleaved_compute(spec))
     tiles, sizes = task_patches(sch)
     streams = _weight_streams(sch)
-    roles = per_chunk_roles(bool(sizes), streams)
+    copies = copies_in_tasks(spec.batch, max(1, _cores()))
+    roles = per_chunk_roles(bool(sizes), copies)
     images = batch_chunk(sch, roles)
     item = itemsize(spec.dtype)
     chunk = images * padded_image_elements(spec, lay) * item if "pad" in roles else 0
@@ -463,8 +472,8 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
         rows = patch_rows(sizes, qext[0], tasks, cores)
         tasks = tasks * qext[0] // rows
         task = (phases + (tiles[3] is not None)) * task_acc_bytes(tiles, qext, rows)
-        task += task_pad_bytes(spec, qext, rows) if copies_in_tasks(streams) else 0
-        per_task = tiles_per_task(_channel_tiles(sch, tiles), tasks, cores, streams)
+        task += task_pad_bytes(spec, qext, rows) if copies else 0
+        per_task = tiles_per_task(_channel_tiles(sch, tiles), tasks, cores, streams, copies)
         per_core = task * min(tasks // per_task, cores)
     else:
         phases = len(_blocks(sch).get("conv", []))

@@ -191,8 +191,9 @@ def test_big_batches_go_through_the_passes_in_chunks(data_shape, weight_shape, a
     assert relative_error(out, ref) < 1e-5
     sch = tvm.s_tir.Schedule(x86_interleaved.interleaved_compute(spec))
     assert x86_interleaved.batch_chunk(sch, ("pad", "conv")) == 1
-    roles = x86_interleaved.per_chunk_roles(bool(x86_interleaved.task_patches(sch)[1]),
-                                            x86_interleaved._weight_streams(sch))
+    roles = x86_interleaved.per_chunk_roles(
+        bool(x86_interleaved.task_patches(sch)[1]),
+        x86_interleaved.copies_in_tasks(spec.batch, x86_interleaved._cores()))
     images = x86_interleaved.batch_chunk(sch, roles)
     x86_interleaved.schedule_x86_interleaved(sch, TARGET)
     root = sch.get_child_blocks(sch.get_sblock("root"))
@@ -288,8 +289,8 @@ def test_fused_path_matches_reference_with_bias_and_relu(name, batch, host_lanes
 @pytest.mark.parametrize("name", ["w8_three_vectors", "w6_input_chunks"])
 def test_fused_path_with_channel_tiles_outside_the_batch(name, host_lanes, monkeypatch):
     """Weights over ``STREAMED_WEIGHT_BYTES`` (0 here): tasks ordered channel tile, image,
-    patch, one tile a task, reading one padded copy of the batch made before them (not
-    copies of their own); bias and ReLU fused, batch 3."""
+    patch, one tile a task, each making its own padded input copy (nothing allocated outside
+    the task loop); bias and ReLU fused, batch 3."""
     monkeypatch.setattr(x86_interleaved, "STREAMED_WEIGHT_BYTES", 0)
     if name.endswith("input_chunks"):
         monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)
@@ -298,8 +299,8 @@ def test_fused_path_with_channel_tiles_outside_the_batch(name, host_lanes, monke
     data, weight, out = _run(spec, bias=bias, act=relax.op.nn.relu)
     ref = np.maximum(conv_transpose_reference(data, weight, spec, bias=bias), 0)
     assert relative_error(out, ref) < 1e-5
-    lay = x86_interleaved.space_layout(spec)[0]
-    assert _allocations(spec)[1] == [4 * spec.batch * x86.padded_image_elements(spec, lay)]
+    inside, outside = _allocations(spec)
+    assert outside == [] and inside
 
 
 @pytest.mark.parametrize("tiles,qext,expected", [
@@ -324,9 +325,13 @@ def test_channel_tiles_share_a_task_copy_where_tasks_and_weights_allow(monkeypat
     assert x86_interleaved.tiles_per_task(8, 4, cores=2, weight_streams=False) == 1
     assert x86_interleaved.tiles_per_task(3, 12, cores=2, weight_streams=False) == 3
     assert x86_interleaved.tiles_per_task(8, 128, cores=2, weight_streams=True) == 1
-    assert not x86_interleaved.copies_in_tasks(weight_streams=True)  # the copy is per chunk
-    monkeypatch.setattr(x86_interleaved, "PAD_IN_TASKS", False)  # the copy is per chunk
-    assert x86_interleaved.tiles_per_task(8, 128, cores=2, weight_streams=False) == 1
+    # the copy is per chunk: nothing to share
+    assert x86_interleaved.tiles_per_task(8, 128, cores=2, weight_streams=False,
+                                          copies=False) == 1
+    assert not x86_interleaved.copies_in_tasks(batch=2, cores=2)  # the batch's copy is smaller
+    assert x86_interleaved.copies_in_tasks(batch=3, cores=2)
+    monkeypatch.setattr(x86_interleaved, "PAD_IN_TASKS", False)
+    assert not x86_interleaved.copies_in_tasks(batch=3, cores=2)
 
 
 def test_patches_fit_the_budget_and_keep_the_cores_busy():
@@ -371,12 +376,13 @@ def _allocations(spec) -> tuple:
     ("w6_odd_rows", 1), ("w12_cout40", 1), ("w6_input_chunks", 1), ("w8_cin256", 1),
     ("w6_groups", 1), ("w4_cout128", 3), ("w6_cout128_input_chunks", 3)])
 def test_fused_buffers_are_allocated_per_task(name, batch, host_lanes, monkeypatch):
-    """Each phase's accumulator and the task's padded input copy are allocated inside the
-    task loop at the task's size (an accumulator: one channel tile, ``rows`` rows, every
-    column; the copy: the input window of those rows, every column, the group's channels at
-    the channels-last stride): nothing outside it, none whole-output or whole-input sized,
-    and ``workspace_bytes`` counts what the IR allocates (less the register tiles).  Without
-    ``PAD_IN_TASKS``, the copy is the batch's, allocated before the tasks."""
+    """Each phase's accumulator and, where the batch has more images than there are cores,
+    the task's padded input copy are allocated inside the task loop at the task's size (an
+    accumulator: one channel tile, ``rows`` rows, every column; the copy: the input window of
+    those rows, every column, the group's channels at the channels-last stride): nothing
+    outside it, none whole-output or whole-input sized, and ``workspace_bytes`` counts what
+    the IR allocates (less the register tiles).  At batch 1, and without ``PAD_IN_TASKS``,
+    the copy is the batch's, allocated before the tasks."""
     if name.endswith("input_chunks"):
         monkeypatch.setattr(x86_interleaved, "WEIGHT_SLICE_BYTES", 1)
     spec = _fused_spec(name, batch)
@@ -390,13 +396,14 @@ def test_fused_buffers_are_allocated_per_task(name, batch, host_lanes, monkeypat
     per_phase = x86_interleaved.task_acc_bytes(tiles, qext, rows)
     pad = x86_interleaved.task_pad_bytes(spec, qext, rows)
     inside, outside = _allocations(spec)
-    assert not outside
+    copy = 4 * spec.batch * x86.padded_image_elements(spec, x86_interleaved.space_layout(spec)[0])
+    copies = batch > cores
+    assert outside == ([] if copies else [copy])
     # Each phase's tile cache: the register tile, or in input chunks the task's region.
     chunked = tiles[3] is not None
     tile = tiles[0][1] * tiles[1][1] * tiles[2][1] * x86_interleaved.LANES * 4
-    assert sorted(inside) == sorted([per_phase] * phases
-                                    + [per_phase if chunked else tile] * phases + [pad])
-    copy = 4 * spec.batch * x86.padded_image_elements(spec, x86_interleaved.space_layout(spec)[0])
+    assert sorted(inside) == sorted([per_phase] * phases + [per_phase if chunked else tile]
+                                    * phases + ([pad] if copies else []))
     monkeypatch.setattr(x86_interleaved, "PAD_IN_TASKS", False)
     assert _allocations(spec)[1] == [copy]
     monkeypatch.undo()
@@ -406,9 +413,10 @@ def test_fused_buffers_are_allocated_per_task(name, batch, host_lanes, monkeypat
     chunk_copy = _workspace(spec, monkeypatch, PAD_IN_TASKS=False)
     tasks = tasks * qext[0] // rows
     group = x86_interleaved.tiles_per_task(x86_interleaved._channel_tiles(sch, tiles), tasks,
-                                           cores, x86_interleaved._weight_streams(sch))
+                                           cores, x86_interleaved._weight_streams(sch), copies)
     assert (group > 1) == (batch > 1)  # the batch-3 cases: channel tiles share a copy
-    assert chunk_copy - fused == copy - min(tasks // group, cores) * pad  # tasks at a time
+    # (tasks at a time make their copies where ``copies``; else both are the batch's copy)
+    assert chunk_copy - fused == (copy - min(tasks // group, cores) * pad if copies else 0)
     dense = int(np.prod(x86_interleaved._acc_shape(spec, *x86_interleaved.space_layout(spec))))
     task = (phases + chunked) * per_phase  # one phase's cache at a time
     assert _dense_workspace(spec, monkeypatch) - chunk_copy == (
