@@ -56,6 +56,7 @@ stride-1 convs, AVX2 and NEON keep :mod:`.x86`'s kernel (measured on AVX-512 onl
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 from tvm import s_tir, tirx
@@ -177,21 +178,55 @@ def schedule_x86_interleaved(sch: s_tir.Schedule, target: Target) -> None:
     roots = sch.get_child_blocks(sch.get_sblock("root"))
     epilogues = [sch.get(b).name_hint for b in roots if ROLE not in sch.get(b).annotations]
     left = inline_epilogues(sch, epilogues)
-    tiles, sizes = task_patches(sch)
-    cores = int(target.attrs.get("num-cores", 0) or 1)
-    copies = copies_in_tasks(_batch(sch), cores)
-    chunk_batch(sch, batch_chunk(sch, per_chunk_roles(bool(sizes), copies)))
-    if sizes:
-        qext0 = _phase_extents(sch)[0][0]
-        rows = patch_rows(sizes, qext0, _tasks(sch, tiles), cores)
-        streams = _weight_streams(sch)
-        per_task = tiles_per_task(_channel_tiles(sch, tiles),
-                                  _tasks(sch, tiles) * qext0 // rows, cores, streams, copies)
-        fuse_phases_into_interleave(sch, tiles, rows, streams, per_task, copies)
+    plan = task_plan(sch, int(target.attrs.get("num-cores", 0) or 1))
+    chunk_batch(sch, plan.images)
+    if plan.fused:
+        fuse_phases_into_interleave(sch, plan.tiles, plan.rows, plan.streams, plan.per_task,
+                                    plan.copies)
     else:
         schedule_blocks(sch, "channels_outer", tile_rule=interleaved_tiles, target=target)
     for name in left:
         _parallel_spatial(sch, sch.get_sblock(name), vector_lanes(target))
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """How :func:`schedule_x86_interleaved` runs a PrimFunc, and what :func:`workspace_bytes`
+    counts: ``images`` per pass (:func:`batch_chunk` of the ``per_chunk`` roles), whether the
+    weights ``streams`` and the tasks make their own padded ``copies``; fused (``tiles`` set:
+    :func:`fused_tiles`), patches of ``rows`` first-axis positions, ``tasks`` (image, group,
+    channel tile, patch) of one pass and ``per_task`` channel tiles sharing a task."""
+
+    images: int
+    per_chunk: tuple
+    streams: bool
+    copies: bool
+    tiles: Optional[list] = None
+    rows: int = 0
+    tasks: int = 0
+    per_task: int = 1
+
+    @property
+    def fused(self) -> bool:
+        return self.tiles is not None
+
+
+def task_plan(sch: s_tir.Schedule, cores: int) -> TaskPlan:
+    """The :class:`TaskPlan` of an unscheduled :func:`interleaved_compute` PrimFunc on
+    ``cores`` cores: fused where a task patch fits (:func:`task_patches`), else dense."""
+    tiles, sizes = task_patches(sch)
+    copies = copies_in_tasks(_batch(sch), cores)
+    per_chunk = per_chunk_roles(bool(sizes), copies)
+    images = batch_chunk(sch, per_chunk)
+    streams = _weight_streams(sch)
+    if not sizes:
+        return TaskPlan(images, per_chunk, streams, copies)
+    qext0 = _phase_extents(sch)[0][0]
+    tasks = _tasks(sch, tiles) * images // _batch(sch)  # of one pass
+    rows = patch_rows(sizes, qext0, tasks, cores)
+    tasks = tasks * qext0 // rows
+    per_task = tiles_per_task(_channel_tiles(sch, tiles), tasks, cores, streams, copies)
+    return TaskPlan(images, per_chunk, streams, copies, tiles, rows, tasks, per_task)
 
 
 def patch_sizes(tiles: list, qext, phases: int) -> list:
@@ -459,25 +494,21 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
     (:func:`task_pad_bytes`)."""
     lay, qext = space_layout(spec)
     sch = s_tir.Schedule(interleaved_compute(spec))
-    tiles, sizes = task_patches(sch)
-    streams = _weight_streams(sch)
-    copies = copies_in_tasks(spec.batch, max(1, _cores()))
-    roles = per_chunk_roles(bool(sizes), copies)
-    images = batch_chunk(sch, roles)
+    cores = max(1, _cores())
+    plan = task_plan(sch, cores)
     item = itemsize(spec.dtype)
-    chunk = images * padded_image_elements(spec, lay) * item if "pad" in roles else 0
-    if sizes:
+    chunk = (plan.images * padded_image_elements(spec, lay) * item if "pad" in plan.per_chunk
+             else 0)
+    if plan.fused:
         qext, phases = _phase_extents(sch)
-        tasks, cores = _tasks(sch, tiles) * images // spec.batch, max(1, _cores())
-        rows = patch_rows(sizes, qext[0], tasks, cores)
-        tasks = tasks * qext[0] // rows
+        tiles, rows = plan.tiles, plan.rows
         task = (phases + (tiles[3] is not None)) * task_acc_bytes(tiles, qext, rows)
-        task += task_pad_bytes(spec, qext, rows) if copies else 0
-        per_task = tiles_per_task(_channel_tiles(sch, tiles), tasks, cores, streams, copies)
-        per_core = task * min(tasks // per_task, cores)
+        task += task_pad_bytes(spec, qext, rows) if plan.copies else 0
+        per_core = task * min(plan.tasks // plan.per_task, cores)
     else:
         phases = len(_blocks(sch).get("conv", []))
-        chunk += images * phases * math.prod(_acc_shape(spec, lay, qext)) // spec.batch * item
+        chunk += (plan.images * phases * math.prod(_acc_shape(spec, lay, qext)) // spec.batch
+                  * item)
         per_core = 0
     return (math.prod(lay.packed_shape) - math.prod(spec.weight_shape)) * item + chunk + per_core
 
