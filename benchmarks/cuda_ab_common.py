@@ -83,6 +83,12 @@ def time_torch(fn, reps=50, warmup=10):
     return statistics.median(times)
 
 
+def time_cudnn(spec, x, w) -> float:
+    """Median ms of cuDNN's transposed conv of ``spec`` on torch tensors ``x``, ``w``
+    (:func:`time_torch`; the caller sets the TF32 and benchmark flags)."""
+    return time_torch(lambda: torch_conv(spec, x, w))
+
+
 def build_check_time(row, key, spec, x, w, ref, dev, budget_s):
     """Build ``spec`` as one layer through ``tvm_deconv.build`` (weight constant, no tuning
     logs), check its output against ``ref`` and time it: ``row[key + "_err"]`` and

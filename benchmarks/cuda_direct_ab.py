@@ -80,9 +80,9 @@ def main(argv=None) -> int:
         row = {"layer": name, "batch": int(batch), "gflop": make_plan(spec).useful_flops() / 1e9,
                "chosen_tile": dataclasses.asdict(cuda_direct.choose_tile(spec))}
         with torch.no_grad():
-            row["cudnn_fp32_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))
+            row["cudnn_fp32_ms"] = cuda_ab_common.time_cudnn(spec, xt, wt)
             xh, wh = xt.half(), wt.half()
-            row["cudnn_fp16_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xh, wh))
+            row["cudnn_fp16_ms"] = cuda_ab_common.time_cudnn(spec, xh, wh)
         spec16 = layer.spec(int(batch), dtype="float16")
         strategy.register(strategy.CONV_TRANSPOSE, off)
         run_variant(row, "gemm", spec, x, w, ref, dev)

@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
         ref = cuda_ab_common.torch_conv(spec, xt.double(), wt.double()).cpu().numpy()
         row = {"layer": name, "batch": int(batch),
-               "cudnn_fp32_ms": cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))}
+               "cudnn_fp32_ms": cuda_ab_common.time_cudnn(spec, xt, wt)}
         for form, fields in FORMS.items():
             strategy.register(strategy.CONV_TRANSPOSE, dataclasses.replace(base, **fields))
             ex = tvm_deconv.build(cuda_ab_common.one_layer(spec), "cuda", params={"w": w},

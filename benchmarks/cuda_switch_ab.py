@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         row["tvm_default_ms"] = cuda_ab_common.time_tvm(vm, dev, [x_nd], 0.5)[0]
         torch.backends.cudnn.allow_tf32 = False
         with torch.no_grad():
-            row["cudnn_fp32_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))
+            row["cudnn_fp32_ms"] = cuda_ab_common.time_cudnn(spec, xt, wt)
         for key in ("off", "tvm_default", "cudnn_fp32"):
             if "on_ms" in row and key + "_ms" in row:
                 row["on_vs_" + key] = row[key + "_ms"] / row["on_ms"]

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
             with VARIANTS[variant]():
                 cuda_ab_common.build_check_time(row, variant, spec, x, w, ref, dev, budget_s=0.5)
         with torch.no_grad():
-            row["cudnn_fp16_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))
+            row["cudnn_fp16_ms"] = cuda_ab_common.time_cudnn(spec, xt, wt)
         for variant in args.variants.split(","):
             if variant + "_ms" in row:
                 row[variant + "_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row[variant + "_ms"]

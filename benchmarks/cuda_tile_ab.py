@@ -111,7 +111,7 @@ def main(argv=None) -> int:
             row = {"layer": name, "batch": int(batch), "dtype": dtype,
                    "gflop": make_plan(spec).useful_flops() / 1e9}
             with torch.no_grad():
-                row["cudnn_ms"] = cuda_ab_common.time_torch(lambda: cuda_ab_common.torch_conv(spec, xt, wt))
+                row["cudnn_ms"] = cuda_ab_common.time_cudnn(spec, xt, wt)
             run(row, "base", spec, x, w, ref, dev)
             if not args.no_grid_order:
                 run(row, "phases_fastest", spec, x, w, ref, dev, phases_fastest=True)

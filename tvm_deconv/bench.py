@@ -488,8 +488,14 @@ def _layer_case(layer, batch: int, args, target, threads: int,
                          output_padding=spec.output_padding, dilation=spec.dilation,
                          groups=spec.groups)
     gpu = "gpu" in target.keys
-    case = Case(layer.name, batch, make_plan(spec).useful_flops(),
-                lambda: conv_transpose_reference(data, weight, spec), tolerance(spec.dtype),
+    if gpu:
+        from . import bench_gpu  # pylint: disable=import-outside-toplevel
+
+        reference = lambda: bench_gpu.gpu_reference(spec, data, weight)  # noqa: E731
+    else:
+        reference = lambda: conv_transpose_reference(data, weight, spec)  # noqa: E731
+    case = Case(layer.name, batch, make_plan(spec).useful_flops(), reference,
+                tolerance(spec.dtype),
                 extra={"workspace_bytes": _workspace(spec, target), "dtype": dtype})
     # On GPUs MetaSchedule's stock rules yield no valid candidate of the decomposed compute
     # (VerifyGPUCode rejects their shared-memory window of the strided taps), so the budget
@@ -498,9 +504,6 @@ def _layer_case(layer, batch: int, args, target, threads: int,
     _common_impls(case, mod, {"w": weight}, [data], args, target,
                   lambda: make_tasks([spec], target, spaces))
     if gpu:
-        from . import bench_gpu  # pylint: disable=import-outside-toplevel
-
-        case.reference = lambda: bench_gpu.gpu_reference(spec, data, weight)
         case.peers, case.on_cpu = bench_gpu.GPU_PEERS, False
         bench_gpu.add_cudnn_impls(case, spec, data, weight)
         return case
@@ -771,8 +774,9 @@ def round_robin(prepared: dict, repeat: int, min_repeat_ms: float,
     per round, so that load from other jobs on a shared machine falls on all of them alike.
     Each repeat starts after a ``settle_s`` pause (:data:`SETTLE_S`; GPU rows: none): the
     previous implementation's thread pool (OpenMP, ORT's, TVM's) spins for a while after its
-    last run, and on 2 cores those spinning threads halved the next implementation's speed.  An implementation that raises
-    is reported to ``on_error`` and dropped (without ``on_error`` the exception propagates)."""
+    last run, and on 2 cores those spinning threads halved the next implementation's speed.
+    An implementation that raises is reported to ``on_error`` and dropped (without
+    ``on_error`` the exception propagates)."""
     samples: dict = {name: [] for name in prepared}
     for _ in range(repeat):
         for name, prep in prepared.items():
@@ -931,7 +935,8 @@ def markdown_table(rows: list[dict], impls: list[str], suite: str, tune_trials: 
     for row in rows:
         entries = [row["impls"].get(i, {}) for i in impls]
         ours = row["impls"].get("ours", {})
-        cells = ([row["name"], str(row["batch"])] + ([row.get("dtype", "float32")] if dtyped else [])
+        cells = ([row["name"], str(row["batch"])]
+                 + ([row.get("dtype", "float32")] if dtyped else [])
                  + [_fmt_ms(e) for e in entries])
         cells.append(f"{ours['gflops']:.1f}" if "gflops" in ours else "-")
         if sgemm_peak:

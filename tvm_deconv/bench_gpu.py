@@ -95,15 +95,23 @@ def cudnn_prepared(spec: ConvTransposeSpec, data: np.ndarray, weight: np.ndarray
     torch = _torch()
     x, w = torch.from_numpy(data).cuda(), torch.from_numpy(weight).cuda()
 
-    def call():
+    def configured():
+        """PyTorch's global cuDNN flags for this column (the other cuDNN column of a row
+        runs in between, round-robin), set once per run or timing, not in the timed calls."""
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
-        with torch.no_grad():
-            return torch_conv_transpose(spec, x, w)
+        return lambda: torch_conv_transpose(spec, x, w)
 
-    return Prepared(lambda: call().cpu().numpy(),
-                    lambda repeat, min_ms: _time_cuda(call, repeat, min_ms))
+    def run():
+        with torch.no_grad():
+            return configured()().cpu().numpy()
+
+    def timer(repeat, min_ms):
+        with torch.no_grad():
+            return _time_cuda(configured(), repeat, min_ms)
+
+    return Prepared(run, timer)
 
 
 def add_cudnn_impls(case, spec: ConvTransposeSpec, data: np.ndarray,

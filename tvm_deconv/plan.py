@@ -15,7 +15,6 @@ pass, the benchmarks and the tests all read the plan instead of re-deriving the 
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
 import math
 from dataclasses import dataclass
