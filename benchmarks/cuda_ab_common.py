@@ -89,12 +89,14 @@ def time_cudnn(spec, x, w) -> float:
     return time_torch(lambda: torch_conv(spec, x, w))
 
 
-def build_check_time(row, key, spec, x, w, ref, dev, budget_s):
+def build_check_time(row, key, spec, x, w, ref, dev, budget_s, decompose=True):
     """Build ``spec`` as one layer through ``tvm_deconv.build`` (weight constant, no tuning
-    logs), check its output against ``ref`` and time it: ``row[key + "_err"]`` and
-    ``row[key + "_ms"]``, or ``row[key + "_error"]`` where it fails."""
+    logs; ``decompose=False``: TVM's default lowering), check its output against ``ref`` and
+    time it: ``row[key + "_err"]`` and ``row[key + "_ms"]``, or ``row[key + "_error"]`` where
+    it fails."""
     try:
-        ex = tvm_deconv.build(one_layer(spec), "cuda", params={"w": w}, tuning_logs=False)
+        ex = tvm_deconv.build(one_layer(spec), "cuda", params={"w": w}, tuning_logs=False,
+                              decompose=decompose)
         vm = relax.VirtualMachine(ex, dev)
         x_nd = tvm.runtime.tensor(x, dev)
         out = vm["main"](x_nd).numpy().astype("float64")

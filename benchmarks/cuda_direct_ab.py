@@ -53,7 +53,8 @@ def run_variant(row, key, spec, x, w, ref, dev):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", help="comma-separated layer:batch")
-    parser.add_argument("--tiles", default=DEFAULT_TILES, help="vy x vx x ty x tx, comma-sep")
+    parser.add_argument("--tiles", default=DEFAULT_TILES,
+                        help="vy x vx x ty x tx [x kz], comma-separated")
     parser.add_argument("--max-out-channels", type=int, default=4)
     parser.add_argument("--no-fp16", action="store_true")
     parser.add_argument("--out", default="cuda_direct_ab.json")

@@ -1,18 +1,20 @@
 """A CUDA rule switched on and off, side by side, per layer (device).
 
     source .dev/setup.sh && python3 benchmarks/cuda_switch_ab.py single_pixel \\
-        dcgan_100_512_k4s1:1,dcgan_100_512_k4s1:64 --out $OUT/single-pixel-ab.json
+        dcgan_100_512_k4s1:1,dcgan_100_512_k4s1:64 --dtype float16 --out $OUT/single-pixel-ab.json
     source .dev/setup.sh && python3 benchmarks/cuda_switch_ab.py split_k \\
         pose_2048_256_k4s2:1,dcgan_512_256_k4s2:1 --out $OUT/split-k-ab.json
 
-Switches: ``single_pixel`` (1-pixel inputs as a dlight GEMM / GEMV, ``gpu.single_pixel``; off:
-the implicit GEMM ``cuda.decomposed``), ``split_k`` (the phase-batched kernel's input-channel
-slices, :func:`~tvm_deconv.schedules.cuda.split_k`; off: one slice), both shipped on, and
-``padded_taps`` (ragged layers as phase-batched ones with zero taps, ``cuda.padded_taps``,
-shipped for float16 only: on here is float32 through it; off: the per-phase kernels).  Per case
-``layer:batch``: ``on`` and ``off``, TVM's default lowering, and cuDNN fp32 (TF32 off) through
-torch, all float32, in one process.  Every TVM output is checked against torch float64 first
-(``cuda_ab_common.build_check_time``).
+Switches (``on`` / ``off``): ``single_pixel`` (1-pixel inputs as a dlight GEMM / GEMV,
+``gpu.single_pixel`` / the implicit GEMM ``cuda.decomposed``), ``split_k`` (the phase-batched
+FFMA kernel's input-channel slices, :func:`~tvm_deconv.schedules.cuda.split_k` / one slice),
+``padded_taps`` (ragged layers as phase-batched ones with zero taps, ``cuda.padded_taps`` at
+any batch / the per-phase kernels) and ``split_k_over_tensor_cores`` (float16 with many
+split-K slices on the split FFMA kernel / on the tensor cores,
+:data:`~tvm_deconv.schedules.cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES`).  Per case ``layer:batch``, in
+``--dtype``: ``on`` and ``off``, TVM's default lowering, and cuDNN (TF32 off, benchmark mode)
+through torch, in one process; ``shipped`` names what the package picks.  Every TVM output is
+checked against torch float64 first (``cuda_ab_common.build_check_time``).
 """
 
 from __future__ import annotations
@@ -29,13 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cuda_ab_common  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
-from tvm import relax  # noqa: E402
 
 import tvm_deconv  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
 from tvm_deconv.schedules import cuda as cuda_sched  # noqa: E402
-from tvm_deconv.schedules import cuda_padded_taps  # noqa: E402
-from tvm_deconv.testing import relative_error  # noqa: E402
+from tvm_deconv.schedules import cuda_padded_taps, cuda_tensorcore  # noqa: E402
 
 
 def single_pixel_off():
@@ -53,48 +53,69 @@ def split_k_off():
 
 
 @contextlib.contextmanager
-def padded_taps_float32_on():
-    shipped = cuda_padded_taps.PADDED_TAPS_DTYPES
-    cuda_padded_taps.PADDED_TAPS_DTYPES = shipped + ("float32",)
+def padded_taps_any_batch():
+    shipped = cuda_padded_taps.PADDED_TAPS_MAX_BATCH
+    cuda_padded_taps.PADDED_TAPS_MAX_BATCH = dict.fromkeys(shipped)
     try:
         yield
     finally:
-        cuda_padded_taps.PADDED_TAPS_DTYPES = shipped
+        cuda_padded_taps.PADDED_TAPS_MAX_BATCH = shipped
 
 
-# name: (the context that flips the rule, whether it is shipped on for these float32 cases)
-SWITCHES = {"single_pixel": (single_pixel_off, True), "split_k": (split_k_off, True),
-            "padded_taps": (padded_taps_float32_on, False)}
+def padded_taps_off():
+    return strategy.declining(strategy.CONV_TRANSPOSE, "cuda.padded_taps")
+
+
+@contextlib.contextmanager
+def tensor_cores_over_split_k():
+    shipped = cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES
+    cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES = 1 << 30
+    try:
+        yield
+    finally:
+        cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES = shipped
+
+
+# name: (the context that turns the rule on, the one that turns it off) for these cases
+SWITCHES = {
+    "single_pixel": (contextlib.nullcontext, single_pixel_off),
+    "split_k": (contextlib.nullcontext, split_k_off),
+    "padded_taps": (padded_taps_any_batch, padded_taps_off),
+    "split_k_over_tensor_cores": (contextlib.nullcontext, tensor_cores_over_split_k),
+}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("switch", choices=sorted(SWITCHES))
     parser.add_argument("cases", help="comma-separated layer:batch")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    parser.add_argument("--no-tvm-default", action="store_true")
     parser.add_argument("--out", default="cuda_switch_ab.json")
     args = parser.parse_args(argv)
     dev, rows = tvm.cuda(0), []
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
     for case in args.cases.split(","):
         name, batch = case.split(":")
-        spec = zoo.get(name).spec(int(batch))
+        spec = zoo.get(name).spec(int(batch), dtype=args.dtype)
         x, w, xt, wt, ref = cuda_ab_common.random_case(spec)
-        row = {"switch": args.switch, "layer": name, "batch": int(batch),
-               "picked": strategy.select(strategy.CONV_TRANSPOSE, spec,
-                                         tvm_deconv.resolve_target("cuda")).implementation.name,
+        row = {"switch": args.switch, "layer": name, "batch": int(batch), "dtype": args.dtype,
+               "shipped": strategy.select(strategy.CONV_TRANSPOSE, spec,
+                                          tvm_deconv.resolve_target("cuda")).implementation.name,
                "split_k": cuda_sched.split_k(spec)}
-        flip, shipped_on = SWITCHES[args.switch]
-        for key in ("on", "off"):
-            with flip() if (key == "on") != shipped_on else contextlib.nullcontext():
+        for key, turn in zip(("on", "off"), SWITCHES[args.switch]):
+            with turn():
+                row[key + "_picked"] = strategy.select(
+                    strategy.CONV_TRANSPOSE, spec,
+                    tvm_deconv.resolve_target("cuda")).implementation.name
                 cuda_ab_common.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.5)
-        ex = tvm_deconv.build(cuda_ab_common.one_layer(spec), "cuda", params={"w": w},
-                              decompose=False)
-        vm, x_nd = relax.VirtualMachine(ex, dev), tvm.runtime.tensor(x, dev)
-        row["tvm_default_err"] = relative_error(vm["main"](x_nd).numpy(), ref)
-        row["tvm_default_ms"] = cuda_ab_common.time_tvm(vm, dev, [x_nd], 0.5)[0]
-        torch.backends.cudnn.allow_tf32 = False
+        if not args.no_tvm_default:
+            cuda_ab_common.build_check_time(row, "tvm_default", spec, x, w, ref, dev,
+                                            budget_s=0.5, decompose=False)
         with torch.no_grad():
-            row["cudnn_fp32_ms"] = cuda_ab_common.time_cudnn(spec, xt, wt)
-        for key in ("off", "tvm_default", "cudnn_fp32"):
+            row["cudnn_ms"] = cuda_ab_common.time_cudnn(spec, xt, wt)
+        for key in ("off", "tvm_default", "cudnn"):
             if "on_ms" in row and key + "_ms" in row:
                 row["on_vs_" + key] = row[key + "_ms"] / row["on_ms"]
         rows.append(row)

@@ -16,8 +16,8 @@ from .cuda_padded_taps import (padded_taps_compute, padded_taps_pack, supports_c
                                workspace_bytes as padded_taps_workspace_bytes)
 from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cuda_direct
 from .generic_cpu import schedule_generic_cpu
-from .single_pixel import (schedule_single_pixel, single_pixel_compute, supports_gpu_single_pixel,
-                           supports_single_pixel)
+from .single_pixel import (gpu_single_pixel_compute, schedule_single_pixel, single_pixel_compute,
+                           supports_gpu_single_pixel, supports_single_pixel)
 from .x86 import schedule_x86, supports_x86, workspace_bytes, x86_compute, x86_pack
 from . import x86_dilated, x86_positions
 from . import x86_interleaved, x86_phase_tile
@@ -68,7 +68,7 @@ register(CONV_TRANSPOSE, Implementation(
 # A 1-pixel input (DCGAN's projection) is a plain GEMM / GEMV: dlight's rules schedule it.
 register(CONV_TRANSPOSE, Implementation(
     name="gpu.single_pixel", target_keys=("cuda", "gpu"), priority=25,
-    compute=single_pixel_compute, schedule=None, predicate=supports_gpu_single_pixel))
+    compute=gpu_single_pixel_compute, schedule=None, predicate=supports_gpu_single_pixel))
 # Ragged layers with zero taps added, so the phase-batched kernel (and for float16 the tensor
 # cores) takes them (schedules/cuda_padded_taps.py).
 register(CONV_TRANSPOSE, Implementation(

@@ -79,7 +79,7 @@ def cuda_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     fused into it.  float16 calls that :func:`~.cuda_tensorcore.tensor_core_reason` accepts
     get the same phase-batched GEMM in the tensor-core form (WMMA, float32 accumulators)."""
     if uses_phase_batched_kernel(spec):
-        if spec.dtype == "float16" and cuda_tensorcore.uses_tensor_cores(spec):
+        if uses_tensor_core_kernel(spec):
             return cuda_tensorcore.tensor_core_conv_transpose(spec)
         return phase_batched_conv_transpose(spec, split_k=split_k(spec))
     return decomposed_conv_transpose(spec, packed_weight=_per_phase_packed(spec)).with_attr(
@@ -279,10 +279,20 @@ MIN_SPLIT_CHANNELS = 32
 MIN_SPLIT_DEPTH = 128
 # Measured on 32-512 output channels; layers with fewer (DCGAN 64->3) are not split.
 MIN_SPLIT_OUT_CHANNELS = 16
+# Input dtypes split-K serves (the partial sums are float32 either way).
+SPLIT_K_DTYPES = ("float32", "float16")
+
+
+def uses_tensor_core_kernel(spec: ConvTransposeSpec) -> bool:
+    """Whether the phase-batched ``spec`` runs on the tensor cores: float16 where
+    :func:`~.cuda_tensorcore.tensor_core_reason` accepts it, given the slices :func:`split_k`
+    would cut (the tensor-core kernel has no split-K form)."""
+    return spec.dtype == "float16" and cuda_tensorcore.uses_tensor_cores(
+        spec, split_k_slices=split_k(spec))
 
 
 def split_k(spec: ConvTransposeSpec, num_sms: int = 132) -> int:
-    """Slices of the input channels (split-K) for the float32 phase-batched kernel: where its
+    """Slices of the input channels (split-K) for the FFMA phase-batched kernel: where its
     start tile (:data:`START_TILE`) leaves fewer thread blocks than SMs (batch 1, few output
     pixels, long K: pose 2048->256 on 8x6 makes 8 blocks), the smallest power of two that
     fills the chip (each slice >= :data:`MIN_SPLIT_CHANNELS` channels and
@@ -292,7 +302,8 @@ def split_k(spec: ConvTransposeSpec, num_sms: int = 132) -> int:
     DCGAN 512->256 4.4x, 1.1-2.0x the other batch-1 layers and DCGAN 512->256 at batch 64
     (``benchmarks/cuda_switch_ab.py split_k``).  The partial sums go through global memory
     once, summed by a second kernel that runs the fused epilogue."""
-    if spec.groups != 1 or spec.dtype != "float32" or spec.out_channels < MIN_SPLIT_OUT_CHANNELS:
+    if (spec.groups != 1 or spec.dtype not in SPLIT_K_DTYPES
+            or spec.out_channels < MIN_SPLIT_OUT_CHANNELS):
         return 1
     plan = make_plan(spec)
     nd = spec.ndim
@@ -314,7 +325,8 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
     """Extra global memory of :func:`cuda_compute`: split-K's partial sums (the float32
     output once per input-channel slice).  The padded input is read through the shared-memory
     copies, the accumulators are registers, and the packed weight replaces the weight."""
-    slices = split_k(spec) if uses_phase_batched_kernel(spec) else 1
+    slices = (split_k(spec) if uses_phase_batched_kernel(spec)
+              and not uses_tensor_core_kernel(spec) else 1)
     if slices == 1:
         return 0
     return slices * math.prod(spec.out_shape) * 4

@@ -30,6 +30,7 @@ emulated thread then stages the whole window for itself, which is redundant but 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -64,13 +65,20 @@ SHARED_BYTES = 40 * 1024
 @dataclass(frozen=True)
 class DirectTile:
     """Per-thread positions ``vy x vx`` of the phase grid, threads ``ty x tx`` per block,
-    ``ck`` input channels per K step."""
+    ``ck`` input channels per K step, shared by ``kz`` groups of threads (``threadIdx.z``:
+    each group the same positions, every ``kz``-th staged channel; summed through shared
+    memory at the end)."""
 
     vy: int
     vx: int
     ty: int
     tx: int
     ck: int
+    kz: int = 1
+
+    @property
+    def threads(self) -> int:
+        return self.kz * self.ty * self.tx
 
 
 @dataclass(frozen=True)
@@ -104,11 +112,21 @@ def _taps_per_channel(spec: ConvTransposeSpec) -> int:
     return make_plan(spec).tap_offsets()[1]
 
 
+def _accumulators(spec: ConvTransposeSpec, tile: DirectTile) -> int:
+    """Accumulators per thread: every live phase x channel of the group x position."""
+    return len(_live_phases(spec)) * spec.out_per_group * tile.vy * tile.vx
+
+
+def _live_phases(spec: ConvTransposeSpec) -> list:
+    return [ph for ph in make_plan(spec).phases() if not ph.is_empty]
+
+
 def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
     geo = _geometry(spec)
     window = (tile.ty * tile.vy + geo.halo[0]) * (tile.tx * tile.vx + geo.halo[1])
-    return (tile.ck * (window + _taps_per_channel(spec) * spec.out_per_group)
-            * itemsize(accumulate_dtype(spec)))
+    staged = tile.ck * (window + _taps_per_channel(spec) * spec.out_per_group)
+    partials = tile.threads * _accumulators(spec, tile) if tile.kz > 1 else 0
+    return (staged + partials) * itemsize(accumulate_dtype(spec))
 
 
 # Positions per thread (vy, vx) and threads (ty, tx) before fitting.  Measured on the H200
@@ -116,6 +134,11 @@ def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
 # threads 0.61 / 0.52 ms, 2x2 0.60 / 0.58, 2x4 0.74 / 0.76, 1x1 1.1 / 1.0.  At batch 1 the
 # grid shrinks it to 1x1 on 4x16 threads (256 blocks): 0.027 / 0.053 ms.
 START_TILE = (1, 2, 8, 16)
+# Where the grid leaves fewer than MIN_THREADS_PER_SM threads per SM (batch 1: 256 blocks of
+# 64 threads, latency-bound), up to MAX_CHANNEL_GROUPS thread groups split each K step's
+# channels (DirectTile.kz).
+MIN_THREADS_PER_SM = 512
+MAX_CHANNEL_GROUPS = 4
 
 
 def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
@@ -149,19 +172,26 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
             ty, tx = (ty // 2, tx) if ty >= 2 else (ty, tx // 2)
         else:
             break
-    return with_channel_step(spec, vy, vx, ty, tx)
+    kz = 1
+    while kz < MAX_CHANNEL_GROUPS and blocks() * ty * tx * kz < num_sms * MIN_THREADS_PER_SM:
+        kz *= 2
+    return with_channel_step(spec, vy, vx, ty, tx, kz)
 
 
-def with_channel_step(spec: ConvTransposeSpec, vy: int, vx: int, ty: int, tx: int
-                      ) -> DirectTile:
-    """The tile with ``ck``: the largest divisor of the input channels per group (at most 8)
-    whose staged window and weights fit :data:`SHARED_BYTES` (else 1)."""
+def with_channel_step(spec: ConvTransposeSpec, vy: int, vx: int, ty: int, tx: int,
+                      kz: int = 1) -> DirectTile:
+    """The tile with ``ck``: the largest divisor of the input channels per group (at most 8,
+    a multiple of ``kz``) whose staged window, weights and partial sums fit
+    :data:`SHARED_BYTES`; else fewer channel groups ``kz``, down to 1 (and ``ck`` 1)."""
     ipg = spec.in_per_group
-    for ck in range(min(8, ipg), 0, -1):
-        tile = DirectTile(vy, vx, ty, tx, ck)
-        if ipg % ck == 0 and _shared_bytes(spec, tile) <= SHARED_BYTES:
-            return tile
-    return DirectTile(vy, vx, ty, tx, 1)
+    while True:
+        for ck in range(min(8, ipg), 0, -1):
+            tile = DirectTile(vy, vx, ty, tx, ck, kz)
+            if ipg % ck == 0 and ck % kz == 0 and _shared_bytes(spec, tile) <= SHARED_BYTES:
+                return tile
+        if kz == 1:
+            return DirectTile(vy, vx, ty, tx, 1)
+        kz //= 2
 
 
 def supports_cuda_direct(spec: ConvTransposeSpec, target: Target) -> str | None:
@@ -198,29 +228,31 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
     offsets, ntaps = plan.tap_offsets()
     acc_dtype = accumulate_dtype(spec)
     shared, local = ("shared", "local") if bind else ("global", "global")
-    vy, vx, ty_n, tx_n, ck = tile.vy, tile.vx, tile.ty, tile.tx, tile.ck
+    vy, vx, ty_n, tx_n, ck, kz = tile.vy, tile.vx, tile.ty, tile.tx, tile.ck, tile.kz
     by_n = -(-geo.grid[0] // (ty_n * vy))
     bx_n = -(-geo.grid[1] // (tx_n * vx))
     win = (ty_n * vy + geo.halo[0], tx_n * vx + geo.halo[1])
     patch = (vy + geo.halo[0], vx + geo.halo[1])
     opg, ipg, groups = spec.out_per_group, spec.in_per_group, spec.groups
-    phases = [ph for ph in plan.phases() if not ph.is_empty]
-    nthreads = ty_n * tx_n
+    phases = _live_phases(spec)
+    nacc = _accumulators(spec, tile)
+    nthreads = tile.threads
     sp = spec.spatial_axes
     zero = tirx.const(0, acc_dtype)
 
     def cooperative(total: int, body) -> None:
         """``body(e)`` for e in range(total), spread over the block's threads."""
         with T.serial(_i64(-(-total // nthreads))) as f:
-            with _loop(ty_n, "threadIdx.y", bind) as cty:
-                with _loop(tx_n, "threadIdx.x", bind) as ctx:
-                    e = f * _i64(nthreads) + cty * _i64(tx_n) + ctx
-                    if total % nthreads:
-                        with T.If(e < _i64(total)):
-                            with T.Then():
-                                body(e)
-                    else:
-                        body(e)
+            with _loop(ty_n, "threadIdx.y", bind) as cty, \
+                    _loop(tx_n, "threadIdx.x", bind) as ctx, \
+                    _loop(kz, "threadIdx.z", bind) as ctz:
+                e = f * _i64(nthreads) + (ctz * _i64(ty_n) + cty) * _i64(tx_n) + ctx
+                if total % nthreads:
+                    with T.If(e < _i64(total)):
+                        with T.Then():
+                            body(e)
+                else:
+                    body(e)
 
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
@@ -241,50 +273,77 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                         _loop(bx_n, "blockIdx.x", bind) as bx, \
                         _loop(ty_n, "threadIdx.y", bind) as ty, \
                         _loop(tx_n, "threadIdx.x", bind) as tx:
-                    n = tirx.floordiv(bz, _i64(groups)) if groups > 1 else bz
-                    g = tirx.floormod(bz, _i64(groups)) if groups > 1 else _i64(0)
-                    q0 = (by * _i64(ty_n * vy), bx * _i64(tx_n * vx))
-                    acc = T.alloc_buffer([_i64(len(phases) * opg * vy * vx)], acc_dtype,
-                                         scope=local)
-                    xs = T.alloc_buffer([_i64(ck), _i64(win[0]), _i64(win[1])], acc_dtype,
-                                        scope=shared)
-                    ws = T.alloc_buffer([_i64(ck), _i64(ntaps), _i64(opg)], acc_dtype,
-                                        scope=shared)
-                    xr = T.alloc_buffer([_i64(patch[0]), _i64(patch[1])], acc_dtype,
-                                        scope=local)
-                    with T.unroll(_i64(len(phases) * opg * vy * vx)) as i:
-                        T.buffer_store(acc, zero, [i])
-                    with T.serial(_i64(ipg // ck)) as ko:
-                        def stage_input(e):
-                            c = tirx.floordiv(e, _i64(win[0] * win[1]))
-                            wy = tirx.floormod(tirx.floordiv(e, _i64(win[1])), _i64(win[0]))
-                            wx = tirx.floormod(e, _i64(win[1]))
-                            iy = q0[0] + _i64(geo.lo[0]) + wy
-                            ix = q0[1] + _i64(geo.lo[1]) + wx
-                            ic = g * _i64(ipg) + ko * _i64(ck) + c
-                            src = data[tuple(_index(spec.data_layout, {
-                                "N": n, "C": ic, sp[0]: iy, sp[1]: ix}))]
-                            inside = tirx.all(iy >= _i64(0), iy < _i64(spec.in_size[0]),
-                                              ix >= _i64(0), ix < _i64(spec.in_size[1]))
-                            T.buffer_store(xs, tirx.if_then_else(
-                                inside, src.astype(acc_dtype), zero), [c, wy, wx])
+                    # Allocated outside the threadIdx.z loop: on the CPU (serial loops) the
+                    # last channel group then finds every group's partial sums in it.
+                    partials = T.alloc_buffer([_i64(kz), _i64(nacc), _i64(ty_n * tx_n)],
+                                              acc_dtype, scope=shared) if kz > 1 else None
+                    with _loop(kz, "threadIdx.z", bind) as tz:
+                        n = tirx.floordiv(bz, _i64(groups)) if groups > 1 else bz
+                        g = tirx.floormod(bz, _i64(groups)) if groups > 1 else _i64(0)
+                        q0 = (by * _i64(ty_n * vy), bx * _i64(tx_n * vx))
+                        acc = T.alloc_buffer([_i64(nacc)], acc_dtype, scope=local)
+                        xs = T.alloc_buffer([_i64(ck), _i64(win[0]), _i64(win[1])], acc_dtype,
+                                            scope=shared)
+                        ws = T.alloc_buffer([_i64(ck), _i64(ntaps), _i64(opg)], acc_dtype,
+                                            scope=shared)
+                        xr = T.alloc_buffer([_i64(patch[0]), _i64(patch[1])], acc_dtype,
+                                            scope=local)
+                        with T.unroll(_i64(nacc)) as i:
+                            T.buffer_store(acc, zero, [i])
+                        with T.serial(_i64(ipg // ck)) as ko:
+                            def stage_input(e):
+                                c = tirx.floordiv(e, _i64(win[0] * win[1]))
+                                wy = tirx.floormod(tirx.floordiv(e, _i64(win[1])),
+                                                   _i64(win[0]))
+                                wx = tirx.floormod(e, _i64(win[1]))
+                                iy = q0[0] + _i64(geo.lo[0]) + wy
+                                ix = q0[1] + _i64(geo.lo[1]) + wx
+                                ic = g * _i64(ipg) + ko * _i64(ck) + c
+                                src = data[tuple(_index(spec.data_layout, {
+                                    "N": n, "C": ic, sp[0]: iy, sp[1]: ix}))]
+                                inside = tirx.all(iy >= _i64(0), iy < _i64(spec.in_size[0]),
+                                                  ix >= _i64(0), ix < _i64(spec.in_size[1]))
+                                T.buffer_store(xs, tirx.if_then_else(
+                                    inside, src.astype(acc_dtype), zero), [c, wy, wx])
 
-                        def stage_weight(e):
-                            c = tirx.floordiv(e, _i64(ntaps * opg))
-                            t = tirx.floormod(tirx.floordiv(e, _i64(opg)), _i64(ntaps))
-                            o = tirx.floormod(e, _i64(opg))
-                            ic = g * _i64(ipg) + ko * _i64(ck) + c
-                            T.buffer_store(ws, weight[t, ic, o].astype(acc_dtype), [c, t, o])
+                            def stage_weight(e):
+                                c = tirx.floordiv(e, _i64(ntaps * opg))
+                                t = tirx.floormod(tirx.floordiv(e, _i64(opg)), _i64(ntaps))
+                                o = tirx.floormod(e, _i64(opg))
+                                ic = g * _i64(ipg) + ko * _i64(ck) + c
+                                T.buffer_store(ws, weight[t, ic, o].astype(acc_dtype),
+                                               [c, t, o])
 
-                        cooperative(ck * win[0] * win[1], stage_input)
-                        cooperative(ck * ntaps * opg, stage_weight)
-                        with T.serial(_i64(ck)) as c:
-                            with T.unroll(_i64(patch[0])) as py, T.unroll(_i64(patch[1])) as px:
-                                T.buffer_store(xr, xs[c, ty * _i64(vy) + py, tx * _i64(vx) + px],
-                                               [py, px])
-                            _phase_fmas(phases, offsets, geo, tile, opg, acc, xr, ws, c)
-                    _store(spec, phases, geo, tile, acc, out, n, g, q0, ty, tx)
+                            cooperative(ck * win[0] * win[1], stage_input)
+                            cooperative(ck * ntaps * opg, stage_weight)
+                            with T.serial(_i64(ck // kz)) as cg:
+                                c = cg * _i64(kz) + tz if kz > 1 else cg
+                                with T.unroll(_i64(patch[0])) as py, \
+                                        T.unroll(_i64(patch[1])) as px:
+                                    T.buffer_store(xr, xs[c, ty * _i64(vy) + py,
+                                                          tx * _i64(vx) + px], [py, px])
+                                _phase_fmas(phases, offsets, geo, tile, opg, acc, xr, ws, c)
+                        if kz > 1:
+                            _sum_channel_groups(acc, partials, tz, ty * _i64(tx_n) + tx, kz,
+                                                nacc)
+                            with T.If(tz == _i64(kz - 1)):
+                                with T.Then():
+                                    _store(spec, phases, geo, tile, acc, out, n, g, q0, ty, tx)
+                        else:
+                            _store(spec, phases, geo, tile, acc, out, n, g, q0, ty, tx)
     return builder.get()
+
+
+def _sum_channel_groups(acc, partials, tz, thread, kz: int, nacc: int) -> None:
+    """Every channel group's ``acc`` into ``partials``; the last group's ``acc`` becomes
+    their sum (TVM syncs the block between the writes and the reads of shared memory)."""
+    with T.unroll(_i64(nacc)) as i:
+        T.buffer_store(partials, acc[i], [tz, i, thread])
+    with T.If(tz == _i64(kz - 1)):
+        with T.Then():
+            with T.unroll(_i64(nacc)) as i:
+                T.buffer_store(acc, functools.reduce(
+                    lambda a, b: a + b, [partials[z, i, thread] for z in range(kz)]), [i])
 
 
 def _phase_fmas(phases, offsets, geo, tile, opg, acc, xr, ws, c) -> None:

@@ -31,9 +31,12 @@ from .cuda import workspace_bytes as batched_workspace_bytes
 
 # Multiply-adds of the padded conv over the original's, at most.
 MAX_ZERO_TAP_RATIO = 2.0
-# The dtypes it takes.  float32 keeps the exact per-phase kernels (their MACs are all useful);
-# float16 had no kernel of ours for ragged layers before.
-PADDED_TAPS_DTYPES = ("float16",)
+# The dtypes it takes, each up to a batch (None: any).  float16 had no kernel of ours for
+# ragged layers before.  float32 at batch 1: on the H100 CycleGAN 256->128 / 128->64 ran
+# 0.122 / 0.125 ms this way, 0.168 / 0.135 ms in the exact per-phase kernels (their few
+# thread blocks per phase leave SMs idle), but at batch 64 0.63x those (the zero taps' MACs
+# cost more than the chip they fill); benchmarks/results/h100-padded-taps-ab-s20.json.
+PADDED_TAPS_MAX_BATCH = {"float16": None, "float32": 1}
 
 
 def zero_tap_ratio(spec: ConvTransposeSpec) -> float:
@@ -46,9 +49,13 @@ def supports_cuda_padded_taps(spec: ConvTransposeSpec, target: Target) -> str | 
     why = supports_dtype(spec, target)
     if why is not None:
         return why
-    if spec.out_dtype not in PADDED_TAPS_DTYPES:
+    if spec.out_dtype not in PADDED_TAPS_MAX_BATCH:
         return (f"{spec.out_dtype}: the per-phase kernels run ragged layers without zero taps "
-                f"(padded taps serve {', '.join(PADDED_TAPS_DTYPES)})")
+                f"(padded taps serve {', '.join(PADDED_TAPS_MAX_BATCH)})")
+    max_batch = PADDED_TAPS_MAX_BATCH[spec.out_dtype]
+    if max_batch is not None and spec.batch > max_batch:
+        return (f"{spec.out_dtype} at batch {spec.batch} > {max_batch}: the exact per-phase "
+                "kernels fill the chip, and zero taps would only add multiply-adds")
     if make_plan(spec).phase_batched:
         return "the phases are alike already: no taps to add"
     padded = stride_multiple_kernel(spec)

@@ -57,6 +57,11 @@ logger = logging.getLogger("tvm_deconv")
 # "gemm", "store".
 TC_ANNOTATION = "tvm_deconv.tensor_core"
 MMA = 16  # the WMMA fragment edge (m = n = k = 16)
+# float16 calls that the FFMA kernel would split into at least this many K slices (batch 1,
+# few output pixels, long K) take it instead: at batch 1 the tensor-core kernel's few thread
+# blocks ran pose 2048->256 at 0.113 ms and DCGAN 512->256 at 0.030 ms on the H100, where
+# the split float32 kernel ran 0.044 / 0.012 ms (benchmarks/results/h100-zoo-b1-s20.json).
+SPLIT_K_OVER_TENSOR_CORES = 8
 
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
 # Grid order: ``None`` for :func:`~.cuda.phases_fastest`'s rule, True / False to force it.
@@ -128,8 +133,10 @@ def _sm_version(target: Target | None) -> int:
     return int(digits) if digits else 0
 
 
-def tensor_core_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str | None:
-    """``None`` where the tensor-core path takes ``spec``, else why it does not."""
+def tensor_core_reason(spec: ConvTransposeSpec, target: Target | None = None,
+                       split_k_slices: int = 1) -> str | None:
+    """``None`` where the tensor-core path takes ``spec``, else why it does not.
+    ``split_k_slices``: the split-K slices the FFMA kernel would run it with."""
     if spec.dtype != "float16":
         return f"dtype {spec.dtype} (tensor cores: float16 in, float32 accumulators)"
     if spec.out_dtype not in ("float16", "float32"):
@@ -148,17 +155,21 @@ def tensor_core_reason(spec: ConvTransposeSpec, target: Target | None = None) ->
                         ("taps per phase x input channels", g.reduce)):
         if value % MMA:
             return f"{what} = {value} is not a multiple of {MMA}"
+    if split_k_slices >= SPLIT_K_OVER_TENSOR_CORES:
+        return (f"its grid is short and the FFMA kernel splits K into {split_k_slices} slices "
+                f"(>= {SPLIT_K_OVER_TENSOR_CORES}), which has no tensor-core form")
     return None
 
 
 _LOGGED: set = set()  # (spec, reason) already logged: one line per call, not per build step
 
 
-def uses_tensor_cores(spec: ConvTransposeSpec, target: Target | None = None) -> bool:
+def uses_tensor_cores(spec: ConvTransposeSpec, target: Target | None = None,
+                      split_k_slices: int = 1) -> bool:
     """Whether :func:`~.cuda.cuda_compute` gives ``spec`` the tensor-core compute
     (:func:`tensor_core_reason`); logs why not for float16 calls that fall back to the FFMA
     kernel."""
-    why = tensor_core_reason(spec, target)
+    why = tensor_core_reason(spec, target, split_k_slices)
     if why is not None and spec.dtype == "float16" and (spec, why) not in _LOGGED:
         _LOGGED.add((spec, why))
         logger.info("tvm_deconv: conv%dd_transpose(data %s, weight %s, strides=%s) float16 "

@@ -379,7 +379,8 @@ DIRECT_SPECS = [
     make_spec((1, 6, 5, 3), (3, 3, 2, 3), strides=2, dilation=2, padding=1,          # NHWC
               data_layout="NHWC", kernel_layout="HWOI"),
 ] + few_channel_specs(10, seed=21, max_out=cuda_direct.DIRECT_MAX_OUT_CHANNELS)
-DIRECT_TILES = [None, cuda_direct.DirectTile(2, 4, 2, 4, 1), cuda_direct.DirectTile(1, 2, 4, 2, 1)]
+DIRECT_TILES = [None, cuda_direct.DirectTile(2, 4, 2, 4, 1), cuda_direct.DirectTile(1, 2, 4, 2, 1),
+                cuda_direct.DirectTile(1, 2, 2, 4, 4, kz=2), cuda_direct.DirectTile(1, 1, 2, 2, 4, kz=4)]
 
 
 def _spec_id(s):
@@ -388,12 +389,37 @@ def _spec_id(s):
 
 
 @pytest.mark.parametrize("tile", DIRECT_TILES, ids=lambda t: "chosen" if t is None else
-                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}")
+                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}x{t.kz}")
 @pytest.mark.parametrize("spec", DIRECT_SPECS, ids=_spec_id)
 def test_direct_kernel_cpu_emulation(spec, tile):
     """The direct kernel's loop nest (serial loops, global scratch) matches the reference;
     every output element is written (NaN-poisoned output)."""
-    tile = tile or cuda_direct.choose_tile(spec)
+    tile = _direct_tile(spec, tile)
+    func = cuda_direct.direct_conv_transpose(spec, tile, bind=False)
+    assert poisoned_run_error(func, spec, decomposed_pack(spec), seed=3) < 1e-5
+
+
+def _direct_tile(spec, tile):
+    """``tile`` (the chosen one for None); channel-group tiles get their channel step for
+    ``spec`` (``ck`` a multiple of ``kz`` dividing the channels, else ``kz`` 1)."""
+    if tile is None:
+        return cuda_direct.choose_tile(spec)
+    if tile.kz > 1:
+        return cuda_direct.with_channel_step(spec, tile.vy, tile.vx, tile.ty, tile.tx, tile.kz)
+    return tile
+
+
+def test_direct_kernel_splits_channels_where_the_grid_is_short():
+    """At batch 1 FSRCNN's grid leaves the SMs few threads: the chosen tile splits each K step's
+    channels over thread groups (kz > 1, partial sums in shared memory); at batch 64 it does
+    not.  The split kernel matches the reference (CPU emulation, 8 channels, 2 groups)."""
+    for name in ("fsrcnn_x2_56_1_k9s2", "fsrcnn_x3_56_1_k9s3"):
+        tile = cuda_direct.choose_tile(zoo.get(name).spec(1))
+        assert tile.kz > 1 and tile.ck % tile.kz == 0, tile
+        assert cuda_direct.choose_tile(zoo.get(name).spec(64)).kz == 1
+    spec = make_spec((1, 8, 5, 6), (8, 1, 9, 9), strides=3, padding=4, output_padding=2)
+    tile = cuda_direct.with_channel_step(spec, 1, 1, 2, 4, kz=2)
+    assert tile.kz == 2
     func = cuda_direct.direct_conv_transpose(spec, tile, bind=False)
     assert poisoned_run_error(func, spec, decomposed_pack(spec), seed=3) < 1e-5
 
@@ -487,20 +513,19 @@ SINGLE_PIXEL_SPECS = [
 ]
 
 
-def test_single_pixel_float32_inputs_are_dlight_gemms_with_fused_epilogues():
-    """A 1-pixel float32 input takes ``gpu.single_pixel`` (dlight: Matmul at batch > 1,
-    Reduction at batch 1), bias + ReLU fused into its one kernel; float16 keeps the
-    tensor-core GEMM."""
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_single_pixel_inputs_are_dlight_gemms_with_fused_epilogues(dtype):
+    """A 1-pixel input takes ``gpu.single_pixel`` (dlight: Matmul at batch > 1, Reduction at
+    batch 1), bias + ReLU fused into its one kernel; float16 accumulates in float32."""
     for batch in (1, 64):
-        spec = zoo.get("dcgan_100_512_k4s1").spec(batch)
+        spec = zoo.get("dcgan_100_512_k4s1").spec(batch, dtype=dtype)
         assert strategy.select(strategy.CONV_TRANSPOSE, spec, CUDA).implementation.name == (
             "gpu.single_pixel")
         (source,) = cuda_sources(tvm_deconv.build(one_layer(spec, bias=True), "cuda").mod)
         kernels = set(re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)", source))
         assert len(kernels) == 1 and "max(" in source, kernels
-        half = zoo.get("dcgan_100_512_k4s1").spec(batch, dtype="float16")
-        assert strategy.select(strategy.CONV_TRANSPOSE, half, CUDA).implementation.name == (
-            "cuda.decomposed")
+        if dtype == "float16":
+            assert re.search(r"float[24]? \w+\[", source), "no float32 accumulator"
     for spec in SINGLE_PIXEL_SPECS:
         assert strategy.select(strategy.CONV_TRANSPOSE, spec, CUDA).implementation.name == (
             "gpu.single_pixel")
@@ -514,6 +539,14 @@ def test_single_pixel_float32_inputs_are_dlight_gemms_with_fused_epilogues():
                          ids=lambda s: f"{s.ndim}d_n{s.batch}_k{s.kernel}")
 def test_gpu_single_pixel_with_bias_relu(spec):
     _check_gpu_layer_with_bias_relu(spec, seed=spec.batch)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("batch", [1, 64])
+def test_gpu_single_pixel_float16(batch):
+    """DCGAN's projection in float16 (gpu.single_pixel, float32 accumulators)."""
+    assert _float16_error(zoo.get("dcgan_100_512_k4s1").spec(batch, dtype="float16")) < 2e-3
 
 
 @pytest.mark.gpu
@@ -547,12 +580,12 @@ def _float16_error(spec) -> float:
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("tile", DIRECT_TILES, ids=lambda t: "chosen" if t is None else
-                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}")
+                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}x{t.kz}")
 @pytest.mark.parametrize("spec", DIRECT_SPECS + few_channel_specs(12, seed=5, max_size=20),
                          ids=_spec_id)
 def test_gpu_direct_kernel(spec, tile):
-    assert poisoned_run_error(cuda_direct.direct_conv_transpose(spec, tile), spec,
-                              decomposed_pack(spec), seed=4, gpu=True) < 1e-5
+    assert poisoned_run_error(cuda_direct.direct_conv_transpose(spec, _direct_tile(spec, tile)),
+                              spec, decomposed_pack(spec), seed=4, gpu=True) < 1e-5
 
 
 @pytest.mark.gpu
@@ -720,7 +753,8 @@ def test_phase_grid_order_follows_output_and_weight_bytes(name, batch, dtype, fa
     assert (grid["blockIdx.x"] in phase_extents) == fastest, grid
 
 
-@pytest.mark.parametrize("name", TC_ZOO)
+# (DCGAN's 1-pixel projection takes gpu.single_pixel, a dlight GEMM, in float16 too.)
+@pytest.mark.parametrize("name", [n for n in TC_ZOO if zoo.get(n).in_size != (1, 1)])
 def test_tensor_core_zoo_layer_builds(name, caplog):
     """fp16 zoo layers build through tvm_deconv.build into ONE kernel issuing wmma::mma_sync,
     bias + ReLU fused into it (batch 64: the tiles the benchmark runs)."""
@@ -745,8 +779,13 @@ def test_tensor_core_fallback_logs_why(caplog):
         func = cuda_sched.cuda_compute(spec)
     assert not cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
     assert "FFMA kernel, not tensor cores: output channels = 3" in caplog.text
-    small = zoo.get("dcgan_512_256_k4s2").spec(1, dtype="float16")  # 1-warp tiles: still TC
+    small = zoo.get("dcgan_128_64_k4s2").spec(1, dtype="float16")  # 4 split-K slices: TC
     assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(cuda_sched.cuda_compute(small)))
+    short = zoo.get("dcgan_512_256_k4s2").spec(1, dtype="float16")  # 16 slices: split FFMA
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        assert not cuda_tensorcore.is_tensor_core_func(
+            s_tir.Schedule(cuda_sched.cuda_compute(short)))
+    assert "FFMA kernel, not tensor cores: its grid is short" in caplog.text
     big = zoo.get("pose_256_256_k4s2").spec(64, dtype="float16")
     with cuda_tensorcore.tensor_cores(False):
         func = cuda_sched.cuda_compute(big)
@@ -854,14 +893,15 @@ def test_gpu_tensor_core_with_bias_relu(spec):
 @pytest.mark.parametrize("name", TC_ZOO)
 @pytest.mark.parametrize("batch", [1, 64])
 def test_gpu_tensor_core_zoo_layer(name, batch):
-    """fp16 zoo layers on the tensor cores at batch 64 and 1, within 2e-3 of float64."""
+    """fp16 zoo layers at batch 64 and 1 (tensor cores; at batch 1 the split FFMA kernel or
+    gpu.single_pixel where they take them), within 2e-3 of float64."""
     assert _float16_error(zoo.get(name).spec(batch, dtype="float16")) < 2e-3
 
 
 def test_split_k_fills_the_chip_where_the_start_tile_leaves_it_empty():
-    """Split-K where the float32 phase-batched start tile makes fewer blocks than SMs and
-    each slice stays deep enough; never at batch 64 on the large layers, in float16, with
-    groups, or on few output channels."""
+    """Split-K where the FFMA phase-batched start tile makes fewer blocks than SMs and
+    each slice stays deep enough; never at batch 64 on the large layers, with groups, or on
+    few output channels."""
     def slices(name, batch, dtype="float32"):
         return cuda_sched.split_k(zoo.get(name).spec(batch, dtype=dtype))
 
@@ -870,7 +910,7 @@ def test_split_k_fills_the_chip_where_the_start_tile_leaves_it_empty():
     assert slices("unet3d_64_32_k2s2", 1) == 1       # 64 channels x 1 tap: too shallow
     assert slices("dcgan_64_3_k4s2", 1) == 1         # 3 output channels
     assert slices("pose_2048_256_k4s2", 64) == 1
-    assert slices("pose_2048_256_k4s2", 1, "float16") == 1
+    assert slices("pose_2048_256_k4s2", 1, "float16") == 32
     grouped = make_spec((1, 256, 2, 2), (256, 8, 4, 4), strides=2, padding=1, groups=2)
     assert cuda_sched.split_k(grouped) == 1
     assert all(cuda_sched.split_k(spec) > 1 for spec in SPLIT_SPECS)  # emulated above
@@ -878,6 +918,31 @@ def test_split_k_fills_the_chip_where_the_start_tile_leaves_it_empty():
         k = cuda_sched.split_k(spec)
         assert spec.in_channels % k == 0 and spec.in_channels // k >= min(
             spec.in_channels, cuda_sched.MIN_SPLIT_CHANNELS)
+
+
+def test_float16_takes_split_k_over_tensor_cores_where_the_grid_is_short():
+    """float16 layers whose split-K would make >= SPLIT_K_OVER_TENSOR_CORES slices (batch-1
+    pose, DCGAN 512->256) run the split FFMA kernel (two kernels, float32 partial sums in the
+    reported workspace); fewer slices, or batch 64, keep the tensor cores (one kernel)."""
+    for name, batch in (("pose_2048_256_k4s2", 1), ("dcgan_512_256_k4s2", 1),
+                        ("unet_512_256_k2s2", 1), ("pose_2048_256_k4s2", 64)):
+        spec = zoo.get(name).spec(batch, dtype="float16")
+        split = cuda_sched.split_k(spec) >= cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES
+        assert cuda_sched.uses_tensor_core_kernel(spec) == (not split), (name, batch)
+        assert (cuda_sched.workspace_bytes(spec) > 0) == split
+        _, weight = random_inputs(spec, 0)
+        ex = tvm_deconv.build(one_layer(spec), "cuda", params={"w": weight})
+        kernels = [k for src in cuda_sources(ex.mod) for k in src.split("__global__")[1:]
+                   if "{" in k]
+        assert len(kernels) == 1 + split and ("wmma" in "".join(kernels)) == (not split)
+
+
+@pytest.mark.parametrize("spec", SPLIT_SPECS, ids=lambda s: f"{s.ndim}d")
+def test_float16_split_k_cpu_emulation(spec):
+    """float16 split-K: float32 partial sums, rounded once in the summing kernel."""
+    half = dataclasses.replace(spec, dtype="float16", out_dtype="float16")
+    assert cuda_sched.split_k(half) > 1
+    assert _emulate(half) < 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -920,15 +985,19 @@ def test_padded_taps_is_the_same_conv_cpu(spec):
 
 def test_padded_taps_takes_ragged_float16_zoo_layers_and_says_why_not_others():
     """CycleGAN's float16 layers (they had no kernel of ours) build into ONE tensor-core
-    kernel with bias + ReLU; float32 keeps the exact per-phase kernels; too many zero taps
-    (k1 s2 in 2-d: 4x the multiply-adds) is declined, naming the ratio."""
+    kernel with bias + ReLU; float32 takes zero taps at batch 1 only (above it the exact
+    per-phase kernels, saying why); too many zero taps (k1 s2 in 2-d: 4x the multiply-adds)
+    is declined, naming the ratio."""
     for name in ("cyclegan_256_128_k3s2", "cyclegan_128_64_k3s2"):
         for batch in (1, 64):
             chosen = strategy.select(strategy.CONV_TRANSPOSE,
                                      zoo.get(name).spec(batch, dtype="float16"), CUDA)
             assert chosen.implementation.name == "cuda.padded_taps", chosen.reason()
-            assert strategy.select(strategy.CONV_TRANSPOSE, zoo.get(name).spec(batch),
-                                   CUDA).implementation.name == "cuda.decomposed"
+            chosen = strategy.select(strategy.CONV_TRANSPOSE, zoo.get(name).spec(batch), CUDA)
+            assert chosen.implementation.name == (
+                "cuda.padded_taps" if batch == 1 else "cuda.decomposed")
+            if batch > 1:
+                assert "float32 at batch 64 > 1" in chosen.reason()
     spec = RAGGED_SPECS[0]
     fp16 = _padded(spec, "float16")
     _, weight = random_inputs(fp16, 0)
