@@ -12,8 +12,9 @@ weight staged in shared memory per K step):
   output, so the PrimFunc is a stage pipeline: fused epilogues (bias, activations) are
   reverse-inlined into the store and run inside the same kernel, and float16 convs
   accumulate in float32.  Where that kernel's tiles leave SMs idle (batch 1, long K), the
-  float32 kernel splits the input channels (:func:`split_k`): the slices are thread blocks,
-  and a second kernel adds their partial sums and runs the epilogues.
+  FFMA kernel splits the input channels (:func:`split_k`): the slices are thread blocks,
+  and a second kernel adds their float32 partial sums and runs the epilogues (float16 takes
+  it over the tensor cores from :data:`~.cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES` slices).
 * **per phase** (ragged phases: k % s != 0, e.g. CycleGAN k3 s2, FSRCNN x2 k9 s2): one
   ``phase_*`` block and kernel per phase.  ``reindex`` gives each a dense accumulator and a
   write-back to the strided positions ``o = r + q*s`` (never ``cache_write`` the strided

@@ -16,6 +16,9 @@ This kernel is written directly in TIR (thread-bound loops, no schedule search) 
   channel and serves all phases from it: phase ``p``'s tap ``j`` reads patch row
   ``i + in_start - j*in_step - lo`` (the plan's offsets), so ragged phases (k9 s2: 5 and 4
   taps) run exactly their own taps and phases without taps store zeros;
+* where the grid leaves the SMs few threads (batch 1), ``kz`` thread groups (``threadIdx.z``)
+  share the block's positions and split each K step's channels; their accumulators are summed
+  through shared memory before the store;
 * the store writes each phase's positions ``o = r + q*s`` of the final output (guarded where
   a phase is shorter than the grid).
 
@@ -136,7 +139,9 @@ def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
 START_TILE = (1, 2, 8, 16)
 # Where the grid leaves fewer than MIN_THREADS_PER_SM threads per SM (batch 1: 256 blocks of
 # 64 threads, latency-bound), up to MAX_CHANNEL_GROUPS thread groups split each K step's
-# channels (DirectTile.kz).
+# channels (DirectTile.kz).  On the H100 at batch 1, 4 groups ran FSRCNN x3 2.18x and x2 1.23x
+# faster than 1 (0.025 / 0.022 ms), x2 in float16 0.064 -> 0.021 ms
+# (benchmarks/results/h100-direct-kz-ab-s20.json, h100-direct-kz-x3-ab-s20.json).
 MIN_THREADS_PER_SM = 512
 MAX_CHANNEL_GROUPS = 4
 
@@ -144,8 +149,9 @@ MAX_CHANNEL_GROUPS = 4
 def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
     """Start at :data:`START_TILE`; fit the grid (no tile much wider than the phase grid),
     the accumulator budget, and — while the grid has fewer blocks than the chip has SMs
-    (batch 1) — halve the per-thread tile, then the threads (down to 64); ``ck`` from
-    :func:`with_channel_step`."""
+    (batch 1) — halve the per-thread tile, then the threads (down to 64); then channel groups
+    ``kz`` up to :data:`MAX_CHANNEL_GROUPS` while the grid has fewer than
+    :data:`MIN_THREADS_PER_SM` threads per SM; ``ck`` from :func:`with_channel_step`."""
     geo = _geometry(spec)
     phases = math.prod(len(l) for l in geo.live) or 1
     per_pos = phases * spec.out_per_group

@@ -58,9 +58,10 @@ logger = logging.getLogger("tvm_deconv")
 TC_ANNOTATION = "tvm_deconv.tensor_core"
 MMA = 16  # the WMMA fragment edge (m = n = k = 16)
 # float16 calls that the FFMA kernel would split into at least this many K slices (batch 1,
-# few output pixels, long K) take it instead: at batch 1 the tensor-core kernel's few thread
-# blocks ran pose 2048->256 at 0.113 ms and DCGAN 512->256 at 0.030 ms on the H100, where
-# the split float32 kernel ran 0.044 / 0.012 ms (benchmarks/results/h100-zoo-b1-s20.json).
+# few output pixels, long K) take it instead: the tensor-core kernel's few thread blocks ran
+# slower on the H100 at batch 1 (split FFMA over tensor cores: pose 2048->256 (32 slices)
+# 2.19x, DCGAN 512->256 (16) 2.66x, DCGAN 256->128 (8) 1.65x, pose 256->256 (8) 1.12x, but
+# HiFi-GAN (8) 0.94x; benchmarks/results/h100-fp16-split-k-ab-s20.json).
 SPLIT_K_OVER_TENSOR_CORES = 8
 
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
