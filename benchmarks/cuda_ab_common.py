@@ -22,6 +22,7 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 import tvm_deconv  # noqa: E402
+from tvm_deconv.bench_gpu import time_cuda  # noqa: E402
 from tvm_deconv.bench_gpu import torch_conv_transpose as torch_conv  # noqa: E402
 from tvm_deconv.testing import relative_error  # noqa: E402
 
@@ -68,25 +69,12 @@ def time_tvm(vm, dev, args, budget_s):
     return float(np.median(np.asarray(res.results)) * 1e3), number, repeat
 
 
-def time_torch(fn, reps=50, warmup=10):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def time_cudnn(spec, x, w) -> float:
-    """Median ms of cuDNN's transposed conv of ``spec`` on torch tensors ``x``, ``w``
-    (:func:`time_torch`; the caller sets the TF32 and benchmark flags)."""
-    return time_torch(lambda: torch_conv(spec, x, w))
+    """Median ms of cuDNN's transposed conv of ``spec`` on torch tensors ``x``, ``w``, timed as
+    ``tvm-deconv bench`` times it (:func:`~tvm_deconv.bench_gpu.time_cuda`: calls back to back,
+    as TVM's time_evaluator runs ours; the caller sets the TF32 and benchmark flags)."""
+    return statistics.median(time_cuda(lambda: torch_conv(spec, x, w), repeat=15,
+                                       min_repeat_ms=10))
 
 
 def build_check_time(row, key, spec, x, w, ref, dev, budget_s, decompose=True):

@@ -62,7 +62,7 @@ def check_torch_reference(spec: ConvTransposeSpec) -> float:
                           conv_transpose_reference(data, weight, spec))
 
 
-def _time_cuda(call: Callable[[], object], repeat: int, min_repeat_ms: float) -> list[float]:
+def time_cuda(call: Callable[[], object], repeat: int, min_repeat_ms: float) -> list[float]:
     """Milliseconds per call: ``repeat`` samples, each CUDA events around enough calls to
     last ``min_repeat_ms``, after a warm-up."""
     torch = _torch()
@@ -109,7 +109,7 @@ def cudnn_prepared(spec: ConvTransposeSpec, data: np.ndarray, weight: np.ndarray
 
     def timer(repeat, min_ms):
         with torch.no_grad():
-            return _time_cuda(configured(), repeat, min_ms)
+            return time_cuda(configured(), repeat, min_ms)
 
     return Prepared(run, timer)
 
