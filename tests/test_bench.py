@@ -81,6 +81,29 @@ def test_layer_suite_against_float64_reference(tmp_path):
     assert row["useful_gflop"] == pytest.approx(2 * 64 * 3 * 32 * 32 * 16 / 1e9)
 
 
+def test_an_interrupted_run_keeps_its_finished_rows(tmp_path, monkeypatch):
+    """JSON and Markdown are written after every row: a run stopped in its second row (a
+    device call's time limit) leaves the first row in both."""
+    finished = []
+    real = bench.bench_case
+
+    def stop_in_second_row(case, args, bar):
+        if finished:
+            raise KeyboardInterrupt
+        finished.append(real(case, args, bar))
+        return finished[-1]
+
+    monkeypatch.setattr(bench, "bench_case", stop_in_second_row)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", *QUICK, "--layers", "dcgan_64_3_k4s2,dcgan_128_64_k4s2", "--batch", "1",
+              "--skip-torch", "--skip-ort", "--skip-tvm-default", "--json", str(out),
+              "--markdown", str(md)])
+    assert [r["name"] for r in json.loads(out.read_text())["rows"]] == ["dcgan_64_3_k4s2"]
+    text = md.read_text()
+    assert "| dcgan_64_3_k4s2 | 1 |" in text and "dcgan_128_64" not in text
+
+
 def test_dilated_suite_on_a_stand_in_zoo(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "DILATED_LAYERS", STAND_IN_DILATED, raising=False)
     code, result = _bench(tmp_path, "--suite", "dilated")

@@ -1063,7 +1063,10 @@ def run(args: argparse.Namespace) -> int:
             row = bench_case(case, args, bar)
             rows.append(row)
             bad += _report_row(row, bar.write)
-            _write_json(args, header, rows, impls, str(target), threads, peak)  # (kept if killed)
+            # Written after every row, so a run killed by a time limit keeps what it finished.
+            _write_json(args, header, rows, impls, str(target), threads, peak)
+            _write_markdown(args, header, markdown_table(rows, impls, args.suite,
+                                                         args.tune_trials, peak), rows)
     table = markdown_table(rows, impls, args.suite, args.tune_trials, peak)
     print("\n" + table)
     if args.breakdown:
@@ -1116,16 +1119,21 @@ def _write_json(args, header: str, rows, impls, target: str, threads: int,
              "sgemm_peak_gflops": sgemm_peak, "impls": impls, "rows": rows}, indent=1))
 
 
+def _write_markdown(args, header: str, table: str, rows, breakdown: bool = False) -> None:
+    if args.markdown:
+        text = f"{header}\n\n{table}\n"
+        if breakdown:
+            text += "\n" + breakdown_table(rows) + "\n"
+        Path(args.markdown).write_text(text)
+
+
 def _write_outputs(args, rows, impls, header, table, target: str, threads: int,
                    sgemm_peak: Optional[float]) -> None:
     if args.json:
         _write_json(args, header, rows, impls, target, threads, sgemm_peak)
         print(f"wrote {args.json}")
     if args.markdown:
-        text = f"{header}\n\n{table}\n"
-        if args.breakdown:
-            text += "\n" + breakdown_table(rows) + "\n"
-        Path(args.markdown).write_text(text)
+        _write_markdown(args, header, table, rows, breakdown=args.breakdown)
         print(f"wrote {args.markdown}")
     if args.plot:
         plot(rows, impls, args.plot, header)
