@@ -379,8 +379,9 @@ DIRECT_SPECS = [
     make_spec((1, 6, 5, 3), (3, 3, 2, 3), strides=2, dilation=2, padding=1,          # NHWC
               data_layout="NHWC", kernel_layout="HWOI"),
 ] + few_channel_specs(10, seed=21, max_out=cuda_direct.DIRECT_MAX_OUT_CHANNELS)
-DIRECT_TILES = [None, cuda_direct.DirectTile(2, 4, 2, 4, 1), cuda_direct.DirectTile(1, 2, 4, 2, 1),
-                cuda_direct.DirectTile(1, 2, 2, 4, 4, kz=2), cuda_direct.DirectTile(1, 1, 2, 2, 4, kz=4)]
+# (None: the chosen tile, which splits channels over kz = 2 / 4 thread groups on the specs
+# whose grid is short: see test_direct_kernel_splits_channels_where_the_grid_is_short.)
+DIRECT_TILES = [None, cuda_direct.DirectTile(2, 4, 2, 4, 1), cuda_direct.DirectTile(1, 2, 4, 2, 1)]
 
 
 def _spec_id(s):
@@ -389,34 +390,28 @@ def _spec_id(s):
 
 
 @pytest.mark.parametrize("tile", DIRECT_TILES, ids=lambda t: "chosen" if t is None else
-                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}x{t.kz}")
+                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}")
 @pytest.mark.parametrize("spec", DIRECT_SPECS, ids=_spec_id)
 def test_direct_kernel_cpu_emulation(spec, tile):
     """The direct kernel's loop nest (serial loops, global scratch) matches the reference;
     every output element is written (NaN-poisoned output)."""
-    tile = _direct_tile(spec, tile)
+    tile = tile or cuda_direct.choose_tile(spec)
     func = cuda_direct.direct_conv_transpose(spec, tile, bind=False)
     assert poisoned_run_error(func, spec, decomposed_pack(spec), seed=3) < 1e-5
-
-
-def _direct_tile(spec, tile):
-    """``tile`` (the chosen one for None); channel-group tiles get their channel step for
-    ``spec`` (``ck`` a multiple of ``kz`` dividing the channels, else ``kz`` 1)."""
-    if tile is None:
-        return cuda_direct.choose_tile(spec)
-    if tile.kz > 1:
-        return cuda_direct.with_channel_step(spec, tile.vy, tile.vx, tile.ty, tile.tx, tile.kz)
-    return tile
 
 
 def test_direct_kernel_splits_channels_where_the_grid_is_short():
     """At batch 1 FSRCNN's grid leaves the SMs few threads: the chosen tile splits each K step's
     channels over thread groups (kz > 1, partial sums in shared memory); at batch 64 it does
-    not.  The split kernel matches the reference (CPU emulation, 8 channels, 2 groups)."""
+    not; the direct-kernel tests' chosen tiles include both group counts.  The split kernel
+    matches the reference (CPU emulation, 8 channels, 2 groups)."""
     for name in ("fsrcnn_x2_56_1_k9s2", "fsrcnn_x3_56_1_k9s3"):
         tile = cuda_direct.choose_tile(zoo.get(name).spec(1))
         assert tile.kz > 1 and tile.ck % tile.kz == 0, tile
         assert cuda_direct.choose_tile(zoo.get(name).spec(64)).kz == 1
+    chosen = {cuda_direct.choose_tile(s).kz
+              for s in DIRECT_SPECS + few_channel_specs(12, seed=5, max_size=20)}
+    assert {2, 4} <= chosen, chosen
     spec = make_spec((1, 8, 5, 6), (8, 1, 9, 9), strides=3, padding=4, output_padding=2)
     tile = cuda_direct.with_channel_step(spec, 1, 1, 2, 4, kz=2)
     assert tile.kz == 2
@@ -580,12 +575,12 @@ def _float16_error(spec) -> float:
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("tile", DIRECT_TILES, ids=lambda t: "chosen" if t is None else
-                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}x{t.kz}")
+                         f"{t.vy}x{t.vx}x{t.ty}x{t.tx}")
 @pytest.mark.parametrize("spec", DIRECT_SPECS + few_channel_specs(12, seed=5, max_size=20),
                          ids=_spec_id)
 def test_gpu_direct_kernel(spec, tile):
-    assert poisoned_run_error(cuda_direct.direct_conv_transpose(spec, _direct_tile(spec, tile)),
-                              spec, decomposed_pack(spec), seed=4, gpu=True) < 1e-5
+    assert poisoned_run_error(cuda_direct.direct_conv_transpose(spec, tile), spec,
+                              decomposed_pack(spec), seed=4, gpu=True) < 1e-5
 
 
 @pytest.mark.gpu
