@@ -11,10 +11,10 @@ FFMA kernel's input-channel slices, :func:`~tvm_deconv.schedules.cuda.split_k` /
 ``padded_taps`` (ragged layers as phase-batched ones with zero taps, ``cuda.padded_taps`` at
 any batch / the per-phase kernels) and ``split_k_over_tensor_cores`` (float16 with many
 split-K slices on the split FFMA kernel / on the tensor cores,
-:data:`~tvm_deconv.schedules.cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES`).  Per case ``layer:batch``, in
-``--dtype``: ``on`` and ``off``, TVM's default lowering, and cuDNN (TF32 off, benchmark mode)
-through torch, in one process; ``shipped`` names what the package picks.  Every TVM output is
-checked against torch float64 first (``cuda_ab_common.build_check_time``).
+:data:`~tvm_deconv.schedules.cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES`). Per case
+``layer:batch``, in ``--dtype``: ``on`` and ``off``, TVM's default lowering, and cuDNN (TF32
+off, benchmark mode) through torch, in one process; ``shipped`` names what the package picks.
+Every TVM output is checked against torch float64 first (``cuda_ab_common.build_check_time``).
 """
 
 from __future__ import annotations
@@ -93,22 +93,21 @@ def main(argv=None) -> int:
     parser.add_argument("--no-tvm-default", action="store_true")
     parser.add_argument("--out", default="cuda_switch_ab.json")
     args = parser.parse_args(argv)
-    dev, rows = tvm.cuda(0), []
+    dev, target, rows = tvm.cuda(0), tvm_deconv.resolve_target("cuda"), []
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
     for case in args.cases.split(","):
         name, batch = case.split(":")
         spec = zoo.get(name).spec(int(batch), dtype=args.dtype)
         x, w, xt, wt, ref = cuda_ab_common.random_case(spec)
+        def picked():
+            return strategy.select(strategy.CONV_TRANSPOSE, spec, target).implementation.name
+
         row = {"switch": args.switch, "layer": name, "batch": int(batch), "dtype": args.dtype,
-               "shipped": strategy.select(strategy.CONV_TRANSPOSE, spec,
-                                          tvm_deconv.resolve_target("cuda")).implementation.name,
-               "split_k": cuda_sched.split_k(spec)}
+               "shipped": picked(), "split_k": cuda_sched.split_k(spec)}
         for key, turn in zip(("on", "off"), SWITCHES[args.switch]):
             with turn():
-                row[key + "_picked"] = strategy.select(
-                    strategy.CONV_TRANSPOSE, spec,
-                    tvm_deconv.resolve_target("cuda")).implementation.name
+                row[key + "_picked"] = picked()
                 cuda_ab_common.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.5)
         if not args.no_tvm_default:
             cuda_ab_common.build_check_time(row, "tvm_default", spec, x, w, ref, dev,

@@ -1065,8 +1065,9 @@ def run(args: argparse.Namespace) -> int:
             bad += _report_row(row, bar.write)
             # Written after every row, so a run killed by a time limit keeps what it finished.
             _write_json(args, header, rows, impls, str(target), threads, peak)
-            _write_markdown(args, header, markdown_table(rows, impls, args.suite,
-                                                         args.tune_trials, peak), rows)
+            if args.markdown:
+                _write_markdown(args, header, markdown_table(rows, impls, args.suite,
+                                                             args.tune_trials, peak), rows)
     table = markdown_table(rows, impls, args.suite, args.tune_trials, peak)
     print("\n" + table)
     if args.breakdown:
@@ -1120,11 +1121,10 @@ def _write_json(args, header: str, rows, impls, target: str, threads: int,
 
 
 def _write_markdown(args, header: str, table: str, rows, breakdown: bool = False) -> None:
-    if args.markdown:
-        text = f"{header}\n\n{table}\n"
-        if breakdown:
-            text += "\n" + breakdown_table(rows) + "\n"
-        Path(args.markdown).write_text(text)
+    text = f"{header}\n\n{table}\n"
+    if breakdown:
+        text += "\n" + breakdown_table(rows) + "\n"
+    Path(args.markdown).write_text(text)
 
 
 def _write_outputs(args, rows, impls, header, table, target: str, threads: int,
