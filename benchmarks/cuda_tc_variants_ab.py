@@ -30,16 +30,22 @@ from tvm_deconv.schedules import cuda_tensorcore as tc  # noqa: E402
 
 
 @contextlib.contextmanager
-def knobs(pipeline: str = "off", x_gather: str = "pixels"):
-    """:mod:`~tvm_deconv.schedules.cuda_tensorcore`'s A/B knobs set within the context."""
-    shipped = tc.K_PIPELINE, tc.X_GATHER
-    tc.K_PIPELINE, tc.X_GATHER = pipeline, x_gather
-    config = {"tirx.use_async_copy": True} if pipeline == "async" else {}
+def knobs(pipeline: str | None = None, x_gather: str = "pixels", input_copy: str | None = None):
+    """:mod:`~tvm_deconv.schedules.cuda_tensorcore`'s A/B knobs set within the context
+    (``pipeline``: the K pipeline of every call, with or without the input copy; ``None``:
+    as shipped)."""
+    names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY")
+    shipped = {name: getattr(tc, name) for name in names}
+    forced = {"X_GATHER": x_gather, "INPUT_COPY": input_copy}
+    if pipeline is not None:
+        forced.update(K_PIPELINE=pipeline, COPY_PIPELINE=pipeline)
+    for name, value in forced.items():
+        setattr(tc, name, value)
     try:
-        with tvm.transform.PassContext(opt_level=3, config=config):
-            yield
+        yield  # tvm_deconv.build sets tirx.use_async_copy for CUDA
     finally:
-        tc.K_PIPELINE, tc.X_GATHER = shipped
+        for name, value in shipped.items():
+            setattr(tc, name, value)
 
 
 VARIANTS = {
@@ -50,6 +56,9 @@ VARIANTS = {
     "x_tiles": lambda: knobs(x_gather="tiles"),
     "x_tiles_double_buffer": lambda: knobs("double_buffer", x_gather="tiles"),
     "x_tiles_rotate": lambda: knobs("rotate", x_gather="tiles"),
+    "no_copy": lambda: knobs(input_copy="none"),
+    "nhwc": lambda: knobs("off", input_copy="channels_last"),
+    "nhwc_async": lambda: knobs("async", input_copy="channels_last"),
 }
 
 
@@ -59,6 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", default="cuda_tc_variants_ab.json")
     args = parser.parse_args(argv)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
     dev, rows = tvm.cuda(0), []
     for case in args.cases.split(","):
         name, batch = case.split(":")

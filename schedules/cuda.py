@@ -324,13 +324,15 @@ def split_k(spec: ConvTransposeSpec, num_sms: int = 132) -> int:
 
 def workspace_bytes(spec: ConvTransposeSpec) -> int:
     """Extra global memory of :func:`cuda_compute`: split-K's partial sums (the float32
-    output once per input-channel slice).  The padded input is read through the shared-memory
-    copies, the accumulators are registers, and the packed weight replaces the weight."""
-    slices = (split_k(spec) if uses_phase_batched_kernel(spec)
-              and not uses_tensor_core_kernel(spec) else 1)
-    if slices == 1:
+    output once per input-channel slice), or the tensor-core kernel's channels-last input
+    copy.  Otherwise the padded input is read through the shared-memory copies, the
+    accumulators are registers, and the packed weight replaces the weight."""
+    if not uses_phase_batched_kernel(spec):
         return 0
-    return slices * math.prod(spec.out_shape) * 4
+    if uses_tensor_core_kernel(spec):
+        return cuda_tensorcore.input_copy_bytes(spec)
+    slices = split_k(spec)
+    return 0 if slices == 1 else slices * math.prod(spec.out_shape) * 4
 
 
 def _read_index(sch, block, var) -> int:

@@ -29,6 +29,11 @@ BK = 16*fk the gathers are copied into shared memory by all threads, then each w
 A/B fragments and issues ``wmma::mma_sync``; the fragments are stored into a shared tile
 that the fused store (+ bias/activation) writes out.  TVM's own WMMA tensor intrinsics
 (their copies in :mod:`.wmma_intrin`) do the loads, the MMA, the fill and the store.
+
+NC.. inputs with narrow rows (:func:`input_copy`) are first copied, zero-padded and channels
+last, by a kernel of their own; the input gather then loads 8 channels (16 bytes) at a time
+with no guards, so both staging copies become ``cp.async`` in a double-buffered K loop
+(:data:`COPY_PIPELINE`; the build sets ``tirx.use_async_copy``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import math
 import os
 from dataclasses import dataclass
 
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
@@ -78,15 +84,28 @@ PHASES_FASTEST: bool | None = None
 # (8 pixels x 4 K per warp store: conflict-free, at half the global-load sector efficiency).
 K_PIPELINE = "off"
 X_GATHER = "pixels"
+# INPUT_COPY, the input's form: "none" (the gather reads the input as given, computing its
+# zero padding), "channels_last" (a first kernel copies it zero-padded and channels last,
+# where its channels divide into VECTOR-element vectors; the gather then loads 16 bytes at a
+# time, unguarded, and COPY_PIPELINE "async" makes both staging copies cp.async), or None:
+# "channels_last" for NC.. inputs with rows narrower than NARROW_ROW, else "none".  On the
+# H200 at batch 64 (benchmarks/results/h200-tc-nhwc-ab-s21.json) the copy with cp.async ran
+# DCGAN 512->256 (rows of 4) 1.70x and pose 2048->256 (6) 1.21x faster, but 0.92x pose
+# 256->256 (12), 0.56x U-Net (32), 0.67x / 0.54x CycleGAN (64 / 128): on wide rows the
+# pixel gather's loads coalesce already, and the copy's scattered 2-byte stores cost more.
+INPUT_COPY: str | None = None
+NARROW_ROW = 8
+VECTOR = 8  # float16 elements per 16-byte load
+COPY_PIPELINE = "async"  # the K pipeline of calls with the channels-last input copy
 # No variant wins everywhere.  On the H200, fp16 at batch 64, one run each
 # (benchmarks/results/h200-tc-variants-ab.json): "rotate" ran pose 2048->256 1.23x and pose
 # 256->256 1.12x faster than the default but DCGAN 512->256 0.49x and pose 2048->256 at
 # batch 1 0.68x; "tiles" ran DCGAN 512->256 1.15x, the 3-D U-Net k4 0.48x; "async" HiFi-GAN
 # 1.21x.  So the default stays, and the tuning space (:func:`~.cuda.schedule_cuda_space`)
-# offers these (pipeline, gather) designs; "async" needs a build config the tuner's builder
-# does not set, so it is not among them.
+# offers these (pipeline, gather) designs (the tuner builds them with cp.async, as
+# tvm_deconv.build does; layers with the channels-last input copy ignore the gather).
 TUNING_VARIANTS = (("off", "pixels"), ("rotate", "pixels"), ("off", "tiles"),
-                   ("rotate", "tiles"), ("double_buffer", "pixels"))
+                   ("rotate", "tiles"), ("double_buffer", "pixels"), ("async", "pixels"))
 # Small grids (batch-1 DCGAN / pose: <= 64 pixels per phase, 1-warp tiles) take the tensor
 # cores too: session 9's tiles ran them 0.19-0.31x the FFMA kernel there, so a size rule kept
 # FFMA; with session 12's tiles (choose_tile) they ran 1.04-1.86x faster than FFMA, both in
@@ -189,11 +208,32 @@ def _unflatten(expr, extents: list) -> list:
     return out[::-1]
 
 
+def input_copy(spec: ConvTransposeSpec) -> str:
+    """The input form :func:`tensor_core_conv_transpose` gives ``spec`` (:data:`INPUT_COPY`):
+    "channels_last" only where the channels divide into 16-byte vectors."""
+    form = INPUT_COPY
+    if form is None:
+        narrow = spec.data_layout.index("C") == 1 and spec.in_size[-1] < NARROW_ROW
+        form = "channels_last" if narrow else "none"
+    return form if form == "none" or spec.in_per_group % VECTOR == 0 else "none"
+
+
+def input_copy_bytes(spec: ConvTransposeSpec) -> int:
+    """Global memory of the channels-last input copy (0 without it)."""
+    if input_copy(spec) == "none":
+        return 0
+    plan = make_plan(spec)
+    padded = math.prod(ax.in_size + sum(ax.input_pads()) for ax in plan.axes)
+    return spec.batch * padded * spec.in_per_group * tvm_ffi.dtype(spec.dtype).itemsize
+
+
 def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
                                ) -> tirx.PrimFunc:
     """The phase-batched conv as one GEMM per phase (see the module doc); signature
     ``(data, packed_weight, out)`` as :func:`~tvm_deconv.compute.phase_batched_conv_transpose`
-    (same :func:`decomposed_pack` weight)."""
+    (same :func:`decomposed_pack` weight).  With :func:`input_copy` "channels_last" a first
+    block (role "pad_x", its own kernel) copies the input zero-padded and channels last, and
+    the GEMM's input gather reads that copy unguarded."""
     plan = make_plan(spec)
     nd, sp = spec.ndim, spec.spatial_axes
     strides = [ax.stride for ax in plan.axes]
@@ -216,10 +256,8 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
                                        spec.dtype)
             acc = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.pixels), _i64(g.channels)],
                                         acc_dtype)
-            # Zeros around the input come from the gather itself (once per staged element),
-            # not from _padded_data_block: inlined into this gather, its guard met the TVM
-            # miscompilation described below.
             pads = {a: ax.input_pads() for a, ax in zip(sp, plan.axes)}
+            copied = input_copy(spec) == "channels_last"
 
             def attrs(role):
                 T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, TC_ANNOTATION: role})
@@ -229,6 +267,39 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
                 n, qs = _unflatten(p, [spec.batch, math.prod(qext)])
                 return _unflatten(r, strides), n, _unflatten(qs, qext)
 
+            def guarded_read(in_idx, n, ic):
+                # Outside the input: read the clamped (in-bounds) element and multiply by 0,
+                # not if_then_else / Select.  Under such a condition TVM 0.27 simplified the
+                # flattened address of a 3-d stride-(3,4,4) layer wrongly: it dropped the
+                # phase offset (floormod(r, 4) + 1) // 4 of the padded axis, reading one
+                # column too far left (rel. error 0.66, on LLVM and the GPU alike;
+                # tests/test_cuda.py::test_tensor_core_compute_cpu has the layer).
+                guards, clamped = [], dict(in_idx)
+                for a, ax in zip(sp, plan.axes):
+                    if pads[a][0]:
+                        guards.append(in_idx[a] >= _i64(0))
+                        clamped[a] = tirx.max(clamped[a], _i64(0))
+                    if pads[a][1]:
+                        guards.append(in_idx[a] < _i64(ax.in_size))
+                        clamped[a] = tirx.min(clamped[a], _i64(ax.in_size - 1))
+                x = data[tuple(_index(spec.data_layout, dict(clamped, N=n, C=ic)))]
+                return x * tirx.all(*guards).astype(spec.dtype) if guards else x
+
+            if copied:
+                padded_ext = [ax.in_size + sum(pads[a]) for a, ax in zip(sp, plan.axes)]
+                xp = T.sblock_alloc_buffer([_i64(spec.batch)] + [_i64(e) for e in padded_ext]
+                                           + [_i64(cin)], spec.dtype)
+                with T.grid(*[_i64(e) for e in [spec.batch] + padded_ext + [cin]]) as loops:
+                    with T.sblock("pad_x"):
+                        n, *hs, c = T.axis.remap("S" * (nd + 2), loops, dtype="int64")
+                        attrs("pad_x")
+                        src = {a: h - _i64(pads[a][0]) for a, h in zip(sp, hs)}
+                        inside = [tirx.all(src[a] >= _i64(0), src[a] < _i64(ax.in_size))
+                                  for a, ax in zip(sp, plan.axes)]
+                        T.buffer_store(xp, tirx.if_then_else(
+                            tirx.all(*inside),
+                            data[tuple(_index(spec.data_layout, dict(src, N=n, C=c)))],
+                            tirx.const(0, spec.dtype)), [n, *hs, c])
             with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.reduce)) as loops:
                 with T.sblock("gather_x"):
                     r, p, k = T.axis.remap("SSS", loops, dtype="int64")
@@ -238,24 +309,9 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
                     ic = tirx.floormod(k, _i64(cin))
                     in_idx = {a: ax.batched_input(ri, q, j)
                               for a, ax, ri, q, j in zip(sp, plan.axes, rs, qs, js)}
-                    # Outside the input: read the clamped (in-bounds) element and multiply by
-                    # 0, not if_then_else / Select.  Under such a condition TVM 0.27 simplified
-                    # the flattened address of a 3-d stride-(3,4,4) layer wrongly: it dropped
-                    # the phase offset (floormod(r, 4) + 1) // 4 of the padded axis, reading
-                    # one column too far left (rel. error 0.66, on LLVM and the GPU alike;
-                    # tests/test_cuda.py::test_tensor_core_compute_cpu has the layer).
-                    guards, clamped = [], dict(in_idx)
-                    for a, ax in zip(sp, plan.axes):
-                        if pads[a][0]:
-                            guards.append(in_idx[a] >= _i64(0))
-                            clamped[a] = tirx.max(clamped[a], _i64(0))
-                        if pads[a][1]:
-                            guards.append(in_idx[a] < _i64(ax.in_size))
-                            clamped[a] = tirx.min(clamped[a], _i64(ax.in_size - 1))
-                    x = data[tuple(_index(spec.data_layout, dict(clamped, N=n, C=ic)))]
-                    if guards:
-                        x = x * tirx.all(*guards).astype(spec.dtype)
-                    T.buffer_store(xg, x, [r, p, k])
+                    T.buffer_store(xg, xp[tuple([n] + [in_idx[a] + _i64(pads[a][0])
+                                                       for a in sp] + [ic])]
+                                   if copied else guarded_read(in_idx, n, ic), [r, p, k])
             with T.grid(_i64(g.phases), _i64(g.reduce), _i64(g.channels)) as loops:
                 with T.sblock("gather_w"):
                     r, k, m = T.axis.remap("SSS", loops, dtype="int64")
@@ -377,6 +433,8 @@ def _launches(t: TensorCoreTile, stages: int = 1) -> bool:
     dynamic shared memory over 48 KiB launched only where the dynamic part alone exceeded
     48 KiB (TVM then raises the kernel's dynamic limit); 128 x 64 tiles with 64-wide K steps
     failed (invalid value), and so did double-buffered U-Net tiles at batch 64."""
+    if stages * _staging_bytes(t) > SHARED_LIMIT:  # static shared memory: 48 KiB at most
+        return False
     return _shared_bytes(t, acc_pad=0, stages=stages) <= SHARED_LIMIT or \
         _accumulator_bytes(t, acc_pad=0) > SHARED_LIMIT
 
@@ -448,13 +506,28 @@ def _thread_copy_tiles(sch, block, at, warps: int) -> None:
     _spread(sch, [r, ko, po, ki, pi], warps)
 
 
+def _schedule_input_copy(sch, block, threads: int = 256) -> None:
+    """The "pad_x" copy as its own kernel: a thread per VECTOR channels of one padded input
+    position, lanes along the row (the NC.. input's loads coalesce).  Its stores stay scalar
+    (unrolled): vector stores would let TVM retype the copy as a ``uint4`` buffer, whose
+    loads the cp.async injection then rejects."""
+    *outer, w, c = sch.get_loops(block)
+    co, ci = sch.split(c, [None, VECTOR])
+    sch.reorder(*outer, co, w, ci)
+    bx, tx = sch.split(sch.fuse(*outer, co, w), [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    sch.unroll(ci)
+
+
 def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
                          tile: TensorCoreTile | None = None, num_sms: int = 132,
                          pipeline: str | None = None, gather: str | None = None) -> None:
     """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA.
     ``pipeline`` / ``gather``: the K loop and input gather variants (``None``:
-    :data:`K_PIPELINE` / :data:`X_GATHER`); a double-buffered pipeline whose shared memory
-    would not launch raises ``ValueError``."""
+    :data:`K_PIPELINE` / :data:`X_GATHER`); a pipeline whose shared memory would not launch
+    raises ``ValueError`` where it is asked for, and falls back to "off" where it is the
+    default."""
     # pylint: disable-next=import-outside-toplevel
     from .cuda import GPU, MAX_GRID_YZ, _schedule_rest, phases_fastest
 
@@ -470,7 +543,9 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     ext = [int(iv.dom.extent) for iv in sch.get(gemm).iter_vars]
     g = GemmShape(ext[0], ext[1], ext[3], ext[2])
     t = tile or choose_tile(g, num_sms)
-    pipeline = K_PIPELINE if pipeline is None else pipeline
+    if pipeline is None:  # the default pipeline where its staging launches, else none
+        pipeline = COPY_PIPELINE if "pad_x" in roles else K_PIPELINE
+        pipeline = pipeline if _launches(t, _stages(pipeline)) else "off"
     gather = X_GATHER if gather is None else gather
     if not _launches(t, _stages(pipeline)):
         raise ValueError(f"{pipeline}: {_shared_bytes(t, 0, _stages(pipeline))} bytes of "
@@ -515,7 +590,10 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     for block in (gx, gw):
         sch.set_scope(block, 0, "shared")
         sch.storage_align(block, 0, axis=1, factor=32, offset=8)
-    if gather == "tiles":
+    if "pad_x" in roles:  # channels-last copy: 16-byte loads along K (= taps x channels)
+        _thread_copy(sch, gx, k0, t.warps, vector=VECTOR)
+        _schedule_input_copy(sch, roles["pad_x"])
+    elif gather == "tiles":
         _thread_copy_tiles(sch, gx, k0, t.warps)
     else:
         _thread_copy(sch, gx, k0, t.warps, order=(0, 2, 1))  # pixels fastest (NC.. input rows)

@@ -258,12 +258,14 @@ def test_cuda_tuning_space_designs_build():
     assert "__global__" in tvm.compile(func, CUDA).mod.imports[0].inspect_source()
 
 
-@pytest.mark.parametrize("layer", ["pose_256_256_k4s2", "unet_512_256_k2s2"])
+@pytest.mark.parametrize("layer", ["pose_256_256_k4s2", "unet_512_256_k2s2",
+                                   "pose_2048_256_k4s2"])
 def test_cuda_tuning_space_offers_the_tensor_core_variants(layer, tmp_path):
     """``ours`` for the tensor-core form: one design per (K pipeline, input gather) variant
     whose shared memory launches (U-Net's tile cannot double its staging: the H200 refused
-    that launch); each, its sampled unroll replayed and MetaSchedule's postprocessor applied,
-    builds to WMMA code that nvcc accepts."""
+    that launch; pose 2048->256 takes the channels-last input copy, which has no gather
+    variants); each, its sampled unroll replayed and MetaSchedule's postprocessor applied,
+    builds as the tuner builds it to WMMA code that nvcc accepts, cp.async in "async"."""
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
     spec = zoo.get(layer).spec(64, dtype="float16")
@@ -275,9 +277,12 @@ def test_cuda_tuning_space_offers_the_tensor_core_variants(layer, tmp_path):
     doubled = cuda_tensorcore._launches(tile, stages=2)  # pylint: disable=protected-access
     expected = [v for v in cuda_tensorcore.TUNING_VARIANTS
                 if doubled or v[0] not in ("double_buffer", "async")]
+    if cuda_tensorcore.input_copy(spec) == "channels_last":
+        expected = list(dict.fromkeys(pipeline for pipeline, _ in expected))
     assert len(designs) == len(expected)
-    assert (layer == "pose_256_256_k4s2") == doubled
+    assert (layer != "unet_512_256_k2s2") == doubled
     postproc = ms.postproc.RewriteParallelVectorizeUnroll()
+    async_copies = 0
     for i, design in enumerate(designs):
         replayed = s_tir.Schedule(sch.mod)
         design.trace.apply_to_schedule(replayed, remove_postproc=False)
@@ -285,14 +290,17 @@ def test_cuda_tuning_space_offers_the_tensor_core_variants(layer, tmp_path):
             ms.TuneContext(mod=replayed.mod, target=CUDA))
         assert postproc.apply(replayed)
         func = replayed.mod["main"].with_attr("tirx.is_scheduled", True)
-        src = tvm.compile(func, CUDA).mod.imports[0].inspect_source()
+        with tvm_deconv.kernel_context(CUDA):
+            src = tvm.compile(func, CUDA).mod.imports[0].inspect_source()
         assert "mma_sync" in src
+        async_copies += "cp.async" in src
         if shutil.which("nvcc"):
             (tmp_path / f"k{i}.cu").write_text(src)
             proc = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o",
                                    str(tmp_path / f"k{i}.cubin"), str(tmp_path / f"k{i}.cu")],
                                   capture_output=True, text=True, timeout=120, check=False)
             assert proc.returncode == 0, proc.stderr[-3000:]
+    assert async_copies == doubled  # the "async" design, where its staging launches
 
 
 def test_full_grids_take_128_thread_blocks():
@@ -669,11 +677,15 @@ def _tc_id(s):
            f"_{s.data_layout}_{s.out_dtype}"
 
 
+@pytest.mark.parametrize("input_copy", ["none", "channels_last"])
 @pytest.mark.parametrize("spec", TC_SPECS, ids=_tc_id)
-def test_tensor_core_compute_cpu(spec):
-    """The tensor-core compute (per-phase GEMM over gathered input and packed weight), run
+def test_tensor_core_compute_cpu(spec, input_copy, monkeypatch):
+    """The tensor-core compute (per-phase GEMM over gathered input and packed weight; with
+    INPUT_COPY "channels_last", gathered from a zero-padded channels-last copy), run
     unscheduled on LLVM, matches the float64 reference of the same fp16 inputs; every output
     element is written (NaN-poisoned output)."""
+    monkeypatch.setattr(cuda_tensorcore, "INPUT_COPY", input_copy)
+    assert cuda_tensorcore.input_copy(spec) == input_copy  # TC_SPECS' channels: 8s
     assert cuda_tensorcore.tensor_core_reason(spec, CUDA) is None
     func = cuda_sched.cuda_compute(spec)
     assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
@@ -752,7 +764,8 @@ def test_phase_grid_order_follows_output_and_weight_bytes(name, batch, dtype, fa
 @pytest.mark.parametrize("name", [n for n in TC_ZOO if zoo.get(n).in_size != (1, 1)])
 def test_tensor_core_zoo_layer_builds(name, caplog):
     """fp16 zoo layers build through tvm_deconv.build into ONE kernel issuing wmma::mma_sync,
-    bias + ReLU fused into it (batch 64: the tiles the benchmark runs)."""
+    bias + ReLU fused into it (batch 64: the tiles the benchmark runs), after the
+    channels-last input copy's kernel where the layer takes it."""
     spec = zoo.get(name).spec(64, dtype="float16")
     _, weight = random_inputs(spec, 0)
     with caplog.at_level(logging.INFO, logger="tvm_deconv"):  # constant weight: packed at build
@@ -761,8 +774,9 @@ def test_tensor_core_zoo_layer_builds(name, caplog):
     assert "not tensor cores" not in caplog.text
     kernels = [k for src in cuda_sources(ex.mod) for k in src.split("__global__")[1:]
                if "{" in k]
-    assert len(kernels) == 1
-    assert "mma_sync" in kernels[0] and "max(" in kernels[0]
+    copied = cuda_tensorcore.input_copy(spec) == "channels_last"
+    assert len(kernels) == 1 + copied
+    assert "mma_sync" in kernels[-1] and "max(" in kernels[-1]
 
 
 def test_tensor_core_fallback_logs_why(caplog):
@@ -803,36 +817,66 @@ def _shared_halves(src: str) -> int:
     return sum(int(n) for n in re.findall(r"__shared__[^;]*?half\s+\w+\[(\d+)\]", src))
 
 
-@pytest.mark.parametrize("pipeline,gather", [("double_buffer", "pixels"), ("rotate", "pixels"),
-                                             ("async", "pixels"), ("off", "tiles")])
-def test_tensor_core_ab_knobs_build(pipeline, gather, monkeypatch, tmp_path):
-    """benchmarks/cuda_tc_variants_ab.py's variants (not timed on a GPU yet) generate the
-    kernels they name, and nvcc accepts them: double-buffered staging doubles the float16
-    shared memory, "async" issues cp.async, the others keep one buffer."""
+@pytest.mark.parametrize("pipeline,gather,input_copy", [
+    ("double_buffer", "pixels", "none"), ("rotate", "pixels", "none"),
+    ("async", "pixels", "none"), ("off", "tiles", "none"), ("off", "pixels", "channels_last"),
+    ("async", "pixels", "channels_last")])
+def test_tensor_core_ab_knobs_build(pipeline, gather, input_copy, monkeypatch, tmp_path):
+    """benchmarks/cuda_tc_variants_ab.py's variants generate the kernels they name, and nvcc
+    accepts them: double-buffered staging doubles the float16 shared memory, "async" issues
+    cp.async (for the weight; with the channels-last input copy, a kernel of its own, for
+    both staging copies), the others keep one buffer."""
     spec = zoo.get("pose_256_256_k4s2").spec(64, dtype="float16")
 
     def source():
         sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
         cuda_tensorcore.schedule_tensor_core(sch, CUDA)
-        config = {"tirx.use_async_copy": True} if pipeline == "async" else {}
+        config = {"tirx.use_async_copy": True} if pipeline.startswith("async") else {}
         with tvm.transform.PassContext(opt_level=3, config=config):
             ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
         return ex.mod.imports[0].inspect_source()
 
     shipped = source()
     monkeypatch.setattr(cuda_tensorcore, "K_PIPELINE", pipeline)
+    monkeypatch.setattr(cuda_tensorcore, "COPY_PIPELINE", pipeline)
     monkeypatch.setattr(cuda_tensorcore, "X_GATHER", gather)
+    monkeypatch.setattr(cuda_tensorcore, "INPUT_COPY", input_copy)
     src = source()
     assert src != shipped
     doubled = pipeline in ("double_buffer", "async")
     assert _shared_halves(src) == _shared_halves(shipped) * (2 if doubled else 1)
-    assert ("cp.async" in src) == (pipeline == "async")
+    copies = len(re.findall(r"ptx_cp_async\w*\(_shared_ptr(_1)?,", src))
+    async_copies = {_shared_ptr for _shared_ptr in
+                    re.findall(r"ptx_cp_async\w*\((_shared_ptr\w*),", src)}
+    assert (copies > 0) == pipeline.startswith("async")
+    if pipeline.startswith("async"):  # the input copy makes the input gather async too
+        assert len(async_copies) == (2 if input_copy == "channels_last" else 1), async_copies
+    assert src.count("__global__") // 2 == (2 if input_copy == "channels_last" else 1)
     if shutil.which("nvcc"):
         (tmp_path / "k.cu").write_text(src)
         proc = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "k.cubin"),
                                str(tmp_path / "k.cu")], capture_output=True, text=True,
                               timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_narrow_inputs_take_the_channels_last_copy_with_cp_async():
+    """float16 NC.. inputs with rows narrower than NARROW_ROW (DCGAN 512->256: 4, pose
+    2048->256: 6) get the channels-last input copy, the other tensor-core zoo layers and
+    channels-last inputs do not; built through tvm_deconv.build, the copy is a kernel of its
+    own and both staging copies of the GEMM are cp.async."""
+    narrow = {"dcgan_512_256_k4s2", "pose_2048_256_k4s2"}
+    for name in TC_ZOO:
+        spec = zoo.get(name).spec(64, dtype="float16")
+        assert (cuda_tensorcore.input_copy(spec) == "channels_last") == (name in narrow), name
+    nhwc = zoo.get("dcgan_512_256_k4s2").spec(64, dtype="float16", layout="NHWC")
+    assert cuda_tensorcore.input_copy(nhwc) == "none"
+    spec = zoo.get("dcgan_512_256_k4s2").spec(64, dtype="float16")
+    assert cuda_sched.workspace_bytes(spec) == 64 * 6 * 6 * 512 * 2  # padded by 1 per side
+    ex = tvm_deconv.build(one_layer(spec), "cuda", params={"w": random_inputs(spec, 0)[1]})
+    src = "\n".join(cuda_sources(ex.mod))
+    assert src.count("__global__") // 2 == 2 and "mma_sync" in src
+    assert len(set(re.findall(r"ptx_cp_async\w*\((_shared_ptr\w*),", src))) == 2
 
 
 TC_TILES = [None, cuda_tensorcore.TensorCoreTile(1, 1, 1, 1, 1),
@@ -851,14 +895,18 @@ def _tile_fits(spec, tile) -> bool:
                          f"{t.wp}x{t.wo}x{t.fp}x{t.fo}x{t.fk}")
 @pytest.mark.parametrize("spec", TC_SPECS + tensor_core_specs(6, seed=41, max_size=10),
                          ids=_tc_id)
-def test_gpu_tensor_core_kernel(spec, tile):
-    """The WMMA kernel (chosen and forced tiles) vs the float64 reference of the same fp16
-    inputs; NaN-poisoned output, so every element must be written."""
+@pytest.mark.parametrize("pipeline,input_copy", [("off", "none"), ("async", "channels_last")])
+def test_gpu_tensor_core_kernel(spec, tile, pipeline, input_copy, monkeypatch):
+    """The WMMA kernel (chosen and forced tiles; as shipped, and with the channels-last input
+    copy and cp.async pipelines) vs the float64 reference of the same fp16 inputs;
+    NaN-poisoned output, so every element must be written."""
     if not _tile_fits(spec, tile):
         pytest.skip("tile does not divide this GEMM")
+    monkeypatch.setattr(cuda_tensorcore, "INPUT_COPY", input_copy)
     sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
-    cuda_tensorcore.schedule_tensor_core(sch, CUDA, tile)
-    ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
+    cuda_tensorcore.schedule_tensor_core(sch, CUDA, tile, pipeline=pipeline)
+    with tvm.transform.PassContext(opt_level=3, config={"tirx.use_async_copy": True}):
+        ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
     assert "mma_sync" in ex.mod.imports[0].inspect_source()
     assert poisoned_run_error(ex, spec, decomposed_pack(spec), seed=4, gpu=True) < 2e-3
 
@@ -918,18 +966,21 @@ def test_split_k_fills_the_chip_where_the_start_tile_leaves_it_empty():
 def test_float16_takes_split_k_over_tensor_cores_where_the_grid_is_short():
     """float16 layers whose split-K would make >= SPLIT_K_OVER_TENSOR_CORES slices (batch-1
     pose, DCGAN 512->256) run the split FFMA kernel (two kernels, float32 partial sums in the
-    reported workspace); fewer slices, or batch 64, keep the tensor cores (one kernel)."""
+    reported workspace); fewer slices, or batch 64, keep the tensor cores (one kernel, after
+    the channels-last input copy's where the layer takes it: its workspace is the copy)."""
     for name, batch in (("pose_2048_256_k4s2", 1), ("dcgan_512_256_k4s2", 1),
                         ("unet_512_256_k2s2", 1), ("pose_2048_256_k4s2", 64)):
         spec = zoo.get(name).spec(batch, dtype="float16")
         split = cuda_sched.split_k(spec) >= cuda_tensorcore.SPLIT_K_OVER_TENSOR_CORES
         assert cuda_sched.uses_tensor_core_kernel(spec) == (not split), (name, batch)
-        assert (cuda_sched.workspace_bytes(spec) > 0) == split
+        copied = not split and cuda_tensorcore.input_copy(spec) == "channels_last"
+        assert (cuda_sched.workspace_bytes(spec) > 0) == (split or copied)
         _, weight = random_inputs(spec, 0)
         ex = tvm_deconv.build(one_layer(spec), "cuda", params={"w": weight})
         kernels = [k for src in cuda_sources(ex.mod) for k in src.split("__global__")[1:]
                    if "{" in k]
-        assert len(kernels) == 1 + split and ("wmma" in "".join(kernels)) == (not split)
+        assert len(kernels) == 1 + split + copied
+        assert ("wmma" in "".join(kernels)) == (not split)
 
 
 @pytest.mark.parametrize("spec", SPLIT_SPECS, ids=lambda s: f"{s.ndim}d")
@@ -980,9 +1031,9 @@ def test_padded_taps_is_the_same_conv_cpu(spec):
 
 def test_padded_taps_takes_ragged_float16_zoo_layers_and_says_why_not_others():
     """CycleGAN's float16 layers (they had no kernel of ours) build into ONE tensor-core
-    kernel with bias + ReLU; float32 takes zero taps at batch 1 only (above it the exact
-    per-phase kernels, saying why); too many zero taps (k1 s2 in 2-d: 4x the multiply-adds)
-    is declined, naming the ratio."""
+    kernel with bias + ReLU (after the input copy's, for narrow rows); float32 takes zero
+    taps at batch 1 only (above it the exact per-phase kernels, saying why); too many zero
+    taps (k1 s2 in 2-d: 4x the multiply-adds) is declined, naming the ratio."""
     for name in ("cyclegan_256_128_k3s2", "cyclegan_128_64_k3s2"):
         for batch in (1, 64):
             chosen = strategy.select(strategy.CONV_TRANSPOSE,
@@ -998,7 +1049,8 @@ def test_padded_taps_takes_ragged_float16_zoo_layers_and_says_why_not_others():
     _, weight = random_inputs(fp16, 0)
     ex = tvm_deconv.build(one_layer(fp16, bias=True), "cuda", params={"w": weight})
     kernels = [k for src in cuda_sources(ex.mod) for k in src.split("__global__")[1:] if "{" in k]
-    assert len(kernels) == 1 and "wmma" in kernels[0] and "max(" in kernels[0]
+    copied = cuda_tensorcore.input_copy(fp16) == "channels_last"  # its rows are narrow
+    assert len(kernels) == 1 + copied and "wmma" in kernels[-1] and "max(" in kernels[-1]
     wide = make_spec((1, 16, 4, 4), (16, 16, 1, 1), strides=2, output_padding=1,
                      dtype="float16")
     why = cuda_padded_taps.supports_cuda_padded_taps(wide, CUDA)

@@ -14,7 +14,7 @@ from .threads import configure_runtime_threads
 configure_runtime_threads()  # before TVM's runtime pool exists: see tvm_deconv.threads
 
 from . import plan, strategy, testing, transform  # noqa: E402
-from .build import build, lowering_context, pipeline  # noqa: E402
+from .build import build, kernel_context, lowering_context, pipeline  # noqa: E402
 from .compute import (conv1d_transpose, conv2d_transpose, conv3d_transpose,
                       decomposed_conv_transpose)
 from .plan import ConvTransposeSpec, PlanError, TransposedConvPlan, make_plan, make_spec
@@ -31,8 +31,8 @@ def tune(mod_or_tasks, target, work_dir, trials: int = 64, **kwargs):
 
 
 __all__ = [
-    "build", "lowering_context", "pipeline", "tune", "conv1d_transpose", "conv2d_transpose",
-    "conv3d_transpose", "decomposed_conv_transpose", "make_spec", "make_plan", "ConvTransposeSpec",
-    "TransposedConvPlan", "PlanError", "resolve_target", "plan", "strategy", "testing",
-    "transform",
+    "build", "kernel_context", "lowering_context", "pipeline", "tune", "conv1d_transpose",
+    "conv2d_transpose", "conv3d_transpose", "decomposed_conv_transpose", "make_spec",
+    "make_plan", "ConvTransposeSpec", "TransposedConvPlan", "PlanError", "resolve_target",
+    "plan", "strategy", "testing", "transform",
 ]

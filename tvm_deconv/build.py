@@ -167,18 +167,39 @@ def build(
 CPU_DISABLED_PASSES = ("tirx.NarrowDataType",)
 
 
-def lowering_context(target: TargetLike, decompose: bool = True) -> tvm.transform.PassContext:
-    """The current ``PassContext`` with :data:`CPU_DISABLED_PASSES` added on CPU targets
-    (``decompose=False``, TVM's default lowering, keeps it as it is): wrap
-    ``tvm.compile(mod, target, relax_pipeline=tvm_deconv.pipeline(target))`` in it."""
+# On GPUs the tensor-core kernel's cp.async pipelines (software_pipeline_async_stages) lower
+# to cp.async only under this config; other kernels are unaffected.
+GPU_CONFIG = {"tirx.use_async_copy": True}
+
+
+def kernel_context(target: TargetLike) -> tvm.transform.PassContext:
+    """The current ``PassContext`` with :data:`GPU_CONFIG` on GPU targets: build scheduled
+    PrimFuncs (tuning candidates) in it to lower them as :func:`build` does."""
     current = tvm.transform.PassContext.current()
-    disabled = list(current.disabled_pass)
+    config = dict(current.config)
+    if _is_gpu(resolve_target(target)):
+        config.update(GPU_CONFIG)
+    return tvm.transform.PassContext(opt_level=current.opt_level,
+                                     required_pass=list(current.required_pass),
+                                     disabled_pass=list(current.disabled_pass),
+                                     instruments=current.instruments, config=config)
+
+
+def lowering_context(target: TargetLike, decompose: bool = True) -> tvm.transform.PassContext:
+    """The current ``PassContext`` with :data:`CPU_DISABLED_PASSES` added on CPU targets and
+    :data:`GPU_CONFIG` on GPU targets (``decompose=False``, TVM's default lowering, keeps it as
+    it is): wrap ``tvm.compile(mod, target, relax_pipeline=tvm_deconv.pipeline(target))`` in
+    it."""
+    current = tvm.transform.PassContext.current()
+    disabled, config = list(current.disabled_pass), dict(current.config)
     if decompose and not _is_gpu(resolve_target(target)):
         disabled += [p for p in CPU_DISABLED_PASSES if p not in disabled]
+    elif decompose:
+        config.update(GPU_CONFIG)
     return tvm.transform.PassContext(opt_level=current.opt_level,
                                      required_pass=list(current.required_pass),
                                      disabled_pass=disabled, instruments=current.instruments,
-                                     config=dict(current.config))
+                                     config=config)
 
 
 def bind_params(mod: tvm.IRModule, params: Optional[dict]) -> tvm.IRModule:

@@ -43,6 +43,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from . import strategy
+from .build import kernel_context
 from .compute import decomposed_conv_transpose
 from .plan import ConvTransposeSpec, make_plan
 from .targets import TargetLike, resolve_target
@@ -283,7 +284,9 @@ class Verifier:
         from .rpc import BoardLost  # pylint: disable=import-outside-toplevel
 
         try:
-            lib = lib if lib is not None else tvm.compile(sch.mod, self.target)
+            if lib is None:
+                with kernel_context(self.target):
+                    lib = tvm.compile(sch.mod, self.target)
             return relative_error(self._run(lib), self.ref)
         except BoardLost:
             raise
@@ -426,13 +429,15 @@ def build_candidate(mod: tvm.IRModule, target: Target, _params=None):
     """MetaSchedule's default candidate build without its import of every tensor intrinsic
     (``tvm.s_tir.tensor_intrin`` TVMScript-parses them all), which these kernels never use:
     that import costs each fresh build worker (one per batch) 20-76 s CPU, minutes on a loaded
-    2-core machine, where it outlasted the build timeout and every trial failed."""
+    2-core machine, where it outlasted the build timeout and every trial failed.  Built in
+    :func:`~.build.kernel_context` (on GPUs: cp.async as in tvm_deconv.build)."""
     from tvm.driver import build as tvm_build  # pylint: disable=import-outside-toplevel
     from tvm.s_tir.transform import (  # pylint: disable=import-outside-toplevel
         RemoveWeightLayoutRewriteBlock)
 
-    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod),
-                     target=target)
+    with kernel_context(target):
+        return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod),
+                         target=target)
 
 
 def local_builder(timeout_sec: float = 120, f_export=None):
