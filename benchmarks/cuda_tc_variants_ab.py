@@ -30,13 +30,14 @@ from tvm_deconv.schedules import cuda_tensorcore as tc  # noqa: E402
 
 
 @contextlib.contextmanager
-def knobs(pipeline: str | None = None, x_gather: str = "pixels", input_copy: str | None = None):
+def knobs(pipeline: str | None = None, x_gather: str = "pixels", input_copy: str | None = None,
+          copy_lanes: str = "rows"):
     """:mod:`~tvm_deconv.schedules.cuda_tensorcore`'s A/B knobs set within the context
     (``pipeline``: the K pipeline of every call, with or without the input copy; ``None``:
     as shipped)."""
-    names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY")
+    names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY", "COPY_LANES")
     shipped = {name: getattr(tc, name) for name in names}
-    forced = {"X_GATHER": x_gather, "INPUT_COPY": input_copy}
+    forced = {"X_GATHER": x_gather, "INPUT_COPY": input_copy, "COPY_LANES": copy_lanes}
     if pipeline is not None:
         forced.update(K_PIPELINE=pipeline, COPY_PIPELINE=pipeline)
     for name, value in forced.items():
@@ -59,6 +60,8 @@ VARIANTS = {
     "no_copy": lambda: knobs(input_copy="none"),
     "nhwc": lambda: knobs("off", input_copy="channels_last"),
     "nhwc_async": lambda: knobs("async", input_copy="channels_last"),
+    "nhwc_async_channel_lanes": lambda: knobs("async", input_copy="channels_last",
+                                              copy_lanes="channels"),
 }
 
 

@@ -97,6 +97,12 @@ INPUT_COPY: str | None = None
 NARROW_ROW = 8
 VECTOR = 8  # float16 elements per 16-byte load
 COPY_PIPELINE = "async"  # the K pipeline of calls with the channels-last input copy
+# COPY_LANES, the input copy's thread layout: "rows" (lanes along the input row: its loads
+# coalesce, its 2-byte stores land a row of channels apart) or "channels" (lanes along the
+# channels, each thread copying VECTOR positions of its channel's row: every warp store is
+# 64 contiguous bytes, and a thread's loads of one row share their sectors).  An A/B knob,
+# not timed yet: the copy's cost is what keeps the rule to narrow rows.
+COPY_LANES = "rows"
 # No variant wins everywhere.  On the H200, fp16 at batch 64, one run each
 # (benchmarks/results/h200-tc-variants-ab.json): "rotate" ran pose 2048->256 1.23x and pose
 # 256->256 1.12x faster than the default but DCGAN 512->256 0.49x and pose 2048->256 at
@@ -507,17 +513,25 @@ def _thread_copy_tiles(sch, block, at, warps: int) -> None:
 
 
 def _schedule_input_copy(sch, block, threads: int = 256) -> None:
-    """The "pad_x" copy as its own kernel: a thread per VECTOR channels of one padded input
-    position, lanes along the row (the NC.. input's loads coalesce).  Its stores stay scalar
-    (unrolled): vector stores would let TVM retype the copy as a ``uint4`` buffer, whose
-    loads the cp.async injection then rejects."""
+    """The "pad_x" copy as its own kernel (:data:`COPY_LANES`): "rows", a thread per VECTOR
+    channels of one padded input position, lanes along the row (the NC.. input's loads
+    coalesce); "channels", a thread per VECTOR positions of one channel's row, lanes along
+    the channels (the stores coalesce).  Its stores stay scalar (unrolled): vector stores
+    would let TVM retype the copy as a ``uint4`` buffer, whose loads the cp.async injection
+    then rejects."""
     *outer, w, c = sch.get_loops(block)
-    co, ci = sch.split(c, [None, VECTOR])
-    sch.reorder(*outer, co, w, ci)
-    bx, tx = sch.split(sch.fuse(*outer, co, w), [None, threads])
+    if COPY_LANES == "channels":
+        wo, inner = sch.split(w, [None, VECTOR])
+        sch.reorder(*outer, wo, c, inner)
+        lanes = [wo, c]
+    else:
+        co, inner = sch.split(c, [None, VECTOR])
+        sch.reorder(*outer, co, w, inner)
+        lanes = [co, w]
+    bx, tx = sch.split(sch.fuse(*outer, *lanes), [None, threads])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
-    sch.unroll(ci)
+    sch.unroll(inner)
 
 
 def schedule_tensor_core(sch: s_tir.Schedule, target: Target,

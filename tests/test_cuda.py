@@ -817,11 +817,13 @@ def _shared_halves(src: str) -> int:
     return sum(int(n) for n in re.findall(r"__shared__[^;]*?half\s+\w+\[(\d+)\]", src))
 
 
-@pytest.mark.parametrize("pipeline,gather,input_copy", [
-    ("double_buffer", "pixels", "none"), ("rotate", "pixels", "none"),
-    ("async", "pixels", "none"), ("off", "tiles", "none"), ("off", "pixels", "channels_last"),
-    ("async", "pixels", "channels_last")])
-def test_tensor_core_ab_knobs_build(pipeline, gather, input_copy, monkeypatch, tmp_path):
+@pytest.mark.parametrize("pipeline,gather,input_copy,copy_lanes", [
+    ("double_buffer", "pixels", "none", "rows"), ("rotate", "pixels", "none", "rows"),
+    ("async", "pixels", "none", "rows"), ("off", "tiles", "none", "rows"),
+    ("off", "pixels", "channels_last", "rows"), ("async", "pixels", "channels_last", "rows"),
+    ("async", "pixels", "channels_last", "channels")])
+def test_tensor_core_ab_knobs_build(pipeline, gather, input_copy, copy_lanes, monkeypatch,
+                                    tmp_path):
     """benchmarks/cuda_tc_variants_ab.py's variants generate the kernels they name, and nvcc
     accepts them: double-buffered staging doubles the float16 shared memory, "async" issues
     cp.async (for the weight; with the channels-last input copy, a kernel of its own, for
@@ -841,6 +843,7 @@ def test_tensor_core_ab_knobs_build(pipeline, gather, input_copy, monkeypatch, t
     monkeypatch.setattr(cuda_tensorcore, "COPY_PIPELINE", pipeline)
     monkeypatch.setattr(cuda_tensorcore, "X_GATHER", gather)
     monkeypatch.setattr(cuda_tensorcore, "INPUT_COPY", input_copy)
+    monkeypatch.setattr(cuda_tensorcore, "COPY_LANES", copy_lanes)
     src = source()
     assert src != shipped
     doubled = pipeline in ("double_buffer", "async")
@@ -895,14 +898,17 @@ def _tile_fits(spec, tile) -> bool:
                          f"{t.wp}x{t.wo}x{t.fp}x{t.fo}x{t.fk}")
 @pytest.mark.parametrize("spec", TC_SPECS + tensor_core_specs(6, seed=41, max_size=10),
                          ids=_tc_id)
-@pytest.mark.parametrize("pipeline,input_copy", [("off", "none"), ("async", "channels_last")])
-def test_gpu_tensor_core_kernel(spec, tile, pipeline, input_copy, monkeypatch):
+@pytest.mark.parametrize("pipeline,input_copy,copy_lanes", [
+    ("off", "none", "rows"), ("async", "channels_last", "rows"),
+    ("async", "channels_last", "channels")])
+def test_gpu_tensor_core_kernel(spec, tile, pipeline, input_copy, copy_lanes, monkeypatch):
     """The WMMA kernel (chosen and forced tiles; as shipped, and with the channels-last input
     copy and cp.async pipelines) vs the float64 reference of the same fp16 inputs;
     NaN-poisoned output, so every element must be written."""
     if not _tile_fits(spec, tile):
         pytest.skip("tile does not divide this GEMM")
     monkeypatch.setattr(cuda_tensorcore, "INPUT_COPY", input_copy)
+    monkeypatch.setattr(cuda_tensorcore, "COPY_LANES", copy_lanes)
     sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
     cuda_tensorcore.schedule_tensor_core(sch, CUDA, tile, pipeline=pipeline)
     with tvm.transform.PassContext(opt_level=3, config={"tirx.use_async_copy": True}):
