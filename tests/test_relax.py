@@ -135,6 +135,20 @@ def test_lowering_context_keeps_64_bit_indices_on_cpus_only():
             assert not list(ctx.disabled_pass)
 
 
+def test_gpu_builds_lower_async_copies():
+    """On GPU targets the build (and the tuner's candidate build, kernel_context) sets
+    tirx.use_async_copy, which the tensor-core kernel's cp.async pipeline needs; CPU targets
+    and TVM's default lowering do not."""
+    cpu, gpu = tvm_deconv.resolve_target("llvm"), tvm_deconv.resolve_target("cuda")
+    for make, target, expected in ((tvm_deconv.lowering_context, gpu, True),
+                                   (tvm_deconv.kernel_context, gpu, True),
+                                   (tvm_deconv.lowering_context, cpu, False),
+                                   (tvm_deconv.kernel_context, cpu, False),
+                                   (lambda t: tvm_deconv.lowering_context(t, False), gpu, False)):
+        with make(target) as ctx:
+            assert bool(ctx.config.get("tirx.use_async_copy", False)) == expected, (make, target)
+
+
 def test_unsupported_call_falls_back_with_a_log_line(caplog):
     spec = make_spec((1, 4, 5, 5), (4, 3, 3, 3), strides=2, padding=1)
     mod = one_layer(spec, symbolic_batch=True)

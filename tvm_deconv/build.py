@@ -175,14 +175,7 @@ GPU_CONFIG = {"tirx.use_async_copy": True}
 def kernel_context(target: TargetLike) -> tvm.transform.PassContext:
     """The current ``PassContext`` with :data:`GPU_CONFIG` on GPU targets: build scheduled
     PrimFuncs (tuning candidates) in it to lower them as :func:`build` does."""
-    current = tvm.transform.PassContext.current()
-    config = dict(current.config)
-    if _is_gpu(resolve_target(target)):
-        config.update(GPU_CONFIG)
-    return tvm.transform.PassContext(opt_level=current.opt_level,
-                                     required_pass=list(current.required_pass),
-                                     disabled_pass=list(current.disabled_pass),
-                                     instruments=current.instruments, config=config)
+    return _current_context_with(config=GPU_CONFIG if _is_gpu(resolve_target(target)) else {})
 
 
 def lowering_context(target: TargetLike, decompose: bool = True) -> tvm.transform.PassContext:
@@ -190,16 +183,23 @@ def lowering_context(target: TargetLike, decompose: bool = True) -> tvm.transfor
     :data:`GPU_CONFIG` on GPU targets (``decompose=False``, TVM's default lowering, keeps it as
     it is): wrap ``tvm.compile(mod, target, relax_pipeline=tvm_deconv.pipeline(target))`` in
     it."""
+    if not decompose:
+        return _current_context_with()
+    if _is_gpu(resolve_target(target)):
+        return _current_context_with(config=GPU_CONFIG)
+    return _current_context_with(disabled=CPU_DISABLED_PASSES)
+
+
+def _current_context_with(disabled=(), config=None) -> tvm.transform.PassContext:
+    """A copy of the current ``PassContext`` with passes ``disabled`` and ``config`` added."""
     current = tvm.transform.PassContext.current()
-    disabled, config = list(current.disabled_pass), dict(current.config)
-    if decompose and not _is_gpu(resolve_target(target)):
-        disabled += [p for p in CPU_DISABLED_PASSES if p not in disabled]
-    elif decompose:
-        config.update(GPU_CONFIG)
+    off = list(current.disabled_pass)
+    settings = dict(current.config)
+    settings.update(config or {})
     return tvm.transform.PassContext(opt_level=current.opt_level,
                                      required_pass=list(current.required_pass),
-                                     disabled_pass=disabled, instruments=current.instruments,
-                                     config=config)
+                                     disabled_pass=off + [p for p in disabled if p not in off],
+                                     instruments=current.instruments, config=settings)
 
 
 def bind_params(mod: tvm.IRModule, params: Optional[dict]) -> tvm.IRModule:
