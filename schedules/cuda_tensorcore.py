@@ -233,13 +233,14 @@ def input_copy_bytes(spec: ConvTransposeSpec) -> int:
     return spec.batch * padded * spec.in_per_group * tvm_ffi.dtype(spec.dtype).itemsize
 
 
-def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
-                               ) -> tirx.PrimFunc:
+def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
+                               copy: str | None = None) -> tirx.PrimFunc:
     """The phase-batched conv as one GEMM per phase (see the module doc); signature
     ``(data, packed_weight, out)`` as :func:`~tvm_deconv.compute.phase_batched_conv_transpose`
-    (same :func:`decomposed_pack` weight).  With :func:`input_copy` "channels_last" a first
-    block (role "pad_x", its own kernel) copies the input zero-padded and channels last, and
-    the GEMM's input gather reads that copy unguarded."""
+    (same :func:`decomposed_pack` weight).  With the input form ``copy`` (``None``:
+    :func:`input_copy`'s) "channels_last" a first block (role "pad_x", its own kernel) copies
+    the input zero-padded and channels last, and the GEMM's input gather reads that copy
+    unguarded."""
     plan = make_plan(spec)
     nd, sp = spec.ndim, spec.spatial_axes
     strides = [ax.stride for ax in plan.axes]
@@ -263,7 +264,7 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None
             acc = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.pixels), _i64(g.channels)],
                                         acc_dtype)
             pads = {a: ax.input_pads() for a, ax in zip(sp, plan.axes)}
-            copied = input_copy(spec) == "channels_last"
+            copied = (copy or input_copy(spec)) == "channels_last"
 
             def attrs(role):
                 T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, TC_ANNOTATION: role})

@@ -346,6 +346,59 @@ def test_each_space_is_its_own_workload_on_cuda():
     assert ours.mod["main"].attrs[tuning.SPACE_ATTR] == "ours"
 
 
+def test_float16_cuda_stock_space_is_metaschedules_tensor_core_space(tmp_path):
+    """For float16 calls the tensor-core kernel takes, CUDA's stock space is MetaSchedule's
+    tensor-core tiling on that kernel's GEMM form (packed weight); a sample of its design
+    that passes the postprocessors builds, as the tuner builds it, to WMMA code nvcc
+    accepts.  float32 keeps the canonical compute."""
+    import shutil
+    import subprocess
+
+    from tvm_deconv.schedules import cuda_tensorcore
+
+    target = tvm_deconv.resolve_target("cuda")
+    spec = make_spec((2, 32, 4, 4), (32, 32, 4, 4), strides=2, padding=1, dtype="float16")
+    assert tuning.stock_on_tensor_cores(spec, target)
+    _, func, pack = tuning.workload_func(spec, tuning.STOCK, target)
+    assert pack is not None and cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(func))
+    fp32 = make_spec((2, 32, 4, 4), (32, 32, 4, 4), strides=2, padding=1)
+    assert not tuning.stock_on_tensor_cores(fp32, target)
+    assert tuning.workload_func(fp32, tuning.STOCK, target)[2] is None
+
+    (task,) = tuning.make_tasks([spec], target, spaces=[tuning.STOCK])
+    context = ms.TuneContext(mod=task.mod, target=target,
+                             space_generator=tuning._space_generator(task, target),
+                             search_strategy="replay-trace", task_name=task.name)
+    built = 0
+    designs = context.space_generator.generate_design_space(task.mod)
+    for i, design in enumerate(designs):
+        lib = None
+        for seed in range(1, 31):  # VerifyGPUCode & co. reject some samples of a design
+            sch = s_tir.Schedule(task.mod, seed=seed)
+            s_tir.Trace(design.trace.insts, {}).apply_to_schedule(sch, remove_postproc=True)
+            if not all(post.apply(sch) for post in context.space_generator.postprocs):
+                continue
+            try:  # a failed build is a failed trial; the tuner measures the others
+                with tvm_deconv.kernel_context(target):
+                    lib = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True),
+                                      target)
+                break
+            except tvm.error.InternalError:
+                continue
+        if lib is None:
+            continue
+        src = lib.mod.imports[0].inspect_source()
+        assert "mma_sync" in src
+        built += 1
+        if shutil.which("nvcc"):
+            (tmp_path / f"k{i}.cu").write_text(src)
+            proc = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o",
+                                   str(tmp_path / f"k{i}.cubin"), str(tmp_path / f"k{i}.cu")],
+                                  capture_output=True, text=True, timeout=120, check=False)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+    assert built == len(designs) == 1
+
+
 def _deconv_batch_norm_module(spec, weight):
     """conv2d_transpose -> batch_norm (training mode: batch statistics, which FoldBatchNorm
     leaves alone) -> relu: the batch norm stays PrimFuncs of its own, what rest-of-model tuning

@@ -9,7 +9,12 @@ design space); fused epilogues are not part of a task.  Three design spaces:
   e.g. :mod:`tvm_deconv.schedules.x86_space`: register tiles, unroll, loop order); tasks of
   implementations without one are not created;
 * ``"stock"``: MetaSchedule's post-order-apply rules on the canonical compute in its
-  ``phase_buffers`` form (the only form TIR's reduction primitives accept).
+  ``phase_buffers`` form (the only form TIR's reduction primitives accept); for float16 on
+  CUDA where the tensor-core kernel takes the shape, its rules for tensor cores
+  (``"cuda-tensorcore"``) on that kernel's GEMM form
+  (:func:`~tvm_deconv.schedules.cuda_tensorcore.tensor_core_conv_transpose`, the input read
+  as given), so the search covers warp and block tiles and software pipelines beyond the
+  hand schedule's.
 
 Every candidate that would become a task's best record is first run on random inputs
 against the float64 reference; a wrong one is reported and never stored (MetaSchedule does
@@ -44,8 +49,9 @@ from tvm.target import Target
 
 from . import strategy
 from .build import kernel_context
-from .compute import decomposed_conv_transpose
+from .compute import decomposed_conv_transpose, decomposed_pack
 from .plan import ConvTransposeSpec, make_plan
+from .schedules import cuda_tensorcore
 from .targets import TargetLike, resolve_target
 from .testing import (conv_transpose_reference, random_inputs, relative_error, run_pack,
                       tolerance)
@@ -119,8 +125,12 @@ def workload_func(spec: ConvTransposeSpec, space: str, target: Target
     from .transform import annotate_implementation  # pylint: disable=import-outside-toplevel
 
     if space == STOCK:
-        func = decomposed_conv_transpose(spec, phase_buffers=True)
-        return STOCK, annotate_implementation(func, STOCK).with_attr("global_symbol", "main"), None
+        if stock_on_tensor_cores(spec, target):
+            func = cuda_tensorcore.tensor_core_conv_transpose(spec, copy="none")
+            pack = decomposed_pack(spec)
+        else:
+            func, pack = decomposed_conv_transpose(spec, phase_buffers=True), None
+        return STOCK, annotate_implementation(func, STOCK).with_attr("global_symbol", "main"), pack
     selection = strategy.select(strategy.CONV_TRANSPOSE, spec, target)
     impl = selection.implementation
     if impl is None:
@@ -182,8 +192,24 @@ def extract_tasks(mod: tvm.IRModule, target: TargetLike, spaces: Iterable[str] =
     return make_tasks(transposed_conv_specs(mod), target, spaces)
 
 
+def stock_on_tensor_cores(spec: ConvTransposeSpec, target: Target) -> bool:
+    """Whether the stock space of ``spec`` is MetaSchedule's tensor-core one (see the module
+    doc): a CUDA target and a call the tensor-core kernel takes."""
+    return target.kind.name == "cuda" and cuda_tensorcore.tensor_core_reason(spec, target) is None
+
+
+def register_tensor_intrinsics() -> None:
+    """Register TVM's CUDA tensor intrinsics, which the tensor-core stock space's rules and
+    records name (TVMScript-parses them all: 20-50 s of CPU, so only where one is needed)."""
+    import tvm.s_tir.tensor_intrin.cuda  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+
 def _space_generator(task: TuningTask, target: Target):
     is_gpu = "gpu" in target.keys
+    if task.space == STOCK and stock_on_tensor_cores(task.spec, target):
+        return ms.space_generator.PostOrderApply(sch_rules=_stock_tensor_core_rules(),
+                                                 postprocs="cuda-tensorcore",
+                                                 mutator_probs="cuda-tensorcore")
     if task.space == STOCK:
         kind = "cuda" if is_gpu else "llvm"
         return ms.space_generator.PostOrderApply(
@@ -223,6 +249,30 @@ def _search_strategy(task: TuningTask):
 def _space_size(task: TuningTask) -> float:
     """How many distinct candidates a task's space has (1 for the default schedule)."""
     return 1 if task.space == DEFAULT else math.inf
+
+
+def _stock_tensor_core_rules() -> list:
+    """MetaSchedule's CUDA tensor-core tiling (WMMA 16x16x16, float16 in, float32
+    accumulators), then its CUDA rules for the rest.  Unlike its "cuda-tensorcore" set, the
+    staging buffers are static shared memory and only the accumulator tile is dynamic: in one
+    scope TVM's StorageRewrite let the float32 tile reuse a float16 buffer, and the WMMA store
+    failed to lower (1 of 35 valid samples of that set built, on two layers;
+    :mod:`~tvm_deconv.schedules.wmma_intrin` has the same workaround).  No software
+    pipelining: with it a third of the small layer's valid samples failed to build and none of
+    30 samples of pose 256->256 passed the postprocessors (the "ours" space has pipelined
+    designs)."""
+    from tvm.s_tir.tensor_intrin.cuda import (  # pylint: disable=import-outside-toplevel
+        get_wmma_intrin_group)
+
+    rule = ms.schedule_rule
+    group = get_wmma_intrin_group("shared", "shared.dyn", "float16", "float32", trans_b=False)
+    tiling = rule.MultiLevelTilingTensorCore(
+        intrin_groups=[group], structure="SSSRRSRS",
+        tile_binds=["blockIdx.y", "blockIdx.x", "threadIdx.y"], max_innermost_factor=4,
+        vector_load_lens=[1, 2, 3, 4, 8, 16],
+        reuse_read=rule.ReuseType(req="must", levels=[4], scope="shared"),
+        reuse_write=rule.ReuseType(req="must", levels=[2], scope="shared.dyn"))
+    return [tiling] + list(rule.ScheduleRule.create("cuda"))[1:]  # [0]: its own tiling
 
 
 def _stock_rules(target: Target) -> list:
@@ -858,6 +908,8 @@ def best_schedule(database, task_mod: tvm.IRModule, target: Target):
     if not records:
         return None
     record = records[0]
+    if any(inst.kind.name == "Tensorize" for inst in record.trace.insts):
+        register_tensor_intrinsics()  # the tensor-core stock space's records name them
     sch = tvm.s_tir.Schedule(task_mod)
     record.trace.apply_to_schedule(sch, remove_postproc=False)
     return sch, _mean(record.run_secs)
