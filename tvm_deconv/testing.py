@@ -8,6 +8,9 @@ not use :mod:`tvm_deconv.plan` (it is the oracle the plan is checked against).
 from __future__ import annotations
 
 import itertools
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 
@@ -185,3 +188,17 @@ def run_implementation(name: str, spec: ConvTransposeSpec, target, bias=None, ac
                target, params)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     return data, weight, vm["main"](tvm.runtime.tensor(data)).numpy()
+
+
+def nvcc_errors(src: str, work_dir) -> str | None:
+    """nvcc's errors compiling CUDA C ``src`` for sm_90 (files in ``work_dir``); ``None``
+    where nvcc accepts it or is not on PATH."""
+    if shutil.which("nvcc") is None:
+        return None
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "k.cu").write_text(src)
+    proc = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(work_dir / "k.cubin"),
+                           str(work_dir / "k.cu")], capture_output=True, text=True,
+                          timeout=120, check=False)
+    return proc.stderr[-3000:] if proc.returncode else None
