@@ -256,7 +256,7 @@ def _stock_tensor_core_rules() -> list:
     accumulators), then its CUDA rules for the rest.  Unlike its "cuda-tensorcore" set, the
     staging buffers are static shared memory and only the accumulator tile is dynamic: in one
     scope TVM's StorageRewrite let the float32 tile reuse a float16 buffer, and the WMMA store
-    failed to lower (1 of 35 valid samples of that set built, on two layers;
+    failed to lower (1 of 37 valid samples of that set built, on two layers;
     :mod:`~tvm_deconv.schedules.wmma_intrin` has the same workaround).  No software
     pipelining: with it a third of the small layer's valid samples failed to build and none of
     30 samples of pose 256->256 passed the postprocessors (the "ours" space has pipelined
