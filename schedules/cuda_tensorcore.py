@@ -50,7 +50,8 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
 
-from tvm_deconv.compute import (OUT_ELEMWISE_FUSABLE, PHASE_ANNOTATION, _i64, _index,
+from tvm_deconv.compute import (OUT_ELEMWISE_FUSABLE, PADDED_INPUT_ANNOTATION,
+                                 PHASE_ANNOTATION, _i64, _index, _padded_data_block,
                                  decomposed_packed_shape, flat_index)
 from tvm_deconv.plan import ConvTransposeSpec, make_plan
 
@@ -238,9 +239,9 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
     """The phase-batched conv as one GEMM per phase (see the module doc); signature
     ``(data, packed_weight, out)`` as :func:`~tvm_deconv.compute.phase_batched_conv_transpose`
     (same :func:`decomposed_pack` weight).  With the input form ``copy`` (``None``:
-    :func:`input_copy`'s) "channels_last" a first block (role "pad_x", its own kernel) copies
-    the input zero-padded and channels last, and the GEMM's input gather reads that copy
-    unguarded."""
+    :func:`input_copy`'s) "channels_last" a first block (the compute's ``pad`` block, here
+    its own kernel: role "pad_x") copies the input zero-padded and channels last, and the
+    GEMM's input gather reads that copy unguarded."""
     plan = make_plan(spec)
     nd, sp = spec.ndim, spec.spatial_axes
     strides = [ax.stride for ax in plan.axes]
@@ -265,6 +266,7 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
                                         acc_dtype)
             pads = {a: ax.input_pads() for a, ax in zip(sp, plan.axes)}
             copied = (copy or input_copy(spec)) == "channels_last"
+            copy_layout = "N" + sp + "C"
 
             def attrs(role):
                 T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, TC_ANNOTATION: role})
@@ -293,20 +295,7 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
                 return x * tirx.all(*guards).astype(spec.dtype) if guards else x
 
             if copied:
-                padded_ext = [ax.in_size + sum(pads[a]) for a, ax in zip(sp, plan.axes)]
-                xp = T.sblock_alloc_buffer([_i64(spec.batch)] + [_i64(e) for e in padded_ext]
-                                           + [_i64(cin)], spec.dtype)
-                with T.grid(*[_i64(e) for e in [spec.batch] + padded_ext + [cin]]) as loops:
-                    with T.sblock("pad_x"):
-                        n, *hs, c = T.axis.remap("S" * (nd + 2), loops, dtype="int64")
-                        attrs("pad_x")
-                        src = {a: h - _i64(pads[a][0]) for a, h in zip(sp, hs)}
-                        inside = [tirx.all(src[a] >= _i64(0), src[a] < _i64(ax.in_size))
-                                  for a, ax in zip(sp, plan.axes)]
-                        T.buffer_store(xp, tirx.if_then_else(
-                            tirx.all(*inside),
-                            data[tuple(_index(spec.data_layout, dict(src, N=n, C=c)))],
-                            tirx.const(0, spec.dtype)), [n, *hs, c])
+                xp, _ = _padded_data_block(spec, plan, data, layout=copy_layout)
             with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.reduce)) as loops:
                 with T.sblock("gather_x"):
                     r, p, k = T.axis.remap("SSS", loops, dtype="int64")
@@ -316,9 +305,12 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
                     ic = tirx.floormod(k, _i64(cin))
                     in_idx = {a: ax.batched_input(ri, q, j)
                               for a, ax, ri, q, j in zip(sp, plan.axes, rs, qs, js)}
-                    T.buffer_store(xg, xp[tuple([n] + [in_idx[a] + _i64(pads[a][0])
-                                                       for a in sp] + [ic])]
-                                   if copied else guarded_read(in_idx, n, ic), [r, p, k])
+                    if copied:
+                        shifted = {a: in_idx[a] + _i64(pads[a][0]) for a in sp}
+                        x = xp[tuple(_index(copy_layout, dict(shifted, N=n, C=ic)))]
+                    else:
+                        x = guarded_read(in_idx, n, ic)
+                    T.buffer_store(xg, x, [r, p, k])
             with T.grid(_i64(g.phases), _i64(g.reduce), _i64(g.channels)) as loops:
                 with T.sblock("gather_w"):
                     r, k, m = T.axis.remap("SSS", loops, dtype="int64")
@@ -451,9 +443,12 @@ def _stages(pipeline: str) -> int:
 
 
 def _blocks(sch: s_tir.Schedule) -> dict:
+    """Root blocks by role: :data:`TC_ANNOTATION`'s, and "pad_x" for the input copy."""
     roles = {}
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        role = sch.get(block).annotations.get(TC_ANNOTATION)
+        annotations = sch.get(block).annotations
+        role = "pad_x" if PADDED_INPUT_ANNOTATION in annotations else \
+            annotations.get(TC_ANNOTATION)
         if role is not None:
             roles[str(role)] = block
     return roles

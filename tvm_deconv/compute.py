@@ -344,28 +344,33 @@ def phase_batched_conv_transpose(spec: ConvTransposeSpec, name: str | None = Non
     return builder.get()
 
 
-def _padded_data_block(spec: ConvTransposeSpec, plan: TransposedConvPlan, data):
+def _padded_data_block(spec: ConvTransposeSpec, plan: TransposedConvPlan, data,
+                       layout: str | None = None):
     """(input, pads): a ``pad`` block copying ``data`` with :meth:`AxisPlan.input_pads`
     zeros around each spatial axis (``pads[axis] = (before, after)``), so the conv reads it
     unguarded (GPU schedules inline it into the shared-memory copy, where the bounds check
-    then runs once per staged element); ``data`` itself where no phase reads outside it."""
+    then runs once per staged element); ``data`` itself where no phase reads outside it.
+    ``layout``: the copy's axis order (default: the input's; another one always copies)."""
+    layout = layout or spec.data_layout
     pads = {a: ax.input_pads() for a, ax in zip(spec.spatial_axes, plan.axes)}
-    if not any(lo or hi for lo, hi in pads.values()):
+    if layout == spec.data_layout and not any(lo or hi for lo, hi in pads.values()):
         return data, pads
-    shape = [d + sum(pads.get(a, (0, 0))) for a, d in zip(spec.data_layout, spec.data_shape)]
+    sizes = dict(zip(spec.data_layout, spec.data_shape))
+    shape = [sizes[a] + sum(pads.get(a, (0, 0))) for a in layout]
     padded = T.sblock_alloc_buffer([_i64(d) for d in shape], spec.dtype)
     with T.grid(*[_i64(d) for d in shape]) as loops:
         with T.sblock("pad"):
             it = T.axis.remap("S" * len(shape), loops, dtype=INDEX_DTYPE)
             T.sblock_attr({PADDED_INPUT_ANNOTATION: 1})
-            src, guards = [], []
-            for a, i, d in zip(spec.data_layout, it, spec.data_shape):
+            src, guards = {}, []
+            for a, i in zip(layout, it):
                 lo = pads.get(a, (0, 0))[0]
-                src.append(i - _i64(lo))
+                src[a] = i - _i64(lo)
                 if a in pads:
-                    guards += [i >= _i64(lo), i < _i64(lo + d)]
-            T.buffer_store(padded, tirx.if_then_else(tirx.all(*guards), data[tuple(src)],
-                                                     tirx.const(0, spec.dtype)), list(it))
+                    guards += [i >= _i64(lo), i < _i64(lo + sizes[a])]
+            T.buffer_store(padded, tirx.if_then_else(
+                tirx.all(*guards), data[tuple(_index(spec.data_layout, src))],
+                tirx.const(0, spec.dtype)), list(it))
     return padded, pads
 
 
