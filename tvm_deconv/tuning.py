@@ -10,11 +10,10 @@ design space); fused epilogues are not part of a task.  Three design spaces:
   implementations without one are not created;
 * ``"stock"``: MetaSchedule's post-order-apply rules on the canonical compute in its
   ``phase_buffers`` form (the only form TIR's reduction primitives accept); for float16 on
-  CUDA where the tensor-core kernel takes the shape, its rules for tensor cores
-  (``"cuda-tensorcore"``) on that kernel's GEMM form
+  CUDA where the tensor-core kernel takes the shape, its tensor-core tiling
+  (:func:`_stock_tensor_core_rules`) on that kernel's GEMM form
   (:func:`~tvm_deconv.schedules.cuda_tensorcore.tensor_core_conv_transpose`, the input read
-  as given), so the search covers warp and block tiles and software pipelines beyond the
-  hand schedule's.
+  as given), so the search covers warp and block tiles beyond the hand schedule's.
 
 Every candidate that would become a task's best record is first run on random inputs
 against the float64 reference; a wrong one is reported and never stored (MetaSchedule does
@@ -130,7 +129,8 @@ def workload_func(spec: ConvTransposeSpec, space: str, target: Target
             pack = decomposed_pack(spec)
         else:
             func, pack = decomposed_conv_transpose(spec, phase_buffers=True), None
-        return STOCK, annotate_implementation(func, STOCK).with_attr("global_symbol", "main"), pack
+        func = annotate_implementation(func, STOCK).with_attr("global_symbol", "main")
+        return STOCK, func, pack
     selection = strategy.select(strategy.CONV_TRANSPOSE, spec, target)
     impl = selection.implementation
     if impl is None:
@@ -195,13 +195,15 @@ def extract_tasks(mod: tvm.IRModule, target: TargetLike, spaces: Iterable[str] =
 def stock_on_tensor_cores(spec: ConvTransposeSpec, target: Target) -> bool:
     """Whether the stock space of ``spec`` is MetaSchedule's tensor-core one (see the module
     doc): a CUDA target and a call the tensor-core kernel takes."""
-    return target.kind.name == "cuda" and cuda_tensorcore.tensor_core_reason(spec, target) is None
+    return (target.kind.name == "cuda"
+            and cuda_tensorcore.tensor_core_reason(spec, target) is None)
 
 
 def register_tensor_intrinsics() -> None:
     """Register TVM's CUDA tensor intrinsics, which the tensor-core stock space's rules and
     records name (TVMScript-parses them all: 20-50 s of CPU, so only where one is needed)."""
-    import tvm.s_tir.tensor_intrin.cuda  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    # pylint: disable-next=import-outside-toplevel,unused-import
+    import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
 
 
 def _space_generator(task: TuningTask, target: Target):
