@@ -8,7 +8,8 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from tvm_deconv import bench, zoo
+import tvm_deconv
+from tvm_deconv import bench, tuning, zoo
 from tvm_deconv.cli import main
 from tvm_deconv.models import build_model
 from tvm_deconv.plan import make_plan
@@ -168,6 +169,19 @@ def test_model_flops_match_the_layer_zoo():
     hw = 128 * 128
     conv = 2 * hw * (56 * 25 + 12 * 56 + 4 * 12 * 12 * 9 + 56 * 12)
     assert fsrcnn == {"conv": conv, "deconv": 2 * hw * 56 * 81}
+
+
+def test_gpu_rows_tune_the_stock_space_only_on_tensor_cores():
+    """CPU rows tune all three spaces; GPU rows drop the stock space (no valid candidate of
+    the decomposed compute) except float16 calls on the tensor cores, whose stock space is
+    MetaSchedule's tensor-core tiling."""
+    cuda, llvm = tvm_deconv.resolve_target("cuda"), tvm_deconv.resolve_target("llvm")
+    layer = zoo.get("pose_256_256_k4s2")
+    assert bench.tuning_spaces(layer.spec(1), llvm) == tuning.SPACES
+    assert bench.tuning_spaces(layer.spec(64), cuda) == (tuning.DEFAULT, tuning.OURS)
+    assert bench.tuning_spaces(layer.spec(64, dtype="float16"), cuda) == tuning.SPACES
+    few = zoo.get("dcgan_64_3_k4s2").spec(64, dtype="float16")  # 3 channels: no tensor cores
+    assert bench.tuning_spaces(few, cuda) == (tuning.DEFAULT, tuning.OURS)
 
 
 def test_markdown_states_the_tuning_budget_and_ratios():

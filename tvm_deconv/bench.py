@@ -381,6 +381,19 @@ def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: P
     return build(mod, target, params, tuning_logs=str(work_dir))
 
 
+def tuning_spaces(spec: ConvTransposeSpec, target) -> tuple:
+    """The design spaces a layer row tunes.  On GPUs MetaSchedule's stock rules yield no valid
+    candidate of the decomposed compute (VerifyGPUCode rejects their shared-memory window of
+    the strided taps), so the budget goes to the default schedule and the sampled space;
+    float16 calls on the tensor cores keep the stock space, their tensor-core tiling
+    (:func:`~.tuning.stock_on_tensor_cores`)."""
+    from .tuning import DEFAULT, OURS, SPACES, stock_on_tensor_cores  # pylint: disable=C0415
+
+    if "gpu" not in target.keys or stock_on_tensor_cores(spec, target):
+        return SPACES
+    return DEFAULT, OURS
+
+
 def _tuning_order(tasks: list) -> list:
     """MetaSchedule's stock-rule space last: what the smaller spaces leave of their share
     (a one-point space uses one trial) goes to it."""
@@ -477,7 +490,7 @@ def _layer_case(layer, batch: int, args, target, threads: int,
                 dtype: str = "float32") -> Case:
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
-    from .tuning import DEFAULT, OURS, SPACES, make_tasks  # pylint: disable=C0415
+    from .tuning import make_tasks  # pylint: disable=C0415
 
     spec = layer.spec(batch, dtype=dtype)
     data, weight = random_inputs(spec, seed=batch)
@@ -497,12 +510,8 @@ def _layer_case(layer, batch: int, args, target, threads: int,
     case = Case(layer.name, batch, make_plan(spec).useful_flops(), reference,
                 tolerance(spec.dtype),
                 extra={"workspace_bytes": _workspace(spec, target), "dtype": dtype})
-    # On GPUs MetaSchedule's stock rules yield no valid candidate of the decomposed compute
-    # (VerifyGPUCode rejects their shared-memory window of the strided taps), so the budget
-    # goes to the default schedule and the sampled space.
-    spaces = (DEFAULT, OURS) if gpu else SPACES
     _common_impls(case, mod, {"w": weight}, [data], args, target,
-                  lambda: make_tasks([spec], target, spaces))
+                  lambda: make_tasks([spec], target, tuning_spaces(spec, target)))
     if gpu:
         case.peers, case.on_cpu = bench_gpu.GPU_PEERS, False
         bench_gpu.add_cudnn_impls(case, spec, data, weight)
