@@ -819,8 +819,7 @@ def test_tensor_core_ab_knobs_build(pipeline, gather, input_copy, copy_lanes, mo
     def source():
         sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
         cuda_tensorcore.schedule_tensor_core(sch, CUDA)
-        config = {"tirx.use_async_copy": True} if pipeline.startswith("async") else {}
-        with tvm.transform.PassContext(opt_level=3, config=config):
+        with tvm_deconv.kernel_context(CUDA):  # cp.async lowered as tvm_deconv.build does
             ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
         return ex.mod.imports[0].inspect_source()
 
@@ -892,7 +891,7 @@ def test_gpu_tensor_core_kernel(spec, tile, pipeline, input_copy, copy_lanes, mo
     monkeypatch.setattr(cuda_tensorcore, "COPY_LANES", copy_lanes)
     sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
     cuda_tensorcore.schedule_tensor_core(sch, CUDA, tile, pipeline=pipeline)
-    with tvm.transform.PassContext(opt_level=3, config={"tirx.use_async_copy": True}):
+    with tvm_deconv.kernel_context(CUDA):
         ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
     assert "mma_sync" in ex.mod.imports[0].inspect_source()
     assert poisoned_run_error(ex, spec, decomposed_pack(spec), seed=4, gpu=True) < 2e-3
