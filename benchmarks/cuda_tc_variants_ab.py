@@ -5,8 +5,9 @@
 
 Per case ``layer:batch``, in one process: ours float16 built with each variant of
 :data:`VARIANTS` (a context that sets :mod:`~tvm_deconv.schedules.cuda_tensorcore`'s
-``K_PIPELINE`` / ``X_GATHER`` knobs and the build's ``PassContext``), and cuDNN fp16 through
-torch.  Every output is checked against the float64 result of the same fp16 inputs first
+``K_PIPELINE`` / ``X_GATHER`` knobs and the build's ``PassContext``), with ``--tiles
+wp.wo.fp.fo.fk,..`` also each variant with each forced tile that divides the GEMM (key
+``variant@tile``), and cuDNN fp16 through torch.  Every output is checked against the float64 result of the same fp16 inputs first
 (``cuda_ab_common.build_check_time``).
 """
 
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cuda_ab_common  # noqa: E402
+import cuda_tile_ab  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 
@@ -30,18 +32,19 @@ from tvm_deconv.schedules import cuda_tensorcore as tc  # noqa: E402
 
 
 @contextlib.contextmanager
-def knobs(pipeline: str | None = None, x_gather: str = "pixels", input_copy: str | None = None,
-          copy_lanes: str = "rows"):
+def knobs(pipeline: str | None = None, x_gather: str | None = None,
+          input_copy: str | None = None, copy_lanes: str | None = None):
     """:mod:`~tvm_deconv.schedules.cuda_tensorcore`'s A/B knobs set within the context
     (``pipeline``: the K pipeline of every call, with or without the input copy; ``None``:
-    as shipped)."""
+    each knob as shipped)."""
     names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY", "COPY_LANES")
     shipped = {name: getattr(tc, name) for name in names}
     forced = {"X_GATHER": x_gather, "INPUT_COPY": input_copy, "COPY_LANES": copy_lanes}
     if pipeline is not None:
         forced.update(K_PIPELINE=pipeline, COPY_PIPELINE=pipeline)
     for name, value in forced.items():
-        setattr(tc, name, value)
+        if value is not None:
+            setattr(tc, name, value)
     try:
         yield  # tvm_deconv.build sets tirx.use_async_copy for CUDA
     finally:
@@ -51,6 +54,7 @@ def knobs(pipeline: str | None = None, x_gather: str = "pixels", input_copy: str
 
 VARIANTS = {
     "shipped": lambda: knobs(),
+    "off": lambda: knobs("off"),
     "double_buffer": lambda: knobs("double_buffer"),
     "rotate": lambda: knobs("rotate"),
     "async": lambda: knobs("async"),
@@ -58,8 +62,8 @@ VARIANTS = {
     "x_tiles_double_buffer": lambda: knobs("double_buffer", x_gather="tiles"),
     "x_tiles_rotate": lambda: knobs("rotate", x_gather="tiles"),
     "no_copy": lambda: knobs(input_copy="none"),
-    "nhwc": lambda: knobs("off", input_copy="channels_last"),
-    "nhwc_async": lambda: knobs("async", input_copy="channels_last"),
+    "nhwc": lambda: knobs("off", input_copy="channels_last", copy_lanes="rows"),
+    "nhwc_async": lambda: knobs("async", input_copy="channels_last", copy_lanes="rows"),
     "nhwc_async_channel_lanes": lambda: knobs("async", input_copy="channels_last",
                                               copy_lanes="channels"),
 }
@@ -69,6 +73,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", help="comma-separated layer:batch")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--tiles", default="", help="also these forced tiles (wp.wo.fp.fo.fk)")
     parser.add_argument("--out", default="cuda_tc_variants_ab.json")
     args = parser.parse_args(argv)
     torch.backends.cudnn.allow_tf32 = False
@@ -79,14 +84,25 @@ def main(argv=None) -> int:
         spec = zoo.get(name).spec(int(batch), dtype="float16")
         x, w, xt, wt, ref = cuda_ab_common.random_case(spec)
         row = {"layer": name, "batch": int(batch), "dtype": "float16"}
+        g = tc.gemm_shape(spec)
+        row["base_tile"] = ".".join(str(getattr(tc.choose_tile(g), f))
+                                    for f in ("wp", "wo", "fp", "fo", "fk"))
+        tiles = [t for t in args.tiles.split(",") if t]
+        keys = []
         for variant in args.variants.split(","):
-            with VARIANTS[variant]():
-                cuda_ab_common.build_check_time(row, variant, spec, x, w, ref, dev, budget_s=0.5)
+            for text in [None] + tiles:
+                tile = text and tc.TensorCoreTile(*map(int, text.split(".")))
+                if tile and not cuda_tile_ab.divides(tile, g):
+                    continue
+                keys.append(variant + (f"@{text}" if text else ""))
+                with VARIANTS[variant](), cuda_tile_ab.variant(tile=tile):
+                    cuda_ab_common.build_check_time(row, keys[-1], spec, x, w, ref, dev,
+                                                    budget_s=0.5)
         with torch.no_grad():
             row["cudnn_fp16_ms"] = cuda_ab_common.time_cudnn(spec, xt, wt)
-        for variant in args.variants.split(","):
-            if variant + "_ms" in row:
-                row[variant + "_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row[variant + "_ms"]
+        for key in keys:
+            if key + "_ms" in row:
+                row[key + "_vs_cudnn_fp16"] = row["cudnn_fp16_ms"] / row[key + "_ms"]
         rows.append(row)
         print(json.dumps(row), flush=True)
         Path(args.out).write_text(json.dumps(rows, indent=1))

@@ -75,7 +75,8 @@ _ENABLED = os.environ.get("TVM_DECONV_CUDA_TENSOR_CORES", "1") != "0"
 # Grid order: ``None`` for :func:`~.cuda.phases_fastest`'s rule, True / False to force it.
 PHASES_FASTEST: bool | None = None
 # Two knobs of the K loop and the input gather, the shipped default here (also set by
-# ``benchmarks/cuda_tc_variants_ab.py``).  K_PIPELINE: "off"; "double_buffer" (staging
+# ``benchmarks/cuda_tc_variants_ab.py``).  K_PIPELINE: None (:func:`default_k_pipeline`'s
+# rule), "off"; "double_buffer" (staging
 # buffers doubled, the next step's gathers issued before this step's MMAs); "rotate" (this
 # step's MMAs first, then the next step's gathers into the same buffers: nvcc hoists their
 # global loads above the MMAs, a register prefetch); "async" (double-buffered, the weight copy
@@ -83,32 +84,39 @@ PHASES_FASTEST: bool | None = None
 # its zero padding, so it stays a plain copy).  X_GATHER, the input gather's thread layout:
 # "pixels" (32 pixels per warp store, rows 80 bytes apart: 4-way bank conflicts) or "tiles"
 # (8 pixels x 4 K per warp store: conflict-free, at half the global-load sector efficiency).
-K_PIPELINE = "off"
+K_PIPELINE: str | None = None
 X_GATHER = "pixels"
 # INPUT_COPY, the input's form: "none" (the gather reads the input as given, computing its
 # zero padding), "channels_last" (a first kernel copies it zero-padded and channels last,
 # where its channels divide into VECTOR-element vectors; the gather then loads 16 bytes at a
 # time, unguarded, and COPY_PIPELINE "async" makes both staging copies cp.async), or None:
-# "channels_last" for NC.. inputs with rows narrower than NARROW_ROW, else "none".  On the
-# H200 at batch 64 (benchmarks/results/h200-tc-nhwc-ab-s21.json) the copy with cp.async ran
-# DCGAN 512->256 (rows of 4) 1.70x and pose 2048->256 (6) 1.21x faster, but 0.92x pose
-# 256->256 (12), 0.56x U-Net (32), 0.67x / 0.54x CycleGAN (64 / 128): on wide rows the
-# pixel gather's loads coalesce already, and the copy's scattered 2-byte stores cost more.
+# "channels_last" for NC.. inputs with rows narrower than NARROW_ROW or with each input
+# element feeding at least COPY_REUSE multiply-adds (output channels x kernel taps), else
+# "none".  Narrow rows: on the H200 at batch 64 (benchmarks/results/h200-tc-nhwc-ab-s21.json)
+# the copy with cp.async ran DCGAN 512->256 (rows of 4) 1.70x and pose 2048->256 (6) 1.21x
+# faster.  Reuse: with the copy's lanes along the channels (COPY_LANES), on the H100 at batch
+# 64 (benchmarks/results/h100-tc-lanes-tiles-ab-s22.json) it ran pose 256->256 (256 x 16
+# MACs per input element, rows of 16) 1.04x and HiFi-GAN (256 x 16, rows of 32) 1.22x
+# faster, CycleGAN 256->128 (128 x 9) 1.01x and U-Net (256 x 4) 0.94x: where each input
+# element feeds few MACs the copy's own traffic is not repaid.
 INPUT_COPY: str | None = None
 NARROW_ROW = 8
+COPY_REUSE = 4096
 VECTOR = 8  # float16 elements per 16-byte load
 COPY_PIPELINE = "async"  # the K pipeline of calls with the channels-last input copy
-# COPY_LANES, the input copy's thread layout: "rows" (lanes along the input row: its loads
-# coalesce, its 2-byte stores land a row of channels apart) or "channels" (lanes along the
-# channels, each thread copying VECTOR positions of its channel's row: every warp store is
-# 64 contiguous bytes, and a thread's loads of one row share their sectors).  An A/B knob,
-# not timed yet: the copy's cost is what keeps the rule to narrow rows.
-COPY_LANES = "rows"
-# No variant wins everywhere.  On the H200, fp16 at batch 64, one run each
+# COPY_LANES, the input copy's thread layout: "channels" (lanes along the channels, each
+# thread copying VECTOR positions of its channel's row: every warp store is 64 contiguous
+# bytes, and a thread's loads of one row share their sectors) or "rows" (lanes along the
+# input row: its loads coalesce, its 2-byte stores land a row of channels apart).  On the
+# H100 at batch 64 (h100-tc-lanes-tiles-ab-s22.json) "channels" ran pose 2048->256 1.23x,
+# HiFi-GAN 1.23x, U-Net 1.82x, CycleGAN 256->128 1.70x faster than "rows".
+COPY_LANES = "channels"
+# No variant wins everywhere (default_k_pipeline gives "rotate" to the tall tiles where it
+# wins).  On the H200, fp16 at batch 64, one run each
 # (benchmarks/results/h200-tc-variants-ab.json): "rotate" ran pose 2048->256 1.23x and pose
 # 256->256 1.12x faster than the default but DCGAN 512->256 0.49x and pose 2048->256 at
 # batch 1 0.68x; "tiles" ran DCGAN 512->256 1.15x, the 3-D U-Net k4 0.48x; "async" HiFi-GAN
-# 1.21x.  So the default stays, and the tuning space (:func:`~.cuda.schedule_cuda_space`)
+# 1.21x.  So the tuning space (:func:`~.cuda.schedule_cuda_space`)
 # offers these (pipeline, gather) designs (the tuner builds them with cp.async, as
 # tvm_deconv.build does; layers with the channels-last input copy ignore the gather).
 TUNING_VARIANTS = (("off", "pixels"), ("rotate", "pixels"), ("off", "tiles"),
@@ -216,12 +224,15 @@ def _unflatten(expr, extents: list) -> list:
 
 
 def input_copy(spec: ConvTransposeSpec) -> str:
-    """The input form :func:`tensor_core_conv_transpose` gives ``spec`` (:data:`INPUT_COPY`):
-    "channels_last" only where the channels divide into 16-byte vectors."""
+    """The input form :func:`tensor_core_conv_transpose` gives ``spec`` (:data:`INPUT_COPY`,
+    by default narrow rows or high reuse): "channels_last" only where the channels divide into
+    16-byte vectors."""
     form = INPUT_COPY
     if form is None:
-        narrow = spec.data_layout.index("C") == 1 and spec.in_size[-1] < NARROW_ROW
-        form = "channels_last" if narrow else "none"
+        reuse = spec.out_per_group * math.prod(spec.kernel)
+        rows_first = spec.data_layout.index("C") == 1
+        form = "channels_last" if rows_first and (spec.in_size[-1] < NARROW_ROW or
+                                                  reuse >= COPY_REUSE) else "none"
     return form if form == "none" or spec.in_per_group % VECTOR == 0 else "none"
 
 
@@ -417,25 +428,45 @@ def _staging_bytes(t: TensorCoreTile) -> int:
     return t.bm * (bk + 8) * 2 + bk * (t.bn + 8) * 2
 
 
-def _accumulator_bytes(t: TensorCoreTile, acc_pad: int) -> int:
-    """Dynamic shared memory of a block: the float32 accumulator tile (rows padded by
-    ``acc_pad``)."""
-    return t.bm * (t.bn + acc_pad) * 4
+# Static + dynamic shared memory of a block opted in to more (sm_80 / sm_90: 227 KiB).
+OPT_IN_LIMIT = 227 * 1024
 
 
-def _shared_bytes(t: TensorCoreTile, acc_pad: int, stages: int = 1) -> int:
-    return stages * _staging_bytes(t) + _accumulator_bytes(t, acc_pad)
+def _accumulator_stride(t: TensorCoreTile, stages: int = 1) -> int | None:
+    """Row length (floats) of the float32 accumulator tile in dynamic shared memory beside
+    ``stages`` staging buffers; ``None`` where the block would not launch.  ``bn + 4`` where
+    static + dynamic fit in 48 KiB (the store reads its columns for NC.. outputs: 4-way
+    instead of 32-way bank conflicts), else ``bn``; else rows lengthened (still 4 mod 32)
+    until the dynamic part alone exceeds 48 KiB: TVM opts a kernel in to more dynamic shared
+    memory only then, and on the H200 blocks over 48 KiB with a smaller dynamic part failed to
+    launch (invalid value: 128 x 64 tiles with 64-wide K steps, double-buffered U-Net tiles
+    at batch 64)."""
+    static = stages * _staging_bytes(t)
+    if static > SHARED_LIMIT:  # static shared memory: 48 KiB at most
+        return None
+    for stride in (t.bn + 4, t.bn):
+        if static + t.bm * stride * 4 <= SHARED_LIMIT:
+            return stride
+    stride = max(t.bn + 4, SHARED_LIMIT // (4 * t.bm) + 1)
+    stride += (4 - stride) % 32
+    return stride if static + t.bm * stride * 4 <= OPT_IN_LIMIT else None
 
 
 def _launches(t: TensorCoreTile, stages: int = 1) -> bool:
-    """Whether a block of ``t`` (its staging ``stages`` times) launches: on the H200, static +
-    dynamic shared memory over 48 KiB launched only where the dynamic part alone exceeded
-    48 KiB (TVM then raises the kernel's dynamic limit); 128 x 64 tiles with 64-wide K steps
-    failed (invalid value), and so did double-buffered U-Net tiles at batch 64."""
-    if stages * _staging_bytes(t) > SHARED_LIMIT:  # static shared memory: 48 KiB at most
-        return False
-    return _shared_bytes(t, acc_pad=0, stages=stages) <= SHARED_LIMIT or \
-        _accumulator_bytes(t, acc_pad=0) > SHARED_LIMIT
+    """Whether a block of ``t`` (its staging ``stages`` times) launches
+    (:func:`_accumulator_stride`)."""
+    return _accumulator_stride(t, stages) is not None
+
+
+def default_k_pipeline(t: TensorCoreTile) -> str:
+    """The K pipeline of calls without the input copy (:data:`K_PIPELINE` ``None``):
+    "rotate" for tiles of 128 pixels x at least 64 channels, whose warps have 8+ fragments of
+    MMAs to run while the next step's global loads are in flight, else "off".  On the H100 at
+    batch 64 (benchmarks/results/h100-tc-pipeline-ab-s22.json) "rotate" ran CycleGAN 256->128
+    (128 x 128) 1.12x, DCGAN 256->128 and CycleGAN 128->64 (128 x 64) 1.12x / 1.10x faster
+    than "off", U-Net (64 x 128) 0.96x and the 3-D U-Net k4 (128 x 32) 0.98x; on the H200
+    (h200-tc-variants-ab.json) DCGAN 512->256 (64 x 64) 0.49x."""
+    return "rotate" if t.bm == 128 and t.bn >= 64 else "off"
 
 
 def _stages(pipeline: str) -> int:
@@ -554,12 +585,12 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     g = GemmShape(ext[0], ext[1], ext[3], ext[2])
     t = tile or choose_tile(g, num_sms)
     if pipeline is None:  # the default pipeline where its staging launches, else none
-        pipeline = COPY_PIPELINE if "pad_x" in roles else K_PIPELINE
+        pipeline = COPY_PIPELINE if "pad_x" in roles else K_PIPELINE or default_k_pipeline(t)
         pipeline = pipeline if _launches(t, _stages(pipeline)) else "off"
     gather = X_GATHER if gather is None else gather
     if not _launches(t, _stages(pipeline)):
-        raise ValueError(f"{pipeline}: {_shared_bytes(t, 0, _stages(pipeline))} bytes of "
-                         f"shared memory would not launch")
+        raise ValueError(f"{pipeline}: {_stages(pipeline)} x {_staging_bytes(t)} bytes of "
+                         f"static shared memory would not launch")
 
     r, p, m, k = sch.get_loops(gemm)
     p0, p1, p2, p3 = sch.split(p, [None, t.wp, t.fp, MMA])
@@ -640,12 +671,12 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     cmo, cmi = sch.split(cm, [None, MMA])
     sch.reorder(cpo, cmo, cpi, cmi)
     sch.tensorize(cpi, wmma_intrin.STORE)
-    # Pad the shared tile's rows by 4 floats where it still fits (after tensorize: that
-    # replaces the block and its alignment annotation): the store reads it column-wise for
-    # NC.. outputs (4-way instead of 32-way bank conflicts).
-    if _shared_bytes(t, acc_pad=4, stages=_stages(pipeline)) <= SHARED_LIMIT:
+    # The shared tile's rows padded (after tensorize: that replaces the block and its
+    # alignment annotation): an offset below a larger factor makes the row exactly that long.
+    stride = _accumulator_stride(t, _stages(pipeline))
+    if stride != t.bn:
         stored = sch.get_child_blocks(cmo)[0]
-        sch.storage_align(stored, 0, axis=1, factor=32, offset=4)
+        sch.storage_align(stored, 0, axis=1, factor=2 * stride, offset=stride)
     _schedule_rest(sch, left, GPU)
 
 

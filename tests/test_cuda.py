@@ -257,9 +257,10 @@ def test_cuda_tuning_space_designs_build():
                                    "pose_2048_256_k4s2"])
 def test_cuda_tuning_space_offers_the_tensor_core_variants(layer, tmp_path):
     """``ours`` for the tensor-core form: one design per (K pipeline, input gather) variant
-    whose shared memory launches (U-Net's tile cannot double its staging: the H200 refused
-    that launch; pose 2048->256 takes the channels-last input copy, which has no gather
-    variants); each, its sampled unroll replayed and MetaSchedule's postprocessor applied,
+    whose shared memory launches (U-Net's tile doubles its staging only with the accumulator
+    tile's rows lengthened past 48 KiB of dynamic shared memory, the opt-in TVM makes; pose
+    2048->256 and 256->256 take the channels-last input copy, which has no gather variants);
+    each, its sampled unroll replayed and MetaSchedule's postprocessor applied,
     builds as the tuner builds it to WMMA code that nvcc accepts, cp.async in "async"."""
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
@@ -275,7 +276,10 @@ def test_cuda_tuning_space_offers_the_tensor_core_variants(layer, tmp_path):
     if cuda_tensorcore.input_copy(spec) == "channels_last":
         expected = list(dict.fromkeys(pipeline for pipeline, _ in expected))
     assert len(designs) == len(expected)
-    assert (layer != "unet_512_256_k2s2") == doubled
+    assert doubled
+    stride = cuda_tensorcore._accumulator_stride(tile, 2)  # pylint: disable=protected-access
+    assert (stride > tile.bn + 4) == (layer == "unet_512_256_k2s2"), stride
+    assert stride * tile.bm * 4 > 48 * 1024
     postproc = ms.postproc.RewriteParallelVectorizeUnroll()
     async_copies = 0
     for i, design in enumerate(designs):
@@ -823,16 +827,18 @@ def test_tensor_core_ab_knobs_build(pipeline, gather, input_copy, copy_lanes, mo
             ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
         return ex.mod.imports[0].inspect_source()
 
-    shipped = source()
+    monkeypatch.setattr(cuda_tensorcore, "INPUT_COPY", "none")
+    monkeypatch.setattr(cuda_tensorcore, "K_PIPELINE", "off")
+    plain = source()  # no pipeline, the shipped gather, no input copy: one buffer
     monkeypatch.setattr(cuda_tensorcore, "K_PIPELINE", pipeline)
     monkeypatch.setattr(cuda_tensorcore, "COPY_PIPELINE", pipeline)
     monkeypatch.setattr(cuda_tensorcore, "X_GATHER", gather)
     monkeypatch.setattr(cuda_tensorcore, "INPUT_COPY", input_copy)
     monkeypatch.setattr(cuda_tensorcore, "COPY_LANES", copy_lanes)
     src = source()
-    assert src != shipped
+    assert src != plain
     doubled = pipeline in ("double_buffer", "async")
-    assert _shared_halves(src) == _shared_halves(shipped) * (2 if doubled else 1)
+    assert _shared_halves(src) == _shared_halves(plain) * (2 if doubled else 1)
     copies = len(re.findall(r"ptx_cp_async\w*\(_shared_ptr(_1)?,", src))
     async_copies = {_shared_ptr for _shared_ptr in
                     re.findall(r"ptx_cp_async\w*\((_shared_ptr\w*),", src)}
@@ -843,15 +849,18 @@ def test_tensor_core_ab_knobs_build(pipeline, gather, input_copy, copy_lanes, mo
     assert nvcc_errors(src, tmp_path) is None
 
 
-def test_narrow_inputs_take_the_channels_last_copy_with_cp_async():
+def test_narrow_or_reused_inputs_take_the_channels_last_copy_with_cp_async():
     """float16 NC.. inputs with rows narrower than NARROW_ROW (DCGAN 512->256: 4, pose
-    2048->256: 6) get the channels-last input copy, the other tensor-core zoo layers and
-    channels-last inputs do not; built through tvm_deconv.build, the copy is a kernel of its
-    own and both staging copies of the GEMM are cp.async."""
-    narrow = {"dcgan_512_256_k4s2", "pose_2048_256_k4s2"}
+    2048->256: 6) or each element feeding COPY_REUSE multiply-adds (pose 256->256, HiFi-GAN:
+    256 channels x 16 taps) get the channels-last input copy, the other tensor-core zoo
+    layers (U-Net: 256 x 4) and channels-last inputs do not; built through
+    tvm_deconv.build, the copy is a kernel of its own and both staging copies of the GEMM are
+    cp.async."""
+    copied = {"dcgan_512_256_k4s2", "pose_2048_256_k4s2", "pose_256_256_k4s2",
+              "hifigan_512_256_k16s8"}
     for name in TC_ZOO:
         spec = zoo.get(name).spec(64, dtype="float16")
-        assert (cuda_tensorcore.input_copy(spec) == "channels_last") == (name in narrow), name
+        assert (cuda_tensorcore.input_copy(spec) == "channels_last") == (name in copied), name
     nhwc = zoo.get("dcgan_512_256_k4s2").spec(64, dtype="float16", layout="NHWC")
     assert cuda_tensorcore.input_copy(nhwc) == "none"
     spec = zoo.get("dcgan_512_256_k4s2").spec(64, dtype="float16")
@@ -860,6 +869,30 @@ def test_narrow_inputs_take_the_channels_last_copy_with_cp_async():
     src = "\n".join(cuda_sources(ex.mod))
     assert src.count("__global__") // 2 == 2 and "mma_sync" in src
     assert len(set(re.findall(r"ptx_cp_async\w*\((_shared_ptr\w*),", src))) == 2
+
+
+def test_tall_tensor_core_tiles_rotate_their_k_loop():
+    """Without the input copy, tiles of 128 pixels x 64+ channels take the "rotate" K
+    pipeline (the next step's global loads hoisted above this step's MMAs), the others none;
+    the kernel source shows it: a rotated loop stages its first step before the loop."""
+    tile = cuda_tensorcore.TensorCoreTile
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 2, 2)) == "rotate"   # 128 x 64
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 4, 2)) == "rotate"   # 128 x 128
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 2, 4, 2)) == "off"      # 64 x 128
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 1, 2)) == "off"      # 128 x 32
+    spec = zoo.get("dcgan_256_128_k4s2").spec(64, dtype="float16")
+    assert cuda_tensorcore.input_copy(spec) == "none"
+    assert (cuda_tensorcore.choose_tile(cuda_tensorcore.gemm_shape(spec)).bm,
+            cuda_tensorcore.choose_tile(cuda_tensorcore.gemm_shape(spec)).bn) == (128, 64)
+
+    def syncs(pipeline):
+        sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
+        cuda_tensorcore.schedule_tensor_core(sch, CUDA, pipeline=pipeline)
+        with tvm_deconv.kernel_context(CUDA):
+            ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
+        return ex.mod.imports[0].inspect_source().count("__syncthreads()")
+
+    assert syncs(None) == syncs("rotate") != syncs("off")
 
 
 TC_TILES = [None, cuda_tensorcore.TensorCoreTile(1, 1, 1, 1, 1),
