@@ -284,12 +284,13 @@ MIN_SPLIT_OUT_CHANNELS = 16
 SPLIT_K_DTYPES = ("float32", "float16")
 
 
-def uses_tensor_core_kernel(spec: ConvTransposeSpec) -> bool:
+def uses_tensor_core_kernel(spec: ConvTransposeSpec, slices: int | None = None) -> bool:
     """Whether the phase-batched ``spec`` runs on the tensor cores: float16 where
-    :func:`~.cuda_tensorcore.tensor_core_reason` accepts it, given the slices :func:`split_k`
-    would cut (the tensor-core kernel has no split-K form)."""
+    :func:`~.cuda_tensorcore.tensor_core_reason` accepts it, given the ``slices``
+    :func:`split_k` cuts (computed where not given; the tensor-core kernel has no split-K
+    form)."""
     return spec.dtype == "float16" and cuda_tensorcore.uses_tensor_cores(
-        spec, split_k_slices=split_k(spec))
+        spec, split_k_slices=split_k(spec) if slices is None else slices)
 
 
 def split_k(spec: ConvTransposeSpec, num_sms: int = 132) -> int:
@@ -329,9 +330,9 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
     accumulators are registers, and the packed weight replaces the weight."""
     if not uses_phase_batched_kernel(spec):
         return 0
-    if uses_tensor_core_kernel(spec):
-        return cuda_tensorcore.input_copy_bytes(spec)
     slices = split_k(spec)
+    if uses_tensor_core_kernel(spec, slices):
+        return cuda_tensorcore.input_copy_bytes(spec)
     return 0 if slices == 1 else slices * math.prod(spec.out_shape) * 4
 
 

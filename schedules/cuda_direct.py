@@ -34,7 +34,6 @@ emulated thread then stages the whole window for itself, which is redundant but 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
@@ -153,8 +152,7 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
     ``kz`` up to :data:`MAX_CHANNEL_GROUPS` while the grid has fewer than
     :data:`MIN_THREADS_PER_SM` threads per SM; ``ck`` from :func:`with_channel_step`."""
     geo = _geometry(spec)
-    phases = math.prod(len(l) for l in geo.live) or 1
-    per_pos = phases * spec.out_per_group
+    per_pos = len(_live_phases(spec)) * spec.out_per_group  # as _accumulators counts
     vy, vx, ty, tx = START_TILE
     while tx > 1 and tx * vx >= 2 * geo.grid[1]:
         tx, ty = tx // 2, ty * 2
