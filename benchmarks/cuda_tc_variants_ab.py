@@ -33,13 +33,16 @@ from tvm_deconv.schedules import cuda_tensorcore as tc  # noqa: E402
 
 @contextlib.contextmanager
 def knobs(pipeline: str | None = None, x_gather: str | None = None,
-          input_copy: str | None = None, copy_lanes: str | None = None):
+          input_copy: str | None = None, copy_lanes: str | None = None,
+          epilogue: str | None = None, staging: str | None = None):
     """:mod:`~tvm_deconv.schedules.cuda_tensorcore`'s A/B knobs set within the context
     (``pipeline``: the K pipeline of every call, with or without the input copy; ``None``:
     each knob as shipped)."""
-    names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY", "COPY_LANES")
+    names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY", "COPY_LANES", "EPILOGUE",
+             "STAGING")
     shipped = {name: getattr(tc, name) for name in names}
-    forced = {"X_GATHER": x_gather, "INPUT_COPY": input_copy, "COPY_LANES": copy_lanes}
+    forced = {"X_GATHER": x_gather, "INPUT_COPY": input_copy, "COPY_LANES": copy_lanes,
+              "EPILOGUE": epilogue, "STAGING": staging}
     if pipeline is not None:
         forced.update(K_PIPELINE=pipeline, COPY_PIPELINE=pipeline)
     for name, value in forced.items():
@@ -66,6 +69,11 @@ VARIANTS = {
     "nhwc_async": lambda: knobs("async", input_copy="channels_last", copy_lanes="rows"),
     "nhwc_async_channel_lanes": lambda: knobs("async", input_copy="channels_last",
                                               copy_lanes="channels"),
+    "fragments": lambda: knobs(epilogue="fragments"),
+    "fragments_async3_dynamic": lambda: knobs("async3", epilogue="fragments",
+                                              staging="dynamic"),
+    "fragments_async4_dynamic": lambda: knobs("async4", epilogue="fragments",
+                                              staging="dynamic"),
 }
 
 
