@@ -27,8 +27,11 @@ import cuda_tile_ab  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 
-from tvm_deconv import zoo  # noqa: E402
+from tvm_deconv import strategy, zoo  # noqa: E402
+from tvm_deconv.plan import stride_multiple_kernel  # noqa: E402
+from tvm_deconv.schedules import cuda as cuda_sched  # noqa: E402
 from tvm_deconv.schedules import cuda_tensorcore as tc  # noqa: E402
+from tvm_deconv.targets import resolve_target  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -77,6 +80,18 @@ VARIANTS = {
 }
 
 
+def kernel_path(spec) -> str:
+    """The implementation ``tvm_deconv.build`` gives ``spec`` on CUDA and, where it is the
+    phase-batched kernel, which one: the knobs reach the tensor-core kernel only (batch-1
+    layers that split K run the FFMA one, and every variant times the same)."""
+    impl = strategy.select("conv_transpose", spec, resolve_target("cuda")).implementation
+    name = impl.name if impl else "TVM's default"
+    gemm = stride_multiple_kernel(spec) if name == "cuda.padded_taps" else spec
+    if name in ("cuda.decomposed", "cuda.padded_taps"):
+        name += " (tensor cores)" if cuda_sched.uses_tensor_core_kernel(gemm) else " (FFMA)"
+    return name
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", help="comma-separated layer:batch")
@@ -91,7 +106,7 @@ def main(argv=None) -> int:
         name, batch = case.split(":")
         spec = zoo.get(name).spec(int(batch), dtype="float16")
         x, w, xt, wt, ref = cuda_ab_common.random_case(spec)
-        row = {"layer": name, "batch": int(batch), "dtype": "float16"}
+        row = {"layer": name, "batch": int(batch), "dtype": "float16", "path": kernel_path(spec)}
         g = tc.gemm_shape(spec)
         row["base_tile"] = ".".join(str(getattr(tc.choose_tile(g), f))
                                     for f in ("wp", "wo", "fp", "fo", "fk"))
