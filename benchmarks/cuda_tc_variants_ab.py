@@ -7,8 +7,8 @@ Per case ``layer:batch``, in one process: ours float16 built with each variant o
 :data:`VARIANTS` (a context that sets :mod:`~tvm_deconv.schedules.cuda_tensorcore`'s
 ``K_PIPELINE`` / ``X_GATHER`` knobs and the build's ``PassContext``), with ``--tiles
 wp.wo.fp.fo.fk,..`` also each variant with each forced tile that divides the GEMM (key
-``variant@tile``), and cuDNN fp16 through torch.  Every output is checked against the float64 result of the same fp16 inputs first
-(``cuda_ab_common.build_check_time``).
+``variant@tile``), and cuDNN fp16 through torch.  Every output is checked against the
+float64 result of the same fp16 inputs first (``cuda_ab_common.build_check_time``).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def kernel_path(spec) -> str:
     """The implementation ``tvm_deconv.build`` gives ``spec`` on CUDA and, where it is the
     phase-batched kernel, which one: the knobs reach the tensor-core kernel only (batch-1
     layers that split K run the FFMA one, and every variant times the same)."""
-    impl = strategy.select("conv_transpose", spec, resolve_target("cuda")).implementation
+    impl = strategy.select(strategy.CONV_TRANSPOSE, spec, resolve_target("cuda")).implementation
     name = impl.name if impl else "TVM's default"
     gemm = stride_multiple_kernel(spec) if name == "cuda.padded_taps" else spec
     if name in ("cuda.decomposed", "cuda.padded_taps"):

@@ -634,9 +634,10 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     sch.annotate(bx, "pragma_unroll_explicit", 1)
 
     # Accumulator fragments -> shared memory (wmma store) -> the fused store writes it out.
+    dynamic = STAGING == "dynamic"
     acc_frag = sch.cache_write(gemm, 0, "wmma.accumulator")
     # In the other scope than the float16 staging: see wmma_intrin.
-    sch.set_scope(acc_frag, 0, "shared" if STAGING == "dynamic" else "shared.dyn")
+    sch.set_scope(acc_frag, 0, "shared" if dynamic else "shared.dyn")
     channels_last = spec_channels_last(sch, store)
     if EPILOGUE == "fragments":
         fragment_store = _fragment_epilogue(sch, acc_frag, store, bx, t, channels_last)
@@ -647,10 +648,9 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
         # Coalesced global writes: pixels fastest for NC.. outputs, channels for N..C.
         order = (0, 1, 2) if channels_last else (0, 2, 1)
         sch.reorder(*[loops[i] for i in order])
-        _bind_threads(sch, sch.fuse(*[loops[i] for i in order]), t.warps)
+        _spread(sch, [loops[i] for i in order], t.warps)
 
     # Input / weight gathers staged in shared memory per K step.
-    dynamic = STAGING == "dynamic"
     for block in (gx, gw):
         sch.set_scope(block, 0, "shared.dyn" if dynamic else "shared")
         sch.storage_align(block, 0, axis=1, factor=32, offset=8)
@@ -692,8 +692,7 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
 
     if EPILOGUE == "fragments":
         warps, rows = fragment_store
-        sch.tensorize(rows, wmma_intrin.STORE_STATIC if STAGING == "dynamic"
-                      else wmma_intrin.STORE)
+        sch.tensorize(rows, wmma_intrin.STORE_STATIC if dynamic else wmma_intrin.STORE)
         # Rows of the 16 x 16 fragments padded to 20 floats (4-way bank conflicts).
         sch.storage_align(sch.get_child_blocks(warps)[0], 0, axis=2, factor=32,
                           offset=MMA + 4)
@@ -711,12 +710,6 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
             stored = sch.get_child_blocks(cmo)[0]
             sch.storage_align(stored, 0, axis=1, factor=2 * stride, offset=stride)
     _schedule_rest(sch, left, GPU)
-
-
-def _bind_threads(sch, loop, warps: int) -> None:
-    _, ty, tx = sch.split(loop, [None, warps, 32])
-    sch.bind(ty, "threadIdx.y")
-    sch.bind(tx, "threadIdx.x")
 
 
 def _fragment_epilogue(sch, acc_frag, store, bx, t: TensorCoreTile, channels_last: bool):
@@ -745,7 +738,7 @@ def _fragment_epilogue(sch, acc_frag, store, bx, t: TensorCoreTile, channels_las
     # Coalesced global writes: pixels fastest for NC.. outputs, channels for N..C.
     order = (warp_row, warp_col, i, j) if channels_last else (warp_row, warp_col, j, i)
     sch.reorder(*order)
-    _bind_threads(sch, sch.fuse(*order), t.warps)
+    _spread(sch, list(order), t.warps)
     # One slab for all fragments (their writes and reads alternate, synchronised): TVM
     # allocates shared memory above the fragment loops, so only the layout can fold them.
     sch.transform_layout(acc_frag, ("write", 0),

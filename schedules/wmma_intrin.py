@@ -1,12 +1,13 @@
 """The WMMA tensor intrinsics the tensor-core path (:mod:`.cuda_tensorcore`) uses:
 16x16x16 float16 A / B loads from (static or dynamic) shared memory (row-major), float32
-accumulator fill, the
-f16 x f16 -> f32 ``mma_sync`` and the accumulator store to (dynamic) shared memory.
+accumulator fill, the f16 x f16 -> f32 ``mma_sync`` and the accumulator store to (dynamic
+or static) shared memory.
 
-The accumulator tile lives in ``shared.dyn``, apart from the float16 staging buffers in
-``shared``: in one scope TVM's StorageRewrite let the float32 tile reuse a float16 buffer
-whose lifetime had ended, and the ``tvm_access_ptr`` of the WMMA store then failed to lower
-("element type must match the source buffer").
+The float32 accumulators live in the other shared scope than the float16 staging buffers
+(``shared.dyn`` beside static staging, ``shared`` beside dynamic staging): in one scope TVM's
+StorageRewrite let the float32 tile reuse a float16 buffer whose lifetime had ended, and the
+``tvm_access_ptr`` of the WMMA store then failed to lower ("element type must match the
+source buffer").
 
 The same descriptions and implementations as TVM's ``tvm.s_tir.tensor_intrin.cuda``
 (``get_wmma_load_intrin`` & co.), registered under names of our own: importing that module

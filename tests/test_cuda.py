@@ -925,8 +925,8 @@ def test_tall_tensor_core_tiles_rotate_their_k_loop():
     assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 1, 2)) == "off"      # 128 x 32
     spec = zoo.get("dcgan_256_128_k4s2").spec(64, dtype="float16")
     assert cuda_tensorcore.input_copy(spec) == "none"
-    assert (cuda_tensorcore.choose_tile(cuda_tensorcore.gemm_shape(spec)).bm,
-            cuda_tensorcore.choose_tile(cuda_tensorcore.gemm_shape(spec)).bn) == (128, 64)
+    chosen = cuda_tensorcore.choose_tile(cuda_tensorcore.gemm_shape(spec))
+    assert (chosen.bm, chosen.bn) == (128, 64)
 
     def syncs(pipeline):
         sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
