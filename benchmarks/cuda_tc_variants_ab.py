@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         keys = []
         for variant in args.variants.split(","):
             for text in [None] + tiles:
-                tile = text and tc.TensorCoreTile(*map(int, text.split(".")))
+                tile = text and cuda_tile_ab.parse_tile(text)
                 if tile and not cuda_tile_ab.divides(tile, g):
                     continue
                 keys.append(variant + (f"@{text}" if text else ""))

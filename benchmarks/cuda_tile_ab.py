@@ -77,6 +77,11 @@ def run(row, key, spec, x, w, ref, dev, **knobs):
         cuda_ab_common.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.3)
 
 
+def parse_tile(text: str) -> tc.TensorCoreTile:
+    """A ``--tiles`` entry ``wp.wo.fp.fo.fk``."""
+    return tc.TensorCoreTile(*map(int, text.split(".")))
+
+
 def divides(tile: tc.TensorCoreTile, g: tc.GemmShape) -> bool:
     return g.pixels % tile.bm == 0 and g.channels % tile.bn == 0 and \
         g.reduce % (tile.fk * tc.MMA) == 0
@@ -131,7 +136,7 @@ def main(argv=None) -> int:
                 g = tc.gemm_shape(spec)
                 row["base_tile"] = dataclasses.asdict(tc.choose_tile(g))
                 for text in [t for t in args.tiles.split(",") if t]:
-                    tile = tc.TensorCoreTile(*map(int, text.split(".")))
+                    tile = parse_tile(text)
                     if divides(tile, g) and tile != tc.choose_tile(g):
                         run(row, text, spec, x, w, ref, dev, tile=tile)
             for key in [k[:-3] for k in list(row) if k.endswith("_ms") and k != "cudnn_ms"]:
