@@ -30,6 +30,7 @@ import tvm  # noqa: E402
 from tvm_deconv import strategy, zoo  # noqa: E402
 from tvm_deconv.plan import stride_multiple_kernel  # noqa: E402
 from tvm_deconv.schedules import cuda as cuda_sched  # noqa: E402
+from tvm_deconv.schedules import cuda_padded_taps  # noqa: E402
 from tvm_deconv.schedules import cuda_tensorcore as tc  # noqa: E402
 from tvm_deconv.targets import resolve_target  # noqa: E402
 
@@ -37,10 +38,12 @@ from tvm_deconv.targets import resolve_target  # noqa: E402
 @contextlib.contextmanager
 def knobs(pipeline: str | None = None, x_gather: str | None = None,
           input_copy: str | None = None, copy_lanes: str | None = None,
-          epilogue: str | None = None, staging: str | None = None):
+          epilogue: str | None = None, staging: str | None = None,
+          exact_phases: bool = False):
     """:mod:`~tvm_deconv.schedules.cuda_tensorcore`'s A/B knobs set within the context
     (``pipeline``: the K pipeline of every call, with or without the input copy; ``None``:
-    each knob as shipped)."""
+    each knob as shipped); ``exact_phases``: ragged float16 layers at every batch run a
+    tensor-core GEMM per phase rather than ``cuda.padded_taps``' zero taps."""
     names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY", "COPY_LANES", "EPILOGUE",
              "STAGING")
     shipped = {name: getattr(tc, name) for name in names}
@@ -51,11 +54,16 @@ def knobs(pipeline: str | None = None, x_gather: str | None = None,
     for name, value in forced.items():
         if value is not None:
             setattr(tc, name, value)
+    max_batch = cuda_padded_taps.PADDED_TAPS_MAX_BATCH
+    shipped_max_batch = max_batch["float16"]
+    if exact_phases:
+        max_batch["float16"] = 0
     try:
         yield  # tvm_deconv.build sets tirx.use_async_copy for CUDA
     finally:
         for name, value in shipped.items():
             setattr(tc, name, value)
+        max_batch["float16"] = shipped_max_batch
 
 
 VARIANTS = {
@@ -77,6 +85,7 @@ VARIANTS = {
                                               staging="dynamic"),
     "fragments_async4_dynamic": lambda: knobs("async4", epilogue="fragments",
                                               staging="dynamic"),
+    "exact_phases": lambda: knobs(exact_phases=True),
 }
 
 

@@ -21,7 +21,9 @@ weight staged in shared memory per K step):
   output: its bounding box spans the other phases' positions and the write-back would
   overwrite them, silently).  :func:`cuda_compute` marks this PrimFunc opaque: with several
   writers of one buffer the root scope is no stage pipeline, so reindex / compute_at refuse
-  a fused epilogue; bias/ReLU run as their own elementwise kernel.
+  a fused epilogue; bias/ReLU run as their own elementwise kernel.  float16 (float32
+  accumulators) has it on the tensor cores only: a WMMA GEMM per phase
+  (:mod:`.cuda_tensorcore`), likewise opaque.
 
 Both read :func:`cuda_pack`'s weight (per phase and tap a ``[Cin, Cout]`` matrix: coalesced
 weight tiles) and a zero-padded input whose ``pad`` block is inlined into the shared-memory
@@ -78,13 +80,17 @@ def cuda_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     always, for float32 accumulation); otherwise the per-phase compute (packed weight and
     padded input unless it has few output channels), marked opaque so that no epilogue is
     fused into it.  float16 calls that :func:`~.cuda_tensorcore.tensor_core_reason` accepts
-    get the same phase-batched GEMM in the tensor-core form (WMMA, float32 accumulators)."""
+    get the same GEMMs in the tensor-core form (WMMA, float32 accumulators): one for a
+    phase-batched plan, one per phase (opaque) for a ragged one."""
     if uses_phase_batched_kernel(spec):
         if uses_tensor_core_kernel(spec):
             return cuda_tensorcore.tensor_core_conv_transpose(spec)
         return phase_batched_conv_transpose(spec, split_k=split_k(spec))
-    return decomposed_conv_transpose(spec, packed_weight=_per_phase_packed(spec)).with_attr(
-        "op_pattern", OP_PATTERN_OPAQUE)
+    if uses_tensor_core_kernel(spec):  # ragged float16: a tensor-core GEMM per phase
+        func = cuda_tensorcore.tensor_core_conv_transpose(spec)
+    else:
+        func = decomposed_conv_transpose(spec, packed_weight=_per_phase_packed(spec))
+    return func.with_attr("op_pattern", OP_PATTERN_OPAQUE)
 
 
 def cuda_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc | None:
@@ -125,8 +131,11 @@ def _batched_shared_fits(func: tirx.PrimFunc) -> bool:
 def supports_cuda(spec: ConvTransposeSpec, target: Target) -> str | None:
     why = supports_dtype(spec, target)
     if why is None and spec.out_dtype == "float16" and not make_plan(spec).phase_batched:
-        why = ("float16 accumulates in float32 only in the phase-batched kernel (dilation 1, "
-               "k % s == 0, stride dividing the output); this one has ragged phases")
+        tensor_cores = cuda_tensorcore.tensor_core_reason(spec, target)
+        if tensor_cores is not None:
+            why = ("float16 accumulates in float32 only in the phase-batched kernel (dilation "
+                   "1, k % s == 0, stride dividing the output) and, for ragged phases like "
+                   f"these, on the tensor cores, which decline it: {tensor_cores}")
     return why
 
 
@@ -285,12 +294,15 @@ SPLIT_K_DTYPES = ("float32", "float16")
 
 
 def uses_tensor_core_kernel(spec: ConvTransposeSpec, slices: int | None = None) -> bool:
-    """Whether the phase-batched ``spec`` runs on the tensor cores: float16 where
+    """Whether ``spec`` runs on the tensor cores: float16 where
     :func:`~.cuda_tensorcore.tensor_core_reason` accepts it, given the ``slices``
-    :func:`split_k` cuts (computed where not given; the tensor-core kernel has no split-K
-    form)."""
-    return spec.dtype == "float16" and cuda_tensorcore.uses_tensor_cores(
-        spec, split_k_slices=split_k(spec) if slices is None else slices)
+    :func:`split_k` cuts a phase-batched plan (computed where not given; the tensor-core
+    kernel has no split-K form).  Ragged plans have no float16 FFMA kernel to split."""
+    if spec.dtype != "float16":
+        return False
+    if slices is None:
+        slices = split_k(spec) if make_plan(spec).phase_batched else 1
+    return cuda_tensorcore.uses_tensor_cores(spec, split_k_slices=slices)
 
 
 def split_k(spec: ConvTransposeSpec, num_sms: int = 132) -> int:
@@ -329,7 +341,7 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
     copy.  Otherwise the padded input is read through the shared-memory copies, the
     accumulators are registers, and the packed weight replaces the weight."""
     if not uses_phase_batched_kernel(spec):
-        return 0
+        return cuda_tensorcore.input_copy_bytes(spec) if uses_tensor_core_kernel(spec) else 0
     slices = split_k(spec)
     if uses_tensor_core_kernel(spec, slices):
         return cuda_tensorcore.input_copy_bytes(spec)

@@ -1,26 +1,33 @@
-"""Tensor-core (WMMA 16x16x16, float16 in, float32 accumulators) path of the phase-batched
-CUDA kernel.
+"""Tensor-core (WMMA 16x16x16, float16 in, float32 accumulators) path of the CUDA kernel.
 
-Where :func:`tensor_core_reason` accepts a float16 call (phase-batched plan, no groups,
-output channels, batch x phase pixels and taps x input channels all multiples of 16, an
-sm_70+ target), :func:`~.cuda.cuda_compute` gives it :func:`tensor_core_conv_transpose`
-instead of the FFMA compute, and :func:`~.cuda.schedule_cuda` schedules it with
-:func:`schedule_tensor_core`.  Otherwise the FFMA schedule runs and one ``tvm_deconv`` log
-line (INFO) says why.
+Where :func:`tensor_core_reason` accepts a float16 call (a phase-batched plan, or a ragged
+one with taps in every phase; no groups; output channels, batch x phase pixels and taps x
+input channels all multiples of 16; an sm_70+ target), :func:`~.cuda.cuda_compute` gives it
+:func:`tensor_core_conv_transpose` instead of the FFMA compute, and
+:func:`~.cuda.schedule_cuda` schedules it with :func:`schedule_tensor_core`.  Otherwise the
+FFMA schedule runs and one ``tvm_deconv`` log line (INFO) says why.
 
-The compute is the same phase-batched implicit GEMM, written as one batched GEMM per phase
-``r`` (the phases flattened, row-major over the strides)::
+Ragged plans (k % s != 0: CycleGAN k3 s2) get one GEMM, and one kernel, per phase, each with
+exactly its taps (:func:`phase_gemms`: XNNPACK's subconvolutions; no zero tap is multiplied,
+unlike :mod:`.cuda_padded_taps`).  Their stores each write an alias of the output, so the
+PrimFunc is opaque to epilogue fusion, like the FFMA per-phase kernels.
+
+The compute of a phase-batched plan is the same implicit GEMM, written as one batched GEMM
+per phase ``r`` (the phases flattened, row-major over the strides; a ragged plan's GEMMs
+have one ``r`` each)::
 
     acc[r, p, m] += X[r, p, k] * W[r, k, m]      p = (n, q..) row-major,  k = (j.., ic)
 
 ``X`` is a gather of the input (the input index from the plan's
-:meth:`~tvm_deconv.plan.AxisPlan.batched_input`, zero where
+:meth:`~tvm_deconv.plan.AxisPlan.batched_input`, or one phase's
+:class:`~tvm_deconv.plan.AxisPhase` offsets; zero where
 :meth:`~tvm_deconv.plan.AxisPlan.input_pads` says a phase reads outside it: the clamped
-element times 0, so an Inf/NaN on the input's border would turn those zeros into NaN), ``W`` a view of :func:`decomposed_pack`'s
-weight (per phase and tap a ``[Cin, Cout]`` matrix: ``k = j*Cin + ic`` is its row).  Both
-gathers are spatial blocks that the schedule stages in shared memory per K step (so the
-index arithmetic runs once per staged element); unscheduled (LLVM) they are whole buffers.
-``store`` (the only writer of the output: epilogues fuse into it) casts ``acc`` and writes
+element times 0, so an Inf/NaN on the input's border would turn those zeros into NaN),
+``W`` a view of :func:`decomposed_pack`'s weight (per phase and tap a ``[Cin, Cout]``
+matrix: ``k = j*Cin + ic`` is its row).  Both gathers are spatial blocks that the schedule
+stages in shared memory per K step (so the index arithmetic runs once per staged element);
+unscheduled (LLVM) they are whole buffers.  ``store`` (of a phase-batched plan the only
+writer of the output: epilogues fuse into it) casts ``acc`` and writes
 ``out[.., q*s + r, ..]``.
 
 Schedule: thread block = BM pixels x BN output channels of one phase (blockIdx.y = phase),
@@ -53,7 +60,7 @@ from tvm.target import Target
 from tvm_deconv.compute import (OUT_ELEMWISE_FUSABLE, PADDED_INPUT_ANNOTATION,
                                  PHASE_ANNOTATION, _i64, _index, _padded_data_block,
                                  decomposed_packed_shape, flat_index)
-from tvm_deconv.plan import ConvTransposeSpec, make_plan
+from tvm_deconv.plan import ConvTransposeSpec, Phase, make_plan
 
 from . import wmma_intrin
 from .common import inline_epilogues, root_blocks
@@ -163,11 +170,44 @@ class GemmShape:
 
 
 def gemm_shape(spec: ConvTransposeSpec) -> GemmShape:
+    """The one GEMM of a phase-batched plan (all phases alike)."""
     plan = make_plan(spec)
     return GemmShape(math.prod(ax.stride for ax in plan.axes),
                      spec.batch * math.prod(ax.out_size // ax.stride for ax in plan.axes),
                      math.prod(ax.max_taps for ax in plan.axes) * spec.in_per_group,
                      spec.out_channels)
+
+
+@dataclass(frozen=True)
+class PhaseGemm:
+    """One GEMM of :func:`tensor_core_conv_transpose`: every phase (``phase`` ``None``,
+    phase-batched plans: ``r`` runs over them) or one phase of a ragged plan, whose taps
+    differ from its neighbours' (k % s != 0: CycleGAN k3 s2), so each phase is a GEMM, and a
+    kernel, of its own with exactly its taps (no zero taps)."""
+
+    phase: Phase | None
+    shape: GemmShape
+
+    @property
+    def suffix(self) -> str:
+        """Block name suffix: "" for the phase-batched GEMM, else the phase's index."""
+        return "" if self.phase is None else self.phase.name[len("phase"):]
+
+    def phase_index(self, ndim: int) -> list[int]:
+        """Its blocks' PHASE_ANNOTATION: the phase's index, -1s for every phase."""
+        return [-1] * ndim if self.phase is None else list(self.phase.index)
+
+
+def phase_gemms(spec: ConvTransposeSpec) -> list[PhaseGemm]:
+    """The GEMMs of ``spec``'s tensor-core compute: one for a phase-batched plan, else one
+    per phase (B x prod(extent) pixels, prod(taps) x Cin reduction)."""
+    plan = make_plan(spec)
+    if plan.phase_batched:
+        return [PhaseGemm(None, gemm_shape(spec))]
+    return [PhaseGemm(ph, GemmShape(1, spec.batch * math.prod(ph.extent),
+                                    math.prod(ph.num_taps) * spec.in_per_group,
+                                    spec.out_channels))
+            for ph in plan.phases()]
 
 
 def _sm_version(target: Target | None) -> int:
@@ -190,16 +230,19 @@ def tensor_core_reason(spec: ConvTransposeSpec, target: Target | None = None,
         return "disabled (TVM_DECONV_CUDA_TENSOR_CORES=0 or tensor_cores(False))"
     if _sm_version(target) < 70:
         return f"target arch {target.attrs.get('arch')} has no WMMA (needs sm_70+)"
-    if not make_plan(spec).phase_batched:
-        return "ragged phases (needs dilation 1, k % s == 0, stride dividing the output)"
+    plan = make_plan(spec)
+    if not plan.phase_batched and not all(ph.has_taps and not ph.is_empty
+                                          for ph in plan.phases()):
+        return "a phase without taps or outputs (k < s, or a stride above the output)"
     if spec.groups != 1:
         return f"groups={spec.groups} (one GEMM per phase needs groups=1)"
-    g = gemm_shape(spec)
-    for what, value in (("output channels", g.channels),
-                        ("batch x pixels per phase", g.pixels),
-                        ("taps per phase x input channels", g.reduce)):
-        if value % MMA:
-            return f"{what} = {value} is not a multiple of {MMA}"
+    for gemm in phase_gemms(spec):
+        g = gemm.shape
+        for what, value in (("output channels", g.channels),
+                            ("batch x pixels per phase", g.pixels),
+                            ("taps per phase x input channels", g.reduce)):
+            if value % MMA:
+                return f"{what} = {value} is not a multiple of {MMA}"
     if split_k_slices >= SPLIT_K_OVER_TENSOR_CORES:
         return (f"its grid is short and the FFMA kernel splits K into {split_k_slices} slices "
                 f"(>= {SPLIT_K_OVER_TENSOR_CORES}), which has no tensor-core form")
@@ -257,18 +300,17 @@ def input_copy_bytes(spec: ConvTransposeSpec) -> int:
 
 def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
                                copy: str | None = None) -> tirx.PrimFunc:
-    """The phase-batched conv as one GEMM per phase (see the module doc); signature
-    ``(data, packed_weight, out)`` as :func:`~tvm_deconv.compute.phase_batched_conv_transpose`
-    (same :func:`decomposed_pack` weight).  With the input form ``copy`` (``None``:
+    """The conv as batched GEMMs (see the module doc; one per :func:`phase_gemms` entry, each
+    its four blocks, named with the GEMM's :attr:`PhaseGemm.suffix`); signature ``(data,
+    packed_weight, out)`` as :func:`~tvm_deconv.compute.phase_batched_conv_transpose` (same
+    :func:`decomposed_pack` weight).  With the input form ``copy`` (``None``:
     :func:`input_copy`'s) "channels_last" a first block (the compute's ``pad`` block, here
     its own kernel: role "pad_x") copies the input zero-padded and channels last, and the
-    GEMM's input gather reads that copy unguarded."""
+    GEMMs' input gathers read that copy unguarded."""
     plan = make_plan(spec)
     nd, sp = spec.ndim, spec.spatial_axes
     strides = [ax.stride for ax in plan.axes]
-    qext = [ax.out_size // ax.stride for ax in plan.axes]
-    taps = [ax.max_taps for ax in plan.axes]
-    g = gemm_shape(spec)
+    tap_offsets, _ = plan.tap_offsets()
     cin = spec.in_per_group
     acc_dtype = "float32"
     with IRBuilder() as builder:
@@ -279,23 +321,9 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
             weight = T.arg("weight", T.buffer([_i64(d) for d in decomposed_packed_shape(spec)],
                                               spec.dtype))
             out = T.arg("out", T.buffer([_i64(d) for d in spec.out_shape], spec.out_dtype))
-            xg = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.pixels), _i64(g.reduce)],
-                                       spec.dtype)
-            wg = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.reduce), _i64(g.channels)],
-                                       spec.dtype)
-            acc = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.pixels), _i64(g.channels)],
-                                        acc_dtype)
             pads = {a: ax.input_pads() for a, ax in zip(sp, plan.axes)}
             copied = (copy or input_copy(spec)) == "channels_last"
             copy_layout = "N" + sp + "C"
-
-            def attrs(role):
-                T.sblock_attr({PHASE_ANNOTATION: [-1] * nd, TC_ANNOTATION: role})
-
-            def phase_and_pixel(r, p):
-                # GEMM row (r, p) -> phase offsets per axis, batch index, phase-grid position
-                n, qs = _unflatten(p, [spec.batch, math.prod(qext)])
-                return _unflatten(r, strides), n, _unflatten(qs, qext)
 
             def guarded_read(in_idx, n, ic):
                 # Outside the input: read the clamped (in-bounds) element and multiply by 0,
@@ -317,47 +345,89 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
 
             if copied:
                 xp, _ = _padded_data_block(spec, plan, data, layout=copy_layout)
-            with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.reduce)) as loops:
-                with T.sblock("gather_x"):
-                    r, p, k = T.axis.remap("SSS", loops, dtype="int64")
-                    attrs("gather_x")
-                    rs, n, qs = phase_and_pixel(r, p)
-                    js = _unflatten(tirx.floordiv(k, _i64(cin)), taps)
-                    ic = tirx.floormod(k, _i64(cin))
-                    in_idx = {a: ax.batched_input(ri, q, j)
-                              for a, ax, ri, q, j in zip(sp, plan.axes, rs, qs, js)}
-                    if copied:
-                        shifted = {a: in_idx[a] + _i64(pads[a][0]) for a in sp}
-                        x = xp[tuple(_index(copy_layout, dict(shifted, N=n, C=ic)))]
-                    else:
-                        x = guarded_read(in_idx, n, ic)
-                    T.buffer_store(xg, x, [r, p, k])
-            with T.grid(_i64(g.phases), _i64(g.reduce), _i64(g.channels)) as loops:
-                with T.sblock("gather_w"):
-                    r, k, m = T.axis.remap("SSS", loops, dtype="int64")
-                    attrs("gather_w")
-                    js = _unflatten(tirx.floordiv(k, _i64(cin)), taps)
-                    # decomposed_pack's flat tap axis is the row-major (r.., j..) grid.
-                    tap = flat_index(_unflatten(r, strides) + js, strides + taps)
-                    T.buffer_store(wg, weight[tap, tirx.floormod(k, _i64(cin)), m], [r, k, m])
-            with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.channels),
-                        _i64(g.reduce)) as loops:
-                with T.sblock("gemm"):
-                    r, p, m, k = T.axis.remap("SSSR", loops, dtype="int64")
-                    attrs("gemm")
-                    with T.init():
-                        T.buffer_store(acc, tirx.const(0, acc_dtype), [r, p, m])
-                    T.buffer_store(acc, acc[r, p, m] + xg[r, p, k].astype(acc_dtype)
-                                   * wg[r, k, m].astype(acc_dtype), [r, p, m])
-            with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.channels)) as loops:
-                with T.sblock("store"):
-                    r, p, m = T.axis.remap("SSS", loops, dtype="int64")
-                    attrs("store")
-                    rs, n, qs = phase_and_pixel(r, p)
-                    out_idx = {a: q * _i64(ax.stride) + ri
-                               for a, ax, ri, q in zip(sp, plan.axes, rs, qs)}
-                    T.buffer_store(out, acc[r, p, m].astype(spec.out_dtype),
-                                   _index(spec.out_layout, dict(out_idx, N=n, C=m)))
+
+            for gemm in phase_gemms(spec):
+                g, phase = gemm.shape, gemm.phase
+                if phase is None:  # r runs over every phase: closed forms in r
+                    qext = [ax.out_size // ax.stride for ax in plan.axes]
+                    taps = [ax.max_taps for ax in plan.axes]
+                else:
+                    qext, taps = list(phase.extent), list(phase.num_taps)
+
+                def attrs(role):  # the phase: -1s for all of them
+                    T.sblock_attr({PHASE_ANNOTATION: gemm.phase_index(nd), TC_ANNOTATION: role})
+
+                def phase_and_pixel(r, p):
+                    # GEMM row (r, p) -> phase offsets per axis, batch index, phase-grid position
+                    n, qs = _unflatten(p, [spec.batch, math.prod(qext)])
+                    rs = (_unflatten(r, strides) if phase is None
+                          else [_i64(i) for i in phase.index])
+                    return rs, n, _unflatten(qs, qext)
+
+                def input_index(rs, qs, js):
+                    if phase is None:
+                        return {a: ax.batched_input(ri, q, j)
+                                for a, ax, ri, q, j in zip(sp, plan.axes, rs, qs, js)}
+                    return {a: q + _i64(ap.in_start) - j * _i64(ap.in_step)
+                            for a, ap, q, j in zip(sp, phase.axes, qs, js)}
+
+                def packed_tap(r, js):
+                    # decomposed_pack's flat tap axis: the phases' taps end to end (for
+                    # alike phases, the row-major (r.., j..) grid).
+                    if phase is None:
+                        return flat_index(_unflatten(r, strides) + js, strides + taps)
+                    return _i64(tap_offsets[phase.index]) + flat_index(js, taps)
+
+                # A ragged plan's stores each write an alias of the output (the same data):
+                # for the schedule each is then the only writer of its buffer, so it can move
+                # under its GEMM's thread blocks (reverse_compute_at).
+                written = out if phase is None else IRBuilder.name(
+                    "out" + gemm.suffix, T.decl_buffer(out.shape, spec.out_dtype, data=out.data))
+                xg = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.pixels), _i64(g.reduce)],
+                                           spec.dtype)
+                wg = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.reduce), _i64(g.channels)],
+                                           spec.dtype)
+                acc = T.sblock_alloc_buffer([_i64(g.phases), _i64(g.pixels),
+                                             _i64(g.channels)], acc_dtype)
+                with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.reduce)) as loops:
+                    with T.sblock("gather_x" + gemm.suffix):
+                        r, p, k = T.axis.remap("SSS", loops, dtype="int64")
+                        attrs("gather_x")
+                        rs, n, qs = phase_and_pixel(r, p)
+                        js = _unflatten(tirx.floordiv(k, _i64(cin)), taps)
+                        ic = tirx.floormod(k, _i64(cin))
+                        in_idx = input_index(rs, qs, js)
+                        if copied:
+                            shifted = {a: in_idx[a] + _i64(pads[a][0]) for a in sp}
+                            x = xp[tuple(_index(copy_layout, dict(shifted, N=n, C=ic)))]
+                        else:
+                            x = guarded_read(in_idx, n, ic)
+                        T.buffer_store(xg, x, [r, p, k])
+                with T.grid(_i64(g.phases), _i64(g.reduce), _i64(g.channels)) as loops:
+                    with T.sblock("gather_w" + gemm.suffix):
+                        r, k, m = T.axis.remap("SSS", loops, dtype="int64")
+                        attrs("gather_w")
+                        js = _unflatten(tirx.floordiv(k, _i64(cin)), taps)
+                        T.buffer_store(wg, weight[packed_tap(r, js), tirx.floormod(k, _i64(cin)),
+                                                  m], [r, k, m])
+                with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.channels),
+                            _i64(g.reduce)) as loops:
+                    with T.sblock("gemm" + gemm.suffix):
+                        r, p, m, k = T.axis.remap("SSSR", loops, dtype="int64")
+                        attrs("gemm")
+                        with T.init():
+                            T.buffer_store(acc, tirx.const(0, acc_dtype), [r, p, m])
+                        T.buffer_store(acc, acc[r, p, m] + xg[r, p, k].astype(acc_dtype)
+                                       * wg[r, k, m].astype(acc_dtype), [r, p, m])
+                with T.grid(_i64(g.phases), _i64(g.pixels), _i64(g.channels)) as loops:
+                    with T.sblock("store" + gemm.suffix):
+                        r, p, m = T.axis.remap("SSS", loops, dtype="int64")
+                        attrs("store")
+                        rs, n, qs = phase_and_pixel(r, p)
+                        out_idx = {a: q * _i64(ax.stride) + ri
+                                   for a, ax, ri, q in zip(sp, plan.axes, rs, qs)}
+                        T.buffer_store(written, acc[r, p, m].astype(spec.out_dtype),
+                                       _index(spec.out_layout, dict(out_idx, N=n, C=m)))
     return builder.get()
 
 
@@ -494,20 +564,22 @@ def _stages(pipeline: str) -> int:
     return {"double_buffer": 2, "async": 2, "async3": 3, "async4": 4}.get(pipeline, 1)
 
 
-def _blocks(sch: s_tir.Schedule) -> dict:
-    """Root blocks by role: :data:`TC_ANNOTATION`'s, and "pad_x" for the input copy."""
-    roles = {}
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        annotations = sch.get(block).annotations
-        role = "pad_x" if PADDED_INPUT_ANNOTATION in annotations else \
-            annotations.get(TC_ANNOTATION)
-        if role is not None:
-            roles[str(role)] = block
-    return roles
+def _blocks(sch: s_tir.Schedule) -> tuple[str | None, list[dict]]:
+    """Root block names: the input copy's ("pad_x"; ``None`` without it) and, per GEMM (by
+    PHASE_ANNOTATION), its blocks by :data:`TC_ANNOTATION` role."""
+    copy, gemms = None, {}
+    for block in root_blocks(sch):
+        annotations, name = sch.get(block).annotations, sch.get(block).name_hint
+        if PADDED_INPUT_ANNOTATION in annotations:
+            copy = name
+        elif TC_ANNOTATION in annotations:
+            phase = tuple(int(i) for i in annotations[PHASE_ANNOTATION])
+            gemms.setdefault(phase, {})[str(annotations[TC_ANNOTATION])] = name
+    return copy, list(gemms.values())
 
 
 def is_tensor_core_func(sch: s_tir.Schedule) -> bool:
-    return "gemm" in _blocks(sch)
+    return bool(_blocks(sch)[1])
 
 
 def _read_buffer_index(sch, block, buffer) -> int:
@@ -585,20 +657,36 @@ def _schedule_input_copy(sch, block, threads: int = 256) -> None:
 def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
                          tile: TensorCoreTile | None = None, num_sms: int = 132,
                          pipeline: str | None = None, gather: str | None = None) -> None:
-    """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA.
-    ``pipeline`` / ``gather``: the K loop and input gather variants (``None``:
-    :data:`K_PIPELINE` / :data:`X_GATHER`); a pipeline whose shared memory would not launch
-    raises ``ValueError`` where it is asked for, and falls back to "off" where it is the
-    default."""
+    """Schedule :func:`tensor_core_conv_transpose` (plus fused epilogues) for WMMA: each GEMM
+    a kernel of its own (:func:`_schedule_gemm`), as is the input copy.  ``tile``,
+    ``pipeline`` / ``gather``: every GEMM's block tile (``None``: :func:`choose_tile`'s),
+    K loop and input gather variants (``None``: :data:`K_PIPELINE` / :data:`X_GATHER`); a
+    pipeline whose shared memory would not launch raises ``ValueError`` where it is asked
+    for, and falls back to "off" where it is the default."""
     # pylint: disable-next=import-outside-toplevel
-    from .cuda import GPU, MAX_GRID_YZ, _schedule_rest, phases_fastest
+    from .cuda import GPU, _schedule_rest
 
     wmma_intrin.register()
-    roles = _blocks(sch)
-    names = {role: sch.get(b).name_hint for role, b in roles.items()}
-    # Epilogues (bias, activations) into the store; what does not inline runs elementwise.
+    copy, gemms = _blocks(sch)
+    ours = {copy} | {name for names in gemms for name in names.values()}
+    # Epilogues (bias, activations) into the store; what does not inline (several GEMMs'
+    # stores write the output) runs elementwise.
     left = inline_epilogues(sch, [sch.get(b).name_hint for b in root_blocks(sch)
-                                  if sch.get(b).name_hint not in names.values()])
+                                  if sch.get(b).name_hint not in ours])
+    for names in gemms:
+        _schedule_gemm(sch, names, tile, num_sms, pipeline,
+                       X_GATHER if gather is None else gather, copied=copy is not None)
+    if copy is not None:
+        _schedule_input_copy(sch, sch.get_sblock(copy))
+    _schedule_rest(sch, left, GPU)
+
+
+def _schedule_gemm(sch: s_tir.Schedule, names: dict,
+                   tile: TensorCoreTile | None, num_sms: int, pipeline: str | None,
+                   gather: str, copied: bool) -> None:
+    """One GEMM's blocks (``names``: by role) as one WMMA kernel (see the module doc)."""
+    # pylint: disable-next=import-outside-toplevel
+    from .cuda import MAX_GRID_YZ, phases_fastest
 
     gemm, store = sch.get_sblock(names["gemm"]), sch.get_sblock(names["store"])
     gx, gw = sch.get_sblock(names["gather_x"]), sch.get_sblock(names["gather_w"])
@@ -606,9 +694,8 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     g = GemmShape(ext[0], ext[1], ext[3], ext[2])
     t = tile or choose_tile(g, num_sms)
     if pipeline is None:  # the default pipeline where its staging launches, else none
-        pipeline = COPY_PIPELINE if "pad_x" in roles else K_PIPELINE or default_k_pipeline(t)
+        pipeline = COPY_PIPELINE if copied else K_PIPELINE or default_k_pipeline(t)
         pipeline = pipeline if _launches(t, _stages(pipeline)) else "off"
-    gather = X_GATHER if gather is None else gather
     if not _launches(t, _stages(pipeline)):
         raise ValueError(f"{pipeline}: {_stages(pipeline)} x {_staging_bytes(t)} bytes of "
                          f"{STAGING} staging with the {EPILOGUE!r} epilogue would not launch")
@@ -654,9 +741,8 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
     for block in (gx, gw):
         sch.set_scope(block, 0, "shared.dyn" if dynamic else "shared")
         sch.storage_align(block, 0, axis=1, factor=32, offset=8)
-    if "pad_x" in roles:  # channels-last copy: 16-byte loads along K (= taps x channels)
+    if copied:  # channels-last copy: 16-byte loads along K (= taps x channels)
         _thread_copy(sch, gx, k0, t.warps, vector=VECTOR)
-        _schedule_input_copy(sch, roles["pad_x"])
     elif gather == "tiles":
         _thread_copy_tiles(sch, gx, k0, t.warps)
     else:
@@ -709,7 +795,6 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
         if stride != t.bn:
             stored = sch.get_child_blocks(cmo)[0]
             sch.storage_align(stored, 0, axis=1, factor=2 * stride, offset=stride)
-    _schedule_rest(sch, left, GPU)
 
 
 def _fragment_epilogue(sch, acc_frag, store, bx, t: TensorCoreTile, channels_last: bool):

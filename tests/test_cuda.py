@@ -623,20 +623,23 @@ def test_gpu_direct_float16(name):
 # ---------------------------------------------------------------------------------------------
 
 
-def tensor_core_specs(count: int, seed: int, max_size: int = 6):
+def tensor_core_specs(count: int, seed: int, max_size: int = 6, ragged: bool = False):
     """Random float16 specs the tensor-core path takes: 1-d/2-d/3-d, k = s*t, strides 1-4 per
-    axis, padding and output_padding, batch 1-4, channel counts 16-48, NC.. and NHWC."""
+    axis, padding and output_padding, batch 1-4, channel counts 16-48, NC.. and NHWC.
+    ``ragged``: k = s*t + e (0 <= e < s, k % s != 0 on some axis: a GEMM per phase), batch
+    16 (every phase's pixels a multiple of 16, whatever its extent)."""
     rng = np.random.default_rng(seed)
     specs = []
     while len(specs) < count:
         nd = int(rng.choice([1, 2, 2, 3]))
-        s = [int(rng.integers(1, 5)) for _ in range(nd)]
-        k = [si * int(rng.integers(1, 3)) for si in s]
+        s = [int(rng.integers(2 if ragged else 1, 5)) for _ in range(nd)]
+        k = [si * int(rng.integers(1, 3)) + (int(rng.integers(0, si)) if ragged else 0)
+             for si in s]
         pad = [int(rng.integers(0, kk)) for kk in k]
         op = [int(rng.integers(0, si)) for si in s]
         size = [int(rng.integers(1, max_size + 1)) for _ in range(nd)]
         cin, cout = (16 * int(rng.integers(1, 4)) for _ in range(2))
-        batch = int(rng.choice([1, 2, 4]))
+        batch = 16 if ragged else int(rng.choice([1, 2, 4]))
         if nd == 2 and rng.random() < 0.25:
             data, weight = [batch] + size + [cin], k + [cout, cin]
             layouts = dict(data_layout="NHWC", kernel_layout="HWOI")
@@ -649,7 +652,8 @@ def tensor_core_specs(count: int, seed: int, max_size: int = 6):
                              dtype="float16", **layouts)
         except PlanError:
             continue
-        if cuda_tensorcore.tensor_core_reason(spec, CUDA) is None:
+        if (cuda_tensorcore.tensor_core_reason(spec, CUDA) is None
+                and make_plan(spec).phase_batched != ragged):
             specs.append(spec)
     return specs
 
@@ -663,12 +667,17 @@ TC_SPECS = [
               data_layout="NHWC", kernel_layout="HWOI"),                              # NHWC
     make_spec((1, 16, 4, 4), (16, 16, 4, 4), strides=2, padding=1, dtype="float16",
               out_dtype="float32"),                                                   # fp16->fp32
-] + tensor_core_specs(6, seed=31)
+    make_spec((2, 32, 4, 4), (32, 16, 3, 3), strides=2, padding=1, output_padding=1,
+              dtype="float16"),                                     # CycleGAN: a GEMM per phase
+    make_spec((2, 4, 4, 16), (3, 3, 16, 16), strides=2, padding=1, output_padding=1,
+              dtype="float16", data_layout="NHWC", kernel_layout="HWOI"),    # ragged NHWC
+] + tensor_core_specs(6, seed=31) + tensor_core_specs(3, seed=37, ragged=True)
 
 
 def _tc_id(s):
-    return f"{s.ndim}d_n{s.batch}_c{s.in_channels}_o{s.out_channels}_s{s.strides}_k{s.kernel}" \
-           f"_{s.data_layout}_{s.out_dtype}"
+    return ("" if make_plan(s).phase_batched else "ragged_") + \
+        f"{s.ndim}d_n{s.batch}_c{s.in_channels}_o{s.out_channels}_s{s.strides}_k{s.kernel}" \
+        f"_{s.data_layout}_{s.out_dtype}"
 
 
 @pytest.mark.parametrize("input_copy", ["none", "channels_last"])
@@ -688,6 +697,30 @@ def test_tensor_core_compute_cpu(spec, input_copy, monkeypatch):
 
 TC_ZOO = [l.name for l in zoo.LAYERS if make_plan(l.spec(1)).phase_batched
           and not l.name.startswith(("fsrcnn", "fcn8s", "dcgan_64_3"))]
+
+
+def test_ragged_float16_runs_a_tensor_core_gemm_per_phase(tmp_path):
+    """CycleGAN 256->128 (k3 s2) in float16: a tensor-core GEMM and kernel per phase with
+    exactly its taps (K = 1, 2, 2, 4 x Cin: the multiply-adds of the plan, no zero taps), the
+    PrimFunc opaque (several stores write the output); its CUDA C compiles."""
+    spec = zoo.get("cyclegan_256_128_k3s2").spec(64, dtype="float16")
+    assert cuda_tensorcore.tensor_core_reason(spec, CUDA) is None
+    assert cuda_sched.supports_cuda(spec, CUDA) is None
+    gemms = cuda_tensorcore.phase_gemms(spec)
+    assert sorted(g.shape.reduce // 256 for g in gemms) == [1, 2, 2, 4]
+    assert sum(g.shape.pixels * g.shape.reduce * g.shape.channels
+               for g in gemms) == make_plan(spec).macs()
+    func = cuda_sched.cuda_compute(spec)
+    assert func.attrs["op_pattern"] == cuda_sched.OP_PATTERN_OPAQUE
+    sch = s_tir.Schedule(func)
+    cuda_sched.schedule_cuda(sch, CUDA)
+    with tvm_deconv.kernel_context(CUDA):
+        ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
+    source = ex.mod.imports[0].inspect_source()
+    kernels = re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)\(", source)
+    assert len(set(kernels)) == len(gemms) and source.count("mma_sync") >= len(gemms)
+    if shutil.which("nvcc"):
+        assert nvcc_errors(source, tmp_path) is None
 
 
 def test_tensor_core_path_chosen_for_zoo_float16():
@@ -943,9 +976,9 @@ TC_TILES = [None, cuda_tensorcore.TensorCoreTile(1, 1, 1, 1, 1),
 
 
 def _tile_fits(spec, tile) -> bool:
-    g = cuda_tensorcore.gemm_shape(spec)
-    return tile is None or (g.pixels % tile.bm == 0 and g.channels % tile.bn == 0
-                            and g.reduce % (tile.fk * 16) == 0)
+    return tile is None or all(
+        g.pixels % tile.bm == 0 and g.channels % tile.bn == 0 and g.reduce % (tile.fk * 16) == 0
+        for g in (gemm.shape for gemm in cuda_tensorcore.phase_gemms(spec)))
 
 
 @pytest.mark.gpu

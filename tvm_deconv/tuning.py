@@ -194,8 +194,9 @@ def extract_tasks(mod: tvm.IRModule, target: TargetLike, spaces: Iterable[str] =
 
 def stock_on_tensor_cores(spec: ConvTransposeSpec, target: Target) -> bool:
     """Whether the stock space of ``spec`` is MetaSchedule's tensor-core one (see the module
-    doc): a CUDA target and a call the tensor-core kernel takes."""
-    return (target.kind.name == "cuda"
+    doc): a CUDA target and a phase-batched call the tensor-core kernel takes (ragged plans'
+    GEMM per phase write one output together, which MetaSchedule's rules do not expect)."""
+    return (target.kind.name == "cuda" and make_plan(spec).phase_batched
             and cuda_tensorcore.tensor_core_reason(spec, target) is None)
 
 
