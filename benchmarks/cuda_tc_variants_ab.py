@@ -38,17 +38,14 @@ from tvm_deconv.targets import resolve_target  # noqa: E402
 @contextlib.contextmanager
 def knobs(pipeline: str | None = None, x_gather: str | None = None,
           input_copy: str | None = None, copy_lanes: str | None = None,
-          epilogue: str | None = None, staging: str | None = None,
           exact_phases: bool = False):
     """:mod:`~tvm_deconv.schedules.cuda_tensorcore`'s A/B knobs set within the context
     (``pipeline``: the K pipeline of every call, with or without the input copy; ``None``:
     each knob as shipped); ``exact_phases``: ragged float16 layers at every batch run a
     tensor-core GEMM per phase rather than ``cuda.padded_taps``' zero taps."""
-    names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY", "COPY_LANES", "EPILOGUE",
-             "STAGING")
+    names = ("K_PIPELINE", "COPY_PIPELINE", "X_GATHER", "INPUT_COPY", "COPY_LANES")
     shipped = {name: getattr(tc, name) for name in names}
-    forced = {"X_GATHER": x_gather, "INPUT_COPY": input_copy, "COPY_LANES": copy_lanes,
-              "EPILOGUE": epilogue, "STAGING": staging}
+    forced = {"X_GATHER": x_gather, "INPUT_COPY": input_copy, "COPY_LANES": copy_lanes}
     if pipeline is not None:
         forced.update(K_PIPELINE=pipeline, COPY_PIPELINE=pipeline)
     for name, value in forced.items():
@@ -80,11 +77,6 @@ VARIANTS = {
     "nhwc_async": lambda: knobs("async", input_copy="channels_last", copy_lanes="rows"),
     "nhwc_async_channel_lanes": lambda: knobs("async", input_copy="channels_last",
                                               copy_lanes="channels"),
-    "fragments": lambda: knobs(epilogue="fragments"),
-    "fragments_async3_dynamic": lambda: knobs("async3", epilogue="fragments",
-                                              staging="dynamic"),
-    "fragments_async4_dynamic": lambda: knobs("async4", epilogue="fragments",
-                                              staging="dynamic"),
     "exact_phases": lambda: knobs(exact_phases=True),
 }
 

@@ -118,16 +118,6 @@ COPY_PIPELINE = "async"  # the K pipeline of calls with the channels-last input 
 # H100 at batch 64 (h100-tc-lanes-tiles-ab-s22.json) "channels" ran pose 2048->256 1.23x,
 # HiFi-GAN 1.23x, U-Net 1.82x, CycleGAN 256->128 1.70x faster than "rows".
 COPY_LANES = "channels"
-# EPILOGUE, how the accumulators reach the output: "tile" (every warp stores its fragments
-# into one shared float32 tile of the block, bm x bn, then all threads write it out) or
-# "fragments" (fragment by fragment: each warp stores its next fragment into a shared slab
-# of warps x 16 x 16, all threads write that out; 4-5 KiB of shared memory instead of up to
-# 66 KiB, which leaves room for deeper K pipelines).  STAGING, where the staging buffers
-# live: "static" shared memory (48 KiB at most) or "dynamic" (with the "fragments" epilogue
-# only: the 128 x 128 tile's three or four stages, pipelines "async3" / "async4", need 57-76
-# KiB; TVM opts the kernel in to more than 48 KiB).  A/B knobs, built but not timed yet.
-EPILOGUE = "tile"
-STAGING = "static"
 # No variant wins everywhere (default_k_pipeline gives "rotate" to the tall tiles where it
 # wins).  On the H200, fp16 at batch 64, one run each
 # (benchmarks/results/h200-tc-variants-ab.json): "rotate" ran pose 2048->256 1.23x and pose
@@ -532,21 +522,10 @@ def _accumulator_stride(t: TensorCoreTile, stages: int = 1) -> int | None:
     return stride if static + t.bm * stride * 4 <= OPT_IN_LIMIT else None
 
 
-def _fragment_slab_bytes(t: TensorCoreTile) -> int:
-    """Shared memory of the "fragments" epilogue: a 16 x 16 float32 fragment per warp, rows
-    padded to 20."""
-    return t.warps * MMA * (MMA + 4) * 4
-
-
 def _launches(t: TensorCoreTile, stages: int = 1) -> bool:
-    """Whether a block of ``t`` (its staging ``stages`` times) launches under
-    :data:`EPILOGUE` and :data:`STAGING` (the "tile" epilogue: :func:`_accumulator_stride`;
-    dynamic staging needs the "fragments" one)."""
-    staging = stages * _staging_bytes(t)
-    if EPILOGUE == "fragments":
-        limit = OPT_IN_LIMIT if STAGING == "dynamic" else SHARED_LIMIT
-        return staging + _fragment_slab_bytes(t) <= limit
-    return STAGING == "static" and _accumulator_stride(t, stages) is not None
+    """Whether a block of ``t`` (its staging ``stages`` times) launches
+    (:func:`_accumulator_stride`)."""
+    return _accumulator_stride(t, stages) is not None
 
 
 def default_k_pipeline(t: TensorCoreTile) -> str:
@@ -561,7 +540,7 @@ def default_k_pipeline(t: TensorCoreTile) -> str:
 
 
 def _stages(pipeline: str) -> int:
-    return {"double_buffer": 2, "async": 2, "async3": 3, "async4": 4}.get(pipeline, 1)
+    return 2 if pipeline in ("double_buffer", "async") else 1
 
 
 def _blocks(sch: s_tir.Schedule) -> tuple[str | None, list[dict]]:
@@ -698,7 +677,7 @@ def _schedule_gemm(sch: s_tir.Schedule, names: dict,
         pipeline = pipeline if _launches(t, _stages(pipeline)) else "off"
     if not _launches(t, _stages(pipeline)):
         raise ValueError(f"{pipeline}: {_stages(pipeline)} x {_staging_bytes(t)} bytes of "
-                         f"{STAGING} staging with the {EPILOGUE!r} epilogue would not launch")
+                         f"static shared memory would not launch")
 
     r, p, m, k = sch.get_loops(gemm)
     p0, p1, p2, p3 = sch.split(p, [None, t.wp, t.fp, MMA])
@@ -720,26 +699,21 @@ def _schedule_gemm(sch: s_tir.Schedule, names: dict,
     sch.annotate(bx, "pragma_auto_unroll_max_step", 64)
     sch.annotate(bx, "pragma_unroll_explicit", 1)
 
-    # Accumulator fragments -> shared memory (wmma store) -> the fused store writes it out.
-    dynamic = STAGING == "dynamic"
+    # Accumulator fragments -> a shared tile (wmma store) -> the fused store writes it out.
     acc_frag = sch.cache_write(gemm, 0, "wmma.accumulator")
-    # In the other scope than the float16 staging: see wmma_intrin.
-    sch.set_scope(acc_frag, 0, "shared" if dynamic else "shared.dyn")
+    sch.reverse_compute_at(acc_frag, warp, preserve_unit_loops=True)
+    sch.set_scope(acc_frag, 0, "shared.dyn")  # not "shared": see wmma_intrin
+    sch.reverse_compute_at(store, bx, preserve_unit_loops=True)
     channels_last = spec_channels_last(sch, store)
-    if EPILOGUE == "fragments":
-        fragment_store = _fragment_epilogue(sch, acc_frag, store, bx, t, channels_last)
-    else:
-        sch.reverse_compute_at(acc_frag, warp, preserve_unit_loops=True)
-        sch.reverse_compute_at(store, bx, preserve_unit_loops=True)
-        loops = sch.get_loops(store)[-3:]
-        # Coalesced global writes: pixels fastest for NC.. outputs, channels for N..C.
-        order = (0, 1, 2) if channels_last else (0, 2, 1)
-        sch.reorder(*[loops[i] for i in order])
-        _spread(sch, [loops[i] for i in order], t.warps)
+    loops = sch.get_loops(store)[-3:]
+    # Coalesced global writes: pixels fastest for NC.. outputs, channels for N..C.
+    order = (0, 1, 2) if channels_last else (0, 2, 1)
+    sch.reorder(*[loops[i] for i in order])
+    _spread(sch, [loops[i] for i in order], t.warps)
 
     # Input / weight gathers staged in shared memory per K step.
     for block in (gx, gw):
-        sch.set_scope(block, 0, "shared.dyn" if dynamic else "shared")
+        sch.set_scope(block, 0, "shared")
         sch.storage_align(block, 0, axis=1, factor=32, offset=8)
     if copied:  # channels-last copy: 16-byte loads along K (= taps x channels)
         _thread_copy(sch, gx, k0, t.warps, vector=VECTOR)
@@ -759,77 +733,33 @@ def _schedule_gemm(sch: s_tir.Schedule, names: dict,
     sch.compute_at(b_frag, k1, preserve_unit_loops=True)
     _, ap, ak = sch.get_loops(a_frag)[-3:]
     apo, api = sch.split(ap, [None, MMA])
-    sch.tensorize(api, wmma_intrin.LOAD_A_DYN if dynamic else wmma_intrin.LOAD_A)
+    sch.tensorize(api, wmma_intrin.LOAD_A)
     _, bk, bm = sch.get_loops(b_frag)[-3:]
     bmo, bmi = sch.split(bm, [None, MMA])
     sch.reorder(bmo, bk, bmi)
-    sch.tensorize(bk, wmma_intrin.LOAD_B_DYN if dynamic else wmma_intrin.LOAD_B)
+    sch.tensorize(bk, wmma_intrin.LOAD_B)
 
-    if pipeline != "off":  # k0's body: the two gathers (stage 0), the MMA loop (stage 1;
-        # "async3" / "async4": 2 / 3, the gathers that many steps ahead)
-        sch.annotate(k0, "software_pipeline_stage", [0, 0, max(_stages(pipeline) - 1, 1)])
+    if pipeline != "off":  # k0's body: the two gathers (stage 0), the MMA loop (stage 1)
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, 1])
         sch.annotate(k0, "software_pipeline_order",
                      [1, 2, 0] if pipeline == "rotate" else [0, 1, 2])
-        if pipeline.startswith("async"):
+        if pipeline == "async":
             sch.annotate(k0, "software_pipeline_async_stages", [0])
     init = sch.decompose_reduction(gemm, k0)
     sch.tensorize(sch.get_loops(init)[-2], wmma_intrin.FILL)
     sch.tensorize(p3, wmma_intrin.SYNC)
 
-    if EPILOGUE == "fragments":
-        warps, rows = fragment_store
-        sch.tensorize(rows, wmma_intrin.STORE_STATIC if dynamic else wmma_intrin.STORE)
-        # Rows of the 16 x 16 fragments padded to 20 floats (4-way bank conflicts).
-        sch.storage_align(sch.get_child_blocks(warps)[0], 0, axis=2, factor=32,
-                          offset=MMA + 4)
-    else:
-        _, cp, cm = sch.get_loops(acc_frag)[-3:]
-        cpo, cpi = sch.split(cp, [None, MMA])
-        cmo, cmi = sch.split(cm, [None, MMA])
-        sch.reorder(cpo, cmo, cpi, cmi)
-        sch.tensorize(cpi, wmma_intrin.STORE)
-        # The shared tile's rows padded (after tensorize: that replaces the block and its
-        # alignment annotation): an offset below a larger factor makes the row exactly that
-        # long.
-        stride = _accumulator_stride(t, _stages(pipeline))
-        if stride != t.bn:
-            stored = sch.get_child_blocks(cmo)[0]
-            sch.storage_align(stored, 0, axis=1, factor=2 * stride, offset=stride)
-
-
-def _fragment_epilogue(sch, acc_frag, store, bx, t: TensorCoreTile, channels_last: bool):
-    """:data:`EPILOGUE` "fragments": the shared accumulator buffer laid out as
-    ``[r, p / bm, m / bn, fragment row, fragment column, warp row, warp column, 16, 16]``
-    (the GEMM's p / m splits), ``acc_frag`` (wmma store) and ``store`` iterating in that
-    layout; per fragment (row, column) every warp stores its fragment, then all threads
-    write the ``warps x 16 x 16`` slab out.  Returns the wmma store's warp loop and its
-    16 x 16 loop nest (to tensorize)."""
-
-    def tiled(r, p, m):
-        return (r, p // t.bm, m // t.bn, p // MMA % t.fp, m // MMA % t.fo,
-                p // (MMA * t.fp) % t.wp, m // (MMA * t.fo) % t.wo, p % MMA, m % MMA)
-
-    sch.transform_layout(acc_frag, ("write", 0), tiled)
-    sch.transform_block_layout(acc_frag, tiled)
-    sch.transform_block_layout(store, tiled)
-    sch.reverse_compute_at(acc_frag, bx, preserve_unit_loops=True)
-    fragment_row, fragment_col, warp_row, warp_col, row = sch.get_loops(acc_frag)[-6:-1]
-    sch.unroll(fragment_row)  # constant indices into each warp's fragment array
-    sch.unroll(fragment_col)
-    warps = sch.fuse(warp_row, warp_col)
-    sch.bind(warps, "threadIdx.y")
-    sch.reverse_compute_at(store, fragment_col, preserve_unit_loops=True)
-    warp_row, warp_col, i, j = sch.get_loops(store)[-4:]
-    # Coalesced global writes: pixels fastest for NC.. outputs, channels for N..C.
-    order = (warp_row, warp_col, i, j) if channels_last else (warp_row, warp_col, j, i)
-    sch.reorder(*order)
-    _spread(sch, list(order), t.warps)
-    # One slab for all fragments (their writes and reads alternate, synchronised): TVM
-    # allocates shared memory above the fragment loops, so only the layout can fold them.
-    sch.transform_layout(acc_frag, ("write", 0),
-                         lambda r, pb, mb, fp, fo, wp, wo, i, j: (wp, wo, i, j),
-                         assume_injective_transform=True)
-    return warps, row
+    _, cp, cm = sch.get_loops(acc_frag)[-3:]
+    cpo, cpi = sch.split(cp, [None, MMA])
+    cmo, cmi = sch.split(cm, [None, MMA])
+    sch.reorder(cpo, cmo, cpi, cmi)
+    sch.tensorize(cpi, wmma_intrin.STORE)
+    # The shared tile's rows padded (after tensorize: that replaces the block and its
+    # alignment annotation): an offset below a larger factor makes the row exactly that long.
+    stride = _accumulator_stride(t, _stages(pipeline))
+    if stride != t.bn:
+        stored = sch.get_child_blocks(cmo)[0]
+        sch.storage_align(stored, 0, axis=1, factor=2 * stride, offset=stride)
 
 
 def spec_channels_last(sch, store) -> bool:

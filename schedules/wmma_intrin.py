@@ -1,19 +1,17 @@
-"""The WMMA tensor intrinsics the tensor-core path (:mod:`.cuda_tensorcore`) uses:
-16x16x16 float16 A / B loads from (static or dynamic) shared memory (row-major), float32
-accumulator fill, the f16 x f16 -> f32 ``mma_sync`` and the accumulator store to (dynamic
-or static) shared memory.
+"""The five WMMA tensor intrinsics the tensor-core path (:mod:`.cuda_tensorcore`) uses:
+16x16x16 float16 A / B loads from shared memory (row-major), float32 accumulator fill, the
+f16 x f16 -> f32 ``mma_sync`` and the accumulator store to (dynamic) shared memory.
 
-The float32 accumulators live in the other shared scope than the float16 staging buffers
-(``shared.dyn`` beside static staging, ``shared`` beside dynamic staging): in one scope TVM's
-StorageRewrite let the float32 tile reuse a float16 buffer whose lifetime had ended, and the
-``tvm_access_ptr`` of the WMMA store then failed to lower ("element type must match the
-source buffer").
+The accumulator tile lives in ``shared.dyn``, apart from the float16 staging buffers in
+``shared``: in one scope TVM's StorageRewrite let the float32 tile reuse a float16 buffer
+whose lifetime had ended, and the ``tvm_access_ptr`` of the WMMA store then failed to lower
+("element type must match the source buffer").
 
 The same descriptions and implementations as TVM's ``tvm.s_tir.tensor_intrin.cuda``
 (``get_wmma_load_intrin`` & co.), registered under names of our own: importing that module
 TVMScript-parses every CUDA intrinsic TVM has (and, through its package, the x86 / ARM /
 ROCm / Hexagon ones): 20-50 s of CPU per process on this 2-core machine, per build worker
-when tuning.  These eight parse in well under a second.
+when tuning.  These five parse in well under a second.
 """
 
 from __future__ import annotations
@@ -25,12 +23,9 @@ from tvm.tirx import Cast
 M = N = K = 16
 LOAD_A = "tvm_deconv_wmma_load_16x16x16_f16_a_shared"
 LOAD_B = "tvm_deconv_wmma_load_16x16x16_f16_b_shared"
-LOAD_A_DYN = "tvm_deconv_wmma_load_16x16x16_f16_a_shared_dyn"
-LOAD_B_DYN = "tvm_deconv_wmma_load_16x16x16_f16_b_shared_dyn"
 FILL = "tvm_deconv_wmma_fill_16x16x16_f32"
 SYNC = "tvm_deconv_wmma_sync_16x16x16_f16f16f32"
 STORE = "tvm_deconv_wmma_store_16x16x16_f32_shared_dyn"
-STORE_STATIC = "tvm_deconv_wmma_store_16x16x16_f32_shared"
 
 _registered = False
 
@@ -41,12 +36,12 @@ def _fragment_index(buffer, stride, m_dim, n_dim):
         buffer.elem_offset % stride // n_dim)
 
 
-def _load(is_b: bool, source: str = "shared"):
+def _load(is_b: bool):
     scope = f"wmma.matrix_{'b' if is_b else 'a'}"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (16, 16), "float16", align=64, offset_factor=16, scope=source)
+        A = T.match_buffer(a, (16, 16), "float16", align=64, offset_factor=16, scope="shared")
         C = T.match_buffer(c, (16, 16), "float16", align=64, offset_factor=16, scope=scope)
         with T.sblock("root"):
             T.reads(A[0:16, 0:16])
@@ -62,7 +57,7 @@ def _load(is_b: bool, source: str = "shared"):
         s0 = T.int32()
         d1 = T.int32()
         d0 = T.int32()
-        A = T.match_buffer(a, (16, 16), "float16", align=64, offset_factor=16, scope=source,
+        A = T.match_buffer(a, (16, 16), "float16", align=64, offset_factor=16, scope="shared",
                            strides=[s1, s0])
         C = T.match_buffer(c, (16, 16), "float16", align=64, offset_factor=16, scope=scope,
                            strides=[d1, d0])
@@ -182,14 +177,11 @@ def _sync():
 
 
 def register() -> None:
-    """Register the intrinsics (once per process)."""
+    """Register the five intrinsics (once per process)."""
     global _registered  # pylint: disable=global-statement
     if _registered:
         return
     for name, make in ((LOAD_A, lambda: _load(False)), (LOAD_B, lambda: _load(True)),
-                       (LOAD_A_DYN, lambda: _load(False, "shared.dyn")),
-                       (LOAD_B_DYN, lambda: _load(True, "shared.dyn")),
-                       (FILL, _fill), (SYNC, _sync), (STORE, _store),
-                       (STORE_STATIC, lambda: _store("shared"))):
+                       (FILL, _fill), (SYNC, _sync), (STORE, _store)):
         TensorIntrin.register(name, *make(), override=True)
     _registered = True

@@ -882,49 +882,6 @@ def test_tensor_core_ab_knobs_build(pipeline, gather, input_copy, copy_lanes, mo
     assert nvcc_errors(src, tmp_path) is None
 
 
-@pytest.mark.parametrize("pipeline,staging,layer", [
-    ("async", "static", "pose_256_256_k4s2"), ("async3", "dynamic", "pose_256_256_k4s2"),
-    ("async4", "dynamic", "pose_2048_256_k4s2"), ("rotate", "static", "unet_512_256_k2s2")])
-def test_fragment_epilogue_builds(pipeline, staging, layer, monkeypatch, tmp_path):
-    """EPILOGUE "fragments" (benchmarks/cuda_tc_variants_ab.py's fragments* variants):
-    every warp stores one fragment at a time into a warps x 16 x 20 float32 slab (the only
-    float32 shared buffer, 5 KiB for 4 warps instead of the bm x bn tile), all 16 stores
-    unrolled (constant fragment indices: no local-memory fragment array); with STAGING
-    "dynamic" the float16 staging goes to dynamic shared memory in 3-4 cp.async stages (the
-    slab then static: one dtype per scope, see wmma_intrin); nvcc accepts it."""
-    monkeypatch.setattr(cuda_tensorcore, "EPILOGUE", "fragments")
-    monkeypatch.setattr(cuda_tensorcore, "STAGING", staging)
-    spec = zoo.get(layer).spec(64, dtype="float16")
-    sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
-    cuda_tensorcore.schedule_tensor_core(sch, CUDA, pipeline=pipeline)
-    with tvm_deconv.kernel_context(CUDA):
-        ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
-    src = ex.mod.imports[0].inspect_source()
-    t = cuda_tensorcore.choose_tile(cuda_tensorcore.gemm_shape(spec))
-    assert src.count("store_matrix_sync") == t.fp * t.fo
-    assert "_wmma_accumulator_ptr[" not in re.sub(r"_wmma_accumulator_ptr\[\d+\]", "", src)
-    floats = re.findall(r"__shared__[^;]*?float\s+\w+\[(\d+)\]", src)
-    assert floats == ([str(t.warps * 16 * 20)] if staging == "dynamic" else []), floats
-    assert (_shared_halves(src) == 0) == (staging == "dynamic")
-    assert ("cp_async" in src) == pipeline.startswith("async")
-    assert nvcc_errors(src, tmp_path) is None
-
-
-def test_dynamic_staging_needs_the_fragment_epilogue(monkeypatch):
-    """Three stages of a 128 x 128 tile launch only from dynamic shared memory beside the
-    fragment slab; the bm x bn accumulator tile with them is refused, naming both knobs."""
-    tile = cuda_tensorcore.TensorCoreTile(2, 2, 4, 4, 2)
-    monkeypatch.setattr(cuda_tensorcore, "EPILOGUE", "fragments")
-    assert not cuda_tensorcore._launches(tile, 3)  # pylint: disable=protected-access
-    monkeypatch.setattr(cuda_tensorcore, "STAGING", "dynamic")
-    assert cuda_tensorcore._launches(tile, 3)  # pylint: disable=protected-access
-    monkeypatch.setattr(cuda_tensorcore, "EPILOGUE", "tile")
-    spec = zoo.get("pose_256_256_k4s2").spec(64, dtype="float16")
-    sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
-    with pytest.raises(ValueError, match="dynamic staging with the 'tile' epilogue"):
-        cuda_tensorcore.schedule_tensor_core(sch, CUDA, pipeline="async3")
-
-
 def test_narrow_or_reused_inputs_take_the_channels_last_copy_with_cp_async():
     """float16 NC.. inputs with rows narrower than NARROW_ROW (DCGAN 512->256: 4, pose
     2048->256: 6) or each element feeding COPY_REUSE multiply-adds (pose 256->256, HiFi-GAN:
@@ -987,23 +944,17 @@ def _tile_fits(spec, tile) -> bool:
                          f"{t.wp}x{t.wo}x{t.fp}x{t.fo}x{t.fk}")
 @pytest.mark.parametrize("spec", TC_SPECS + tensor_core_specs(6, seed=41, max_size=10),
                          ids=_tc_id)
-@pytest.mark.parametrize("pipeline,input_copy,copy_lanes,epilogue,staging", [
-    ("off", "none", "rows", "tile", "static"), ("async", "channels_last", "rows", "tile", "static"),
-    ("async", "channels_last", "channels", "tile", "static"),
-    ("rotate", "none", "rows", "fragments", "static"),
-    ("async3", "channels_last", "channels", "fragments", "dynamic")])
-def test_gpu_tensor_core_kernel(spec, tile, pipeline, input_copy, copy_lanes, epilogue,
-                                staging, monkeypatch):
+@pytest.mark.parametrize("pipeline,input_copy,copy_lanes", [
+    ("off", "none", "rows"), ("async", "channels_last", "rows"),
+    ("async", "channels_last", "channels"), ("rotate", "none", "rows")])
+def test_gpu_tensor_core_kernel(spec, tile, pipeline, input_copy, copy_lanes, monkeypatch):
     """The WMMA kernel (chosen and forced tiles; as shipped, with the channels-last input
-    copy and cp.async pipelines, and with the fragment-by-fragment epilogue, also beside three
-    stages in dynamic shared memory) vs the float64 reference of the same fp16 inputs;
-    NaN-poisoned output, so every element must be written."""
+    copy and cp.async pipelines, and with the rotated K loop) vs the float64 reference of the
+    same fp16 inputs; NaN-poisoned output, so every element must be written."""
     if not _tile_fits(spec, tile):
         pytest.skip("tile does not divide this GEMM")
     monkeypatch.setattr(cuda_tensorcore, "INPUT_COPY", input_copy)
     monkeypatch.setattr(cuda_tensorcore, "COPY_LANES", copy_lanes)
-    monkeypatch.setattr(cuda_tensorcore, "EPILOGUE", epilogue)
-    monkeypatch.setattr(cuda_tensorcore, "STAGING", staging)
     sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
     cuda_tensorcore.schedule_tensor_core(sch, CUDA, tile, pipeline=pipeline)
     with tvm_deconv.kernel_context(CUDA):
