@@ -1,11 +1,11 @@
 """CUDA: ragged layers as phase-batched ones, by zero taps (``cuda.padded_taps``).
 
 Where k % s != 0 (CycleGAN k3 s2, FSRCNN k9 s2) the phases have different tap counts, so
-:mod:`.cuda` runs one kernel per phase, and float16 has no kernel there at all (it accumulates
-in float32 only in the phase-batched kernel; it fell back to TVM's default lowering).  Rounding
-the kernel up to a multiple of the stride with zero taps
-(:func:`~tvm_deconv.plan.stride_multiple_kernel`: the same conv) makes every phase alike, so the
-one phase-batched kernel takes it, the tensor cores included for float16.
+:mod:`.cuda` runs one kernel per phase (float16: a tensor-core GEMM per phase, where its sizes
+are multiples of 16; otherwise TVM's default lowering).  Rounding the kernel up to a multiple
+of the stride with zero taps (:func:`~tvm_deconv.plan.stride_multiple_kernel`: the same conv)
+makes every phase alike, so the one phase-batched kernel takes it, the tensor cores included
+for float16.
 
 IR in: the spec of a ragged layer.  IR out: :func:`~.cuda.cuda_compute`'s PrimFunc of the
 padded spec (data, packed padded weight, out: the output is the original's), scheduled by
@@ -31,8 +31,11 @@ from .cuda import workspace_bytes as batched_workspace_bytes
 
 # Multiply-adds of the padded conv over the original's, at most.
 MAX_ZERO_TAP_RATIO = 2.0
-# The dtypes it takes, each up to a batch (None: any).  float16 had no kernel of ours for
-# ragged layers before.  float32 at batch 1: on the H100 CycleGAN 256->128 / 128->64 ran
+# The dtypes it takes, each up to a batch (None: any).  float16 at any batch: on the H100
+# (benchmarks/results/h100-tc-exact-ab-s23.json) the zero taps ran CycleGAN 256->128 /
+# 128->64 at batch 64 1.14x / 1.15x faster than the exact tensor-core GEMM per phase (16/9
+# the MACs in one kernel beat four kernels with exactly theirs), at batch 1 0.96x / 1.22x.
+# float32 at batch 1: on the H100 CycleGAN 256->128 / 128->64 ran
 # 0.122 / 0.125 ms this way, 0.168 / 0.135 ms in the exact per-phase kernels (their few
 # thread blocks per phase leave SMs idle), but at batch 64 0.63x those (the zero taps' MACs
 # cost more than the chip they fill); benchmarks/results/h100-padded-taps-ab-s20.json.

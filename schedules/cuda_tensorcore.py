@@ -528,15 +528,18 @@ def _launches(t: TensorCoreTile, stages: int = 1) -> bool:
     return _accumulator_stride(t, stages) is not None
 
 
-def default_k_pipeline(t: TensorCoreTile) -> str:
+def default_k_pipeline(t: TensorCoreTile, batch: int) -> str:
     """The K pipeline of calls without the input copy (:data:`K_PIPELINE` ``None``):
     "rotate" for tiles of 128 pixels x at least 64 channels, whose warps have 8+ fragments of
-    MMAs to run while the next step's global loads are in flight, else "off".  On the H100 at
-    batch 64 (benchmarks/results/h100-tc-pipeline-ab-s22.json) "rotate" ran CycleGAN 256->128
-    (128 x 128) 1.12x, DCGAN 256->128 and CycleGAN 128->64 (128 x 64) 1.12x / 1.10x faster
-    than "off", U-Net (64 x 128) 0.96x and the 3-D U-Net k4 (128 x 32) 0.98x; on the H200
-    (h200-tc-variants-ab.json) DCGAN 512->256 (64 x 64) 0.49x."""
-    return "rotate" if t.bm == 128 and t.bn >= 64 else "off"
+    MMAs to run while the next step's global loads are in flight, at batch 2 and up; else
+    "off".  On the H100 at batch 64 (benchmarks/results/h100-tc-pipeline-ab-s22.json)
+    "rotate" ran CycleGAN 256->128 (128 x 128) 1.12x, DCGAN 256->128 and CycleGAN 128->64
+    (128 x 64) 1.12x / 1.10x faster than "off", U-Net (64 x 128) 0.96x and the 3-D U-Net k4
+    (128 x 32) 0.98x; DCGAN 128->64 (128 x 64) 1.08x (h100-tc-exact-ab-s23.json).  At batch 1
+    it lost on every call timed: CycleGAN 256->128 / 128->64 (128 x 64 tiles, 256 / 512
+    blocks) 0.78x / 0.92x (h100-tc-exact-ab-s23.json), pose 2048->256 0.68x on the H200
+    (h200-tc-variants-ab.json), where DCGAN 512->256 (64 x 64) at batch 64 lost too (0.49x)."""
+    return "rotate" if t.bm == 128 and t.bn >= 64 and batch > 1 else "off"
 
 
 def _stages(pipeline: str) -> int:
@@ -673,7 +676,8 @@ def _schedule_gemm(sch: s_tir.Schedule, names: dict,
     g = GemmShape(ext[0], ext[1], ext[3], ext[2])
     t = tile or choose_tile(g, num_sms)
     if pipeline is None:  # the default pipeline where its staging launches, else none
-        pipeline = COPY_PIPELINE if copied else K_PIPELINE or default_k_pipeline(t)
+        batch = int(sch.get(store).writes[0].source.shape[0])  # N leads every layout
+        pipeline = COPY_PIPELINE if copied else K_PIPELINE or default_k_pipeline(t, batch)
         pipeline = pipeline if _launches(t, _stages(pipeline)) else "off"
     if not _launches(t, _stages(pipeline)):
         raise ValueError(f"{pipeline}: {_stages(pipeline)} x {_staging_bytes(t)} bytes of "

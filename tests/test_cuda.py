@@ -29,7 +29,7 @@ from tvm import relax, s_tir
 
 import tvm_deconv
 from tvm_deconv import strategy, tuning, zoo
-from tvm_deconv.plan import PlanError, make_plan, make_spec
+from tvm_deconv.plan import PlanError, make_plan, make_spec, stride_multiple_kernel
 from tvm_deconv.compute import decomposed_pack
 from tvm_deconv.schedules import cuda as cuda_sched
 from tvm_deconv.schedules import cuda_direct, cuda_padded_taps, cuda_tensorcore
@@ -334,7 +334,8 @@ def test_ragged_phases_keep_one_kernel_per_phase():
 
 def test_float16_accumulates_in_float32():
     """fp16 convs: float32 accumulators (one rounding at the store); cuda.decomposed declines
-    ragged fp16, saying why (cuda.padded_taps takes it where zero taps cost at most 2x)."""
+    ragged fp16 the tensor cores decline, saying why (cuda.padded_taps takes it where zero
+    taps cost at most 2x)."""
     spec = make_spec((1, 64, 4, 4), (64, 32, 4, 4), strides=2, padding=1, dtype="float16")
     script = cuda_sched.cuda_compute(spec).script()
     assert '"float32"' in script and "T.Cast(\"float16\"" in script.replace("'", '"')
@@ -906,26 +907,31 @@ def test_narrow_or_reused_inputs_take_the_channels_last_copy_with_cp_async():
 
 def test_tall_tensor_core_tiles_rotate_their_k_loop():
     """Without the input copy, tiles of 128 pixels x 64+ channels take the "rotate" K
-    pipeline (the next step's global loads hoisted above this step's MMAs), the others none;
-    the kernel source shows it: a rotated loop stages its first step before the loop."""
+    pipeline (the next step's global loads hoisted above this step's MMAs) from batch 2, the
+    others none; the kernel source shows it: a rotated loop stages its first step before the
+    loop.  At batch 1, the same 128 x 64 tiles of CycleGAN 256->128 do not rotate."""
     tile = cuda_tensorcore.TensorCoreTile
-    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 2, 2)) == "rotate"   # 128 x 64
-    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 4, 2)) == "rotate"   # 128 x 128
-    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 2, 4, 2)) == "off"      # 64 x 128
-    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 1, 2)) == "off"      # 128 x 32
-    spec = zoo.get("dcgan_256_128_k4s2").spec(64, dtype="float16")
-    assert cuda_tensorcore.input_copy(spec) == "none"
-    chosen = cuda_tensorcore.choose_tile(cuda_tensorcore.gemm_shape(spec))
-    assert (chosen.bm, chosen.bn) == (128, 64)
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 2, 2), 64) == "rotate"  # 128 x 64
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 4, 2), 2) == "rotate"   # 128 x 128
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 4, 2), 1) == "off"
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 2, 4, 2), 64) == "off"     # 64 x 128
+    assert cuda_tensorcore.default_k_pipeline(tile(2, 2, 4, 1, 2), 64) == "off"     # 128 x 32
 
-    def syncs(pipeline):
+    def syncs(spec, pipeline):
         sch = s_tir.Schedule(cuda_tensorcore.tensor_core_conv_transpose(spec))
         cuda_tensorcore.schedule_tensor_core(sch, CUDA, pipeline=pipeline)
         with tvm_deconv.kernel_context(CUDA):
             ex = tvm.compile(sch.mod["main"].with_attr("tirx.is_scheduled", True), CUDA)
         return ex.mod.imports[0].inspect_source().count("__syncthreads()")
 
-    assert syncs(None) == syncs("rotate") != syncs("off")
+    for spec, rotates in ((zoo.get("dcgan_256_128_k4s2").spec(64, dtype="float16"), True),
+                          (stride_multiple_kernel(zoo.get("cyclegan_256_128_k3s2").spec(
+                              1, dtype="float16")), False)):
+        assert cuda_tensorcore.input_copy(spec) == "none"
+        chosen = cuda_tensorcore.choose_tile(cuda_tensorcore.gemm_shape(spec))
+        assert (chosen.bm, chosen.bn) == (128, 64)
+        assert (syncs(spec, None) == syncs(spec, "rotate" if rotates else "off")
+                != syncs(spec, "off" if rotates else "rotate"))
 
 
 TC_TILES = [None, cuda_tensorcore.TensorCoreTile(1, 1, 1, 1, 1),
