@@ -650,7 +650,7 @@ def schedule_tensor_core(sch: s_tir.Schedule, target: Target,
 
     wmma_intrin.register()
     copy, gemms = _blocks(sch)
-    ours = {copy} | {name for names in gemms for name in names.values()}
+    ours = {name for names in gemms for name in names.values()} | {copy} - {None}
     # Epilogues (bias, activations) into the store; what does not inline (several GEMMs'
     # stores write the output) runs elementwise.
     left = inline_epilogues(sch, [sch.get(b).name_hint for b in root_blocks(sch)
