@@ -703,7 +703,8 @@ TC_ZOO = [l.name for l in zoo.LAYERS if make_plan(l.spec(1)).phase_batched
 def test_ragged_float16_runs_a_tensor_core_gemm_per_phase(tmp_path):
     """CycleGAN 256->128 (k3 s2) in float16: a tensor-core GEMM and kernel per phase with
     exactly its taps (K = 1, 2, 2, 4 x Cin: the multiply-adds of the plan, no zero taps), the
-    PrimFunc opaque (several stores write the output); its CUDA C compiles."""
+    PrimFunc opaque (several stores write the output); its CUDA C compiles.  The build picks
+    it where cuda.padded_taps declines."""
     spec = zoo.get("cyclegan_256_128_k3s2").spec(64, dtype="float16")
     assert cuda_tensorcore.tensor_core_reason(spec, CUDA) is None
     assert cuda_sched.supports_cuda(spec, CUDA) is None
@@ -722,6 +723,14 @@ def test_ragged_float16_runs_a_tensor_core_gemm_per_phase(tmp_path):
     assert len(set(kernels)) == len(gemms) and source.count("mma_sync") >= len(gemms)
     if shutil.which("nvcc"):
         assert nvcc_errors(source, tmp_path) is None
+    # cuda.padded_taps goes first for float16 (faster on CycleGAN); the exact GEMMs take what
+    # it declines, here a k5 s4 layer whose zero taps would cost 2.56x the MACs.
+    wide = make_spec((16, 16, 4, 4), (16, 16, 5, 5), strides=4, padding=1, output_padding=1,
+                     dtype="float16")
+    assert "2.56x" in cuda_padded_taps.supports_cuda_padded_taps(wide, CUDA)
+    assert strategy.select(strategy.CONV_TRANSPOSE, wide, CUDA).implementation.name == \
+        "cuda.decomposed"
+    assert cuda_tensorcore.is_tensor_core_func(s_tir.Schedule(cuda_sched.cuda_compute(wide)))
 
 
 def test_tensor_core_path_chosen_for_zoo_float16():
