@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         for variant in args.variants.split(","):
             for text in [None] + tiles:
                 tile = text and cuda_tile_ab.parse_tile(text)
-                if tile and not cuda_tile_ab.divides(tile, g):
+                if tile and not tile.divides(g):
                     continue
                 keys.append(variant + (f"@{text}" if text else ""))
                 with VARIANTS[variant](), cuda_tile_ab.variant(tile=tile):

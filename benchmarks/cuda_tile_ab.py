@@ -82,11 +82,6 @@ def parse_tile(text: str) -> tc.TensorCoreTile:
     return tc.TensorCoreTile(*map(int, text.split(".")))
 
 
-def divides(tile: tc.TensorCoreTile, g: tc.GemmShape) -> bool:
-    return g.pixels % tile.bm == 0 and g.channels % tile.bn == 0 and \
-        g.reduce % (tile.fk * tc.MMA) == 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", help="comma-separated layer:batch")
@@ -137,7 +132,7 @@ def main(argv=None) -> int:
                 row["base_tile"] = dataclasses.asdict(tc.choose_tile(g))
                 for text in [t for t in args.tiles.split(",") if t]:
                     tile = parse_tile(text)
-                    if divides(tile, g) and tile != tc.choose_tile(g):
+                    if tile.divides(g) and tile != tc.choose_tile(g):
                         run(row, text, spec, x, w, ref, dev, tile=tile)
             for key in [k[:-3] for k in list(row) if k.endswith("_ms") and k != "cudnn_ms"]:
                 row[key + "_vs_cudnn"] = row["cudnn_ms"] / row[key + "_ms"]

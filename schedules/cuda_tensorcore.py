@@ -358,8 +358,7 @@ def tensor_core_conv_transpose(spec: ConvTransposeSpec, name: str | None = None,
                     if phase is None:
                         return {a: ax.batched_input(ri, q, j)
                                 for a, ax, ri, q, j in zip(sp, plan.axes, rs, qs, js)}
-                    return {a: q + _i64(ap.in_start) - j * _i64(ap.in_step)
-                            for a, ap, q, j in zip(sp, phase.axes, qs, js)}
+                    return {a: ap.input_index(q, j) for a, ap, q, j in zip(sp, phase.axes, qs, js)}
 
                 def packed_tap(r, js):
                     # decomposed_pack's flat tap axis: the phases' taps end to end (for
@@ -443,6 +442,11 @@ class TensorCoreTile:
     @property
     def warps(self) -> int:
         return self.wp * self.wo
+
+    def divides(self, g: GemmShape) -> bool:
+        """Whether the tile divides ``g``: whole blocks of pixels and channels, whole K steps."""
+        return g.pixels % self.bm == 0 and g.channels % self.bn == 0 and \
+            g.reduce % (self.fk * MMA) == 0
 
 
 def _split2(frags: int) -> tuple[int, int]:

@@ -770,7 +770,7 @@ def test_tensor_core_tile_rule():
         g = gemm(int(rng.choice([1, 4, 8, 27])), 16 * int(rng.integers(1, 4097)),
                  16 * int(rng.integers(1, 513)), 16 * int(rng.integers(1, 65)))
         t = tile(g)
-        assert g.pixels % t.bm == 0 and g.channels % t.bn == 0 and g.reduce % (16 * t.fk) == 0
+        assert t.divides(g), (g, t)
         assert cuda_tensorcore._launches(t), (g, t)
 
 
@@ -948,9 +948,8 @@ TC_TILES = [None, cuda_tensorcore.TensorCoreTile(1, 1, 1, 1, 1),
 
 
 def _tile_fits(spec, tile) -> bool:
-    return tile is None or all(
-        g.pixels % tile.bm == 0 and g.channels % tile.bn == 0 and g.reduce % (tile.fk * 16) == 0
-        for g in (gemm.shape for gemm in cuda_tensorcore.phase_gemms(spec)))
+    return tile is None or all(tile.divides(gemm.shape)
+                               for gemm in cuda_tensorcore.phase_gemms(spec))
 
 
 @pytest.mark.gpu

@@ -75,7 +75,7 @@ def _phase_block(plan: TransposedConvPlan, phase: Phase, data, weight, out, acc=
                 oc_in_group = tirx.floormod(oc, _i64(spec.out_per_group))
             in_idx, tap_idx, out_idx, guards = {}, {}, {}, []
             for a, ap, axis_plan, q, j in zip(sp, phase.axes, plan.axes, qs, js):
-                in_idx[a] = q + _i64(ap.in_start) - j * _i64(ap.in_step)
+                in_idx[a] = ap.input_index(q, j)
                 tap_idx[a] = _i64(ap.tap_start) + j * _i64(ap.tap_step)
                 out_idx[a] = q * _i64(ap.stride) + _i64(ap.phase)
                 if pads is not None:

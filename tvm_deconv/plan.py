@@ -68,7 +68,12 @@ class AxisPhase:
     @property
     def input_offsets(self) -> tuple[int, ...]:
         """Input index minus ``q`` for each sub-kernel tap."""
-        return tuple(self.in_start - j * self.in_step for j in range(self.num_taps))
+        return tuple(self.input_index(0, j) for j in range(self.num_taps))
+
+    def input_index(self, q, j):
+        """Input index read by tap ``j`` of output ``q*stride + phase`` (ints or TIR
+        expressions)."""
+        return q + self.in_start - j * self.in_step
 
     def output_index(self, q: int) -> int:
         return self.phase + q * self.stride
