@@ -14,6 +14,7 @@ from .cuda import (cuda_compute, cuda_pack, schedule_cuda, schedule_cuda_space, 
                    workspace_bytes as cuda_workspace_bytes)
 from .cuda_padded_taps import (padded_taps_compute, padded_taps_pack, supports_cuda_padded_taps,
                                workspace_bytes as padded_taps_workspace_bytes)
+from . import cuda_wgmma
 from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cuda_direct
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import (gpu_single_pixel_compute, schedule_single_pixel, single_pixel_compute,
@@ -76,6 +77,13 @@ register(CONV_TRANSPOSE, Implementation(
     compute=padded_taps_compute, schedule=schedule_cuda, pack=padded_taps_pack,
     space_compute=padded_taps_compute, space=schedule_cuda_space,
     predicate=supports_cuda_padded_taps, workspace=padded_taps_workspace_bytes))
+# float16 phase-batched layers on Hopper: a hand-laid wgmma kernel (schedules/cuda_wgmma.py),
+# compiled for sm_90a.
+register(CONV_TRANSPOSE, Implementation(
+    name="cuda.wgmma", target_keys=("cuda",), priority=21,
+    compute=cuda_wgmma.wgmma_conv_transpose, pack=cuda_wgmma.wgmma_pack,
+    predicate=cuda_wgmma.supports_cuda_wgmma, workspace=cuda_wgmma.workspace_bytes,
+    scheduled=True, kernel_target=cuda_wgmma.sm90a))
 # Tiled implicit GEMM per phase (schedules/cuda.py); dlight schedules only what is left.
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.decomposed", target_keys=("cuda", "gpu"), priority=20,

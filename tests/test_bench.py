@@ -13,6 +13,7 @@ from tvm_deconv import bench, tuning, zoo
 from tvm_deconv.cli import main
 from tvm_deconv.models import build_model
 from tvm_deconv.plan import make_plan
+from tvm_deconv.testing import has_gpu
 
 QUICK = ["--repeat", "1", "--min-repeat-ms", "0", "--tvm-default-repeat", "1"]
 
@@ -250,17 +251,8 @@ def test_gpu_rows_compare_with_cudnn_of_their_dtype_and_show_it():
     assert "| l | 64 | float16 | 2.000 (±0%) |" in table and "peak MiB" not in table
 
 
-def _has_gpu() -> bool:
-    import tvm  # pylint: disable=import-outside-toplevel
-
-    try:
-        return bool(tvm.cuda(0).exist)
-    except Exception:  # pylint: disable=broad-except
-        return False
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0) missing)")
+@pytest.mark.skipif(not has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0) missing)")
 def test_cuda_bench_checks_every_column_against_float64(tmp_path):
     pytest.importorskip("torch", reason="cuDNN is timed through PyTorch")
     code, result = _bench(tmp_path, "--target", "cuda", "--layers", "dcgan_64_3_k4s2",

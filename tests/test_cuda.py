@@ -34,8 +34,9 @@ from tvm_deconv.compute import decomposed_pack
 from tvm_deconv.schedules import cuda as cuda_sched
 from tvm_deconv.schedules import cuda_direct, cuda_padded_taps, cuda_tensorcore
 from tvm_deconv.targets import resolve_target
-from tvm_deconv.testing import (conv_transpose_reference, nvcc_errors, random_inputs,
-                                relative_error, run_pack, transposed_conv_module)
+from tvm_deconv.testing import (conv_transpose_reference, cuda_sources, has_gpu, nvcc_errors,
+                                random_inputs, relative_error, run_pack,
+                                transposed_conv_module)
 
 CUDA = resolve_target("cuda")
 
@@ -48,16 +49,6 @@ def one_layer(spec, bias: bool = False) -> tvm.IRModule:
                                         spec.out_dtype))
     return transposed_conv_module(
         spec, extra_args=[b], epilogue=lambda bb, y: bb.emit(relax.op.nn.relu(relax.op.add(y, b))))
-
-
-def cuda_sources(mod) -> list[str]:
-    """CUDA C of every CUDA module imported (transitively) by a built module."""
-    found = []
-    if mod.kind == "cuda":
-        found.append(mod.inspect_source())
-    for sub in mod.imports:
-        found += cuda_sources(sub)
-    return found
 
 
 def scheduled_primfunc(spec, knobs=cuda_sched.GPU):
@@ -456,14 +447,7 @@ def test_direct_kernel_builds_for_ragged_float16():
 # GPU
 # ---------------------------------------------------------------------------------------------
 
-def _has_gpu() -> bool:
-    try:
-        return bool(tvm.cuda(0).exist)
-    except Exception:  # pylint: disable=broad-except
-        return False
-
-
-needs_gpu = pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0) missing)")
+needs_gpu = pytest.mark.skipif(not has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0) missing)")
 
 
 def _run_primfunc_gpu(spec, seed):

@@ -49,6 +49,9 @@ class Implementation:
     schedule primitives accept, and the :data:`Space` sampling its schedules.  ``workspace``
     (called under the target) gives the bytes it needs beyond the weight and the output
     (packed-weight growth, padded copies, phase buffers); ``None``: none reported.
+    With ``scheduled`` set, ``compute`` returns a finished kernel (thread-bound TIR, no
+    blocks): it is neither scheduled nor fused with its neighbours, and ``kernel_target``
+    (if set) maps the build target to the one it compiles for (``sm_90`` to ``sm_90a``).
     """
 
     name: str
@@ -61,6 +64,8 @@ class Implementation:
     space: Optional[Space] = None
     predicate: Predicate = field(default=lambda spec, target: None)
     workspace: Optional[Callable[[ConvTransposeSpec], int]] = None
+    scheduled: bool = False
+    kernel_target: Optional[Callable[[Target], Target]] = None
 
     def serves(self, target: Target) -> bool:
         """Whether ``target`` has one of this implementation's target keys."""

@@ -190,6 +190,24 @@ def run_implementation(name: str, spec: ConvTransposeSpec, target, bias=None, ac
     return data, weight, vm["main"](tvm.runtime.tensor(data)).numpy()
 
 
+def has_gpu() -> bool:
+    """Whether TVM sees an NVIDIA GPU (``tvm.cuda(0)``): the ``gpu`` tests' skip condition."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def cuda_sources(mod) -> list[str]:
+    """CUDA C of every CUDA module imported (transitively) by a built module."""
+    found = [mod.inspect_source()] if mod.kind == "cuda" else []
+    for sub in mod.imports:
+        found += cuda_sources(sub)
+    return found
+
+
 def nvcc_errors(src: str, work_dir) -> str | None:
     """nvcc's errors compiling CUDA C ``src`` for sm_90 (files in ``work_dir``); ``None``
     where nvcc accepts it or is not on PATH."""

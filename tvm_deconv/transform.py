@@ -154,8 +154,19 @@ class _TransposedConvRewriter(PyExprMutator):
         weight = self._packed(call.args[1], spec, impl.name,
                               impl.pack(spec) if impl.pack is not None else None)
         gv = self._add((spec, impl.name), None, f"conv{spec.ndim}d_transpose_decomposed",
-                       lambda: annotate_implementation(impl.compute(spec), impl.name))
+                       lambda: self._compute(spec, impl))
         return relax.call_tir(gv, [call.args[0], weight], out_ty)
+
+    def _compute(self, spec: ConvTransposeSpec, impl) -> tirx.PrimFunc:
+        """``impl``'s PrimFunc for ``spec``: tagged for ApplyDeconvSchedule, or a finished
+        kernel (``impl.scheduled``) kept out of fusion, for its own target if it names one."""
+        if not impl.scheduled:
+            return annotate_implementation(impl.compute(spec), impl.name)
+        func = impl.compute(spec).with_attr("op_pattern", OPAQUE).with_attr(
+            "tirx.is_scheduled", True)
+        if impl.kernel_target is not None:
+            func = func.with_attr("target", impl.kernel_target(self.target))
+        return func
 
     def _tuned(self, spec: ConvTransposeSpec, impl):
         """(implementation, scheduled PrimFunc, pack) of the best tuning record, if any."""

@@ -1,0 +1,101 @@
+"""A/B on the GPU machine: the sm_90a wgmma kernel (schedules/cuda_wgmma.py) against the
+WMMA tensor-core kernel (tvm_deconv.build as shipped), tvm_deconv.build with cuda.wgmma
+switched on (``build_wgmma``: the Relax path end to end) and cuDNN float16, side by side in
+one process; every output checked against the float64 result of the same float16 inputs.
+
+    python3 benchmarks/cuda_wgmma_ab.py pose_2048_256_k4s2:64,unet_512_256_k2s2:64 \
+        --variants 256x4,128x4 --out $OUT/wgmma-ab.json
+
+A variant is ``{BN}x{stages}``, then ``i1`` for one wgmma group left in flight, ``sync`` for
+the kernel whose warpgroups all copy and multiply in turn (CTA barriers) instead of one
+copying warpgroup, ``tc`` for the input copy through shared-memory tiles, ``swap`` to swap the descriptor's two byte offsets (a layout check: wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cuda_ab_common as common  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import tvm  # noqa: E402
+
+from tvm_deconv import resolve_target, strategy, zoo  # noqa: E402
+from tvm_deconv.schedules import cuda_wgmma  # noqa: E402
+from tvm_deconv.testing import relative_error, run_pack  # noqa: E402
+
+SM90A = tvm.target.Target({"kind": "cuda", "arch": "sm_90a"})
+
+
+def run_variant(row, key, spec, x, w_packed, ref, dev, variant, profile=False):
+    try:
+        bn, stages, inflight, sync, tiled = re.fullmatch(
+            r"(\d+)x(\d+)(?:i(\d))?(sync)?(tc)?(?:swap)?", variant).groups()
+        tile = cuda_wgmma.WgmmaTile(int(bn), int(stages), int(inflight or 0), not sync,
+                                    bool(tiled))
+        func = cuda_wgmma.wgmma_conv_transpose(spec, tile, swap_offsets="swap" in variant)
+        ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                         target=SM90A)
+        args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w_packed, dev),
+                tvm.runtime.tensor(np.zeros(spec.out_shape, "float16"), dev)]
+        ex.mod["main"](*args)
+        dev.sync()
+        row[key + "_err"] = relative_error(args[2].numpy().astype("float64"), ref)
+        timer = ex.mod.time_evaluator("main", dev, number=20, repeat=15)
+        row[key + "_ms"] = float(np.median(np.asarray(timer(*args).results)) * 1e3)
+        if profile:  # per-kernel times (the input copy, the GEMM) through CUPTI
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    ex.mod["main"](*args)
+                dev.sync()
+            row[key + "_kernels_us"] = {e.key: e.device_time_total / e.count
+                                        for e in prof.key_averages() if "kernel" in e.key}
+    except Exception as err:  # pylint: disable=broad-except
+        row[key + "_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        traceback.print_exc()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("layers")
+    ap.add_argument("--variants", default="256x4,128x4")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also each kernel's time (CUPTI)")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+    dev = tvm.cuda(0)
+    rows = []
+    for item in args.layers.split(","):
+        name, batch = item.split(":")
+        spec = zoo.get(name).spec(int(batch), dtype="float16")
+        row = {"layer": name, "batch": int(batch), "device": torch.cuda.get_device_name()}
+        x, w, xt, wt, ref = common.random_case(spec)
+        row["cudnn_fp16_ms"] = common.time_cudnn(spec, xt, wt)
+        if not args.no_build:
+            # tvm_deconv.build: as shipped (the WMMA kernel), then with cuda.wgmma switched on
+            common.build_check_time(row, "wmma", spec, x, w, ref, dev, 1.0)
+            with cuda_wgmma.wgmma_kernel(True):
+                common.build_check_time(row, "build_wgmma", spec, x, w, ref, dev, 1.0)
+                row["build_wgmma_path"] = strategy.select(
+                    strategy.CONV_TRANSPOSE, spec, resolve_target("cuda")).implementation.name
+        w_packed = run_pack(cuda_wgmma.wgmma_pack(spec), w)
+        for variant in args.variants.split(","):
+            run_variant(row, "wgmma_" + variant, spec, x, w_packed, ref, dev, variant,
+                        profile=args.profile)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,506 @@
+"""Hopper (sm_90a) warpgroup tensor-core kernel (``wgmma.mma_async``) for float16 calls.
+
+Same implicit GEMM as :mod:`.cuda_tensorcore` (per phase ``r``: ``acc[p, m] += X[p, k] *
+W[m, k]``, pixels ``p = (n, q..)``, channels ``m``, ``k = (j.., ic)``), but written as one
+hand-laid kernel instead of a scheduled compute, because its inner loop is what the WMMA
+kernel cannot reach: ``wgmma`` reads both operands straight from shared memory (no fragment
+loads), runs asynchronously under the next stage's copies, and issues 64 x BN x 16 per
+instruction.
+
+Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, Cin]``), so
+every operand row of a K step is 16-byte ``cp.async`` copies with no guards.  Kernel 2: a
+thread block of two warpgroups owns BM = 128 pixels of one phase x BN output channels; per K
+step of BK = 64 (inside one tap: Cin % 64 == 0) all 256 threads copy the A (pixels) and B
+(channels) tiles into a ``stages``-deep ring of shared buffers, in the no-swizzle K-major
+layout of core matrices (8 rows x 16 bytes, 128 contiguous bytes; LBO = 128 bytes between
+the two core matrices of a k16 step, SBO = 1024 between 8-row groups), which makes each
+thread's 16-byte copy land at ``16 * copy index``: conflict-free.  Each warpgroup then issues
+BK/16 ``wgmma.m64n{BN}k16`` on its 64 rows, keeping one group in flight while the next
+stage's copies are issued.  The float32 accumulators (BN/2 registers a thread) are cast and
+written to ``out[n, m, q*s + r]`` from registers.
+
+The weight is :func:`wgmma_pack`'s: per phase a K-major ``[Cout, taps x Cin]`` matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+
+from tvm import tirx
+from tvm.script import tirx as T
+from tvm.target import Target
+
+from tvm_deconv.plan import ConvTransposeSpec, make_plan, plan_axis
+
+BM = 128          # pixels per thread block: two warpgroups of m64
+BK = 64           # K per stage: 4 wgmma k16 steps
+CORE = 8          # core matrix: 8 rows x 8 float16 (16 bytes)
+THREADS = 256
+WS_THREADS = 384  # warp-specialized: a copying warpgroup and two multiplying ones
+WS_A_COPIES = BM * BK // CORE // 128
+TILED_COPY_SMEM = 40 << 10  # 16-byte copies of A per copying thread per stage
+LBO = 128         # bytes between the two K core matrices of a k16 step
+SBO = BK // CORE * 128  # bytes between 8-row groups
+
+
+@dataclass(frozen=True)
+class WgmmaTile:
+    """BN output channels per thread block (a multiple of 8 up to 256) and the depth of the
+    shared-memory ring."""
+
+    bn: int = 128
+    stages: int = 4
+    # wgmma groups left running while the next stage's copies issue: 1 makes ptxas serialize
+    # the wgmmas (C7514: the loop reads their accumulators between stages)
+    inflight: int = 0
+    # one warpgroup copying (mbarrier handshakes) while two multiply, or all three roles in
+    # turn with CTA barriers
+    warp_specialized: bool = True
+    # the input copy through a shared-memory tile per padded row (where it fits), or with
+    # lanes along x straight to global memory
+    tiled_copy: bool = False
+
+    def smem_bytes(self) -> int:
+        return self.stages * (BM + self.bn) * BK * 2
+
+
+# Off until timed on a GPU (TVM_DECONV_CUDA_WGMMA=1 or wgmma_kernel(True) switch it on).
+_ENABLED = os.environ.get("TVM_DECONV_CUDA_WGMMA", "0") == "1"
+HOPPER_ARCHS = ("sm_90", "sm_90a")
+
+
+@contextlib.contextmanager
+def wgmma_kernel(enabled: bool):
+    """Within the context, float16 calls on Hopper take (``True``) or skip the wgmma kernel."""
+    global _ENABLED  # pylint: disable=global-statement
+    before = _ENABLED
+    _ENABLED = enabled
+    try:
+        yield
+    finally:
+        _ENABLED = before
+
+
+def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str | None:
+    """``None`` where the wgmma kernel can run ``spec`` (on ``target``), else why not."""
+    if target is not None and str(target.attrs.get("arch", "")) not in HOPPER_ARCHS:
+        return f"target arch {target.attrs.get('arch')} is not Hopper (sm_90)"
+    if spec.dtype != "float16" or spec.out_dtype != "float16":
+        return f"{spec.dtype} -> {spec.out_dtype} (float16 -> float16 only)"
+    if (spec.data_layout, spec.kernel_layout, spec.out_layout) not in (
+            ("NCHW", "IOHW", "NCHW"), ("NCW", "IOW", "NCW")):
+        return "2-d NCHW / IOHW or 1-d NCW / IOW only"
+    if spec.groups != 1:
+        return f"groups={spec.groups}"
+    plan = make_plan(spec)
+    if not plan.phase_batched:
+        return "phases differ (k % s != 0 or s does not divide the output)"
+    if spec.in_channels % BK:
+        return f"Cin % {BK} != 0 (a K step of {BK} stays inside one tap)"
+    pixels = Geometry(spec).pixels
+    if pixels % BM:
+        return f"batch x phase pixels ({pixels}) % {BM} != 0"
+    if spec.out_channels % 8:
+        return "Cout % 8 != 0"
+    return None
+
+
+def supports_cuda_wgmma(spec: ConvTransposeSpec, target: Target) -> str | None:
+    """The strategy predicate: :func:`wgmma_reason`, while the kernel is switched on."""
+    if not _ENABLED:
+        return "off (TVM_DECONV_CUDA_WGMMA=1 switches it on)"
+    return wgmma_reason(spec, target)
+
+
+def sm90a(target: Target) -> Target:
+    """``target`` with arch ``sm_90a`` (wgmma is an sm_90a instruction)."""
+    config = dict(target.export())
+    config["arch"] = "sm_90a"
+    config.pop("host", None)
+    return Target(config, host=target.host)
+
+
+def workspace_bytes(spec: ConvTransposeSpec) -> int:
+    """The zero-padded channels-last copy of the input."""
+    return spec.batch * math.prod(Geometry(spec).padded_size) * spec.in_channels * 2
+
+
+def choose_tile(spec: ConvTransposeSpec) -> WgmmaTile:
+    cout = spec.out_channels
+    bn = 256 if cout % 256 == 0 else 128 if cout % 128 == 0 else cout if cout <= 256 else 64
+    return WgmmaTile(bn=bn)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the GEMM of a phase-batched 2-d plan reads and writes: the phases ``r = ry * sx
+    + rx``, taps ``j = jy * tw + jx`` (``k = j * Cin + ic``), pixels ``p = (n, qy, qx)`` and
+    the zero-padded channels-last input ``[N, hp, wp, Cin]``.  The kernel, the pack and the
+    tests index through it (ints or TIR expressions)."""
+
+    spec: ConvTransposeSpec
+
+    @property
+    def axes(self):
+        """The y and x axis plans (a 1-d spec's y: one input row, one tap, stride 1)."""
+        axes = make_plan(self.spec).axes
+        return axes if len(axes) == 2 else (plan_axis(1, 1, 1),) + axes
+
+    def spatial(self, y, x) -> tuple:
+        """The spatial index (y, x) of a buffer of the spec (1-d: x alone)."""
+        return (y, x) if self.spec.ndim == 2 else (x,)
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return tuple(ax.stride for ax in self.axes)
+
+    @property
+    def taps(self) -> tuple[int, int]:
+        return tuple(ax.max_taps for ax in self.axes)
+
+    @property
+    def pads(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return tuple(ax.input_pads() for ax in self.axes)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        return tuple(ax.in_size + lo + hi for ax, (lo, hi) in zip(self.axes, self.pads))
+
+    @property
+    def phase_size(self) -> tuple[int, int]:
+        """Output positions per phase (q extent) along y and x."""
+        return tuple(ax.out_size // ax.stride for ax in self.axes)
+
+    @property
+    def pixels(self) -> int:
+        return self.spec.batch * math.prod(self.phase_size)
+
+    @property
+    def reduce(self) -> int:
+        return math.prod(self.taps) * self.spec.in_channels
+
+    def pixel(self, p):
+        """(n, qy, qx) of GEMM row ``p``."""
+        qy, qx = self.phase_size
+        return p // (qy * qx), p // qx % qy, p % qx
+
+    def padded_input(self, axis: int, r, q, j):
+        """Index into the padded input along ``axis`` read by tap ``j`` of output ``q*s + r``."""
+        return self.axes[axis].batched_input(r, q, j) + self.pads[axis][0]
+
+    def kernel_index(self, axis: int, r, j):
+        """Kernel index of tap ``j`` of phase ``r`` (a select over the phases for TIR ``r``)."""
+        phases = self.axes[axis].phases
+        if isinstance(r, int):
+            return phases[r].tap_start + j * phases[r].tap_step
+        out = phases[0].tap_start + j * phases[0].tap_step
+        for i, ph in enumerate(phases[1:], start=1):
+            out = T.if_then_else(r == i, ph.tap_start + j * ph.tap_step, out)
+        return out
+
+
+def wgmma_packed_shape(spec: ConvTransposeSpec) -> tuple[int, int, int]:
+    """``[R, Cout, taps x Cin]``: :func:`wgmma_pack`'s weight."""
+    geo = Geometry(spec)
+    return math.prod(geo.strides), spec.out_channels, geo.reduce
+
+
+def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+    """``(weight [Cin, Cout, kh, kw], packed [R, Cout, taps x Cin])``: per phase ``r`` the
+    K-major GEMM weight (:class:`Geometry`: ``k = (jy * tw + jx) * Cin + ic``)."""
+    geo = Geometry(spec)
+    sx = geo.strides[1]
+    tw = geo.taps[1]
+    cin = spec.in_channels
+    shape = wgmma_packed_shape(spec)
+    wshape = tuple(spec.weight_shape)
+
+    @T.prim_func(private=True, s_tir=True)
+    def pack(weight: T.Buffer(wshape, "float16"), packed: T.Buffer(shape, "float16")):
+        T.func_attr({"tirx.noalias": True})
+        for r, m, k in T.grid(*shape):
+            with T.sblock("pack"):
+                vr, vm, vk = T.axis.remap("SSS", [r, m, k])
+                packed[vr, vm, vk] = weight[(vk % cin, vm) + geo.spatial(
+                    geo.kernel_index(0, vr // sx, vk // cin // tw),
+                    geo.kernel_index(1, vr % sx, vk // cin % tw))]
+    return pack
+
+
+def _wgmma(bn, acc, desc_a, desc_b):
+    shape = f"m64n{bn}k16"
+    op = getattr(T.ptx.wgmma.mma_async.sync.aligned, shape).f32.f16.f16
+    return op(*[acc[i] for i in range(bn // 2)], desc_a, desc_b, T.ptx.pred(1), 1, 1, 0, 0)
+
+
+def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
+                         swap_offsets: bool = False) -> tirx.PrimFunc:
+    """``(data NCHW, packed weight, out NCHW)`` float16, float32 accumulation."""
+    reason = wgmma_reason(spec)
+    if reason:
+        raise ValueError(reason)
+    tile = tile or choose_tile(spec)
+    if spec.out_channels % tile.bn or tile.bn % 8 or tile.bn > 256:
+        raise ValueError(f"wgmma: BN {tile.bn} must divide Cout {spec.out_channels}")
+    bn, stages, inflight = tile.bn, tile.stages, tile.inflight
+    geo = Geometry(spec)
+    sy, sx = geo.strides
+    tw = geo.taps[1]
+    (py0, _), (px0, _) = geo.pads
+    hp, wp = geo.padded_size
+    data_shape, out_shape = tuple(spec.data_shape), tuple(spec.out_shape)
+    n_, cin = data_shape[:2]
+    hin, win = (ax.in_size for ax in geo.axes)
+    cout = spec.out_channels
+    kred, pixels = geo.reduce, geo.pixels
+    ksteps = kred // BK
+    c8 = cin // CORE
+    stage_elems = (BM + bn) * BK
+    a_copies = BM * BK // CORE // THREADS       # 16-byte copies per thread per stage
+    b_copies = bn * BK // CORE // THREADS
+    b_rem = bn * BK // CORE % THREADS           # bn = 64: half the threads copy B
+    lbo, sbo = (SBO, LBO) if swap_offsets else (LBO, SBO)
+    copy_total = n_ * hp * wp * c8
+    copy_blocks = (copy_total + THREADS - 1) // THREADS
+    ws_b_copies, ws_b_rem = divmod(bn * BK // CORE, 128)
+    tiled_copy = tile.tiled_copy and wp * (BK + 2) * 2 <= TILED_COPY_SMEM
+
+    @T.macro
+    def copy_input(data, x_cl):
+        # kernel 1: zero-padded channels-last copy; lanes along x (coalesced reads)
+        with T.launch_thread("blockIdx.x", copy_blocks) as cb:
+            ct = T.launch_thread("threadIdx.x", THREADS)
+            vec = T.alloc_buffer((CORE,), "float16", scope="local")
+            idx = cb * THREADS + ct
+            if idx < copy_total:
+                xq = idx % wp
+                c = idx // wp % c8
+                yq = idx // (wp * c8) % hp
+                nn = idx // (wp * c8 * hp)
+                for e in T.unroll(CORE):
+                    vec[e] = T.if_then_else(
+                        py0 <= yq and yq < py0 + hin and px0 <= xq and xq < px0 + win,
+                        data[(nn, c * CORE + e) + geo.spatial(T.max(T.min(yq - py0, hin - 1), 0),
+                                                              T.max(T.min(xq - px0, win - 1), 0))],
+                        T.float16(0))
+                for e in T.vectorized(CORE):
+                    x_cl[nn, yq, xq, c * CORE + e] = vec[e]
+
+    @T.macro
+    def copy_input_tiled(data, x_cl):
+        # kernel 1, through shared memory: a block copies one padded row of 64 channels,
+        # reading channel rows (lanes along x) and writing 128 contiguous bytes per position
+        with T.launch_thread("blockIdx.x", n_ * hp * (cin // BK)) as cb:
+            ct = T.launch_thread("threadIdx.x", THREADS)
+            # rows of BK + 2: a row is 33 words, so neither phase's lanes share a bank
+            tile_s = T.alloc_buffer((wp * (BK + 2),), "float16", scope="shared", align=16)
+            vec = T.alloc_buffer((CORE,), "float16", scope="local")
+            c0 = cb % (cin // BK) * BK
+            yq = cb // (cin // BK) % hp
+            nn = cb // (cin // BK * hp)
+            if py0 <= yq and yq < py0 + hin:
+                for i in T.unroll((BK * win + THREADS - 1) // THREADS):
+                    if ct + THREADS * i < BK * win:
+                        tile_s[((ct + THREADS * i) % win + px0) * (BK + 2)
+                               + (ct + THREADS * i) // win] = data[
+                            (nn, c0 + (ct + THREADS * i) // win)
+                            + geo.spatial(yq - py0, (ct + THREADS * i) % win)]
+            T.tvm_storage_sync("shared")
+            for i in T.unroll((wp * CORE + THREADS - 1) // THREADS):
+                if ct + THREADS * i < wp * CORE:
+                    for e in T.unroll(CORE):
+                        vec[e] = T.if_then_else(
+                            py0 <= yq and yq < py0 + hin and px0 <= (ct + THREADS * i) // CORE
+                            and (ct + THREADS * i) // CORE < px0 + win,
+                            tile_s[(ct + THREADS * i) // CORE * (BK + 2)
+                                   + (ct + THREADS * i) % CORE * CORE + e],
+                            T.float16(0))
+                    for e in T.vectorized(CORE):
+                        x_cl[nn, yq, (ct + THREADS * i) // CORE,
+                             c0 + (ct + THREADS * i) % CORE * CORE + e] = vec[e]
+
+    @T.macro
+    def mma_step(smem, stage, wg, acc, desc_a, desc_b):
+        # BK/16 wgmmas on one stage: this warpgroup's 64 rows of A, all BN rows of B
+        T.ptx.wgmma.fence.sync.aligned()
+        for kk in T.unroll(BK // 16):
+            T.cuda.wgmma.encode_matrix_descriptor(
+                desc_a.data,
+                T.address_of(smem[stage * stage_elems + wg * 64 * BK + kk * 2 * 64]),
+                lbo // 16, sbo // 16, 0)
+            T.cuda.wgmma.encode_matrix_descriptor(
+                desc_b.data, T.address_of(smem[stage * stage_elems + BM * BK + kk * 2 * 64]),
+                lbo // 16, sbo // 16, 0)
+            _wgmma(bn, acc, desc_a[0], desc_b[0])
+        T.ptx.wgmma.commit_group.sync.aligned()
+
+    @T.macro
+    def store(out, acc, bx, by, ry, rx, wg, lane):
+        # the accumulator fragment of wgmma m64nN: warp w of the warpgroup holds rows
+        # 16w + lane/4 (+8), columns 8i' + 2(lane%4) (+1)
+        for i in T.unroll(bn // 2):
+            row = wg * 64 + lane // 32 * 16 + lane % 32 // 4 + i // 2 % 2 * 8
+            col = i // 4 * 8 + lane % 4 * 2 + i % 2
+            n, qy, qx = geo.pixel(bx * BM + row)
+            out[(n, by * bn + col) + geo.spatial(qy * sy + ry, qx * sx + rx)] = T.cast(
+                acc[i], "float16")
+
+    @T.prim_func(private=True)
+    def conv_sync(data: T.Buffer(data_shape, "float16"),
+             weight: T.Buffer((sy * sx, cout, kred), "float16"),
+             out: T.Buffer(out_shape, "float16")):
+        T.func_attr({"tirx.noalias": True})
+        x_cl = T.alloc_buffer((n_, hp, wp, cin), "float16")
+        copy_input(data, x_cl)
+        # kernel 2: the GEMMs
+        with T.launch_thread("blockIdx.x", pixels // BM) as bx:
+            by = T.launch_thread("blockIdx.y", cout // bn)
+            bz = T.launch_thread("blockIdx.z", sy * sx)
+            tx = T.launch_thread("threadIdx.x", THREADS)
+            smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
+                                  align=128)
+            acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
+            desc_a = T.alloc_buffer((1,), "uint64", scope="local")
+            desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+            ry = bz // sx
+            rx = bz % sx
+            wg = tx // 128
+
+            for i in T.unroll(bn // 2):
+                acc[i] = T.float32(0)
+
+            for kt in range(ksteps + stages - 2):
+                # copies of step kt (issued stages-2 iterations ahead of its MMAs)
+                if kt < ksteps:
+                    stage = kt % stages
+                    j = kt * BK // cin
+                    ic0 = kt * BK % cin
+                    for i in T.unroll(a_copies):
+                        cidx = tx + THREADS * i
+                        row = cidx // 64 * 8 + cidx % 8
+                        n, qy, qx = geo.pixel(bx * BM + row)
+                        T.ptx.cp.async_.cg.shared.global_(
+                            T.address_of(smem[stage * stage_elems + cidx * CORE]),
+                            T.address_of(x_cl[n, geo.padded_input(0, ry, qy, j // tw),
+                                              geo.padded_input(1, rx, qx, j % tw),
+                                              ic0 + cidx // 8 % 8 * CORE]),
+                            16)
+                    for i in T.unroll(b_copies):
+                        cidx = tx + THREADS * i
+                        row = cidx // 64 * 8 + cidx % 8
+                        T.ptx.cp.async_.cg.shared.global_(
+                            T.address_of(smem[stage * stage_elems + BM * BK + cidx * CORE]),
+                            T.address_of(weight[bz, by * bn + row,
+                                                kt * BK + cidx // 8 % 8 * CORE]),
+                            16)
+                    if b_rem > 0:
+                        if tx < b_rem:
+                            cidx = tx + THREADS * b_copies
+                            row = cidx // 64 * 8 + cidx % 8
+                            T.ptx.cp.async_.cg.shared.global_(
+                                T.address_of(smem[stage * stage_elems + BM * BK + cidx * CORE]),
+                                T.address_of(weight[bz, by * bn + row,
+                                                    kt * BK + cidx // 8 % 8 * CORE]),
+                                16)
+                T.ptx.cp.async_.commit_group()
+                # MMAs of step kt - (stages - 2)
+                if kt >= stages - 2:
+                    mt = kt - (stages - 2)
+                    T.ptx.cp.async_.wait_group(stages - 2)
+                    T.ptx.fence.proxy.async_.shared__cta()
+                    T.tvm_storage_sync("shared")
+                    mma_step(smem, mt % stages, wg, acc, desc_a, desc_b)
+                    T.ptx.wgmma.wait_group.sync.aligned(inflight)
+                    if inflight > 0:  # the other warpgroup may still read the stage
+                        T.tvm_storage_sync("shared")
+            T.ptx.wgmma.wait_group.sync.aligned(0)
+            store(out, acc, bx, by, ry, rx, wg, tx % 128)
+
+    @T.prim_func(private=True)
+    def conv_ws(data: T.Buffer(data_shape, "float16"),
+                weight: T.Buffer((sy * sx, cout, kred), "float16"),
+                out: T.Buffer(out_shape, "float16")):
+        T.func_attr({"tirx.noalias": True})
+        x_cl = T.alloc_buffer((n_, hp, wp, cin), "float16")
+        x_flat = T.decl_buffer((n_ * hp * wp * cin,), "float16", data=x_cl.data)
+        if tiled_copy:
+            copy_input_tiled(data, x_cl)
+        else:
+            copy_input(data, x_cl)
+        # kernel 2: warpgroup 0 copies (cp.async, completion on full[s]), warpgroups 1-2 multiply
+        # (wgmma, then release the stage on empty[s])
+        with T.launch_thread("blockIdx.x", pixels // BM) as bx:
+            by = T.launch_thread("blockIdx.y", cout // bn)
+            bz = T.launch_thread("blockIdx.z", sy * sx)
+            tx = T.launch_thread("threadIdx.x", WS_THREADS)
+            smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
+                                  align=128)
+            bars = T.alloc_buffer((2 * stages,), "uint64", scope="shared", align=8)
+            ry = bz // sx
+            rx = bz % sx
+            if tx == 0:
+                for s in T.unroll(stages):
+                    T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[s]), 128)
+                    T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[stages + s]), 256)
+            T.tvm_storage_sync("shared")
+            if tx < 128:
+                a_base = T.alloc_buffer((WS_A_COPIES,), "int32", scope="local")
+                for i in T.unroll(WS_A_COPIES):
+                    cidx = tx + 128 * i
+                    n, qy, qx = geo.pixel(bx * BM + cidx // 64 * 8 + cidx % 8)
+                    a_base[i] = (((n * hp + geo.padded_input(0, ry, qy, 0)) * wp
+                                  + geo.padded_input(1, rx, qx, 0)) * cin + cidx // 8 % 8 * CORE)
+                for kt in range(ksteps):
+                    stage = kt % stages
+                    j = kt * BK // cin
+                    shift = ((geo.padded_input(0, ry, 0, j // tw) - geo.padded_input(0, ry, 0, 0))
+                             * wp + geo.padded_input(1, rx, 0, j % tw)
+                             - geo.padded_input(1, rx, 0, 0)) * cin + kt * BK % cin
+                    T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]), (kt // stages + 1) % 2)
+                    for i in T.unroll(WS_A_COPIES):
+                        T.ptx.cp.async_.cg.shared.global_(
+                            T.address_of(smem[stage * stage_elems + (tx + 128 * i) * CORE]),
+                            T.address_of(x_flat[a_base[i] + shift]), 16)
+                    for i in T.unroll(ws_b_copies):
+                        cidx = tx + 128 * i
+                        T.ptx.cp.async_.cg.shared.global_(
+                            T.address_of(smem[stage * stage_elems + BM * BK + cidx * CORE]),
+                            T.address_of(weight[bz, by * bn + cidx // 64 * 8 + cidx % 8,
+                                                kt * BK + cidx // 8 % 8 * CORE]),
+                            16)
+                    if ws_b_rem > 0:
+                        if tx < ws_b_rem:
+                            cidx = tx + 128 * ws_b_copies
+                            T.ptx.cp.async_.cg.shared.global_(
+                                T.address_of(smem[stage * stage_elems + BM * BK + cidx * CORE]),
+                                T.address_of(weight[bz, by * bn + cidx // 64 * 8 + cidx % 8,
+                                                    kt * BK + cidx // 8 % 8 * CORE]),
+                                16)
+                    T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(
+                        T.address_of(bars[stage]))
+                T.ptx.cp.async_.wait_all()
+            else:
+                wg = tx // 128 - 1
+                acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
+                desc_a = T.alloc_buffer((1,), "uint64", scope="local")
+                desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+                for i in T.unroll(bn // 2):
+                    acc[i] = T.float32(0)
+                for kt in range(ksteps):
+                    stage = kt % stages
+                    T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
+                    T.ptx.fence.proxy.async_.shared__cta()
+                    mma_step(smem, stage, wg, acc, desc_a, desc_b)
+                    # release the stage whose wgmmas are done: this one, or (one group left
+                    # in flight) the one before
+                    T.ptx.wgmma.wait_group.sync.aligned(inflight)
+                    if kt >= inflight:
+                        T.ptx.mbarrier.arrive.shared__cta.b64(
+                            T.address_of(bars[stages + (kt - inflight) % stages]))
+                T.ptx.wgmma.wait_group.sync.aligned(0)
+                store(out, acc, bx, by, ry, rx, wg, tx % 128)
+
+    return conv_ws if tile.warp_specialized else conv_sync
