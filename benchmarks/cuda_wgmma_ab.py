@@ -34,13 +34,25 @@ from tvm_deconv.testing import relative_error, run_pack  # noqa: E402
 SM90A = tvm.target.Target({"kind": "cuda", "arch": "sm_90a"})
 
 
+def profile_kernels(call, calls: int = 5) -> dict:
+    """Microseconds per call of each CUDA kernel ``call`` launches (CUPTI, through torch)."""
+    call()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            call()
+        torch.cuda.synchronize()
+    return {e.key: e.device_time_total / calls for e in prof.key_averages()
+            if e.device_time_total > 0}
+
+
 def run_variant(row, key, spec, x, w_packed, ref, dev, variant, profile=False):
     try:
-        bn, stages, inflight, sync, tiled = re.fullmatch(
-            r"(\d+)x(\d+)(?:i(\d))?(sync)?(tc)?(?:swap)?", variant).groups()
-        tile = cuda_wgmma.WgmmaTile(int(bn), int(stages), int(inflight or 0), not sync,
-                                    bool(tiled))
-        func = cuda_wgmma.wgmma_conv_transpose(spec, tile, swap_offsets="swap" in variant)
+        bn, stages, sync, tiled, plain = re.fullmatch(r"(\d+)x(\d+)(sync)?(tc)?(ns)?",
+                                                      variant).groups()
+        tile = cuda_wgmma.WgmmaTile(int(bn), int(stages), swizzle=not plain,
+                                    warp_specialized=not sync, tiled_copy=bool(tiled))
+        func = cuda_wgmma.wgmma_conv_transpose(spec, tile)
         ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                          target=SM90A)
         args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w_packed, dev),
@@ -50,13 +62,8 @@ def run_variant(row, key, spec, x, w_packed, ref, dev, variant, profile=False):
         row[key + "_err"] = relative_error(args[2].numpy().astype("float64"), ref)
         timer = ex.mod.time_evaluator("main", dev, number=20, repeat=15)
         row[key + "_ms"] = float(np.median(np.asarray(timer(*args).results)) * 1e3)
-        if profile:  # per-kernel times (the input copy, the GEMM) through CUPTI
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
-                    ex.mod["main"](*args)
-                dev.sync()
-            row[key + "_kernels_us"] = {e.key: e.device_time_total / e.count
-                                        for e in prof.key_averages() if "kernel" in e.key}
+        if profile:  # per-kernel times (the input copy, the GEMM)
+            row[key + "_kernels_us"] = profile_kernels(lambda: ex.mod["main"](*args))
     except Exception as err:  # pylint: disable=broad-except
         row[key + "_error"] = f"{type(err).__name__}: {str(err)[:300]}"
         traceback.print_exc()
@@ -80,6 +87,8 @@ def main():
         row = {"layer": name, "batch": int(batch), "device": torch.cuda.get_device_name()}
         x, w, xt, wt, ref = common.random_case(spec)
         row["cudnn_fp16_ms"] = common.time_cudnn(spec, xt, wt)
+        if args.profile:  # cuDNN's kernels (layout passes, its GEMM) and their times
+            row["cudnn_kernels_us"] = profile_kernels(lambda: common.torch_conv(spec, xt, wt))
         if not args.no_build:
             # tvm_deconv.build: as shipped (the WMMA kernel), then with cuda.wgmma switched on
             common.build_check_time(row, "wmma", spec, x, w, ref, dev, 1.0)

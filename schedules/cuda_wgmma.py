@@ -1,25 +1,27 @@
 """Hopper (sm_90a) warpgroup tensor-core kernel (``wgmma.mma_async``) for float16 calls.
 
 Same implicit GEMM as :mod:`.cuda_tensorcore` (per phase ``r``: ``acc[p, m] += X[p, k] *
-W[m, k]``, pixels ``p = (n, q..)``, channels ``m``, ``k = (j.., ic)``), but written as one
-hand-laid kernel instead of a scheduled compute, because its inner loop is what the WMMA
-kernel cannot reach: ``wgmma`` reads both operands straight from shared memory (no fragment
-loads), runs asynchronously under the next stage's copies, and issues 64 x BN x 16 per
-instruction.
+W[m, k]``, pixels ``p = (n, q..)``, channels ``m``, ``k = (j.., ic)``; :class:`Geometry` holds
+the index arithmetic), but a hand-laid kernel instead of a scheduled compute: ``wgmma`` reads
+both operands straight from shared memory through descriptors and runs asynchronously, which
+TIR's schedule primitives and WMMA intrinsics cannot express.  TVM 0.27's table-driven PTX
+(``T.ptx.wgmma``, ``T.ptx.cp.async``, ``T.ptx.mbarrier``) and
+``T.cuda.wgmma.encode_matrix_descriptor`` write it.
 
 Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, Cin]``), so
 every operand row of a K step is 16-byte ``cp.async`` copies with no guards.  Kernel 2: a
-thread block of two warpgroups owns BM = 128 pixels of one phase x BN output channels; per K
-step of BK = 64 (inside one tap: Cin % 64 == 0) all 256 threads copy the A (pixels) and B
-(channels) tiles into a ``stages``-deep ring of shared buffers, in the no-swizzle K-major
-layout of core matrices (8 rows x 16 bytes, 128 contiguous bytes; LBO = 128 bytes between
-the two core matrices of a k16 step, SBO = 1024 between 8-row groups), which makes each
-thread's 16-byte copy land at ``16 * copy index``: conflict-free.  Each warpgroup then issues
-BK/16 ``wgmma.m64n{BN}k16`` on its 64 rows, keeping one group in flight while the next
-stage's copies are issued.  The float32 accumulators (BN/2 registers a thread) are cast and
-written to ``out[n, m, q*s + r]`` from registers.
+thread block owns BM = 128 pixels of one phase x BN output channels; per K step of BK = 64
+(inside one tap: Cin % 64 == 0) the A (pixels) and B (channels, :func:`wgmma_pack`'s
+K-major weight) tiles go into a ``stages``-deep ring of shared tiles
+(:func:`tile_offset`), then each of two warpgroups issues BK/16 ``wgmma.m64n{BN}k16`` on its
+64 rows.  Two K loops (:class:`WgmmaTile`): all warpgroups copy, then multiply, between CTA
+barriers; or one warpgroup copies and signals each stage through an mbarrier while two
+multiply and release it.  The float32 accumulators (BN/2 registers a thread) are cast and
+written to ``out[n, m, q*s + r]``.
 
-The weight is :func:`wgmma_pack`'s: per phase a K-major ``[Cout, taps x Cin]`` matrix.
+Measured (benchmarks/cuda_wgmma_ab.py): correct on the zoo, but 0.57-0.90x the WMMA
+kernel's speed on the H200 and 0.49-0.75x on the H100, so ``cuda.wgmma`` is off unless
+switched on (``TVM_DECONV_CUDA_WGMMA=1``, :func:`wgmma_kernel`).
 """
 
 from __future__ import annotations
@@ -42,8 +44,7 @@ THREADS = 256
 WS_THREADS = 384  # warp-specialized: a copying warpgroup and two multiplying ones
 WS_A_COPIES = BM * BK // CORE // 128
 TILED_COPY_SMEM = 40 << 10  # 16-byte copies of A per copying thread per stage
-LBO = 128         # bytes between the two K core matrices of a k16 step
-SBO = BK // CORE * 128  # bytes between 8-row groups
+ROW_GROUP = CORE * BK * 2  # bytes of 8 rows of a stage tile (both layouts): the SBO
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,14 @@ class WgmmaTile:
 
     bn: int = 128
     stages: int = 4
-    # wgmma groups left running while the next stage's copies issue: 1 makes ptxas serialize
-    # the wgmmas (C7514: the loop reads their accumulators between stages)
-    inflight: int = 0
-    # one warpgroup copying (mbarrier handshakes) while two multiply, or all three roles in
-    # turn with CTA barriers
-    warp_specialized: bool = True
+    # the stage tiles' layout: 128-byte swizzle (each row's 16-byte chunk c stored at
+    # c ^ (row % 8)) or none (core matrices of 128 contiguous bytes).  The swizzle is built
+    # and assembled but not yet run on a GPU.
+    swizzle: bool = False
+    # one warpgroup copying (mbarrier handshakes) while two multiply, or all warpgroups
+    # copying, then multiplying, between CTA barriers (1.11x faster on pose 2048->256 on the
+    # H100: h100-wgmma-ws-ab-s24.json)
+    warp_specialized: bool = False
     # the input copy through a shared-memory tile per padded row (where it fits), or with
     # lanes along x straight to global memory
     tiled_copy: bool = False
@@ -230,14 +233,27 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     return pack
 
 
+def tile_offset(cidx, swizzle: bool):
+    """Element offset in a stage tile of its 16-byte copy ``cidx`` (int or TIR): row
+    ``cidx//64*8 + cidx%8``, chunk ``cidx//8%8``.  Unswizzled that is ``16 * cidx`` bytes
+    (8-row groups of 8 core matrices in K order); swizzled, 128-byte rows with the chunk at
+    ``chunk ^ (row % 8)``.  Either way the 8 copies of a quarter warp hit distinct banks."""
+    if not swizzle:
+        return cidx * CORE
+    row = cidx // 64 * CORE + cidx % CORE
+    chunk = cidx // CORE % CORE
+    xor = chunk ^ (cidx % CORE) if isinstance(cidx, int) else tirx.bitwise_xor(chunk, cidx % CORE)
+    return row * BK + xor * CORE
+
+
 def _wgmma(bn, acc, desc_a, desc_b):
     shape = f"m64n{bn}k16"
     op = getattr(T.ptx.wgmma.mma_async.sync.aligned, shape).f32.f16.f16
     return op(*[acc[i] for i in range(bn // 2)], desc_a, desc_b, T.ptx.pred(1), 1, 1, 0, 0)
 
 
-def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
-                         swap_offsets: bool = False) -> tirx.PrimFunc:
+def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
+                         ) -> tirx.PrimFunc:
     """``(data NCHW, packed weight, out NCHW)`` float16, float32 accumulation."""
     reason = wgmma_reason(spec)
     if reason:
@@ -245,7 +261,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
     tile = tile or choose_tile(spec)
     if spec.out_channels % tile.bn or tile.bn % 8 or tile.bn > 256:
         raise ValueError(f"wgmma: BN {tile.bn} must divide Cout {spec.out_channels}")
-    bn, stages, inflight = tile.bn, tile.stages, tile.inflight
+    bn, stages, swizzle = tile.bn, tile.stages, tile.swizzle
     geo = Geometry(spec)
     sy, sx = geo.strides
     tw = geo.taps[1]
@@ -262,10 +278,15 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
     a_copies = BM * BK // CORE // THREADS       # 16-byte copies per thread per stage
     b_copies = bn * BK // CORE // THREADS
     b_rem = bn * BK // CORE % THREADS           # bn = 64: half the threads copy B
-    lbo, sbo = (SBO, LBO) if swap_offsets else (LBO, SBO)
     copy_total = n_ * hp * wp * c8
     copy_blocks = (copy_total + THREADS - 1) // THREADS
     ws_b_copies, ws_b_rem = divmod(bn * BK // CORE, 128)
+    # Stage tiles: 8-row groups of ROW_GROUP bytes (the descriptors' SBO).  Swizzled, rows are
+    # 128 bytes (a K step of 64) with chunk c at c ^ (row % 8); a k16 step starts 32 bytes
+    # further (LBO unused: 16).  Unswizzled, a group is its 8 core matrices in K order (LBO
+    # 128 bytes), a k16 step two of them further.
+    k16, lbo, mode = (16, 16, 3) if swizzle else (2 * CORE * CORE, 128, 0)
+
     tiled_copy = tile.tiled_copy and wp * (BK + 2) * 2 <= TILED_COPY_SMEM
 
     @T.macro
@@ -328,12 +349,11 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
         T.ptx.wgmma.fence.sync.aligned()
         for kk in T.unroll(BK // 16):
             T.cuda.wgmma.encode_matrix_descriptor(
-                desc_a.data,
-                T.address_of(smem[stage * stage_elems + wg * 64 * BK + kk * 2 * 64]),
-                lbo // 16, sbo // 16, 0)
+                desc_a.data, T.address_of(smem[stage * stage_elems + wg * 64 * BK + kk * k16]),
+                lbo // 16, ROW_GROUP // 16, mode)
             T.cuda.wgmma.encode_matrix_descriptor(
-                desc_b.data, T.address_of(smem[stage * stage_elems + BM * BK + kk * 2 * 64]),
-                lbo // 16, sbo // 16, 0)
+                desc_b.data, T.address_of(smem[stage * stage_elems + BM * BK + kk * k16]),
+                lbo // 16, ROW_GROUP // 16, mode)
             _wgmma(bn, acc, desc_a[0], desc_b[0])
         T.ptx.wgmma.commit_group.sync.aligned()
 
@@ -361,7 +381,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
             bz = T.launch_thread("blockIdx.z", sy * sx)
             tx = T.launch_thread("threadIdx.x", THREADS)
             smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
-                                  align=128)
+                                  align=1024)
             acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
             desc_a = T.alloc_buffer((1,), "uint64", scope="local")
             desc_b = T.alloc_buffer((1,), "uint64", scope="local")
@@ -383,7 +403,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
                         row = cidx // 64 * 8 + cidx % 8
                         n, qy, qx = geo.pixel(bx * BM + row)
                         T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems + cidx * CORE]),
+                            T.address_of(smem[stage * stage_elems + tile_offset(cidx, swizzle)]),
                             T.address_of(x_cl[n, geo.padded_input(0, ry, qy, j // tw),
                                               geo.padded_input(1, rx, qx, j % tw),
                                               ic0 + cidx // 8 % 8 * CORE]),
@@ -392,7 +412,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
                         cidx = tx + THREADS * i
                         row = cidx // 64 * 8 + cidx % 8
                         T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems + BM * BK + cidx * CORE]),
+                            T.address_of(smem[stage * stage_elems + BM * BK + tile_offset(cidx, swizzle)]),
                             T.address_of(weight[bz, by * bn + row,
                                                 kt * BK + cidx // 8 % 8 * CORE]),
                             16)
@@ -401,7 +421,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
                             cidx = tx + THREADS * b_copies
                             row = cidx // 64 * 8 + cidx % 8
                             T.ptx.cp.async_.cg.shared.global_(
-                                T.address_of(smem[stage * stage_elems + BM * BK + cidx * CORE]),
+                                T.address_of(smem[stage * stage_elems + BM * BK + tile_offset(cidx, swizzle)]),
                                 T.address_of(weight[bz, by * bn + row,
                                                     kt * BK + cidx // 8 % 8 * CORE]),
                                 16)
@@ -413,10 +433,9 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
                     T.ptx.fence.proxy.async_.shared__cta()
                     T.tvm_storage_sync("shared")
                     mma_step(smem, mt % stages, wg, acc, desc_a, desc_b)
-                    T.ptx.wgmma.wait_group.sync.aligned(inflight)
-                    if inflight > 0:  # the other warpgroup may still read the stage
-                        T.tvm_storage_sync("shared")
-            T.ptx.wgmma.wait_group.sync.aligned(0)
+                    # done before any thread passes the next CTA barrier, so the copies
+                    # issued after it may overwrite this stage
+                    T.ptx.wgmma.wait_group.sync.aligned(0)
             store(out, acc, bx, by, ry, rx, wg, tx % 128)
 
     @T.prim_func(private=True)
@@ -437,7 +456,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
             bz = T.launch_thread("blockIdx.z", sy * sx)
             tx = T.launch_thread("threadIdx.x", WS_THREADS)
             smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
-                                  align=128)
+                                  align=1024)
             bars = T.alloc_buffer((2 * stages,), "uint64", scope="shared", align=8)
             ry = bz // sx
             rx = bz % sx
@@ -462,12 +481,12 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
                     T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]), (kt // stages + 1) % 2)
                     for i in T.unroll(WS_A_COPIES):
                         T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems + (tx + 128 * i) * CORE]),
+                            T.address_of(smem[stage * stage_elems + tile_offset(tx + 128 * i, swizzle)]),
                             T.address_of(x_flat[a_base[i] + shift]), 16)
                     for i in T.unroll(ws_b_copies):
                         cidx = tx + 128 * i
                         T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems + BM * BK + cidx * CORE]),
+                            T.address_of(smem[stage * stage_elems + BM * BK + tile_offset(cidx, swizzle)]),
                             T.address_of(weight[bz, by * bn + cidx // 64 * 8 + cidx % 8,
                                                 kt * BK + cidx // 8 % 8 * CORE]),
                             16)
@@ -475,7 +494,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
                         if tx < ws_b_rem:
                             cidx = tx + 128 * ws_b_copies
                             T.ptx.cp.async_.cg.shared.global_(
-                                T.address_of(smem[stage * stage_elems + BM * BK + cidx * CORE]),
+                                T.address_of(smem[stage * stage_elems + BM * BK + tile_offset(cidx, swizzle)]),
                                 T.address_of(weight[bz, by * bn + cidx // 64 * 8 + cidx % 8,
                                                     kt * BK + cidx // 8 % 8 * CORE]),
                                 16)
@@ -494,13 +513,11 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None,
                     T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
                     T.ptx.fence.proxy.async_.shared__cta()
                     mma_step(smem, stage, wg, acc, desc_a, desc_b)
-                    # release the stage whose wgmmas are done: this one, or (one group left
-                    # in flight) the one before
-                    T.ptx.wgmma.wait_group.sync.aligned(inflight)
-                    if kt >= inflight:
-                        T.ptx.mbarrier.arrive.shared__cta.b64(
-                            T.address_of(bars[stages + (kt - inflight) % stages]))
-                T.ptx.wgmma.wait_group.sync.aligned(0)
+                    # its wgmmas done, the stage goes back to the copying warpgroup (leaving
+                    # one group in flight and releasing the stage before gave wrong results
+                    # on the H100: h100-wgmma-ws-ab-s24.json)
+                    T.ptx.wgmma.wait_group.sync.aligned(0)
+                    T.ptx.mbarrier.arrive.shared__cta.b64(T.address_of(bars[stages + stage]))
                 store(out, acc, bx, by, ry, rx, wg, tx % 128)
 
     return conv_ws if tile.warp_specialized else conv_sync

@@ -8,6 +8,7 @@ zoo layers against float64.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -115,6 +116,22 @@ def test_wgmma_needs_hopper_and_is_off_unless_switched_on():
             == "cuda.wgmma"
 
 
+@pytest.mark.parametrize("swizzle", [False, True])
+def test_stage_tile_copies_fill_each_tile_once_without_bank_conflicts(swizzle):
+    """The 16-byte copies of a stage tile (BM rows x BK) land on distinct chunks covering
+    it, each row's chunks within its own 128 bytes, and the 8 copies of a quarter warp
+    (consecutive copy indices) in 8 distinct 16-byte bank groups."""
+    copies = cuda_wgmma.BM * cuda_wgmma.BK // cuda_wgmma.CORE
+    offsets = [cuda_wgmma.tile_offset(c, swizzle) for c in range(copies)]
+    assert sorted(offsets) == [c * cuda_wgmma.CORE for c in range(copies)]
+    for c, off in enumerate(offsets):
+        row = c // 64 * 8 + c % 8
+        assert off // cuda_wgmma.BK == row or not swizzle
+    for first in range(0, copies, 8):
+        banks = {offsets[c] * 2 // 16 % 8 for c in range(first, first + 8)}
+        assert len(banks) == 8
+
+
 def test_sm90a_keeps_the_rest_of_the_target():
     target = cuda_wgmma.sm90a(CUDA)
     assert str(target.attrs["arch"]) == "sm_90a"
@@ -148,13 +165,17 @@ def test_build_gives_an_sm90a_wgmma_kernel(name, caplog):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH: cannot assemble "
                     "the kernel for sm_90a")
-@pytest.mark.parametrize("name", WGMMA_ZOO)
-def test_wgmma_zoo_kernels_assemble_without_spills_or_serialized_wgmma(name, tmp_path):
-    """ptxas (sm_90a) takes each zoo kernel with no local-memory spills and without
-    serializing its wgmmas (C7514: other instructions touching the accumulators between a
-    wgmma and its wait)."""
+@pytest.mark.parametrize("name, form", [(name, {}) for name in WGMMA_ZOO] + [
+    ("pose_2048_256_k4s2", form) for form in (
+        {"swizzle": True}, {"warp_specialized": True},
+        {"swizzle": True, "warp_specialized": True, "tiled_copy": True})])
+def test_wgmma_zoo_kernels_assemble_without_spills_or_serialized_wgmma(name, form, tmp_path):
+    """ptxas (sm_90a) takes each zoo kernel (default tile, and pose 2048->256 in the other
+    forms) with no local-memory spills and without serializing its wgmmas (C7514: other
+    instructions touching the accumulators between a wgmma and its wait)."""
     spec = zoo.get(name).spec(64, dtype="float16")
-    func = cuda_wgmma.wgmma_conv_transpose(spec).with_attr("global_symbol", "main")
+    tile = dataclasses.replace(cuda_wgmma.choose_tile(spec), **form)
+    func = cuda_wgmma.wgmma_conv_transpose(spec, tile).with_attr("global_symbol", "main")
     source = tvm.compile(func, cuda_wgmma.sm90a(CUDA)).mod.imports[0].inspect_source()
     (tmp_path / "k.cu").write_text(source)
     done = subprocess.run(["nvcc", "-arch=sm_90a", "-cubin", "-O3", "--resource-usage", "-o",
