@@ -7,6 +7,9 @@ phases, and whatever FuseTIR fused after them (bias, activation, BatchNorm epilo
 
 from __future__ import annotations
 
+import contextlib
+from types import ModuleType
+
 from tvm import s_tir, tirx
 from tvm.script.ir_builder import tirx as T
 from tvm.target import Target
@@ -19,6 +22,18 @@ from tvm_deconv.plan import ConvTransposeSpec
 # scope ("local" included) becomes a TVMBackendAllocWorkspace/FreeWorkspace call pair per
 # tile, which took 10-18% of the U-Net k2s2 phase GEMMs.
 CPU_TILE_SCOPE = "global"
+
+
+@contextlib.contextmanager
+def module_switch(module: ModuleType, name: str, value):
+    """Within the context, ``module.name`` is ``value`` (a schedule module's on/off switch,
+    so benchmarks and tests time or check both paths in one process)."""
+    before = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, before)
 
 
 def store_where(buffer, value, index, conds: list) -> None:

@@ -45,10 +45,10 @@ with no guards, so both staging copies become ``cp.async`` in a double-buffered 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import tvm_ffi
@@ -63,7 +63,7 @@ from tvm_deconv.compute import (OUT_ELEMWISE_FUSABLE, PADDED_INPUT_ANNOTATION,
 from tvm_deconv.plan import ConvTransposeSpec, Phase, make_plan
 
 from . import wmma_intrin
-from .common import inline_epilogues, root_blocks
+from .common import inline_epilogues, module_switch, root_blocks
 
 logger = logging.getLogger("tvm_deconv")
 
@@ -135,18 +135,11 @@ TUNING_VARIANTS = (("off", "pixels"), ("rotate", "pixels"), ("off", "tiles"),
 # went.
 
 
-@contextlib.contextmanager
 def tensor_cores(enabled: bool):
     """Within the context, float16 calls take (``True``) or skip (``False``) the tensor-core
     path (default: on unless ``TVM_DECONV_CUDA_TENSOR_CORES=0``).  Benchmarks use it to time
     both paths in one process."""
-    global _ENABLED  # pylint: disable=global-statement
-    before = _ENABLED
-    _ENABLED = enabled
-    try:
-        yield
-    finally:
-        _ENABLED = before
+    return module_switch(sys.modules[__name__], "_ENABLED", enabled)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ switched on (``TVM_DECONV_CUDA_WGMMA=1``, :func:`wgmma_kernel`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 from tvm import tirx
@@ -36,6 +36,8 @@ from tvm.script import tirx as T
 from tvm.target import Target
 
 from tvm_deconv.plan import ConvTransposeSpec, make_plan, plan_axis
+
+from .common import module_switch
 
 BM = 128          # pixels per thread block: two warpgroups of m64
 BK = 64           # K per stage: 4 wgmma k16 steps
@@ -75,16 +77,9 @@ _ENABLED = os.environ.get("TVM_DECONV_CUDA_WGMMA", "0") == "1"
 HOPPER_ARCHS = ("sm_90", "sm_90a")
 
 
-@contextlib.contextmanager
 def wgmma_kernel(enabled: bool):
     """Within the context, float16 calls on Hopper take (``True``) or skip the wgmma kernel."""
-    global _ENABLED  # pylint: disable=global-statement
-    before = _ENABLED
-    _ENABLED = enabled
-    try:
-        yield
-    finally:
-        _ENABLED = before
+    return module_switch(sys.modules[__name__], "_ENABLED", enabled)
 
 
 def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str | None:
@@ -290,7 +285,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     tiled_copy = tile.tiled_copy and wp * (BK + 2) * 2 <= TILED_COPY_SMEM
 
     @T.macro
-    def copy_input(data, x_cl):
+    def copy_input_lanes(data, x_cl):
         # kernel 1: zero-padded channels-last copy; lanes along x (coalesced reads)
         with T.launch_thread("blockIdx.x", copy_blocks) as cb:
             ct = T.launch_thread("threadIdx.x", THREADS)
@@ -342,6 +337,13 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     for e in T.vectorized(CORE):
                         x_cl[nn, yq, (ct + THREADS * i) // CORE,
                              c0 + (ct + THREADS * i) % CORE * CORE + e] = vec[e]
+
+    @T.macro
+    def copy_input(data, x_cl):
+        if tiled_copy:
+            copy_input_tiled(data, x_cl)
+        else:
+            copy_input_lanes(data, x_cl)
 
     @T.macro
     def mma_step(smem, stage, wg, acc, desc_a, desc_b):
@@ -445,10 +447,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         T.func_attr({"tirx.noalias": True})
         x_cl = T.alloc_buffer((n_, hp, wp, cin), "float16")
         x_flat = T.decl_buffer((n_ * hp * wp * cin,), "float16", data=x_cl.data)
-        if tiled_copy:
-            copy_input_tiled(data, x_cl)
-        else:
-            copy_input(data, x_cl)
+        copy_input(data, x_cl)
         # kernel 2: warpgroup 0 copies (cp.async, completion on full[s]), warpgroups 1-2 multiply
         # (wgmma, then release the stage on empty[s])
         with T.launch_thread("blockIdx.x", pixels // BM) as bx:
