@@ -142,6 +142,8 @@ def test_sm90a_keeps_the_rest_of_the_target():
 def test_wgmma_tile_must_divide_the_output_channels():
     spec = _spec(*SPECS[4])  # Cout 72
     assert cuda_wgmma.choose_tile(spec).bn == 72
+    wide = make_spec((2, 64, 8, 8), (64, 264, 4, 4), strides=2, padding=1, dtype="float16")
+    assert cuda_wgmma.choose_tile(wide).bn == 88
     with pytest.raises(ValueError, match="must divide Cout"):
         cuda_wgmma.wgmma_conv_transpose(spec, cuda_wgmma.WgmmaTile(bn=64))
 
