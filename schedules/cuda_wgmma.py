@@ -270,8 +270,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     c8 = cin // CORE
     stage_elems = (BM + bn) * BK
     a_copies = BM * BK // CORE // THREADS       # 16-byte copies per thread per stage
-    b_copies = bn * BK // CORE // THREADS
-    b_rem = bn * BK // CORE % THREADS           # bn = 64: half the threads copy B
+    b_copies, b_rem = divmod(bn * BK // CORE, THREADS)  # bn = 64: half the threads copy B
     copy_total = n_ * hp * wp * c8
     copy_blocks = (copy_total + THREADS - 1) // THREADS
     ws_b_copies, ws_b_rem = divmod(bn * BK // CORE, 128)
@@ -345,6 +344,20 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             copy_input_lanes(data, x_cl)
 
     @T.macro
+    def copy_b(smem, weight, stage, kt, bz, by, tid, nthreads, copies, rem):
+        # the B tile of step kt (BN rows of K-major weight) by ``nthreads`` copying threads:
+        # ``copies`` 16-byte copies each, one more for the first ``rem``
+        for i in T.unroll(copies + int(rem > 0)):
+            if i < copies or tid < rem:
+                T.ptx.cp.async_.cg.shared.global_(
+                    T.address_of(smem[stage * stage_elems + BM * BK
+                                      + tile_offset(tid + nthreads * i, swizzle)]),
+                    T.address_of(weight[bz, by * bn + (tid + nthreads * i) // 64 * CORE
+                                        + (tid + nthreads * i) % CORE,
+                                        kt * BK + (tid + nthreads * i) // CORE % CORE * CORE]),
+                    16)
+
+    @T.macro
     def mma_step(smem, stage, wg, acc, desc_a, desc_b):
         # BK/16 wgmmas on one stage: this warpgroup's 64 rows of A, all BN rows of B
         T.ptx.wgmma.fence.sync.aligned()
@@ -404,28 +417,13 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                         row = cidx // 64 * 8 + cidx % 8
                         n, qy, qx = geo.pixel(bx * BM + row)
                         T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems + tile_offset(cidx, swizzle)]),
+                            T.address_of(smem[stage * stage_elems
+                                              + tile_offset(cidx, swizzle)]),
                             T.address_of(x_cl[n, geo.padded_input(0, ry, qy, j // tw),
                                               geo.padded_input(1, rx, qx, j % tw),
                                               ic0 + cidx // 8 % 8 * CORE]),
                             16)
-                    for i in T.unroll(b_copies):
-                        cidx = tx + THREADS * i
-                        row = cidx // 64 * 8 + cidx % 8
-                        T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems + BM * BK + tile_offset(cidx, swizzle)]),
-                            T.address_of(weight[bz, by * bn + row,
-                                                kt * BK + cidx // 8 % 8 * CORE]),
-                            16)
-                    if b_rem > 0:
-                        if tx < b_rem:
-                            cidx = tx + THREADS * b_copies
-                            row = cidx // 64 * 8 + cidx % 8
-                            T.ptx.cp.async_.cg.shared.global_(
-                                T.address_of(smem[stage * stage_elems + BM * BK + tile_offset(cidx, swizzle)]),
-                                T.address_of(weight[bz, by * bn + row,
-                                                    kt * BK + cidx // 8 % 8 * CORE]),
-                                16)
+                    copy_b(smem, weight, stage, kt, bz, by, tx, THREADS, b_copies, b_rem)
                 T.ptx.cp.async_.commit_group()
                 # MMAs of step kt - (stages - 2)
                 if kt >= stages - 2:
@@ -479,23 +477,10 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]), (kt // stages + 1) % 2)
                     for i in T.unroll(WS_A_COPIES):
                         T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems + tile_offset(tx + 128 * i, swizzle)]),
+                            T.address_of(smem[stage * stage_elems
+                                              + tile_offset(tx + 128 * i, swizzle)]),
                             T.address_of(x_flat[a_base[i] + shift]), 16)
-                    for i in T.unroll(ws_b_copies):
-                        cidx = tx + 128 * i
-                        T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems + BM * BK + tile_offset(cidx, swizzle)]),
-                            T.address_of(weight[bz, by * bn + cidx // 64 * 8 + cidx % 8,
-                                                kt * BK + cidx // 8 % 8 * CORE]),
-                            16)
-                    if ws_b_rem > 0:
-                        if tx < ws_b_rem:
-                            cidx = tx + 128 * ws_b_copies
-                            T.ptx.cp.async_.cg.shared.global_(
-                                T.address_of(smem[stage * stage_elems + BM * BK + tile_offset(cidx, swizzle)]),
-                                T.address_of(weight[bz, by * bn + cidx // 64 * 8 + cidx % 8,
-                                                    kt * BK + cidx // 8 % 8 * CORE]),
-                                16)
+                    copy_b(smem, weight, stage, kt, bz, by, tx, 128, ws_b_copies, ws_b_rem)
                     T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(
                         T.address_of(bars[stage]))
                 T.ptx.cp.async_.wait_all()
