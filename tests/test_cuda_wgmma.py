@@ -190,10 +190,21 @@ def test_wgmma_zoo_kernels_assemble_without_spills_or_serialized_wgmma(name, for
                for line in log.splitlines() if "spill stores" in line)
 
 
-def _gpu_error(spec, seed):
+FORMS = {"sync": {}, "sync_swizzled": {"swizzle": True}, "ws": {"warp_specialized": True},
+         "ws_swizzled_tiled_copy": {"warp_specialized": True, "swizzle": True,
+                                    "tiled_copy": True}}
+
+
+def _gpu_error(spec, seed, form, monkeypatch):
+    """Relative error of the build's output (the wgmma kernel switched on, its tile in
+    ``form``) against float64; fails if the build did not run the wgmma kernel."""
+    choose = cuda_wgmma.choose_tile
+    monkeypatch.setattr(cuda_wgmma, "choose_tile",
+                        lambda s: dataclasses.replace(choose(s), **FORMS[form]))
     data, weight = random_inputs(spec, seed=seed)
     with cuda_wgmma.wgmma_kernel(True):
         ex = tvm_deconv.build(transposed_conv_module(spec), "cuda")
+    assert any("wgmma.mma_async" in src for src in cuda_sources(ex.mod))
     dev = tvm.cuda(0)
     out = relax.VirtualMachine(ex, dev)["main"](
         *(tvm.runtime.tensor(a, dev) for a in (data, weight))).numpy()
@@ -203,13 +214,16 @@ def _gpu_error(spec, seed):
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("case", SPECS, ids=_id)
-def test_gpu_wgmma_kernel(case):
-    assert _gpu_error(_spec(*case), seed=5) < 2e-3
+def test_gpu_wgmma_kernel(case, form, monkeypatch):
+    """Random specs (1-d and 2-d, strides 2, 3 and 8, BN from 24 to 128) in every form of the
+    kernel: the default tile, the swizzled tiles, the warp-specialized loop, the tiled copy."""
+    assert _gpu_error(_spec(*case), 5, form, monkeypatch) < 2e-3
 
 
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("name", WGMMA_ZOO)
-def test_gpu_wgmma_zoo_layer(name):
-    assert _gpu_error(zoo.get(name).spec(64, dtype="float16"), seed=6) < 2e-3
+def test_gpu_wgmma_zoo_layer(name, monkeypatch):
+    assert _gpu_error(zoo.get(name).spec(64, dtype="float16"), 6, "sync", monkeypatch) < 2e-3
