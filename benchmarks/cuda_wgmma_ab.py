@@ -4,11 +4,12 @@ switched on (``build_wgmma``: the Relax path end to end) and cuDNN float16, side
 one process; every output checked against the float64 result of the same float16 inputs.
 
     python3 benchmarks/cuda_wgmma_ab.py pose_2048_256_k4s2:64,unet_512_256_k2s2:64 \
-        --variants 256x4,128x4 --out $OUT/wgmma-ab.json
+        --variants 256x4,256x4ns,256x4syncns --out $OUT/wgmma-ab.json
 
-A variant is ``{BN}x{stages}``, then ``i1`` for one wgmma group left in flight, ``sync`` for
-the kernel whose warpgroups all copy and multiply in turn (CTA barriers) instead of one
-copying warpgroup, ``tc`` for the input copy through shared-memory tiles, ``swap`` to swap the descriptor's two byte offsets (a layout check: wrong).
+A variant is ``{BN}x{stages}``, then ``sync`` for the loop whose warpgroups all copy, then
+multiply, between CTA barriers (else one warpgroup copies while two multiply), ``tc`` for
+the input copy through shared-memory tiles, ``ns`` for unswizzled stage tiles.  ``--profile``
+adds each kernel's time (ours and cuDNN's).
 """
 
 from __future__ import annotations

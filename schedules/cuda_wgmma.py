@@ -187,6 +187,23 @@ class Geometry:
         """Index into the padded input along ``axis`` read by tap ``j`` of output ``q*s + r``."""
         return self.axes[axis].batched_input(r, q, j) + self.pads[axis][0]
 
+    def row_offset(self, p, ry, rx):
+        """Element offset in the flat padded channels-last input of GEMM row ``p``'s tap 0,
+        channel 0 in phase (ry, rx)."""
+        n, qy, qx = self.pixel(p)
+        hp, wp = self.padded_size
+        return ((n * hp + self.padded_input(0, ry, qy, 0)) * wp
+                + self.padded_input(1, rx, qx, 0)) * self.spec.in_channels
+
+    def k_offset(self, k, ry, rx):
+        """What reduction index ``k = j * Cin + ic`` adds to :meth:`row_offset` (the same for
+        every row of a phase-batched plan: inputs shift by -1 per tap)."""
+        cin, tw = self.spec.in_channels, self.taps[1]
+        j, wp = k // cin, self.padded_size[1]
+        return ((self.padded_input(0, ry, 0, j // tw) - self.padded_input(0, ry, 0, 0)) * wp
+                + self.padded_input(1, rx, 0, j % tw) - self.padded_input(1, rx, 0, 0)
+                ) * cin + k % cin
+
     def kernel_index(self, axis: int, r, j):
         """Kernel index of tap ``j`` of phase ``r`` (a select over the phases for TIR ``r``)."""
         phases = self.axes[axis].phases
@@ -344,6 +361,23 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             copy_input_lanes(data, x_cl)
 
     @T.macro
+    def a_bases(a_base, bx, ry, rx, tid, nthreads, copies):
+        # where each of this thread's A copies starts in the padded input (tap 0, the
+        # channel chunk of its copy); a K step adds Geometry.k_offset
+        for i in T.unroll(copies):
+            a_base[i] = (geo.row_offset(bx * BM + (tid + nthreads * i) // 64 * CORE
+                                        + (tid + nthreads * i) % CORE, ry, rx)
+                         + (tid + nthreads * i) // CORE % CORE * CORE)
+
+    @T.macro
+    def copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tid, nthreads, copies):
+        # the A tile of step kt (BM pixels x BK channels of one tap)
+        for i in T.unroll(copies):
+            T.ptx.cp.async_.cg.shared.global_(
+                T.address_of(smem[stage * stage_elems + tile_offset(tid + nthreads * i, swizzle)]),
+                T.address_of(x_flat[a_base[i] + geo.k_offset(kt * BK, ry, rx)]), 16)
+
+    @T.macro
     def copy_b(smem, weight, stage, kt, bz, by, tid, nthreads, copies, rem):
         # the B tile of step kt (BN rows of K-major weight) by ``nthreads`` copying threads:
         # ``copies`` 16-byte copies each, one more for the first ``rem``
@@ -388,6 +422,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
              out: T.Buffer(out_shape, "float16")):
         T.func_attr({"tirx.noalias": True})
         x_cl = T.alloc_buffer((n_, hp, wp, cin), "float16")
+        x_flat = T.decl_buffer((n_ * hp * wp * cin,), "float16", data=x_cl.data)
         copy_input(data, x_cl)
         # kernel 2: the GEMMs
         with T.launch_thread("blockIdx.x", pixels // BM) as bx:
@@ -399,10 +434,11 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
             desc_a = T.alloc_buffer((1,), "uint64", scope="local")
             desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+            a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
             ry = bz // sx
             rx = bz % sx
             wg = tx // 128
-
+            a_bases(a_base, bx, ry, rx, tx, THREADS, a_copies)
             for i in T.unroll(bn // 2):
                 acc[i] = T.float32(0)
 
@@ -410,19 +446,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                 # copies of step kt (issued stages-2 iterations ahead of its MMAs)
                 if kt < ksteps:
                     stage = kt % stages
-                    j = kt * BK // cin
-                    ic0 = kt * BK % cin
-                    for i in T.unroll(a_copies):
-                        cidx = tx + THREADS * i
-                        row = cidx // 64 * 8 + cidx % 8
-                        n, qy, qx = geo.pixel(bx * BM + row)
-                        T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems
-                                              + tile_offset(cidx, swizzle)]),
-                            T.address_of(x_cl[n, geo.padded_input(0, ry, qy, j // tw),
-                                              geo.padded_input(1, rx, qx, j % tw),
-                                              ic0 + cidx // 8 % 8 * CORE]),
-                            16)
+                    copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, THREADS, a_copies)
                     copy_b(smem, weight, stage, kt, bz, by, tx, THREADS, b_copies, b_rem)
                 T.ptx.cp.async_.commit_group()
                 # MMAs of step kt - (stages - 2)
@@ -463,23 +487,11 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             T.tvm_storage_sync("shared")
             if tx < 128:
                 a_base = T.alloc_buffer((WS_A_COPIES,), "int32", scope="local")
-                for i in T.unroll(WS_A_COPIES):
-                    cidx = tx + 128 * i
-                    n, qy, qx = geo.pixel(bx * BM + cidx // 64 * 8 + cidx % 8)
-                    a_base[i] = (((n * hp + geo.padded_input(0, ry, qy, 0)) * wp
-                                  + geo.padded_input(1, rx, qx, 0)) * cin + cidx // 8 % 8 * CORE)
+                a_bases(a_base, bx, ry, rx, tx, 128, WS_A_COPIES)
                 for kt in range(ksteps):
                     stage = kt % stages
-                    j = kt * BK // cin
-                    shift = ((geo.padded_input(0, ry, 0, j // tw) - geo.padded_input(0, ry, 0, 0))
-                             * wp + geo.padded_input(1, rx, 0, j % tw)
-                             - geo.padded_input(1, rx, 0, 0)) * cin + kt * BK % cin
                     T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]), (kt // stages + 1) % 2)
-                    for i in T.unroll(WS_A_COPIES):
-                        T.ptx.cp.async_.cg.shared.global_(
-                            T.address_of(smem[stage * stage_elems
-                                              + tile_offset(tx + 128 * i, swizzle)]),
-                            T.address_of(x_flat[a_base[i] + shift]), 16)
+                    copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, 128, WS_A_COPIES)
                     copy_b(smem, weight, stage, kt, bz, by, tx, 128, ws_b_copies, ws_b_rem)
                     T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(
                         T.address_of(bars[stage]))

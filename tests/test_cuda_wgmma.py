@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shutil
 import subprocess
 
@@ -84,6 +85,26 @@ def test_wgmma_geometry_and_pack_match_the_reference(case):
         out[n, :, qy * sy + ry, qx * sx + rx] = acc
     ref = conv_transpose_reference(data.astype("float64"), weight.astype("float64"), spec)
     assert relative_error(out.reshape(ref.shape), ref) < 1e-12
+
+
+@pytest.mark.parametrize("case", SPECS, ids=_id)
+def test_flat_input_offsets_are_the_geometry_s_indices(case):
+    """The copies of A address the flat padded input as row_offset(p) + k_offset(k): for
+    every row, tap and phase that is the element Geometry.padded_input names."""
+    spec = _spec(*case)
+    geo = cuda_wgmma.Geometry(spec)
+    hp, wp = geo.padded_size
+    cin, tw = spec.in_channels, geo.taps[1]
+    rows = np.arange(0, geo.pixels, 7)
+    n, qy, qx = geo.pixel(rows)
+    for r in range(math.prod(geo.strides)):
+        ry, rx = divmod(r, geo.strides[1])
+        for k in range(0, geo.reduce, cuda_wgmma.CORE * 3):
+            j = k // cin
+            want = ((n * hp + geo.padded_input(0, ry, qy, j // tw)) * wp
+                    + geo.padded_input(1, rx, qx, j % tw)) * cin + k % cin
+            got = geo.row_offset(rows, ry, rx) + geo.k_offset(k, ry, rx)
+            assert (got == want).all()
 
 
 @pytest.mark.parametrize("why, kwargs", [
