@@ -44,7 +44,6 @@ BK = 64           # K per stage: 4 wgmma k16 steps
 CORE = 8          # core matrix: 8 rows x 8 float16 (16 bytes)
 THREADS = 256
 WS_THREADS = 384  # warp-specialized: a copying warpgroup and two multiplying ones
-WS_A_COPIES = BM * BK // CORE // 128  # 16-byte copies of A per copying thread per stage
 TILED_COPY_SMEM = 40 << 10  # the tiled input copy's row tile, at most
 ROW_GROUP = CORE * BK * 2  # bytes of 8 rows of a stage tile (both layouts): the SBO
 
@@ -275,7 +274,6 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     bn, stages, swizzle = tile.bn, tile.stages, tile.swizzle
     geo = Geometry(spec)
     sy, sx = geo.strides
-    tw = geo.taps[1]
     (py0, _), (px0, _) = geo.pads
     hp, wp = geo.padded_size
     data_shape, out_shape = tuple(spec.data_shape), tuple(spec.out_shape)
@@ -286,11 +284,13 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     ksteps = kred // BK
     c8 = cin // CORE
     stage_elems = (BM + bn) * BK
-    a_copies = BM * BK // CORE // THREADS       # 16-byte copies per thread per stage
-    b_copies, b_rem = divmod(bn * BK // CORE, THREADS)  # bn = 64: half the threads copy B
+    warp_specialized = tile.warp_specialized
+    threads = WS_THREADS if warp_specialized else THREADS
+    copiers = 128 if warp_specialized else THREADS  # threads that copy the stage tiles
+    a_copies = BM * BK // CORE // copiers  # 16-byte copies of A per copying thread per stage
+    b_copies, b_rem = divmod(bn * BK // CORE, copiers)  # rem: the first threads copy one more
     copy_total = n_ * hp * wp * c8
     copy_blocks = (copy_total + THREADS - 1) // THREADS
-    ws_b_copies, ws_b_rem = divmod(bn * BK // CORE, 128)
     # Stage tiles: 8-row groups of ROW_GROUP bytes (the descriptors' SBO).  Swizzled, rows are
     # 128 bytes (a K step of 64) with chunk c at c ^ (row % 8); a k16 step starts 32 bytes
     # further (LBO unused: 16).  Unswizzled, a group is its 8 core matrices in K order (LBO
@@ -417,7 +417,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                 acc[i], "float16")
 
     @T.prim_func(private=True)
-    def conv_sync(data: T.Buffer(data_shape, "float16"),
+    def conv(data: T.Buffer(data_shape, "float16"),
              weight: T.Buffer((sy * sx, cout, kred), "float16"),
              out: T.Buffer(out_shape, "float16")):
         T.func_attr({"tirx.noalias": True})
@@ -428,91 +428,78 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         with T.launch_thread("blockIdx.x", pixels // BM) as bx:
             by = T.launch_thread("blockIdx.y", cout // bn)
             bz = T.launch_thread("blockIdx.z", sy * sx)
-            tx = T.launch_thread("threadIdx.x", THREADS)
+            tx = T.launch_thread("threadIdx.x", threads)
             smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
                                   align=1024)
-            acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
-            desc_a = T.alloc_buffer((1,), "uint64", scope="local")
-            desc_b = T.alloc_buffer((1,), "uint64", scope="local")
-            a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
             ry = bz // sx
             rx = bz % sx
-            wg = tx // 128
-            a_bases(a_base, bx, ry, rx, tx, THREADS, a_copies)
-            for i in T.unroll(bn // 2):
-                acc[i] = T.float32(0)
-
-            for kt in range(ksteps + stages - 2):
-                # copies of step kt (issued stages-2 iterations ahead of its MMAs)
-                if kt < ksteps:
-                    stage = kt % stages
-                    copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, THREADS, a_copies)
-                    copy_b(smem, weight, stage, kt, bz, by, tx, THREADS, b_copies, b_rem)
-                T.ptx.cp.async_.commit_group()
-                # MMAs of step kt - (stages - 2)
-                if kt >= stages - 2:
-                    mt = kt - (stages - 2)
-                    T.ptx.cp.async_.wait_group(stages - 2)
-                    T.ptx.fence.proxy.async_.shared__cta()
-                    T.tvm_storage_sync("shared")
-                    mma_step(smem, mt % stages, wg, acc, desc_a, desc_b)
-                    # done before any thread passes the next CTA barrier, so the copies
-                    # issued after it may overwrite this stage
-                    T.ptx.wgmma.wait_group.sync.aligned(0)
-            store(out, acc, bx, by, ry, rx, wg, tx % 128)
-
-    @T.prim_func(private=True)
-    def conv_ws(data: T.Buffer(data_shape, "float16"),
-                weight: T.Buffer((sy * sx, cout, kred), "float16"),
-                out: T.Buffer(out_shape, "float16")):
-        T.func_attr({"tirx.noalias": True})
-        x_cl = T.alloc_buffer((n_, hp, wp, cin), "float16")
-        x_flat = T.decl_buffer((n_ * hp * wp * cin,), "float16", data=x_cl.data)
-        copy_input(data, x_cl)
-        # kernel 2: warpgroup 0 copies (cp.async, completion on full[s]), warpgroups 1-2 multiply
-        # (wgmma, then release the stage on empty[s])
-        with T.launch_thread("blockIdx.x", pixels // BM) as bx:
-            by = T.launch_thread("blockIdx.y", cout // bn)
-            bz = T.launch_thread("blockIdx.z", sy * sx)
-            tx = T.launch_thread("threadIdx.x", WS_THREADS)
-            smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
-                                  align=1024)
-            bars = T.alloc_buffer((2 * stages,), "uint64", scope="shared", align=8)
-            ry = bz // sx
-            rx = bz % sx
-            if tx == 0:
-                for s in T.unroll(stages):
-                    T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[s]), 128)
-                    T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[stages + s]), 256)
-            T.tvm_storage_sync("shared")
-            if tx < 128:
-                a_base = T.alloc_buffer((WS_A_COPIES,), "int32", scope="local")
-                a_bases(a_base, bx, ry, rx, tx, 128, WS_A_COPIES)
-                for kt in range(ksteps):
-                    stage = kt % stages
-                    T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]), (kt // stages + 1) % 2)
-                    copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, 128, WS_A_COPIES)
-                    copy_b(smem, weight, stage, kt, bz, by, tx, 128, ws_b_copies, ws_b_rem)
-                    T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(
-                        T.address_of(bars[stage]))
-                T.ptx.cp.async_.wait_all()
+            if warp_specialized:
+                # warpgroup 0 copies (cp.async, completion on full[s]), warpgroups 1-2
+                # multiply (wgmma, then release the stage on empty[s])
+                bars = T.alloc_buffer((2 * stages,), "uint64", scope="shared", align=8)
+                if tx == 0:
+                    for s in T.unroll(stages):
+                        T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[s]), 128)
+                        T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[stages + s]), 256)
+                T.tvm_storage_sync("shared")
+                if tx < 128:
+                    a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
+                    a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
+                    for kt in range(ksteps):
+                        stage = kt % stages
+                        T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]),
+                                             (kt // stages + 1) % 2)
+                        copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
+                        copy_b(smem, weight, stage, kt, bz, by, tx, copiers, b_copies, b_rem)
+                        T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(
+                            T.address_of(bars[stage]))
+                    T.ptx.cp.async_.wait_all()
+                else:
+                    wg = tx // 128 - 1
+                    acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
+                    desc_a = T.alloc_buffer((1,), "uint64", scope="local")
+                    desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+                    for i in T.unroll(bn // 2):
+                        acc[i] = T.float32(0)
+                    for kt in range(ksteps):
+                        stage = kt % stages
+                        T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
+                        T.ptx.fence.proxy.async_.shared__cta()
+                        mma_step(smem, stage, wg, acc, desc_a, desc_b)
+                        # its wgmmas done, the stage goes back to the copying warpgroup
+                        # (leaving one group in flight and releasing the stage before gave
+                        # wrong results on the H100: h100-wgmma-ws-ab-s24.json)
+                        T.ptx.wgmma.wait_group.sync.aligned(0)
+                        T.ptx.mbarrier.arrive.shared__cta.b64(
+                            T.address_of(bars[stages + stage]))
+                    store(out, acc, bx, by, ry, rx, wg, tx % 128)
             else:
-                wg = tx // 128 - 1
+                # all warpgroups copy, then multiply, between CTA barriers
                 acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
                 desc_a = T.alloc_buffer((1,), "uint64", scope="local")
                 desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+                a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
+                wg = tx // 128
+                a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
                 for i in T.unroll(bn // 2):
                     acc[i] = T.float32(0)
-                for kt in range(ksteps):
-                    stage = kt % stages
-                    T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
-                    T.ptx.fence.proxy.async_.shared__cta()
-                    mma_step(smem, stage, wg, acc, desc_a, desc_b)
-                    # its wgmmas done, the stage goes back to the copying warpgroup (leaving
-                    # one group in flight and releasing the stage before gave wrong results
-                    # on the H100: h100-wgmma-ws-ab-s24.json)
-                    T.ptx.wgmma.wait_group.sync.aligned(0)
-                    T.ptx.mbarrier.arrive.shared__cta.b64(T.address_of(bars[stages + stage]))
+                for kt in range(ksteps + stages - 2):
+                    # copies of step kt (issued stages-2 iterations ahead of its MMAs)
+                    if kt < ksteps:
+                        stage = kt % stages
+                        copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
+                        copy_b(smem, weight, stage, kt, bz, by, tx, copiers, b_copies, b_rem)
+                    T.ptx.cp.async_.commit_group()
+                    # MMAs of step kt - (stages - 2)
+                    if kt >= stages - 2:
+                        mt = kt - (stages - 2)
+                        T.ptx.cp.async_.wait_group(stages - 2)
+                        T.ptx.fence.proxy.async_.shared__cta()
+                        T.tvm_storage_sync("shared")
+                        mma_step(smem, mt % stages, wg, acc, desc_a, desc_b)
+                        # done before any thread passes the next CTA barrier, so the copies
+                        # issued after it may overwrite this stage
+                        T.ptx.wgmma.wait_group.sync.aligned(0)
                 store(out, acc, bx, by, ry, rx, wg, tx % 128)
 
-    return conv_ws if tile.warp_specialized else conv_sync
+    return conv
