@@ -1,23 +1,29 @@
-"""A/B on the GPU machine: the sm_90a wgmma kernel (schedules/cuda_wgmma.py) against the
-WMMA tensor-core kernel (tvm_deconv.build as shipped), tvm_deconv.build with cuda.wgmma
-switched on (``build_wgmma``: the Relax path end to end) and cuDNN float16, side by side in
-one process; every output checked against the float64 result of the same float16 inputs.
+"""A/B on the GPU machine: tvm_deconv.build with cuda.wgmma switched off (``wmma``: the
+WMMA tensor-core kernel) and on (``build_wgmma``: the sm_90a wgmma kernel of
+schedules/cuda_wgmma.py through the Relax path), tiles of the wgmma kernel alone, and cuDNN
+float16, side by side in one process; every output checked against the float64 result of
+the same float16 inputs.
 
     python3 benchmarks/cuda_wgmma_ab.py pose_2048_256_k4s2:64,unet_512_256_k2s2:64 \
-        --variants 256x4,256x4ns,256x4syncns --out $OUT/wgmma-ab.json
+        --variants 256x4,256x4sync,256x4syncfltma --out $OUT/wgmma-ab.json
 
 A variant is ``{BN}x{stages}``, then ``sync`` for the loop whose warpgroups all copy, then
 multiply, between CTA barriers (else one warpgroup copies while two multiply), ``tc`` for
-the input copy through shared-memory tiles, ``ns`` for unswizzled stage tiles.  ``--profile``
-adds each kernel's time (ours and cuDNN's).
+the input copy through shared-memory tiles, ``fl`` for one step's wgmmas in flight while
+the next are issued (``sync`` only), ``tma`` for the weight tile by TMA; ``:nocopy`` or
+``:nomma`` after it time that kernel with its stage copies or its wgmmas removed (a probe
+of where the time goes: its output is wrong and not checked).  ``--variants ''`` times the
+builds alone.  ``--profile`` adds each kernel's time (ours and cuDNN's).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -47,20 +53,44 @@ def profile_kernels(call, calls: int = 5) -> dict:
             if e.device_time_total > 0}
 
 
+# what a probe removes from the kernel's source
+PROBES = {"nocopy": ("T.ptx.cp.async_.cg.shared.global_(", "_probe_skip("),
+          "nomma": ("_wgmma(bn, acc, desc_a[0], desc_b[0])", "T.evaluate(0)")}
+
+
+def probe_module(probe: str):
+    """schedules/cuda_wgmma.py with the statements of ``probe`` removed, as a module."""
+    old, new = PROBES[probe]
+    source = Path(cuda_wgmma.__file__).read_text()
+    assert old in source, f"probe {probe}: {old!r} is no longer in the kernel"
+    path = Path(tempfile.mkdtemp()) / f"cuda_wgmma_{probe}.py"
+    path.write_text(source.replace(old, new)
+                    + "\n\ndef _probe_skip(*_):\n    return T.int32(0)\n")
+    spec = importlib.util.spec_from_file_location(
+        f"tvm_deconv.schedules._cuda_wgmma_{probe}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_variant(row, key, spec, x, w_packed, ref, dev, variant, profile=False):
     try:
-        bn, stages, sync, tiled, plain = re.fullmatch(r"(\d+)x(\d+)(sync)?(tc)?(ns)?",
-                                                      variant).groups()
-        tile = cuda_wgmma.WgmmaTile(int(bn), int(stages), swizzle=not plain,
-                                    warp_specialized=not sync, tiled_copy=bool(tiled))
-        func = cuda_wgmma.wgmma_conv_transpose(spec, tile)
+        form, _, probe = variant.partition(":")
+        bn, stages, sync, tiled, in_flight, tma = re.fullmatch(
+            r"(\d+)x(\d+)(sync)?(tc)?(fl)?(tma)?", form).groups()
+        kernels = probe_module(probe) if probe else cuda_wgmma
+        tile = kernels.WgmmaTile(int(bn), int(stages), warp_specialized=not sync, tiled_copy=bool(tiled),
+                                 mma_in_flight=bool(in_flight), tma_b=bool(tma))
+        func = kernels.wgmma_conv_transpose(spec, tile)
         ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                          target=SM90A)
         args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w_packed, dev),
                 tvm.runtime.tensor(np.zeros(spec.out_shape, "float16"), dev)]
         ex.mod["main"](*args)
         dev.sync()
-        row[key + "_err"] = relative_error(args[2].numpy().astype("float64"), ref)
+        if not probe:
+            row[key + "_err"] = relative_error(args[2].numpy().astype("float64"), ref)
         timer = ex.mod.time_evaluator("main", dev, number=20, repeat=15)
         row[key + "_ms"] = float(np.median(np.asarray(timer(*args).results)) * 1e3)
         if profile:  # per-kernel times (the input copy, the GEMM)
@@ -73,7 +103,7 @@ def run_variant(row, key, spec, x, w_packed, ref, dev, variant, profile=False):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("layers")
-    ap.add_argument("--variants", default="256x4,128x4")
+    ap.add_argument("--variants", default="256x4,256x4sync")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--profile", action="store_true", help="also each kernel's time (CUPTI)")
     ap.add_argument("--out")
@@ -91,14 +121,15 @@ def main():
         if args.profile:  # cuDNN's kernels (layout passes, its GEMM) and their times
             row["cudnn_kernels_us"] = profile_kernels(lambda: common.torch_conv(spec, xt, wt))
         if not args.no_build:
-            # tvm_deconv.build: as shipped (the WMMA kernel), then with cuda.wgmma switched on
-            common.build_check_time(row, "wmma", spec, x, w, ref, dev, 1.0)
+            # tvm_deconv.build: cuda.wgmma switched off (the WMMA kernel), then on
+            with cuda_wgmma.wgmma_kernel(False):
+                common.build_check_time(row, "wmma", spec, x, w, ref, dev, 1.0)
             with cuda_wgmma.wgmma_kernel(True):
                 common.build_check_time(row, "build_wgmma", spec, x, w, ref, dev, 1.0)
                 row["build_wgmma_path"] = strategy.select(
                     strategy.CONV_TRANSPOSE, spec, resolve_target("cuda")).implementation.name
         w_packed = run_pack(cuda_wgmma.wgmma_pack(spec), w)
-        for variant in args.variants.split(","):
+        for variant in filter(None, args.variants.split(",")):
             run_variant(row, "wgmma_" + variant, spec, x, w_packed, ref, dev, variant,
                         profile=args.profile)
         print(json.dumps(row), flush=True)

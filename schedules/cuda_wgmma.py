@@ -12,16 +12,19 @@ Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, C
 every operand row of a K step is 16-byte ``cp.async`` copies with no guards.  Kernel 2: a
 thread block owns BM = 128 pixels of one phase x BN output channels; per K step of BK = 64
 (inside one tap: Cin % 64 == 0) the A (pixels) and B (channels, :func:`wgmma_pack`'s
-K-major weight) tiles go into a ``stages``-deep ring of shared tiles
-(:func:`tile_offset`), then each of two warpgroups issues BK/16 ``wgmma.m64n{BN}k16`` on its
-64 rows.  Two K loops (:class:`WgmmaTile`): all warpgroups copy, then multiply, between CTA
-barriers; or one warpgroup copies and signals each stage through an mbarrier while two
-multiply and release it.  The float32 accumulators (BN/2 registers a thread) are cast and
-written to ``out[n, m, q*s + r]``.
+K-major weight) tiles go into a ``stages``-deep ring of 128-byte-swizzled shared tiles
+(:func:`tile_offset`; B optionally by TMA), then each of two warpgroups issues BK/16
+``wgmma.m64n{BN}k16`` on its 64 rows.  Two K loops (:class:`WgmmaTile`): one warpgroup
+copies and signals each stage through an mbarrier while two multiply and release it (the
+default); or all warpgroups copy, then multiply, between CTA barriers.  The float32
+accumulators (BN/2 registers a thread) are cast and written to ``out[n, m, q*s + r]``.
 
-Measured (benchmarks/cuda_wgmma_ab.py): correct on the zoo, but 0.57-0.90x the WMMA
-kernel's speed on the H200 and 0.49-0.75x on the H100, so ``cuda.wgmma`` is off unless
-switched on (``TVM_DECONV_CUDA_WGMMA=1``, :func:`wgmma_kernel`).
+Measured (benchmarks/cuda_wgmma_ab.py, H100, batch 64): the swizzled tiles, each quarter
+warp copying one whole 128-byte row, run the GEMM 2.8x faster than the unswizzled core-matrix
+tiles of session 24 (pose 2048->256: 99 against 341 us); the layer then takes 0.117 ms
+against cuDNN's 0.141 and the WMMA kernel's 0.218.  Through ``tvm_deconv.build`` it ran
+1.03-1.82x the WMMA kernel's speed on the seven eligible zoo layers at batch 64, so
+``cuda.wgmma`` takes float16 layers on Hopper by default (grids of MIN_BLOCKS or more).
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ CORE = 8          # core matrix: 8 rows x 8 float16 (16 bytes)
 THREADS = 256
 WS_THREADS = 384  # warp-specialized: a copying warpgroup and two multiplying ones
 TILED_COPY_SMEM = 40 << 10  # the tiled input copy's row tile, at most
-ROW_GROUP = CORE * BK * 2  # bytes of 8 rows of a stage tile (both layouts): the SBO
+ROW_GROUP = CORE * BK * 2  # bytes of 8 rows of a stage tile: the descriptors' SBO
+SWIZZLE_128B = 3  # CUtensorMapSwizzle of the stage tiles' layout
+L2_PROMOTION_128B = 2  # CUtensorMapL2promotion
+TMA_LOAD_3D = "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
 
 
 @dataclass(frozen=True)
@@ -55,22 +61,32 @@ class WgmmaTile:
 
     bn: int = 128
     stages: int = 4
-    # the stage tiles' layout: 128-byte swizzle (each row's 16-byte chunk c stored at
-    # c ^ (row % 8)) or none (core matrices of 128 contiguous bytes).  The swizzle is built
-    # and assembled but not yet run on a GPU.
-    swizzle: bool = False
     # one warpgroup copying (mbarrier handshakes) while two multiply, or all warpgroups
-    # copying, then multiplying, between CTA barriers (1.11x faster on pose 2048->256 on the
-    # H100: h100-wgmma-ws-ab-s24.json)
-    warp_specialized: bool = False
+    # copying, then multiplying, between CTA barriers (its best form 1.01-1.03x slower on the
+    # four layers of h100-wgmma-ab-s25.json)
+    warp_specialized: bool = True
     # the input copy through a shared-memory tile per padded row (where it fits), or with
     # lanes along x straight to global memory
     tiled_copy: bool = False
+    # CTA-barrier loop: the next step's wgmmas issued while the previous step's run
+    # (wait_group 1), or each step's waited for before the next (wait_group 0).  (The
+    # warp-specialized loop releasing a stage one step late gave wrong results.)
+    mma_in_flight: bool = False
+    # the B tile (weight) by a TMA bulk tensor copy (one thread, completion on an mbarrier)
+    # instead of 16-byte cp.async by every copying thread
+    tma_b: bool = False
 
 
-# Off until timed on a GPU (TVM_DECONV_CUDA_WGMMA=1 or wgmma_kernel(True) switch it on).
-_ENABLED = os.environ.get("TVM_DECONV_CUDA_WGMMA", "0") == "1"
+# On: faster than the WMMA kernel on every timed layer with MIN_BLOCKS or more thread blocks
+# (h100-wgmma-zoo-s25.json); TVM_DECONV_CUDA_WGMMA=0 or wgmma_kernel(False) switch it off.
+_ENABLED = os.environ.get("TVM_DECONV_CUDA_WGMMA", "1") == "1"
 HOPPER_ARCHS = ("sm_90", "sm_90a")
+# the fewest thread blocks for which the strategy takes the kernel (DCGAN 128->64 at batch 1,
+# 8 of them, ran 0.95x the WMMA kernel's speed; HiFi-GAN at batch 1, 32, 1.1-2.2x)
+MIN_BLOCKS = 16
+# the widest tile whose grid has at least this many thread blocks (most of the H100's 132
+# SMs: pose 2048->256 at batch 64 fills 96 with BN 256, its fastest)
+FULL_GRID = 96
 
 
 def wgmma_kernel(enabled: bool):
@@ -103,10 +119,15 @@ def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str |
 
 
 def supports_cuda_wgmma(spec: ConvTransposeSpec, target: Target) -> str | None:
-    """The strategy predicate: :func:`wgmma_reason`, while the kernel is switched on."""
+    """The strategy predicate: :func:`wgmma_reason`, while the kernel is switched on, for
+    grids of at least MIN_BLOCKS thread blocks."""
     if not _ENABLED:
-        return "off (TVM_DECONV_CUDA_WGMMA=1 switches it on)"
-    return wgmma_reason(spec, target)
+        return "off (TVM_DECONV_CUDA_WGMMA=0 switched it off)"
+    reason = wgmma_reason(spec, target)
+    if reason is None and grid_blocks(spec, choose_tile(spec)) < MIN_BLOCKS:
+        reason = (f"{grid_blocks(spec, choose_tile(spec))} thread blocks (< {MIN_BLOCKS}: the "
+                  "WMMA kernel is as fast)")
+    return reason
 
 
 def sm90a(target: Target) -> Target:
@@ -122,11 +143,21 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
     return spec.batch * math.prod(Geometry(spec).padded_size) * spec.in_channels * 2
 
 
+def grid_blocks(spec: ConvTransposeSpec, tile: WgmmaTile) -> int:
+    """Thread blocks of the GEMM kernel: pixel tiles x channel tiles x phases."""
+    geo = Geometry(spec)
+    return geo.pixels // BM * (spec.out_channels // tile.bn) * math.prod(geo.strides)
+
+
 def choose_tile(spec: ConvTransposeSpec) -> WgmmaTile:
-    """The widest BN (a multiple of 8, at most 256) dividing Cout: the timed zoo layers ran
-    fastest with it, except DCGAN 512->256 (4x4 inputs, few thread blocks: BN 64 on the H200,
-    128 on the H100)."""
-    return WgmmaTile(bn=max(b for b in range(8, 257, 8) if spec.out_channels % b == 0))
+    """The widest BN (a multiple of 8 dividing Cout, 64 to 256, or the widest below 64)
+    whose grid has FULL_GRID thread blocks, else the narrowest: on the H100 the fastest BN of
+    each timed layer but pose 256->256 (BN 64 1.02x faster than its 256) and U-Net at batch 1
+    (BN 128 1.04x faster than its 64; h100-wgmma-zoo-s25.json)."""
+    widths = [b for b in range(8, 257, 8) if spec.out_channels % b == 0]
+    widths = [b for b in widths if b >= min(64, max(widths))]
+    full = [b for b in widths if grid_blocks(spec, WgmmaTile(bn=b)) >= FULL_GRID]
+    return WgmmaTile(bn=max(full) if full else min(widths))
 
 
 @dataclass(frozen=True)
@@ -242,16 +273,19 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     return pack
 
 
-def tile_offset(cidx, swizzle: bool):
-    """Element offset in a stage tile of its 16-byte copy ``cidx`` (int or TIR): row
-    ``cidx//64*8 + cidx%8``, chunk ``cidx//8%8``.  Unswizzled that is ``16 * cidx`` bytes
-    (8-row groups of 8 core matrices in K order); swizzled, 128-byte rows with the chunk at
-    ``chunk ^ (row % 8)``.  Either way the 8 copies of a quarter warp hit distinct banks."""
-    if not swizzle:
-        return cidx * CORE
-    row = cidx // 64 * CORE + cidx % CORE
-    chunk = cidx // CORE % CORE
-    xor = chunk ^ (cidx % CORE) if isinstance(cidx, int) else tirx.bitwise_xor(chunk, cidx % CORE)
+def copy_row_chunk(cidx):
+    """(row, 16-byte chunk) of a stage tile (BM or BN rows x BK) that its 16-byte copy
+    ``cidx`` (int or TIR) fills: 8 consecutive copies fill one row, so a warp reads 4 whole
+    128-byte rows of global memory."""
+    return cidx // CORE, cidx % CORE
+
+
+def tile_offset(cidx):
+    """Element offset in a stage tile of its 16-byte copy ``cidx`` (:func:`copy_row_chunk`):
+    128-byte rows, each row's chunk c at ``c ^ (row % 8)`` (the 128-byte swizzle of the wgmma
+    descriptors and TMA), so the 8 copies of a quarter warp hit distinct banks."""
+    row, chunk = copy_row_chunk(cidx)
+    xor = chunk ^ (row % CORE) if isinstance(cidx, int) else tirx.bitwise_xor(chunk, row % CORE)
     return row * BK + xor * CORE
 
 
@@ -271,7 +305,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     tile = tile or choose_tile(spec)
     if spec.out_channels % tile.bn or tile.bn % 8 or tile.bn > 256:
         raise ValueError(f"wgmma: BN {tile.bn} must divide Cout {spec.out_channels}")
-    bn, stages, swizzle = tile.bn, tile.stages, tile.swizzle
+    bn, stages = tile.bn, tile.stages
     geo = Geometry(spec)
     sy, sx = geo.strides
     (py0, _), (px0, _) = geo.pads
@@ -291,13 +325,21 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     b_copies, b_rem = divmod(bn * BK // CORE, copiers)  # rem: the first threads copy one more
     copy_total = n_ * hp * wp * c8
     copy_blocks = (copy_total + THREADS - 1) // THREADS
-    # Stage tiles: 8-row groups of ROW_GROUP bytes (the descriptors' SBO).  Swizzled, rows are
-    # 128 bytes (a K step of 64) with chunk c at c ^ (row % 8); a k16 step starts 32 bytes
-    # further (LBO unused: 16).  Unswizzled, a group is its 8 core matrices in K order (LBO
-    # 128 bytes), a k16 step two of them further.
-    k16, lbo, mode = (16, 16, 3) if swizzle else (2 * CORE * CORE, 128, 0)
+    # Stage tiles: 128-byte rows (a K step of 64), 8-row groups of ROW_GROUP bytes (the
+    # descriptors' stride byte offset), 128-byte swizzle (descriptor mode 3); a k16 step starts
+    # 32 bytes further (the leading byte offset is unused with this swizzle: 16)
+    lbo, mode = 16, 3
 
     tiled_copy = tile.tiled_copy and wp * (BK + 2) * 2 <= TILED_COPY_SMEM
+    in_flight = tile.mma_in_flight
+    tma_b = tile.tma_b
+    if in_flight and warp_specialized:
+        raise ValueError("wgmma: mma_in_flight is a form of the CTA-barrier loop")
+    # CTA-barrier loop: copies run ``lead`` steps ahead of the MMAs, so that the stage a step
+    # fills was last read by wgmmas waited for before the barrier (in flight: one step more)
+    lead = stages - 1 - int(in_flight)
+    if lead < 1:
+        raise ValueError(f"wgmma: {stages} stages leave no step to copy ahead")
 
     @T.macro
     def copy_input_lanes(data, x_cl):
@@ -365,31 +407,39 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # where each of this thread's A copies starts in the padded input (tap 0, the
         # channel chunk of its copy); a K step adds Geometry.k_offset
         for i in T.unroll(copies):
-            a_base[i] = (geo.row_offset(bx * BM + (tid + nthreads * i) // 64 * CORE
-                                        + (tid + nthreads * i) % CORE, ry, rx)
-                         + (tid + nthreads * i) // CORE % CORE * CORE)
+            a_base[i] = (geo.row_offset(bx * BM + copy_row_chunk(tid + nthreads * i)[0], ry, rx)
+                         + copy_row_chunk(tid + nthreads * i)[1] * CORE)
 
     @T.macro
     def copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tid, nthreads, copies):
         # the A tile of step kt (BM pixels x BK channels of one tap)
         for i in T.unroll(copies):
             T.ptx.cp.async_.cg.shared.global_(
-                T.address_of(smem[stage * stage_elems + tile_offset(tid + nthreads * i, swizzle)]),
+                T.address_of(smem[stage * stage_elems + tile_offset(tid + nthreads * i)]),
                 T.address_of(x_flat[a_base[i] + geo.k_offset(kt * BK, ry, rx)]), 16)
 
     @T.macro
-    def copy_b(smem, weight, stage, kt, bz, by, tid, nthreads, copies, rem):
-        # the B tile of step kt (BN rows of K-major weight) by ``nthreads`` copying threads:
-        # ``copies`` 16-byte copies each, one more for the first ``rem``
-        for i in T.unroll(copies + int(rem > 0)):
-            if i < copies or tid < rem:
-                T.ptx.cp.async_.cg.shared.global_(
-                    T.address_of(smem[stage * stage_elems + BM * BK
-                                      + tile_offset(tid + nthreads * i, swizzle)]),
-                    T.address_of(weight[bz, by * bn + (tid + nthreads * i) // 64 * CORE
-                                        + (tid + nthreads * i) % CORE,
-                                        kt * BK + (tid + nthreads * i) // CORE % CORE * CORE]),
-                    16)
+    def copy_b(smem, weight, w_map, bar, stage, kt, bz, by, tid, nthreads, copies, rem):
+        # the B tile of step kt (BN rows of K-major weight): by TMA (thread 0, completion on
+        # ``bar``), or by ``nthreads`` copying threads, ``copies`` 16-byte copies each, one
+        # more for the first ``rem``
+        if tma_b:
+            if tid == 0:
+                T.ptx.mbarrier.arrive.expect_tx.shared__cta.b64(T.address_of(bar), bn * BK * 2)
+                T.ptx[TMA_LOAD_3D](
+                    T.address_of(smem[stage * stage_elems + BM * BK]), T.address_of(w_map),
+                    T.cast(kt * BK, "int32"), T.cast(by * bn, "int32"), T.cast(bz, "int32"),
+                    T.address_of(bar))
+        else:
+            for i in T.unroll(copies + int(rem > 0)):
+                if i < copies or tid < rem:
+                    T.ptx.cp.async_.cg.shared.global_(
+                        T.address_of(smem[stage * stage_elems + BM * BK
+                                          + tile_offset(tid + nthreads * i)]),
+                        T.address_of(weight[bz, by * bn + copy_row_chunk(tid + nthreads * i)[0],
+                                            kt * BK + copy_row_chunk(tid + nthreads * i)[1]
+                                            * CORE]),
+                        16)
 
     @T.macro
     def mma_step(smem, stage, wg, acc, desc_a, desc_b):
@@ -397,13 +447,35 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         T.ptx.wgmma.fence.sync.aligned()
         for kk in T.unroll(BK // 16):
             T.cuda.wgmma.encode_matrix_descriptor(
-                desc_a.data, T.address_of(smem[stage * stage_elems + wg * 64 * BK + kk * k16]),
+                desc_a.data, T.address_of(smem[stage * stage_elems + wg * 64 * BK + kk * 16]),
                 lbo // 16, ROW_GROUP // 16, mode)
             T.cuda.wgmma.encode_matrix_descriptor(
-                desc_b.data, T.address_of(smem[stage * stage_elems + BM * BK + kk * k16]),
+                desc_b.data, T.address_of(smem[stage * stage_elems + BM * BK + kk * 16]),
                 lbo // 16, ROW_GROUP // 16, mode)
             _wgmma(bn, acc, desc_a[0], desc_b[0])
         T.ptx.wgmma.commit_group.sync.aligned()
+
+    @T.macro
+    def sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt, bz, by, ry,
+                  rx, tx, wg, copies: bool):
+        # CTA-barrier loop: the MMAs of step kt - lead, once its copies landed and are visible
+        # to the async proxy, and (``copies``: kt < ksteps, a static branch, so that no branch
+        # separates a wgmma from its wait) the copies of step kt
+        T.ptx.cp.async_.wait_group(lead - 1)
+        T.ptx.fence.proxy.async_.shared__cta()
+        # after it every warpgroup has waited for the wgmmas of step
+        # kt - lead - 1 - in_flight = kt - stages, the last to read the stage that step kt fills
+        T.tvm_storage_sync("shared")
+        if copies:
+            copy_a(smem, x_flat, a_base, kt % stages, kt, ry, rx, tx, copiers, a_copies)
+            copy_b(smem, weight, w_map, bars[kt % stages], kt % stages, kt, bz, by, tx, copiers,
+                   b_copies, b_rem)
+        T.ptx.cp.async_.commit_group()
+        if tma_b:
+            T.cuda.mbarrier_wait(T.address_of(bars[(kt - lead) % stages]),
+                                 (kt - lead) // stages % 2)
+        mma_step(smem, (kt - lead) % stages, wg, acc, desc_a, desc_b)
+        T.ptx.wgmma.wait_group.sync.aligned(int(in_flight))
 
     @T.macro
     def store(out, acc, bx, by, ry, rx, wg, lane):
@@ -424,6 +496,14 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         x_cl = T.alloc_buffer((n_, hp, wp, cin), "float16")
         x_flat = T.decl_buffer((n_ * hp * wp * cin,), "float16", data=x_cl.data)
         copy_input(data, x_cl)
+        # host: the weight's tensor map (encoded for tma_b): boxes of BK x BN x 1, innermost
+        # first
+        w_map = T.Bind(T.tvm_stack_alloca("tensormap", 1))
+        if tma_b:
+            T.evaluate(T.tensormap_encode_tiled(
+                w_map, weight.data, kred, cout, sy * sx, kred * 2, cout * kred * 2, BK, bn, 1,
+                1, 1, 1, descriptor_dtype="float16", rank=3, swizzle=SWIZZLE_128B,
+                l2_promotion=L2_PROMOTION_128B))
         # kernel 2: the GEMMs
         with T.launch_thread("blockIdx.x", pixels // BM) as bx:
             by = T.launch_thread("blockIdx.y", cout // bn)
@@ -439,10 +519,15 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                 bars = T.alloc_buffer((2 * stages,), "uint64", scope="shared", align=8)
                 if tx == 0:
                     for s in T.unroll(stages):
-                        T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[s]), 128)
+                        # the copying threads' cp.async arrivals (and thread 0's TMA one)
+                        T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[s]),
+                                                            128 + int(tma_b))
                         T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[stages + s]), 256)
+                    T.ptx.fence.mbarrier_init.release.cluster()
                 T.tvm_storage_sync("shared")
                 if tx < 128:
+                    # registers to the multiplying warpgroups (168 a thread at launch)
+                    T.ptx.setmaxnreg.dec.sync.aligned.u32(40)
                     a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
                     a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
                     for kt in range(ksteps):
@@ -450,11 +535,13 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                         T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]),
                                              (kt // stages + 1) % 2)
                         copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
-                        copy_b(smem, weight, stage, kt, bz, by, tx, copiers, b_copies, b_rem)
+                        copy_b(smem, weight, w_map, bars[stage], stage, kt, bz, by, tx, copiers,
+                               b_copies, b_rem)
                         T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(
                             T.address_of(bars[stage]))
                     T.ptx.cp.async_.wait_all()
                 else:
+                    T.ptx.setmaxnreg.inc.sync.aligned.u32(232)
                     wg = tx // 128 - 1
                     acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
                     desc_a = T.alloc_buffer((1,), "uint64", scope="local")
@@ -467,8 +554,6 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                         T.ptx.fence.proxy.async_.shared__cta()
                         mma_step(smem, stage, wg, acc, desc_a, desc_b)
                         # its wgmmas done, the stage goes back to the copying warpgroup
-                        # (leaving one group in flight and releasing the stage before gave
-                        # wrong results on the H100: h100-wgmma-ws-ab-s24.json)
                         T.ptx.wgmma.wait_group.sync.aligned(0)
                         T.ptx.mbarrier.arrive.shared__cta.b64(
                             T.address_of(bars[stages + stage]))
@@ -483,23 +568,28 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                 a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
                 for i in T.unroll(bn // 2):
                     acc[i] = T.float32(0)
-                for kt in range(ksteps + stages - 2):
-                    # copies of step kt (issued stages-2 iterations ahead of its MMAs)
+                # tma_b: a stage's B tile landed
+                bars = T.alloc_buffer((stages,), "uint64", scope="shared", align=8)
+                if tma_b:
+                    if tx == 0:
+                        for s in T.unroll(stages):
+                            T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[s]), 1)
+                        T.ptx.fence.mbarrier_init.release.cluster()
+                    T.tvm_storage_sync("shared")
+                for kt in range(lead):
+                    # the first ``lead`` steps' copies (one commit group a step)
                     if kt < ksteps:
-                        stage = kt % stages
-                        copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
-                        copy_b(smem, weight, stage, kt, bz, by, tx, copiers, b_copies, b_rem)
+                        copy_a(smem, x_flat, a_base, kt, kt, ry, rx, tx, copiers, a_copies)
+                        copy_b(smem, weight, w_map, bars[kt], kt, kt, bz, by, tx, copiers,
+                               b_copies, b_rem)
                     T.ptx.cp.async_.commit_group()
-                    # MMAs of step kt - (stages - 2)
-                    if kt >= stages - 2:
-                        mt = kt - (stages - 2)
-                        T.ptx.cp.async_.wait_group(stages - 2)
-                        T.ptx.fence.proxy.async_.shared__cta()
-                        T.tvm_storage_sync("shared")
-                        mma_step(smem, mt % stages, wg, acc, desc_a, desc_b)
-                        # done before any thread passes the next CTA barrier, so the copies
-                        # issued after it may overwrite this stage
-                        T.ptx.wgmma.wait_group.sync.aligned(0)
+                for kt in range(lead, ksteps):
+                    sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
+                              bz, by, ry, rx, tx, wg, True)
+                for kt in range(max(lead, ksteps), ksteps + lead):
+                    sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
+                              bz, by, ry, rx, tx, wg, False)
+                T.ptx.wgmma.wait_group.sync.aligned(0)
                 store(out, acc, bx, by, ry, rx, wg, tx % 128)
 
     return conv

@@ -32,13 +32,22 @@ from tvm_deconv import strategy, tuning, zoo
 from tvm_deconv.plan import PlanError, make_plan, make_spec, stride_multiple_kernel
 from tvm_deconv.compute import decomposed_pack
 from tvm_deconv.schedules import cuda as cuda_sched
-from tvm_deconv.schedules import cuda_direct, cuda_padded_taps, cuda_tensorcore
+from tvm_deconv.schedules import cuda_direct, cuda_padded_taps, cuda_tensorcore, cuda_wgmma
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, cuda_sources, has_gpu, nvcc_errors,
                                 random_inputs, relative_error, run_pack,
                                 transposed_conv_module)
 
 CUDA = resolve_target("cuda")
+
+
+@pytest.fixture(autouse=True)
+def _without_wgmma():
+    """These tests are of the kernels for every CUDA GPU (the WMMA tensor-core kernel on
+    float16); tests/test_cuda_wgmma.py has the Hopper wgmma kernel that takes float16 layers
+    on sm_90 targets by default."""
+    with cuda_wgmma.wgmma_kernel(False):
+        yield
 
 
 def one_layer(spec, bias: bool = False) -> tvm.IRModule:
