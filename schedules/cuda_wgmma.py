@@ -23,7 +23,7 @@ Measured (benchmarks/cuda_wgmma_ab.py, H100, batch 64): the swizzled tiles, each
 warp copying one whole 128-byte row, run the GEMM 2.8x faster than the unswizzled core-matrix
 tiles of session 24 (pose 2048->256: 99 against 341 us); the layer then takes 0.117 ms
 against cuDNN's 0.141 and the WMMA kernel's 0.218.  Through ``tvm_deconv.build`` it ran
-1.03-1.82x the WMMA kernel's speed on the seven eligible zoo layers at batch 64, so
+1.10-1.82x the WMMA kernel's speed on the seven eligible zoo layers at batch 64, so
 ``cuda.wgmma`` takes float16 layers on Hopper by default (grids of MIN_BLOCKS or more).
 """
 
@@ -82,7 +82,8 @@ class WgmmaTile:
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_WGMMA", "1") == "1"
 HOPPER_ARCHS = ("sm_90", "sm_90a")
 # the fewest thread blocks for which the strategy takes the kernel (DCGAN 128->64 at batch 1,
-# 8 of them, ran 0.95x the WMMA kernel's speed; HiFi-GAN at batch 1, 32, 1.1-2.2x)
+# 8 of them, ran 0.95x the WMMA kernel's speed; HiFi-GAN at batch 1, 32, 2.3x:
+# h100-wgmma-shipped-s25.json)
 MIN_BLOCKS = 16
 # the widest tile whose grid has at least this many thread blocks (most of the H100's 132
 # SMs: pose 2048->256 at batch 64 fills 96 with BN 256, its fastest)
