@@ -10,7 +10,8 @@ the same float16 inputs.
 A variant is ``{BN}x{stages}``, then ``sync`` for the loop whose warpgroups all copy, then
 multiply, between CTA barriers (else one warpgroup copies while two multiply), ``tc`` for
 the input copy through shared-memory tiles, ``fl`` for one step's wgmmas in flight while
-the next are issued (``sync`` only), ``tma`` for the weight tile by TMA; ``:nocopy`` or
+the next are issued (``sync`` only), ``tma`` for the weight tile by TMA, ``p`` for
+persistent thread blocks (warp-specialized only); ``:nocopy`` or
 ``:nomma`` after it time that kernel with its stage copies or its wgmmas removed (a probe
 of where the time goes: its output is wrong and not checked).  ``--variants ''`` times the
 builds alone.  ``--profile`` adds each kernel's time (ours and cuDNN's).
@@ -77,11 +78,12 @@ def probe_module(probe: str):
 def run_variant(row, key, spec, x, w_packed, ref, dev, variant, profile=False):
     try:
         form, _, probe = variant.partition(":")
-        bn, stages, sync, tiled, in_flight, tma = re.fullmatch(
-            r"(\d+)x(\d+)(sync)?(tc)?(fl)?(tma)?", form).groups()
+        bn, stages, sync, tiled, in_flight, tma, persistent = re.fullmatch(
+            r"(\d+)x(\d+)(sync)?(tc)?(fl)?(tma)?(p)?", form).groups()
         kernels = probe_module(probe) if probe else cuda_wgmma
-        tile = kernels.WgmmaTile(int(bn), int(stages), warp_specialized=not sync, tiled_copy=bool(tiled),
-                                 mma_in_flight=bool(in_flight), tma_b=bool(tma))
+        tile = kernels.WgmmaTile(int(bn), int(stages), warp_specialized=not sync,
+                                 tiled_copy=bool(tiled), mma_in_flight=bool(in_flight),
+                                 tma_b=bool(tma), persistent=bool(persistent))
         func = kernels.wgmma_conv_transpose(spec, tile)
         ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                          target=SM90A)

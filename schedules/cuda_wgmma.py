@@ -75,6 +75,10 @@ class WgmmaTile:
     # the B tile (weight) by a TMA bulk tensor copy (one thread, completion on an mbarrier)
     # instead of 16-byte cp.async by every copying thread
     tma_b: bool = False
+    # warp-specialized loop: SMS thread blocks, each taking every SMS-th tile, so that the
+    # copying warpgroup fills the next tile's stages while the multiplying ones store the
+    # last (for grids of several waves of short K loops); else one thread block a tile
+    persistent: bool = False
 
 
 # On: faster than the WMMA kernel on every timed layer with MIN_BLOCKS or more thread blocks
@@ -88,6 +92,7 @@ MIN_BLOCKS = 16
 # the widest tile whose grid has at least this many thread blocks (most of the H100's 132
 # SMs: pose 2048->256 at batch 64 fills 96 with BN 256, its fastest)
 FULL_GRID = 96
+SMS = 132  # streaming multiprocessors of the H100 SXM and the H200: the persistent grid
 
 
 def wgmma_kernel(enabled: bool):
@@ -290,6 +295,20 @@ def tile_offset(cidx):
     return row * BK + xor * CORE
 
 
+def persistent_grid(tiles: int) -> tuple[int, int]:
+    """(thread blocks, rounds) of the persistent form: block b takes tiles b, b + blocks, ...
+    below ``tiles``."""
+    blocks = min(tiles, SMS)
+    return blocks, (tiles + blocks - 1) // blocks
+
+
+def tile_coords(tile, tiles_x: int, tiles_y: int, sx: int):
+    """(pixel tile, channel tile, ry, rx) of the linear tile index ``tile`` (int or TIR):
+    pixel tiles fastest, then channel tiles, then phases ``ry * sx + rx``."""
+    phase = tile // (tiles_x * tiles_y)
+    return tile % tiles_x, tile // tiles_x % tiles_y, phase // sx, phase % sx
+
+
 def _wgmma(bn, acc, desc_a, desc_b):
     shape = f"m64n{bn}k16"
     op = getattr(T.ptx.wgmma.mma_async.sync.aligned, shape).f32.f16.f16
@@ -336,6 +355,13 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     tma_b = tile.tma_b
     if in_flight and warp_specialized:
         raise ValueError("wgmma: mma_in_flight is a form of the CTA-barrier loop")
+    if tile.persistent and not warp_specialized:
+        raise ValueError("wgmma: persistent is a form of the warp-specialized loop")
+    # tiles: BM pixels (fastest) x BN channels x phase; persistent, SMS blocks loop over them
+    tiles_x, tiles_y = pixels // BM, cout // bn
+    tiles = tiles_x * tiles_y * sy * sx
+    blocks, rounds = persistent_grid(tiles)
+    grid = (blocks, 1, 1) if tile.persistent else (tiles_x, tiles_y, sy * sx)
     # CTA-barrier loop: copies run ``lead`` steps ahead of the MMAs, so that the stage a step
     # fills was last read by wgmmas waited for before the barrier (in flight: one step more)
     lead = stages - 1 - int(in_flight)
@@ -489,6 +515,35 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             out[(n, by * bn + col) + geo.spatial(qy * sy + ry, qx * sx + rx)] = T.cast(
                 acc[i], "float16")
 
+    @T.macro
+    def ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx, tx, step0):
+        # warp-specialized loop, copying warpgroup: the stages of tile (bx, by, phase bz =
+        # (ry, rx)), its steps numbered from step0 in the ring
+        a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
+        for kt in range(ksteps):
+            stage = (step0 + kt) % stages
+            T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]),
+                                 ((step0 + kt) // stages + 1) % 2)
+            copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
+            copy_b(smem, weight, w_map, bars[stage], stage, kt, bz, by, tx, copiers,
+                   b_copies, b_rem)
+            T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(T.address_of(bars[stage]))
+
+    @T.macro
+    def ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, ry, rx, wg, tx, step0):
+        # warp-specialized loop, multiplying warpgroups: tile (bx, by, phase (ry, rx))
+        for i in T.unroll(bn // 2):
+            acc[i] = T.float32(0)
+        for kt in range(ksteps):
+            stage = (step0 + kt) % stages
+            T.cuda.mbarrier_wait(T.address_of(bars[stage]), (step0 + kt) // stages % 2)
+            T.ptx.fence.proxy.async_.shared__cta()
+            mma_step(smem, stage, wg, acc, desc_a, desc_b)
+            # its wgmmas done, the stage goes back to the copying warpgroup
+            T.ptx.wgmma.wait_group.sync.aligned(0)
+            T.ptx.mbarrier.arrive.shared__cta.b64(T.address_of(bars[stages + stage]))
+        store(out, acc, bx, by, ry, rx, wg, tx % 128)
+
     @T.prim_func(private=True)
     def conv(data: T.Buffer(data_shape, "float16"),
              weight: T.Buffer((sy * sx, cout, kred), "float16"),
@@ -506,9 +561,9 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                 1, 1, 1, descriptor_dtype="float16", rank=3, swizzle=SWIZZLE_128B,
                 l2_promotion=L2_PROMOTION_128B))
         # kernel 2: the GEMMs
-        with T.launch_thread("blockIdx.x", pixels // BM) as bx:
-            by = T.launch_thread("blockIdx.y", cout // bn)
-            bz = T.launch_thread("blockIdx.z", sy * sx)
+        with T.launch_thread("blockIdx.x", grid[0]) as bx:
+            by = T.launch_thread("blockIdx.y", grid[1])
+            bz = T.launch_thread("blockIdx.z", grid[2])
             tx = T.launch_thread("threadIdx.x", threads)
             smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
                                   align=1024)
@@ -530,16 +585,19 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     # registers to the multiplying warpgroups (168 a thread at launch)
                     T.ptx.setmaxnreg.dec.sync.aligned.u32(40)
                     a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
-                    a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
-                    for kt in range(ksteps):
-                        stage = kt % stages
-                        T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]),
-                                             (kt // stages + 1) % 2)
-                        copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
-                        copy_b(smem, weight, w_map, bars[stage], stage, kt, bz, by, tx, copiers,
-                               b_copies, b_rem)
-                        T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(
-                            T.address_of(bars[stage]))
+                    if tile.persistent:
+                        for t in range(rounds):
+                            if bx + t * blocks < tiles:
+                                ws_produce(smem, x_flat, weight, w_map, bars, a_base,
+                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[0],
+                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[1],
+                                           (bx + t * blocks) // (tiles_x * tiles_y),
+                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[2],
+                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[3],
+                                           tx, t * ksteps)
+                    else:
+                        ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx,
+                                   tx, 0)
                     T.ptx.cp.async_.wait_all()
                 else:
                     T.ptx.setmaxnreg.inc.sync.aligned.u32(232)
@@ -547,18 +605,17 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
                     desc_a = T.alloc_buffer((1,), "uint64", scope="local")
                     desc_b = T.alloc_buffer((1,), "uint64", scope="local")
-                    for i in T.unroll(bn // 2):
-                        acc[i] = T.float32(0)
-                    for kt in range(ksteps):
-                        stage = kt % stages
-                        T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
-                        T.ptx.fence.proxy.async_.shared__cta()
-                        mma_step(smem, stage, wg, acc, desc_a, desc_b)
-                        # its wgmmas done, the stage goes back to the copying warpgroup
-                        T.ptx.wgmma.wait_group.sync.aligned(0)
-                        T.ptx.mbarrier.arrive.shared__cta.b64(
-                            T.address_of(bars[stages + stage]))
-                    store(out, acc, bx, by, ry, rx, wg, tx % 128)
+                    if tile.persistent:
+                        for t in range(rounds):
+                            if bx + t * blocks < tiles:
+                                ws_consume(smem, out, bars, acc, desc_a, desc_b,
+                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[0],
+                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[1],
+                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[2],
+                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[3],
+                                           wg, tx, t * ksteps)
+                    else:
+                        ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, ry, rx, wg, tx, 0)
             else:
                 # all warpgroups copy, then multiply, between CTA barriers
                 acc = T.alloc_buffer((bn // 2,), "float32", scope="local")

@@ -193,9 +193,28 @@ def test_wgmma_forms_that_cannot_run_are_refused():
     spec = _spec(*SPECS[0])
     with pytest.raises(ValueError, match="CTA-barrier loop"):
         cuda_wgmma.wgmma_conv_transpose(spec, cuda_wgmma.WgmmaTile(bn=128, mma_in_flight=True))
+    with pytest.raises(ValueError, match="warp-specialized loop"):
+        cuda_wgmma.wgmma_conv_transpose(spec, cuda_wgmma.WgmmaTile(
+            bn=128, warp_specialized=False, persistent=True))
     with pytest.raises(ValueError, match="no step to copy ahead"):
         cuda_wgmma.wgmma_conv_transpose(spec, cuda_wgmma.WgmmaTile(
             bn=128, stages=2, warp_specialized=False, mma_in_flight=True))
+
+
+@pytest.mark.parametrize("tiles", [1, 96, 131, 132, 133, 2048, 2051])
+def test_persistent_blocks_take_every_tile_once(tiles):
+    """The persistent form's SMS (or fewer) blocks, taking tiles b, b + blocks, ... in
+    ``rounds`` rounds, cover every (pixel tile, channel tile, ry, rx) once."""
+    blocks, rounds = cuda_wgmma.persistent_grid(tiles)
+    assert blocks <= cuda_wgmma.SMS
+    # one channel tile, one phase: the linear index is the pixel tile
+    seen = [cuda_wgmma.tile_coords(b + t * blocks, tiles, 1, 1)
+            for b in range(blocks) for t in range(rounds) if b + t * blocks < tiles]
+    assert sorted(seen) == [(i, 0, 0, 0) for i in range(tiles)]
+    # a grid of pixel tiles x channel tiles x 2 x 2 phases: each coordinate tuple once
+    coords = {cuda_wgmma.tile_coords(i, 3, 5, 2) for i in range(3 * 5 * 4)}
+    assert coords == {(x, y, ry, rx) for x in range(3) for y in range(5) for ry in range(2)
+                      for rx in range(2)}
 
 
 def test_tma_weight_tile_is_encoded_on_the_host_and_loaded_by_one_bulk_copy():
@@ -235,7 +254,7 @@ def test_build_gives_an_sm90a_wgmma_kernel(name, caplog):
     ("pose_2048_256_k4s2", form) for form in (
         {"warp_specialized": False}, {"warp_specialized": False, "mma_in_flight": True},
         {"warp_specialized": False, "mma_in_flight": True, "tma_b": True},
-        {"tiled_copy": True}, {"tma_b": True})])
+        {"tiled_copy": True}, {"tma_b": True})] + [("unet_512_256_k2s2", {"persistent": True})])
 def test_wgmma_zoo_kernels_assemble_without_spills_or_serialized_wgmma(name, form, tmp_path):
     """ptxas (sm_90a) takes each zoo kernel (default tile, and pose 2048->256 in the other
     forms) with no local-memory spills and without serializing its wgmmas (C7514: other
@@ -256,6 +275,7 @@ def test_wgmma_zoo_kernels_assemble_without_spills_or_serialized_wgmma(name, for
 
 
 FORMS = {"ws": {}, "ws_tma": {"tma_b": True}, "ws_tiled_copy": {"tiled_copy": True},
+         "ws_persistent": {"persistent": True},
          "sync": {"warp_specialized": False},
          "sync_in_flight": {"warp_specialized": False, "mma_in_flight": True},
          "sync_in_flight_tma": {"warp_specialized": False, "mma_in_flight": True, "tma_b": True}}
@@ -285,8 +305,9 @@ def _gpu_error(spec, seed, form, monkeypatch):
 @pytest.mark.parametrize("case", SPECS, ids=_id)
 def test_gpu_wgmma_kernel(case, form, monkeypatch):
     """Random specs (1-d and 2-d, strides 2, 3 and 8, BN from 24 to 128) in every form of the
-    kernel: the default tile (warp-specialized), the weight by TMA, the tiled input copy, the
-    CTA-barrier loop, one step's wgmmas in flight, and with the weight by TMA."""
+    kernel: the default tile (warp-specialized), the weight by TMA, the tiled input copy,
+    persistent blocks, the CTA-barrier loop, one step's wgmmas in flight, and with the weight
+    by TMA."""
     assert _gpu_error(_spec(*case), 5, form, monkeypatch) < 2e-3
 
 
