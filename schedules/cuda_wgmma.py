@@ -588,13 +588,10 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     if tile.persistent:
                         for t in range(rounds):
                             if bx + t * blocks < tiles:
-                                ws_produce(smem, x_flat, weight, w_map, bars, a_base,
-                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[0],
-                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[1],
-                                           (bx + t * blocks) // (tiles_x * tiles_y),
-                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[2],
-                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[3],
-                                           tx, t * ksteps)
+                                tbx, tby, t_ry, t_rx = tile_coords(bx + t * blocks, tiles_x,
+                                                                   tiles_y, sx)
+                                ws_produce(smem, x_flat, weight, w_map, bars, a_base, tbx, tby,
+                                           t_ry * sx + t_rx, t_ry, t_rx, tx, t * ksteps)
                     else:
                         ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx,
                                    tx, 0)
@@ -608,12 +605,10 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     if tile.persistent:
                         for t in range(rounds):
                             if bx + t * blocks < tiles:
-                                ws_consume(smem, out, bars, acc, desc_a, desc_b,
-                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[0],
-                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[1],
-                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[2],
-                                           tile_coords(bx + t * blocks, tiles_x, tiles_y, sx)[3],
-                                           wg, tx, t * ksteps)
+                                tbx, tby, t_ry, t_rx = tile_coords(bx + t * blocks, tiles_x,
+                                                                   tiles_y, sx)
+                                ws_consume(smem, out, bars, acc, desc_a, desc_b, tbx, tby, t_ry,
+                                           t_rx, wg, tx, t * ksteps)
                     else:
                         ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, ry, rx, wg, tx, 0)
             else:
