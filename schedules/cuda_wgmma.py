@@ -130,10 +130,12 @@ def supports_cuda_wgmma(spec: ConvTransposeSpec, target: Target) -> str | None:
     if not _ENABLED:
         return "off (TVM_DECONV_CUDA_WGMMA=0 switched it off)"
     reason = wgmma_reason(spec, target)
-    if reason is None and grid_blocks(spec, choose_tile(spec)) < MIN_BLOCKS:
-        reason = (f"{grid_blocks(spec, choose_tile(spec))} thread blocks (< {MIN_BLOCKS}: the "
-                  "WMMA kernel is as fast)")
-    return reason
+    if reason is not None:
+        return reason
+    blocks = grid_blocks(spec, choose_tile(spec))
+    if blocks < MIN_BLOCKS:
+        return f"{blocks} thread blocks (< {MIN_BLOCKS}: the WMMA kernel is as fast)"
+    return None
 
 
 def sm90a(target: Target) -> Target:
@@ -331,6 +333,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     (py0, _), (px0, _) = geo.pads
     hp, wp = geo.padded_size
     data_shape, out_shape = tuple(spec.data_shape), tuple(spec.out_shape)
+    packed_shape = wgmma_packed_shape(spec)
     n_, cin = data_shape[:2]
     hin, win = (ax.in_size for ax in geo.axes)
     cout = spec.out_channels
@@ -359,7 +362,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         raise ValueError("wgmma: persistent is a form of the warp-specialized loop")
     # tiles: BM pixels (fastest) x BN channels x phase; persistent, SMS blocks loop over them
     tiles_x, tiles_y = pixels // BM, cout // bn
-    tiles = tiles_x * tiles_y * sy * sx
+    tiles = grid_blocks(spec, tile)
     blocks, rounds = persistent_grid(tiles)
     grid = (blocks, 1, 1) if tile.persistent else (tiles_x, tiles_y, sy * sx)
     # CTA-barrier loop: copies run ``lead`` steps ahead of the MMAs, so that the stage a step
@@ -546,7 +549,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
 
     @T.prim_func(private=True)
     def conv(data: T.Buffer(data_shape, "float16"),
-             weight: T.Buffer((sy * sx, cout, kred), "float16"),
+             weight: T.Buffer(packed_shape, "float16"),
              out: T.Buffer(out_shape, "float16")):
         T.func_attr({"tirx.noalias": True})
         x_cl = T.alloc_buffer((n_, hp, wp, cin), "float16")

@@ -116,6 +116,12 @@ def emit_packed_weight(builder: relax.BlockBuilder, funcs: dict, weight: relax.E
         pack_gv, [weight], relax.TensorType([int(d) for d in packed.shape], packed.dtype)))
 
 
+def _finished(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """A complete kernel (tuned, or hand-laid): epilogues kept out of it (opaque) and marked
+    done, so neither fusion nor the schedulers touch it."""
+    return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+
+
 @mutator
 class _TransposedConvRewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, target: Target, database=None,
@@ -162,8 +168,7 @@ class _TransposedConvRewriter(PyExprMutator):
         kernel (``impl.scheduled``) kept out of fusion, for its own target if it names one."""
         if not impl.scheduled:
             return annotate_implementation(impl.compute(spec), impl.name)
-        func = impl.compute(spec).with_attr("op_pattern", OPAQUE).with_attr(
-            "tirx.is_scheduled", True)
+        func = _finished(impl.compute(spec))
         if impl.kernel_target is not None:
             func = func.with_attr("target", impl.kernel_target(self.target))
         return func
@@ -200,10 +205,7 @@ class _TransposedConvRewriter(PyExprMutator):
             return None
         logger.info("tvm_deconv: %s uses its tuned %s schedule (%s space, %.3f ms when tuned)",
                     spec_label(spec), name, space, secs * 1e3)
-        # Tuned kernels are complete: keep epilogues out of them (opaque) and mark them done.
-        func = sch.mod["main"].with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled",
-                                                                           True)
-        return name, func, pack
+        return name, _finished(sch.mod["main"]), pack
 
     def _packed(self, weight: relax.Expr, spec: ConvTransposeSpec, impl_name: str, pack
                 ) -> relax.Expr:
