@@ -11,9 +11,10 @@ A variant is ``{BN}x{stages}``, then ``sync`` for the loop whose warpgroups all 
 multiply, between CTA barriers (else one warpgroup copies while two multiply), ``tc`` for
 the input copy through shared-memory tiles, ``fl`` for one step's wgmmas in flight while
 the next are issued (``sync`` only), ``tma`` for the weight tile by TMA, ``p`` for
-persistent thread blocks (warp-specialized only); ``:nocopy`` or
-``:nomma`` after it time that kernel with its stage copies or its wgmmas removed (a probe
-of where the time goes: its output is wrong and not checked).  ``--variants ''`` times the
+``:nocopy`` or ``:nomma`` after it time that kernel with its stage copies or its wgmmas
+removed (a probe of where the time goes: its output is wrong and not checked); ``:ref``, the
+kernel (and weight pack) of the file ``--ref`` names instead, another revision of
+schedules/cuda_wgmma.py (``git show REV:schedules/cuda_wgmma.py > ref.py``).  ``--variants ''`` times the
 builds alone.  ``--profile`` adds each kernel's time (ours and cuDNN's).
 """
 
@@ -59,39 +60,44 @@ PROBES = {"nocopy": ("T.ptx.cp.async_.cg.shared.global_(", "_probe_skip("),
           "nomma": ("_wgmma(bn, acc, desc_a[0], desc_b[0])", "T.evaluate(0)")}
 
 
-def probe_module(probe: str):
-    """schedules/cuda_wgmma.py with the statements of ``probe`` removed, as a module."""
-    old, new = PROBES[probe]
-    source = Path(cuda_wgmma.__file__).read_text()
-    assert old in source, f"probe {probe}: {old!r} is no longer in the kernel"
-    path = Path(tempfile.mkdtemp()) / f"cuda_wgmma_{probe}.py"
-    path.write_text(source.replace(old, new)
-                    + "\n\ndef _probe_skip(*_):\n    return T.int32(0)\n")
+def variant_module(suffix: str, ref: str | None):
+    """schedules/cuda_wgmma.py with the statements of probe ``suffix`` removed, or (``ref``)
+    the revision in file ``ref``, as a module."""
+    if suffix == "ref":
+        source = Path(ref).read_text()
+    else:
+        old, new = PROBES[suffix]
+        source = Path(cuda_wgmma.__file__).read_text()
+        assert old in source, f"probe {suffix}: {old!r} is no longer in the kernel"
+        source = source.replace(old, new) + "\n\ndef _probe_skip(*_):\n    return T.int32(0)\n"
+    path = Path(tempfile.mkdtemp()) / f"cuda_wgmma_{suffix}.py"
+    path.write_text(source)
     spec = importlib.util.spec_from_file_location(
-        f"tvm_deconv.schedules._cuda_wgmma_{probe}", path)
+        f"tvm_deconv.schedules._cuda_wgmma_{suffix}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
-def run_variant(row, key, spec, x, w_packed, ref, dev, variant, profile=False):
+def run_variant(row, key, spec, x, w, ref, dev, variant, profile=False, ref_source=None):
     try:
-        form, _, probe = variant.partition(":")
-        bn, stages, sync, tiled, in_flight, tma, persistent = re.fullmatch(
-            r"(\d+)x(\d+)(sync)?(tc)?(fl)?(tma)?(p)?", form).groups()
-        kernels = probe_module(probe) if probe else cuda_wgmma
+        form, _, suffix = variant.partition(":")
+        bn, stages, sync, tiled, in_flight, tma = re.fullmatch(
+            r"(\d+)x(\d+)(sync)?(tc)?(fl)?(tma)?", form).groups()
+        kernels = variant_module(suffix, ref_source) if suffix else cuda_wgmma
         tile = kernels.WgmmaTile(int(bn), int(stages), warp_specialized=not sync,
                                  tiled_copy=bool(tiled), mma_in_flight=bool(in_flight),
-                                 tma_b=bool(tma), persistent=bool(persistent))
+                                 tma_b=bool(tma))
         func = kernels.wgmma_conv_transpose(spec, tile)
+        w_packed = run_pack(kernels.wgmma_pack(spec), w)
         ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                          target=SM90A)
         args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w_packed, dev),
                 tvm.runtime.tensor(np.zeros(spec.out_shape, "float16"), dev)]
         ex.mod["main"](*args)
         dev.sync()
-        if not probe:
+        if suffix in ("", "ref"):
             row[key + "_err"] = relative_error(args[2].numpy().astype("float64"), ref)
         timer = ex.mod.time_evaluator("main", dev, number=20, repeat=15)
         row[key + "_ms"] = float(np.median(np.asarray(timer(*args).results)) * 1e3)
@@ -108,6 +114,7 @@ def main():
     ap.add_argument("--variants", default="256x4,256x4sync")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--profile", action="store_true", help="also each kernel's time (CUPTI)")
+    ap.add_argument("--ref", help="another revision of schedules/cuda_wgmma.py, for ':ref'")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -130,10 +137,9 @@ def main():
                 common.build_check_time(row, "build_wgmma", spec, x, w, ref, dev, 1.0)
                 row["build_wgmma_path"] = strategy.select(
                     strategy.CONV_TRANSPOSE, spec, resolve_target("cuda")).implementation.name
-        w_packed = run_pack(cuda_wgmma.wgmma_pack(spec), w)
         for variant in filter(None, args.variants.split(",")):
-            run_variant(row, "wgmma_" + variant, spec, x, w_packed, ref, dev, variant,
-                        profile=args.profile)
+            run_variant(row, "wgmma_" + variant, spec, x, w, ref, dev, variant,
+                        profile=args.profile, ref_source=args.ref)
         print(json.dumps(row), flush=True)
         rows.append(row)
         if args.out:

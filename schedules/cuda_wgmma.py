@@ -2,22 +2,27 @@
 
 Same implicit GEMM as :mod:`.cuda_tensorcore` (per phase ``r``: ``acc[p, m] += X[p, k] *
 W[m, k]``, pixels ``p = (n, q..)``, channels ``m``, ``k = (j.., ic)``; :class:`Geometry` holds
-the index arithmetic), but a hand-laid kernel instead of a scheduled compute: ``wgmma`` reads
-both operands straight from shared memory through descriptors and runs asynchronously, which
-TIR's schedule primitives and WMMA intrinsics cannot express.  TVM 0.27's table-driven PTX
-(``T.ptx.wgmma``, ``T.ptx.cp.async``, ``T.ptx.mbarrier``) and
+the index arithmetic), except that phases reading one input window (runs of ``gcd(s, pad)``
+per axis: all 4 of U-Net's k2 s2, 4 of HiFi-GAN's 8) share one GEMM, their weights side by
+side (column ``n = m * group_size + l``); and a hand-laid kernel instead of a scheduled
+compute: ``wgmma`` reads both operands straight from shared memory through descriptors and
+runs asynchronously, which TIR's schedule primitives and WMMA intrinsics cannot express.
+TVM 0.27's table-driven PTX (``T.ptx.wgmma``, ``T.ptx.cp.async``, ``T.ptx.mbarrier``) and
 ``T.cuda.wgmma.encode_matrix_descriptor`` write it.
 
 Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, Cin]``), so
 every operand row of a K step is 16-byte ``cp.async`` copies with no guards.  Kernel 2: a
-thread block owns BM = 128 pixels of one phase x BN output channels; per K step of BK = 64
+thread block owns BM = 128 pixels x BN columns of one phase group; per K step of BK = 64
 (inside one tap: Cin % 64 == 0) the A (pixels) and B (channels, :func:`wgmma_pack`'s
 K-major weight) tiles go into a ``stages``-deep ring of 128-byte-swizzled shared tiles
 (:func:`tile_offset`; B optionally by TMA), then each of two warpgroups issues BK/16
 ``wgmma.m64n{BN}k16`` on its 64 rows.  Two K loops (:class:`WgmmaTile`): one warpgroup
 copies and signals each stage through an mbarrier while two multiply and release it (the
 default); or all warpgroups copy, then multiply, between CTA barriers.  The float32
-accumulators (BN/2 registers a thread) are cast and written to ``out[n, m, q*s + r]``.
+accumulators (BN/2 registers a thread) are cast and written to ``out[n, m, q*s + r]``,
+4 bytes a store where a group's phases run along x (a column pair is two neighbouring
+outputs).  The tiles run phase groups fastest, so the thread blocks writing one output
+region's interleaved phases run together.
 
 Measured (benchmarks/cuda_wgmma_ab.py, H100, batch 64): the swizzled tiles, each quarter
 warp copying one whole 128-byte row, run the GEMM 2.8x faster than the unswizzled core-matrix
@@ -25,6 +30,10 @@ tiles of session 24 (pose 2048->256: 99 against 341 us); the layer then takes 0.
 against cuDNN's 0.141 and the WMMA kernel's 0.218.  Through ``tvm_deconv.build`` it ran
 1.10-1.82x the WMMA kernel's speed on the seven eligible zoo layers at batch 64, so
 ``cuda.wgmma`` takes float16 layers on Hopper by default (grids of MIN_BLOCKS or more).
+Session 26: the phase-fastest tile order (U-Net 1.70x, HiFi-GAN 1.20x, pose 256->256 1.15x;
+h100-wgmma-order-ab-s26.json), then the shared GEMMs of phase groups (HiFi-GAN 1.70x, U-Net
+1.07x; h100-wgmma-groups-ab-s26.json): at batch 64 U-Net 1.50x, HiFi-GAN 1.38x and pose
+256->256 1.07x cuDNN float16.
 """
 
 from __future__ import annotations
@@ -75,10 +84,6 @@ class WgmmaTile:
     # the B tile (weight) by a TMA bulk tensor copy (one thread, completion on an mbarrier)
     # instead of 16-byte cp.async by every copying thread
     tma_b: bool = False
-    # warp-specialized loop: SMS thread blocks, each taking every SMS-th tile, so that the
-    # copying warpgroup fills the next tile's stages while the multiplying ones store the
-    # last (for grids of several waves of short K loops); else one thread block a tile
-    persistent: bool = False
 
 
 # On: faster than the WMMA kernel on every timed layer with MIN_BLOCKS or more thread blocks
@@ -92,7 +97,6 @@ MIN_BLOCKS = 16
 # the widest tile whose grid has at least this many thread blocks (most of the H100's 132
 # SMs: pose 2048->256 at batch 64 fills 96 with BN 256, its fastest)
 FULL_GRID = 96
-SMS = 132  # streaming multiprocessors of the H100 SXM and the H200: the persistent grid
 
 
 def wgmma_kernel(enabled: bool):
@@ -152,17 +156,17 @@ def workspace_bytes(spec: ConvTransposeSpec) -> int:
 
 
 def grid_blocks(spec: ConvTransposeSpec, tile: WgmmaTile) -> int:
-    """Thread blocks of the GEMM kernel: pixel tiles x channel tiles x phases."""
+    """Thread blocks of the GEMM kernel: pixel tiles x column tiles x phase groups."""
     geo = Geometry(spec)
-    return geo.pixels // BM * (spec.out_channels // tile.bn) * math.prod(geo.strides)
+    return geo.pixels // BM * (geo.columns // tile.bn) * geo.groups
 
 
 def choose_tile(spec: ConvTransposeSpec) -> WgmmaTile:
-    """The widest BN (a multiple of 8 dividing Cout, 64 to 256, or the widest below 64)
+    """The widest BN (a multiple of 8 dividing the columns, 64 to 256, or the widest below 64)
     whose grid has FULL_GRID thread blocks, else the narrowest: on the H100 the fastest BN of
     each timed layer but pose 256->256 (BN 64 1.02x faster than its 256) and U-Net at batch 1
     (BN 128 1.04x faster than its 64; h100-wgmma-zoo-s25.json)."""
-    widths = [b for b in range(8, 257, 8) if spec.out_channels % b == 0]
+    widths = [b for b in range(8, 257, 8) if Geometry(spec).columns % b == 0]
     widths = [b for b in widths if b >= min(64, max(widths))]
     full = [b for b in widths if grid_blocks(spec, WgmmaTile(bn=b)) >= FULL_GRID]
     return WgmmaTile(bn=max(full) if full else min(widths))
@@ -213,6 +217,33 @@ class Geometry:
         return self.spec.batch * math.prod(self.phase_size)
 
     @property
+    def runs(self) -> tuple[int, int]:
+        """Phases per group along y and x (:attr:`AxisPlan.phase_run`): a group's phases read
+        one input window, so one A tile serves them all."""
+        return tuple(ax.phase_run for ax in self.axes)
+
+    @property
+    def group_size(self) -> int:
+        return math.prod(self.runs)
+
+    @property
+    def groups(self) -> int:
+        return math.prod(self.strides) // self.group_size
+
+    @property
+    def columns(self) -> int:
+        """GEMM columns of a group: ``n = m * group_size + l``, its phases ``l`` fastest."""
+        return self.group_size * self.spec.out_channels
+
+    def group_phase(self, g, n):
+        """(ry, rx) of column ``n`` of group ``g`` (ints or TIR): group ``g = gy * (sx / ux) +
+        gx`` holds phases ``(gy * uy + ly, gx * ux + lx)`` (``(uy, ux)``: :attr:`runs`), and
+        column ``n`` the one with ``ly * ux + lx = n % group_size``."""
+        (uy, ux), sx = self.runs, self.strides[1]
+        lane = n % (uy * ux)
+        return g // (sx // ux) * uy + lane // ux, g % (sx // ux) * ux + lane % ux
+
+    @property
     def reduce(self) -> int:
         return math.prod(self.taps) * self.spec.in_channels
 
@@ -254,30 +285,30 @@ class Geometry:
 
 
 def wgmma_packed_shape(spec: ConvTransposeSpec) -> tuple[int, int, int]:
-    """``[R, Cout, taps x Cin]``: :func:`wgmma_pack`'s weight."""
+    """``[groups, group_size x Cout, taps x Cin]``: :func:`wgmma_pack`'s weight."""
     geo = Geometry(spec)
-    return math.prod(geo.strides), spec.out_channels, geo.reduce
+    return geo.groups, geo.columns, geo.reduce
 
 
 def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
-    """``(weight [Cin, Cout, kh, kw], packed [R, Cout, taps x Cin])``: per phase ``r`` the
-    K-major GEMM weight (:class:`Geometry`: ``k = (jy * tw + jx) * Cin + ic``)."""
+    """``(weight [Cin, Cout, kh, kw], packed [groups, group_size x Cout, taps x Cin])``: per
+    phase group the K-major GEMM weight, column ``n = m * group_size + l`` the sub-kernel of
+    channel ``m`` in phase :meth:`Geometry.group_phase` (``k = (jy * tw + jx) * Cin + ic``)."""
     geo = Geometry(spec)
-    sx = geo.strides[1]
     tw = geo.taps[1]
-    cin = spec.in_channels
+    cin, size = spec.in_channels, geo.group_size
     shape = wgmma_packed_shape(spec)
     wshape = tuple(spec.weight_shape)
 
     @T.prim_func(private=True, s_tir=True)
     def pack(weight: T.Buffer(wshape, "float16"), packed: T.Buffer(shape, "float16")):
         T.func_attr({"tirx.noalias": True})
-        for r, m, k in T.grid(*shape):
+        for g, n, k in T.grid(*shape):
             with T.sblock("pack"):
-                vr, vm, vk = T.axis.remap("SSS", [r, m, k])
-                packed[vr, vm, vk] = weight[(vk % cin, vm) + geo.spatial(
-                    geo.kernel_index(0, vr // sx, vk // cin // tw),
-                    geo.kernel_index(1, vr % sx, vk // cin % tw))]
+                vg, vn, vk = T.axis.remap("SSS", [g, n, k])
+                packed[vg, vn, vk] = weight[(vk % cin, vn // size) + geo.spatial(
+                    geo.kernel_index(0, geo.group_phase(vg, vn)[0], vk // cin // tw),
+                    geo.kernel_index(1, geo.group_phase(vg, vn)[1], vk // cin % tw))]
     return pack
 
 
@@ -297,18 +328,13 @@ def tile_offset(cidx):
     return row * BK + xor * CORE
 
 
-def persistent_grid(tiles: int) -> tuple[int, int]:
-    """(thread blocks, rounds) of the persistent form: block b takes tiles b, b + blocks, ...
-    below ``tiles``."""
-    blocks = min(tiles, SMS)
-    return blocks, (tiles + blocks - 1) // blocks
-
-
-def tile_coords(tile, tiles_x: int, tiles_y: int, sx: int):
-    """(pixel tile, channel tile, ry, rx) of the linear tile index ``tile`` (int or TIR):
-    pixel tiles fastest, then channel tiles, then phases ``ry * sx + rx``."""
-    phase = tile // (tiles_x * tiles_y)
-    return tile % tiles_x, tile // tiles_x % tiles_y, phase // sx, phase % sx
+def tile_coords(tile, tiles_x: int, groups: int):
+    """(pixel tile, column tile, phase group) of the linear tile index ``tile`` (int or TIR):
+    phase groups fastest, so that the thread blocks writing the interleaved phases of one
+    output region run together and fill its 32-byte sectors in L2 (U-Net at batch 64: 1.7x
+    faster than phases slowest, h100-wgmma-order-ab-s26.json), then pixel tiles, then column tiles."""
+    rest = tile // groups
+    return rest % tiles_x, rest // tiles_x, tile % groups
 
 
 def _wgmma(bn, acc, desc_a, desc_b):
@@ -325,10 +351,11 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     if reason:
         raise ValueError(reason)
     tile = tile or choose_tile(spec)
-    if spec.out_channels % tile.bn or tile.bn % 8 or tile.bn > 256:
-        raise ValueError(f"wgmma: BN {tile.bn} must divide Cout {spec.out_channels}")
-    bn, stages = tile.bn, tile.stages
     geo = Geometry(spec)
+    if geo.columns % tile.bn or tile.bn % 8 or tile.bn > 256:
+        raise ValueError(f"wgmma: BN {tile.bn} must divide the {geo.columns} GEMM columns "
+                         f"({geo.group_size} phases x Cout {spec.out_channels})")
+    bn, stages = tile.bn, tile.stages
     sy, sx = geo.strides
     (py0, _), (px0, _) = geo.pads
     hp, wp = geo.padded_size
@@ -336,7 +363,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     packed_shape = wgmma_packed_shape(spec)
     n_, cin = data_shape[:2]
     hin, win = (ax.in_size for ax in geo.axes)
-    cout = spec.out_channels
+    columns, groups, group_size = geo.columns, geo.groups, geo.group_size
     kred, pixels = geo.reduce, geo.pixels
     ksteps = kred // BK
     c8 = cin // CORE
@@ -358,13 +385,11 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     tma_b = tile.tma_b
     if in_flight and warp_specialized:
         raise ValueError("wgmma: mma_in_flight is a form of the CTA-barrier loop")
-    if tile.persistent and not warp_specialized:
-        raise ValueError("wgmma: persistent is a form of the warp-specialized loop")
-    # tiles: BM pixels (fastest) x BN channels x phase; persistent, SMS blocks loop over them
-    tiles_x, tiles_y = pixels // BM, cout // bn
-    tiles = grid_blocks(spec, tile)
-    blocks, rounds = persistent_grid(tiles)
-    grid = (blocks, 1, 1) if tile.persistent else (tiles_x, tiles_y, sy * sx)
+    tiles_x = pixels // BM
+    # a column pair (2c, 2c + 1) of the accumulator fragment is phases (rx, rx + 1) of one
+    # channel and row where the groups run along x by twos: one 4-byte store (x even, the
+    # output rows of even length)
+    paired = geo.runs[1] % 2 == 0
     # CTA-barrier loop: copies run ``lead`` steps ahead of the MMAs, so that the stage a step
     # fills was last read by wgmmas waited for before the barrier (in flight: one step more)
     lead = stages - 1 - int(in_flight)
@@ -450,9 +475,9 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
 
     @T.macro
     def copy_b(smem, weight, w_map, bar, stage, kt, bz, by, tid, nthreads, copies, rem):
-        # the B tile of step kt (BN rows of K-major weight): by TMA (thread 0, completion on
-        # ``bar``), or by ``nthreads`` copying threads, ``copies`` 16-byte copies each, one
-        # more for the first ``rem``
+        # the B tile of step kt (BN columns of group bz's K-major weight): by TMA (thread 0,
+        # completion on ``bar``), or by ``nthreads`` copying threads, ``copies`` 16-byte
+        # copies each, one more for the first ``rem``
         if tma_b:
             if tid == 0:
                 T.ptx.mbarrier.arrive.expect_tx.shared__cta.b64(T.address_of(bar), bn * BK * 2)
@@ -508,44 +533,47 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         T.ptx.wgmma.wait_group.sync.aligned(int(in_flight))
 
     @T.macro
-    def store(out, acc, bx, by, ry, rx, wg, lane):
+    def store(out, acc, bx, by, bz, wg, lane):
         # the accumulator fragment of wgmma m64nN: warp w of the warpgroup holds rows
-        # 16w + lane/4 (+8), columns 8i' + 2(lane%4) (+1)
-        for i in T.unroll(bn // 2):
-            row = wg * 64 + lane // 32 * 16 + lane % 32 // 4 + i // 2 % 2 * 8
-            col = i // 4 * 8 + lane % 4 * 2 + i % 2
+        # 16w + lane/4 (+8), columns 8i' + 2(lane%4) (+1); column n of group bz is channel
+        # n / group_size in phase group_phase(bz, n)
+        for i in T.unroll(bn // 2 // (1 + int(paired))):
+            ip = i * (1 + int(paired))
+            row = wg * 64 + lane // 32 * 16 + lane % 32 // 4 + ip // 2 % 2 * 8
+            col = by * bn + ip // 4 * 8 + lane % 4 * 2 + ip % 2
             n, qy, qx = geo.pixel(bx * BM + row)
-            out[(n, by * bn + col) + geo.spatial(qy * sy + ry, qx * sx + rx)] = T.cast(
-                acc[i], "float16")
+            ry, rx = geo.group_phase(bz, col)
+            for e in T.vectorized(1 + int(paired)):
+                out[(n, col // group_size) + geo.spatial(qy * sy + ry, qx * sx + rx + e)] = (
+                    T.cast(acc[ip + e], "float16"))
 
     @T.macro
-    def ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx, tx, step0):
-        # warp-specialized loop, copying warpgroup: the stages of tile (bx, by, phase bz =
-        # (ry, rx)), its steps numbered from step0 in the ring
+    def ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx, tx):
+        # warp-specialized loop, copying warpgroup: the stages of tile (bx, by, group bz,
+        # its input window that of phase (ry, rx))
         a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
         for kt in range(ksteps):
-            stage = (step0 + kt) % stages
-            T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]),
-                                 ((step0 + kt) // stages + 1) % 2)
+            stage = kt % stages
+            T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]), (kt // stages + 1) % 2)
             copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
             copy_b(smem, weight, w_map, bars[stage], stage, kt, bz, by, tx, copiers,
                    b_copies, b_rem)
             T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(T.address_of(bars[stage]))
 
     @T.macro
-    def ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, ry, rx, wg, tx, step0):
-        # warp-specialized loop, multiplying warpgroups: tile (bx, by, phase (ry, rx))
+    def ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, bz, wg, tx):
+        # warp-specialized loop, multiplying warpgroups: tile (bx, by, group bz)
         for i in T.unroll(bn // 2):
             acc[i] = T.float32(0)
         for kt in range(ksteps):
-            stage = (step0 + kt) % stages
-            T.cuda.mbarrier_wait(T.address_of(bars[stage]), (step0 + kt) // stages % 2)
+            stage = kt % stages
+            T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
             T.ptx.fence.proxy.async_.shared__cta()
             mma_step(smem, stage, wg, acc, desc_a, desc_b)
             # its wgmmas done, the stage goes back to the copying warpgroup
             T.ptx.wgmma.wait_group.sync.aligned(0)
             T.ptx.mbarrier.arrive.shared__cta.b64(T.address_of(bars[stages + stage]))
-        store(out, acc, bx, by, ry, rx, wg, tx % 128)
+        store(out, acc, bx, by, bz, wg, tx % 128)
 
     @T.prim_func(private=True)
     def conv(data: T.Buffer(data_shape, "float16"),
@@ -560,18 +588,17 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         w_map = T.Bind(T.tvm_stack_alloca("tensormap", 1))
         if tma_b:
             T.evaluate(T.tensormap_encode_tiled(
-                w_map, weight.data, kred, cout, sy * sx, kred * 2, cout * kred * 2, BK, bn, 1,
+                w_map, weight.data, kred, columns, groups, kred * 2, columns * kred * 2, BK, bn, 1,
                 1, 1, 1, descriptor_dtype="float16", rank=3, swizzle=SWIZZLE_128B,
                 l2_promotion=L2_PROMOTION_128B))
         # kernel 2: the GEMMs
-        with T.launch_thread("blockIdx.x", grid[0]) as bx:
-            by = T.launch_thread("blockIdx.y", grid[1])
-            bz = T.launch_thread("blockIdx.z", grid[2])
+        with T.launch_thread("blockIdx.x", grid_blocks(spec, tile)) as block:
             tx = T.launch_thread("threadIdx.x", threads)
             smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
                                   align=1024)
-            ry = bz // sx
-            rx = bz % sx
+            bx, by, bz = tile_coords(block, tiles_x, groups)
+            # the group's input window: that of its first phase
+            ry, rx = geo.group_phase(bz, 0)
             if warp_specialized:
                 # warpgroup 0 copies (cp.async, completion on full[s]), warpgroups 1-2
                 # multiply (wgmma, then release the stage on empty[s])
@@ -588,16 +615,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     # registers to the multiplying warpgroups (168 a thread at launch)
                     T.ptx.setmaxnreg.dec.sync.aligned.u32(40)
                     a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
-                    if tile.persistent:
-                        for t in range(rounds):
-                            if bx + t * blocks < tiles:
-                                tbx, tby, t_ry, t_rx = tile_coords(bx + t * blocks, tiles_x,
-                                                                   tiles_y, sx)
-                                ws_produce(smem, x_flat, weight, w_map, bars, a_base, tbx, tby,
-                                           t_ry * sx + t_rx, t_ry, t_rx, tx, t * ksteps)
-                    else:
-                        ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx,
-                                   tx, 0)
+                    ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx, tx)
                     T.ptx.cp.async_.wait_all()
                 else:
                     T.ptx.setmaxnreg.inc.sync.aligned.u32(232)
@@ -605,15 +623,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
                     desc_a = T.alloc_buffer((1,), "uint64", scope="local")
                     desc_b = T.alloc_buffer((1,), "uint64", scope="local")
-                    if tile.persistent:
-                        for t in range(rounds):
-                            if bx + t * blocks < tiles:
-                                tbx, tby, t_ry, t_rx = tile_coords(bx + t * blocks, tiles_x,
-                                                                   tiles_y, sx)
-                                ws_consume(smem, out, bars, acc, desc_a, desc_b, tbx, tby, t_ry,
-                                           t_rx, wg, tx, t * ksteps)
-                    else:
-                        ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, ry, rx, wg, tx, 0)
+                    ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, bz, wg, tx)
             else:
                 # all warpgroups copy, then multiply, between CTA barriers
                 acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
@@ -646,6 +656,6 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
                               bz, by, ry, rx, tx, wg, False)
                 T.ptx.wgmma.wait_group.sync.aligned(0)
-                store(out, acc, bx, by, ry, rx, wg, tx % 128)
+                store(out, acc, bx, by, bz, wg, tx % 128)
 
     return conv

@@ -76,13 +76,20 @@ def test_wgmma_geometry_and_pack_match_the_reference(case):
     rows = np.arange(geo.pixels)
     n, qy, qx = geo.pixel(rows)
     out = np.zeros((n_, spec.out_channels) + tuple(ax.out_size for ax in geo.axes))
-    for r in range(sy * sx):
-        ry, rx = divmod(r, sx)
-        acc = np.zeros((geo.pixels, spec.out_channels))
+    written = np.zeros(out.shape, int)
+    cols = np.arange(geo.columns)
+    for g in range(geo.groups):
+        ry, rx = geo.group_phase(g, 0)  # the group's input window: its first phase's
+        acc = np.zeros((geo.pixels, geo.columns))
         for j in range(th * tw):
             a = x_cl[n, geo.padded_input(0, ry, qy, j // tw), geo.padded_input(1, rx, qx, j % tw)]
-            acc += a @ packed[r, :, j * cin:(j + 1) * cin].T
-        out[n, :, qy * sy + ry, qx * sx + rx] = acc
+            acc += a @ packed[g, :, j * cin:(j + 1) * cin].T
+        col_ry, col_rx = geo.group_phase(g, cols)
+        y = qy[:, None] * sy + col_ry[None, :]
+        x = qx[:, None] * sx + col_rx[None, :]
+        out[n[:, None], cols[None, :] // geo.group_size, y, x] = acc
+        written[n[:, None], cols[None, :] // geo.group_size, y, x] += 1
+    assert (written == 1).all()  # every output once
     ref = conv_transpose_reference(data.astype("float64"), weight.astype("float64"), spec)
     assert relative_error(out.reshape(ref.shape), ref) < 1e-12
 
@@ -150,7 +157,7 @@ def test_wgmma_tile_is_the_widest_that_fills_the_grid(name, batch, bn):
     spec = zoo.get(name).spec(batch, dtype="float16")
     tile = cuda_wgmma.choose_tile(spec)
     assert tile.bn == bn
-    wider = [b for b in (128, 256) if b > bn and spec.out_channels % b == 0]
+    wider = [b for b in (128, 256) if b > bn and cuda_wgmma.Geometry(spec).columns % b == 0]
     assert all(cuda_wgmma.grid_blocks(spec, dataclasses.replace(tile, bn=b))
                < cuda_wgmma.FULL_GRID for b in wider)
 
@@ -180,12 +187,25 @@ def test_sm90a_keeps_the_rest_of_the_target():
         CUDA.attrs["max_shared_memory_per_block"])
 
 
-def test_wgmma_tile_must_divide_the_output_channels():
+def test_phases_reading_one_window_share_a_gemm():
+    """U-Net's k2 s2 p0: all 4 phases read the same input, one group of 4 x 256 columns;
+    HiFi-GAN's k16 s8 p4: two groups of 4 phases; pose's k4 s2 p1: 4 groups of one."""
+    for name, runs, groups in [("unet_512_256_k2s2", (2, 2), 1),
+                               ("hifigan_512_256_k16s8", (1, 4), 2),
+                               ("pose_256_256_k4s2", (1, 1), 4)]:
+        geo = cuda_wgmma.Geometry(zoo.get(name).spec(64, dtype="float16"))
+        assert (geo.runs, geo.groups, geo.columns) == (runs, groups, 256 * math.prod(runs))
+        phases = {geo.group_phase(g, n) for g in range(groups) for n in range(geo.group_size)}
+        assert phases == {(ry, rx) for ry in range(geo.strides[0])
+                          for rx in range(geo.strides[1])}
+
+
+def test_wgmma_tile_must_divide_the_gemm_columns():
     spec = _spec(*SPECS[4])  # Cout 72
     assert cuda_wgmma.choose_tile(spec).bn == 72
     wide = make_spec((2, 64, 8, 8), (64, 264, 4, 4), strides=2, padding=1, dtype="float16")
     assert cuda_wgmma.choose_tile(wide).bn == 88
-    with pytest.raises(ValueError, match="must divide Cout"):
+    with pytest.raises(ValueError, match="must divide the 72 GEMM columns"):
         cuda_wgmma.wgmma_conv_transpose(spec, cuda_wgmma.WgmmaTile(bn=64))
 
 
@@ -193,28 +213,18 @@ def test_wgmma_forms_that_cannot_run_are_refused():
     spec = _spec(*SPECS[0])
     with pytest.raises(ValueError, match="CTA-barrier loop"):
         cuda_wgmma.wgmma_conv_transpose(spec, cuda_wgmma.WgmmaTile(bn=128, mma_in_flight=True))
-    with pytest.raises(ValueError, match="warp-specialized loop"):
-        cuda_wgmma.wgmma_conv_transpose(spec, cuda_wgmma.WgmmaTile(
-            bn=128, warp_specialized=False, persistent=True))
     with pytest.raises(ValueError, match="no step to copy ahead"):
         cuda_wgmma.wgmma_conv_transpose(spec, cuda_wgmma.WgmmaTile(
             bn=128, stages=2, warp_specialized=False, mma_in_flight=True))
 
 
-@pytest.mark.parametrize("tiles", [1, 96, 131, 132, 133, 2048, 2051])
-def test_persistent_blocks_take_every_tile_once(tiles):
-    """The persistent form's SMS (or fewer) blocks, taking tiles b, b + blocks, ... in
-    ``rounds`` rounds, cover every (pixel tile, channel tile, ry, rx) once."""
-    blocks, rounds = cuda_wgmma.persistent_grid(tiles)
-    assert blocks <= cuda_wgmma.SMS
-    # one channel tile, one phase: the linear index is the pixel tile
-    seen = [cuda_wgmma.tile_coords(b + t * blocks, tiles, 1, 1)
-            for b in range(blocks) for t in range(rounds) if b + t * blocks < tiles]
-    assert sorted(seen) == [(i, 0, 0, 0) for i in range(tiles)]
-    # a grid of pixel tiles x channel tiles x 2 x 2 phases: each coordinate tuple once
-    coords = {cuda_wgmma.tile_coords(i, 3, 5, 2) for i in range(3 * 5 * 4)}
-    assert coords == {(x, y, ry, rx) for x in range(3) for y in range(5) for ry in range(2)
-                      for rx in range(2)}
+def test_tiles_take_every_group_and_tile_once_phase_groups_first():
+    """pixel tiles x column tiles x 6 phase groups: each coordinate tuple once, a region's
+    groups on consecutive tiles."""
+    coords = [cuda_wgmma.tile_coords(i, 3, 6) for i in range(3 * 5 * 6)]
+    assert sorted(coords) == [(x, y, g) for x in range(3) for y in range(5) for g in range(6)]
+    assert {c[:2] for c in coords[:6]} == {(0, 0)}
+    assert [c[2] for c in coords[:6]] == list(range(6))
 
 
 def test_tma_weight_tile_is_encoded_on_the_host_and_loaded_by_one_bulk_copy():
@@ -254,7 +264,9 @@ def test_build_gives_an_sm90a_wgmma_kernel(name, caplog):
     ("pose_2048_256_k4s2", form) for form in (
         {"warp_specialized": False}, {"warp_specialized": False, "mma_in_flight": True},
         {"warp_specialized": False, "mma_in_flight": True, "tma_b": True},
-        {"tiled_copy": True}, {"tma_b": True})] + [("unet_512_256_k2s2", {"persistent": True})])
+        {"tiled_copy": True}, {"tma_b": True})] + [
+    ("hifigan_512_256_k16s8", {"warp_specialized": False, "mma_in_flight": True,
+                               "tma_b": True})])
 def test_wgmma_zoo_kernels_assemble_without_spills_or_serialized_wgmma(name, form, tmp_path):
     """ptxas (sm_90a) takes each zoo kernel (default tile, and pose 2048->256 in the other
     forms) with no local-memory spills and without serializing its wgmmas (C7514: other
@@ -275,7 +287,6 @@ def test_wgmma_zoo_kernels_assemble_without_spills_or_serialized_wgmma(name, for
 
 
 FORMS = {"ws": {}, "ws_tma": {"tma_b": True}, "ws_tiled_copy": {"tiled_copy": True},
-         "ws_persistent": {"persistent": True},
          "sync": {"warp_specialized": False},
          "sync_in_flight": {"warp_specialized": False, "mma_in_flight": True},
          "sync_in_flight_tma": {"warp_specialized": False, "mma_in_flight": True, "tma_b": True}}

@@ -124,6 +124,15 @@ class AxisPlan:
         """Input index read by tap ``j`` of output ``q*s + r``: ``q + in_start - j*in_step``."""
         return q + (r + self.pad_before) // self.stride - j
 
+    @property
+    def phase_run(self) -> int:
+        """Phases reading one input window, in runs of consecutive phases (phase-batched
+        axes): phases ``r`` with equal ``(r + pad_before) // s`` read the same inputs
+        (:meth:`batched_input`), which splits ``0..s-1`` into runs of ``s - p % s`` and
+        ``p % s``; every run of ``gcd(s, p)`` phases from a multiple of it lies in one (k2 s2
+        p0: both phases; k16 s8 p4: 4; k4 s2 p1: each phase alone)."""
+        return math.gcd(self.stride, self.pad_before)
+
     def input_window(self, q_extent: int) -> int:
         """Positions of the padded input that the phases with taps read for a window of
         ``q_extent`` consecutive outputs ``q`` (the same ``q`` in every phase): from the lowest
