@@ -31,7 +31,9 @@ from .cuda import workspace_bytes as batched_workspace_bytes
 
 # Multiply-adds of the padded conv over the original's, at most.
 MAX_ZERO_TAP_RATIO = 2.0
-# The dtypes it takes, each up to a batch (None: any).  float16 at any batch: on the H100
+# The dtypes it takes, each up to a batch (None: any); on Hopper cuda.wgmma takes float16
+# ragged layers first, exactly (1.76-1.77x these zero taps on CycleGAN at batch 64,
+# h100-wgmma-ragged-ab-s26.json).  float16 at any batch: on the H100
 # (benchmarks/results/h100-tc-exact-ab-s23.json) the zero taps ran CycleGAN 256->128 /
 # 128->64 at batch 64 1.14x / 1.15x faster than the exact tensor-core GEMM per phase (16/9
 # the MACs in one kernel beat four kernels with exactly theirs), at batch 1 0.96x / 1.22x.

@@ -4,7 +4,9 @@ Same implicit GEMM as :mod:`.cuda_tensorcore` (per phase ``r``: ``acc[p, m] += X
 W[m, k]``, pixels ``p = (n, q..)``, channels ``m``, ``k = (j.., ic)``; :class:`Geometry` holds
 the index arithmetic), except that phases reading one input window (runs of ``gcd(s, pad)``
 per axis: all 4 of U-Net's k2 s2, 4 of HiFi-GAN's 8) share one GEMM, their weights side by
-side (column ``n = m * group_size + l``); and a hand-laid kernel instead of a scheduled
+side (column ``n = m * group_size + l``); phases with different tap counts (k % s != 0:
+CycleGAN's k3 s2) run exact GEMMs of their own lengths (a tile's K loop covers its phase's
+taps, :meth:`Geometry.tap_count`); and a hand-laid kernel instead of a scheduled
 compute: ``wgmma`` reads both operands straight from shared memory through descriptors and
 runs asynchronously, which TIR's schedule primitives and WMMA intrinsics cannot express.
 TVM 0.27's table-driven PTX (``T.ptx.wgmma``, ``T.ptx.cp.async``, ``T.ptx.mbarrier``) and
@@ -33,7 +35,8 @@ against cuDNN's 0.141 and the WMMA kernel's 0.218.  Through ``tvm_deconv.build``
 Session 26: the phase-fastest tile order (U-Net 1.70x, HiFi-GAN 1.20x, pose 256->256 1.15x;
 h100-wgmma-order-ab-s26.json), then the shared GEMMs of phase groups (HiFi-GAN 1.70x, U-Net
 1.07x; h100-wgmma-groups-ab-s26.json): at batch 64 U-Net 1.50x, HiFi-GAN 1.38x and pose
-256->256 1.07x cuDNN float16.
+256->256 1.07x cuDNN float16; with ragged phases taken, CycleGAN 256->128 / 128->64 1.77x /
+1.76x the zero taps on the WMMA kernel (h100-wgmma-ragged-ab-s26.json).
 """
 
 from __future__ import annotations
@@ -115,9 +118,8 @@ def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str |
         return "2-d NCHW / IOHW or 1-d NCW / IOW only"
     if spec.groups != 1:
         return f"groups={spec.groups}"
-    plan = make_plan(spec)
-    if not plan.phase_batched:
-        return "phases differ (k % s != 0 or s does not divide the output)"
+    if any(ax.dilation != 1 or ax.out_size % ax.stride for ax in make_plan(spec).axes):
+        return "phases of unequal sizes (s does not divide the output) or dilation above 1"
     if spec.in_channels % BK:
         return f"Cin % {BK} != 0 (a K step of {BK} stays inside one tap)"
     pixels = Geometry(spec).pixels
@@ -197,7 +199,19 @@ class Geometry:
 
     @property
     def taps(self) -> tuple[int, int]:
+        """The most taps of any phase along y and x."""
         return tuple(ax.max_taps for ax in self.axes)
+
+    def tap_count(self, axis: int, r):
+        """Taps of phase ``r`` along ``axis``: one number on a phase-batched axis, else (TIR
+        ``r``) a select over the phases."""
+        ax = self.axes[axis]
+        if ax.uniform_taps or isinstance(r, int):
+            return ax.phases[0 if ax.uniform_taps else r].num_taps
+        out = ax.phases[0].num_taps
+        for i, ph in enumerate(ax.phases[1:], start=1):
+            out = T.if_then_else(r == i, ph.num_taps, out)
+        return out
 
     @property
     def pads(self) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -245,7 +259,12 @@ class Geometry:
 
     @property
     def reduce(self) -> int:
+        """The longest reduction of any phase (the packed weight's K)."""
         return math.prod(self.taps) * self.spec.in_channels
+
+    def phase_reduce(self, ry, rx):
+        """Reduction length ``K = taps x Cin`` of phase (ry, rx)."""
+        return self.tap_count(0, ry) * self.tap_count(1, rx) * self.spec.in_channels
 
     def pixel(self, p):
         """(n, qy, qx) of GEMM row ``p``."""
@@ -264,10 +283,16 @@ class Geometry:
         return ((n * hp + self.padded_input(0, ry, qy, 0)) * wp
                 + self.padded_input(1, rx, qx, 0)) * self.spec.in_channels
 
+    def tap_row(self, rx):
+        """Taps per row of the reduction ``k = (jy * tw + jx) * Cin + ic`` of phase ``rx``:
+        its x taps (at least 1, so that a phase with none divides by it)."""
+        tw = self.tap_count(1, rx)
+        return max(tw, 1) if isinstance(tw, int) else T.max(tw, 1)
+
     def k_offset(self, k, ry, rx):
-        """What reduction index ``k = j * Cin + ic`` adds to :meth:`row_offset` (the same for
-        every row of a phase-batched plan: inputs shift by -1 per tap)."""
-        cin, tw = self.spec.in_channels, self.taps[1]
+        """What reduction index ``k = (jy * tw + jx) * Cin + ic`` (:meth:`tap_row`) adds to
+        :meth:`row_offset` (the same for every row: inputs shift by -1 per tap)."""
+        cin, tw = self.spec.in_channels, self.tap_row(rx)
         j, wp = k // cin, self.padded_size[1]
         return ((self.padded_input(0, ry, 0, j // tw) - self.padded_input(0, ry, 0, 0)) * wp
                 + self.padded_input(1, rx, 0, j % tw) - self.padded_input(1, rx, 0, 0)
@@ -293,12 +318,19 @@ def wgmma_packed_shape(spec: ConvTransposeSpec) -> tuple[int, int, int]:
 def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     """``(weight [Cin, Cout, kh, kw], packed [groups, group_size x Cout, taps x Cin])``: per
     phase group the K-major GEMM weight, column ``n = m * group_size + l`` the sub-kernel of
-    channel ``m`` in phase :meth:`Geometry.group_phase` (``k = (jy * tw + jx) * Cin + ic``)."""
+    channel ``m`` in phase :meth:`Geometry.group_phase` (``k = (jy * tw + jx) * Cin + ic``,
+    ``tw`` the phase's x taps; zeros past a phase's reduction where the phases differ)."""
     geo = Geometry(spec)
-    tw = geo.taps[1]
     cin, size = spec.in_channels, geo.group_size
     shape = wgmma_packed_shape(spec)
     wshape = tuple(spec.weight_shape)
+
+    def weight_index(g, n, k):
+        # the weight element of packed[g, n, k]
+        ry, rx = geo.group_phase(g, n)
+        j, tw = k // cin, geo.tap_row(rx)
+        return (k % cin, n // size) + geo.spatial(geo.kernel_index(0, ry, j // tw),
+                                                  geo.kernel_index(1, rx, j % tw))
 
     @T.prim_func(private=True, s_tir=True)
     def pack(weight: T.Buffer(wshape, "float16"), packed: T.Buffer(shape, "float16")):
@@ -306,9 +338,9 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
         for g, n, k in T.grid(*shape):
             with T.sblock("pack"):
                 vg, vn, vk = T.axis.remap("SSS", [g, n, k])
-                packed[vg, vn, vk] = weight[(vk % cin, vn // size) + geo.spatial(
-                    geo.kernel_index(0, geo.group_phase(vg, vn)[0], vk // cin // tw),
-                    geo.kernel_index(1, geo.group_phase(vg, vn)[1], vk // cin % tw))]
+                packed[vg, vn, vk] = T.if_then_else(
+                    vk < geo.phase_reduce(*geo.group_phase(vg, vn)),
+                    weight[weight_index(vg, vn, vk)], T.float16(0))
     return pack
 
 
@@ -365,7 +397,15 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     hin, win = (ax.in_size for ax in geo.axes)
     columns, groups, group_size = geo.columns, geo.groups, geo.group_size
     kred, pixels = geo.reduce, geo.pixels
-    ksteps = kred // BK
+
+    def ksteps(ry, rx):
+        # K steps of phase (ry, rx): a number where the phases are alike, else per tile
+        return geo.phase_reduce(ry, rx) // BK
+
+    def tail_start(ry, rx):
+        # the CTA-barrier loop's first step without copies
+        steps = ksteps(ry, rx)
+        return max(lead, steps) if isinstance(steps, int) else T.max(lead, steps)
     c8 = cin // CORE
     stage_elems = (BM + bn) * BK
     warp_specialized = tile.warp_specialized
@@ -514,7 +554,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     def sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt, bz, by, ry,
                   rx, tx, wg, copies: bool):
         # CTA-barrier loop: the MMAs of step kt - lead, once its copies landed and are visible
-        # to the async proxy, and (``copies``: kt < ksteps, a static branch, so that no branch
+        # to the async proxy, and (``copies``: kt < K steps, a static branch, so that no branch
         # separates a wgmma from its wait) the copies of step kt
         T.ptx.cp.async_.wait_group(lead - 1)
         T.ptx.fence.proxy.async_.shared__cta()
@@ -552,7 +592,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # warp-specialized loop, copying warpgroup: the stages of tile (bx, by, group bz,
         # its input window that of phase (ry, rx))
         a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
-        for kt in range(ksteps):
+        for kt in range(ksteps(ry, rx)):
             stage = kt % stages
             T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]), (kt // stages + 1) % 2)
             copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
@@ -565,7 +605,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # warp-specialized loop, multiplying warpgroups: tile (bx, by, group bz)
         for i in T.unroll(bn // 2):
             acc[i] = T.float32(0)
-        for kt in range(ksteps):
+        for kt in range(ksteps(*geo.group_phase(bz, 0))):
             stage = kt % stages
             T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
             T.ptx.fence.proxy.async_.shared__cta()
@@ -644,15 +684,15 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     T.tvm_storage_sync("shared")
                 for kt in range(lead):
                     # the first ``lead`` steps' copies (one commit group a step)
-                    if kt < ksteps:
+                    if kt < ksteps(ry, rx):
                         copy_a(smem, x_flat, a_base, kt, kt, ry, rx, tx, copiers, a_copies)
                         copy_b(smem, weight, w_map, bars[kt], kt, kt, bz, by, tx, copiers,
                                b_copies, b_rem)
                     T.ptx.cp.async_.commit_group()
-                for kt in range(lead, ksteps):
+                for kt in range(lead, ksteps(ry, rx)):
                     sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
                               bz, by, ry, rx, tx, wg, True)
-                for kt in range(max(lead, ksteps), ksteps + lead):
+                for kt in range(tail_start(ry, rx), ksteps(ry, rx) + lead):
                     sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
                               bz, by, ry, rx, tx, wg, False)
                 T.ptx.wgmma.wait_group.sync.aligned(0)

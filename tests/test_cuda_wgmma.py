@@ -30,8 +30,10 @@ from tvm_deconv.testing import (conv_transpose_reference, cuda_sources, has_gpu,
 CUDA = resolve_target("cuda")
 needs_gpu = pytest.mark.skipif(not has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0) missing)")
 
-# (data shape, weight shape, stride, padding): every phase-batched kernel / stride pairing the
-# zoo has (k4 s2, k2 s2, k16 s8), one odd size, one 3-phase stride, one bn=64 tile.
+# (data shape, weight shape, stride, padding[, output padding]): every phase-batched kernel /
+# stride pairing the zoo has (k4 s2, k2 s2, k16 s8), one odd size, one 3-phase stride, one
+# bn=64 tile; phases with different tap counts (CycleGAN's k3 s2, 1-d k5 s2, and k2 s3 whose
+# third phase has none).
 SPECS = [
     ((2, 64, 8, 8), (64, 128, 4, 4), 2, 1),
     ((1, 128, 16, 8), (128, 256, 2, 2), 2, 0),
@@ -39,19 +41,24 @@ SPECS = [
     ((4, 64, 5, 9), (64, 64, 6, 6), 3, 3),
     ((8, 192, 4, 4), (192, 72, 4, 4), 2, 1),
     ((8, 64, 16), (64, 32, 16), 8, 4),
+    ((2, 128, 8, 8), (128, 64, 3, 3), 2, 1, 1),
+    ((8, 64, 16), (64, 40, 5), 2, 2, 1),
+    ((4, 64, 4, 8), (64, 16, 2, 2), 3, 0, 1),
 ]
 WGMMA_ZOO = ["dcgan_512_256_k4s2", "dcgan_256_128_k4s2", "dcgan_128_64_k4s2",
              "pose_2048_256_k4s2", "pose_256_256_k4s2", "unet_512_256_k2s2",
-             "hifigan_512_256_k16s8"]
+             "hifigan_512_256_k16s8", "cyclegan_256_128_k3s2", "cyclegan_128_64_k3s2"]
 
 
-def _spec(data, weight, stride, padding):
-    return make_spec(data, weight, strides=stride, padding=padding, dtype="float16")
+def _spec(data, weight, stride, padding, output_padding=0):
+    return make_spec(data, weight, strides=stride, padding=padding,
+                     output_padding=output_padding, dtype="float16")
 
 
 def _id(case):
-    data, weight, stride, padding = case
-    return f"{'x'.join(map(str, data))}_k{weight[-1]}s{stride}p{padding}_o{weight[1]}"
+    data, weight, stride, padding = case[:4]
+    extra = f"op{case[4]}" if len(case) > 4 else ""
+    return f"{'x'.join(map(str, data))}_k{weight[-1]}s{stride}p{padding}{extra}_o{weight[1]}"
 
 
 
@@ -72,14 +79,16 @@ def test_wgmma_geometry_and_pack_match_the_reference(case):
     x_cl = np.zeros((n_, hp, wp, cin))
     x_cl[:, py0:py0 + hin, px0:px0 + win] = data.reshape(n_, cin, hin, win).transpose(0, 2, 3, 1)
     sy, sx = geo.strides
-    th, tw = geo.taps
     rows = np.arange(geo.pixels)
     n, qy, qx = geo.pixel(rows)
     out = np.zeros((n_, spec.out_channels) + tuple(ax.out_size for ax in geo.axes))
     written = np.zeros(out.shape, int)
     cols = np.arange(geo.columns)
     for g in range(geo.groups):
-        ry, rx = geo.group_phase(g, 0)  # the group's input window: its first phase's
+        ry, rx = geo.group_phase(g, 0)  # the group's input window and taps: its first phase's
+        th, tw = geo.tap_count(0, ry), geo.tap_count(1, rx)
+        assert geo.phase_reduce(ry, rx) == th * tw * cin
+        assert not packed[g, :, th * tw * cin:].any()  # zeros past the phase's reduction
         acc = np.zeros((geo.pixels, geo.columns))
         for j in range(th * tw):
             a = x_cl[n, geo.padded_input(0, ry, qy, j // tw), geo.padded_input(1, rx, qx, j % tw)]
@@ -101,12 +110,13 @@ def test_flat_input_offsets_are_the_geometry_s_indices(case):
     spec = _spec(*case)
     geo = cuda_wgmma.Geometry(spec)
     hp, wp = geo.padded_size
-    cin, tw = spec.in_channels, geo.taps[1]
+    cin = spec.in_channels
     rows = np.arange(0, geo.pixels, 7)
     n, qy, qx = geo.pixel(rows)
     for r in range(math.prod(geo.strides)):
         ry, rx = divmod(r, geo.strides[1])
-        for k in range(0, geo.reduce, cuda_wgmma.CORE * 3):
+        tw = geo.tap_count(1, rx)
+        for k in range(0, geo.phase_reduce(ry, rx), cuda_wgmma.CORE * 3):
             j = k // cin
             want = ((n * hp + geo.padded_input(0, ry, qy, j // tw)) * wp
                     + geo.padded_input(1, rx, qx, j % tw)) * cin + k % cin
@@ -117,7 +127,7 @@ def test_flat_input_offsets_are_the_geometry_s_indices(case):
 @pytest.mark.parametrize("why, kwargs", [
     ("float16", dict(dtype="float32")),
     ("Cin % 64", dict(data=(1, 96, 8, 8), weight=(96, 64, 4, 4))),
-    ("phases differ", dict(weight=(64, 64, 3, 3), output_padding=1)),
+    ("unequal sizes", dict(weight=(64, 64, 3, 3))),
     ("% 128", dict(data=(1, 64, 4, 4))),
     ("Cout % 8", dict(weight=(64, 12, 4, 4))),
     ("groups", dict(data=(1, 128, 8, 8), weight=(128, 32, 4, 4), groups=2)),
@@ -241,7 +251,8 @@ def test_tma_weight_tile_is_encoded_on_the_host_and_loaded_by_one_bulk_copy():
     assert "mbarrier.arrive.expect_tx" in source
 
 
-@pytest.mark.parametrize("name", ["dcgan_128_64_k4s2", "unet_512_256_k2s2"])
+@pytest.mark.parametrize("name", ["dcgan_128_64_k4s2", "unet_512_256_k2s2",
+                                  "cyclegan_256_128_k3s2"])
 def test_build_gives_an_sm90a_wgmma_kernel(name, caplog):
     """Through tvm_deconv.build (bias + ReLU after it: the kernel is opaque, so they stay
     separate kernels): the conv's CUDA source issues wgmma from shared-memory descriptors."""

@@ -93,26 +93,27 @@ def test_batched_closed_forms_match_every_phase(cfg):
 def test_phase_runs_read_one_input_window(cfg):
     """The phases of each run of ``phase_run`` (from a multiple of it) read the same inputs
     for every tap and ``q``, so one GEMM operand serves the run (the Hopper kernel's phase
-    groups), and no longer run length does."""
+    groups), and with equal tap counts no longer run length does."""
     in_size, kernel, stride, dilation, pad_before, pad_after, output_padding, out = cfg
     if out <= 0:
         return
     axis = plan_axis(in_size, kernel, stride, dilation, pad_before, pad_after, output_padding)
-    if not axis.phase_batched:
+    if axis.dilation > 1:
         return
     run = axis.phase_run
     assert stride % run == 0
     for start in range(0, stride, run):
         offsets = {axis.phases[r].input_offsets for r in range(start, start + run)}
         assert len(offsets) == 1
-    for longer in range(run + 1, stride + 1):  # no longer run length holds
-        if stride % longer == 0:
+    for longer in range(run + 1, stride + 1):  # with equal tap counts, no longer run holds
+        if stride % longer == 0 and axis.uniform_taps:
             assert any(len({axis.phases[r].input_offsets for r in range(start, start + longer)})
                        > 1 for start in range(0, stride, longer))
 
 
 @pytest.mark.parametrize("kernel,stride,pad,run", [(2, 2, 0, 2), (16, 8, 4, 4), (4, 2, 1, 1),
-                                                   (6, 3, 3, 3), (12, 6, 2, 2)])
+                                                   (6, 3, 3, 3), (12, 6, 2, 2), (3, 2, 1, 1),
+                                                   (9, 3, 4, 1)])
 def test_phase_run_examples(kernel, stride, pad, run):
     assert plan_axis(8, kernel, stride, pad_before=pad, pad_after=pad).phase_run == run
 

@@ -126,12 +126,13 @@ class AxisPlan:
 
     @property
     def phase_run(self) -> int:
-        """Phases reading one input window, in runs of consecutive phases (phase-batched
-        axes): phases ``r`` with equal ``(r + pad_before) // s`` read the same inputs
+        """Phases reading one input window, in runs of consecutive phases: with equal tap
+        counts, phases ``r`` with equal ``(r + pad_before) // s`` read the same inputs
         (:meth:`batched_input`), which splits ``0..s-1`` into runs of ``s - p % s`` and
         ``p % s``; every run of ``gcd(s, p)`` phases from a multiple of it lies in one (k2 s2
-        p0: both phases; k16 s8 p4: 4; k4 s2 p1: each phase alone)."""
-        return math.gcd(self.stride, self.pad_before)
+        p0: both phases; k16 s8 p4: 4; k4 s2 p1: each phase alone).  1 where the tap counts
+        differ (k3 s2)."""
+        return math.gcd(self.stride, self.pad_before) if self.uniform_taps else 1
 
     def input_window(self, q_extent: int) -> int:
         """Positions of the padded input that the phases with taps read for a window of
