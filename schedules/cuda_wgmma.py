@@ -12,13 +12,14 @@ runs asynchronously, which TIR's schedule primitives and WMMA intrinsics cannot 
 TVM 0.27's table-driven PTX (``T.ptx.wgmma``, ``T.ptx.cp.async``, ``T.ptx.mbarrier``) and
 ``T.cuda.wgmma.encode_matrix_descriptor`` write it.
 
-Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, Cin]``), so
-every operand row of a K step is 16-byte ``cp.async`` copies with no guards.  Kernel 2: a
-thread block owns BM = 128 pixels x BN columns of one phase group; per K step of BK = 64
-(inside one tap: Cin % 64 == 0) the A (pixels) and B (channels, :func:`wgmma_pack`'s
-K-major weight) tiles go into a ``stages``-deep ring of 128-byte-swizzled shared tiles
-(:func:`tile_offset`; B optionally by TMA), then each of two warpgroups issues BK/16
-``wgmma.m64n{BN}k16`` on its 64 rows.  Two K loops (:class:`WgmmaTile`): one warpgroup
+Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, Cin']``, Cin'
+= Cin rounded up to BK with zero channels: FCN-8s' 21 -> 64), so every operand row of a K step
+is 16-byte ``cp.async`` copies with no guards.  Kernel 2: a thread block owns BM = 128 pixels
+(the last tile's rows past the pixels repeat the last one and are not stored) x BN columns of
+one phase group; per K step of BK = 64 (inside one tap) the A (pixels) and B (channels,
+:func:`wgmma_pack`'s K-major weight) tiles go into a ``stages``-deep ring of
+128-byte-swizzled shared tiles (:func:`tile_offset`; B optionally by TMA), then each of two
+warpgroups issues BK/16 ``wgmma.m64n{BN}k16`` on its 64 rows.  Two K loops (:class:`WgmmaTile`): one warpgroup
 copies and signals each stage through an mbarrier while two multiply and release it (the
 default); or all warpgroups copy, then multiply, between CTA barriers.  The float32
 accumulators (BN/2 registers a thread) are cast and written to ``out[n, m, q*s + r]``,
@@ -36,7 +37,9 @@ Session 26: the phase-fastest tile order (U-Net 1.70x, HiFi-GAN 1.20x, pose 256-
 h100-wgmma-order-ab-s26.json), then the shared GEMMs of phase groups (HiFi-GAN 1.70x, U-Net
 1.07x; h100-wgmma-groups-ab-s26.json): at batch 64 U-Net 1.50x, HiFi-GAN 1.38x and pose
 256->256 1.07x cuDNN float16; with ragged phases taken, CycleGAN 256->128 / 128->64 1.77x /
-1.76x the zero taps on the WMMA kernel (h100-wgmma-ragged-ab-s26.json).
+1.76x the zero taps on the WMMA kernel (h100-wgmma-ragged-ab-s26.json); Cin padded and the
+last pixel tile cut: FCN-8s 6.1x its FFMA kernel at batch 64 (3.3x cuDNN), pose 256->256 at
+batch 1 2.6x the WMMA kernel (h100-wgmma-padded-cin-ab-s26.json).
 """
 
 from __future__ import annotations
@@ -120,13 +123,11 @@ def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str |
         return f"groups={spec.groups}"
     if any(ax.dilation != 1 or ax.out_size % ax.stride for ax in make_plan(spec).axes):
         return "phases of unequal sizes (s does not divide the output) or dilation above 1"
-    if spec.in_channels % BK:
-        return f"Cin % {BK} != 0 (a K step of {BK} stays inside one tap)"
-    pixels = Geometry(spec).pixels
-    if pixels % BM:
-        return f"batch x phase pixels ({pixels}) % {BM} != 0"
-    if spec.out_channels % 8:
-        return "Cout % 8 != 0"
+    geo = Geometry(spec)
+    if geo.pixels < BM:
+        return f"batch x phase pixels ({geo.pixels}) < {BM}: no whole pixel tile"
+    if geo.columns % 8:
+        return f"phase group x Cout ({geo.columns}) % 8 != 0"
     return None
 
 
@@ -154,13 +155,14 @@ def sm90a(target: Target) -> Target:
 
 def workspace_bytes(spec: ConvTransposeSpec) -> int:
     """The zero-padded channels-last copy of the input."""
-    return spec.batch * math.prod(Geometry(spec).padded_size) * spec.in_channels * 2
+    geo = Geometry(spec)
+    return spec.batch * math.prod(geo.padded_size) * geo.cin * 2
 
 
 def grid_blocks(spec: ConvTransposeSpec, tile: WgmmaTile) -> int:
     """Thread blocks of the GEMM kernel: pixel tiles x column tiles x phase groups."""
     geo = Geometry(spec)
-    return geo.pixels // BM * (geo.columns // tile.bn) * geo.groups
+    return -(-geo.pixels // BM) * (geo.columns // tile.bn) * geo.groups
 
 
 def choose_tile(spec: ConvTransposeSpec) -> WgmmaTile:
@@ -231,6 +233,12 @@ class Geometry:
         return self.spec.batch * math.prod(self.phase_size)
 
     @property
+    def cin(self) -> int:
+        """Input channels of the GEMM: Cin rounded up to a K step (BK), zeros past Cin in the
+        padded input and the packed weight, so that a K step stays inside one tap."""
+        return -(-self.spec.in_channels // BK) * BK
+
+    @property
     def runs(self) -> tuple[int, int]:
         """Phases per group along y and x (:attr:`AxisPlan.phase_run`): a group's phases read
         one input window, so one A tile serves them all."""
@@ -260,11 +268,11 @@ class Geometry:
     @property
     def reduce(self) -> int:
         """The longest reduction of any phase (the packed weight's K)."""
-        return math.prod(self.taps) * self.spec.in_channels
+        return math.prod(self.taps) * self.cin
 
     def phase_reduce(self, ry, rx):
         """Reduction length ``K = taps x Cin`` of phase (ry, rx)."""
-        return self.tap_count(0, ry) * self.tap_count(1, rx) * self.spec.in_channels
+        return self.tap_count(0, ry) * self.tap_count(1, rx) * self.cin
 
     def pixel(self, p):
         """(n, qy, qx) of GEMM row ``p``."""
@@ -281,7 +289,7 @@ class Geometry:
         n, qy, qx = self.pixel(p)
         hp, wp = self.padded_size
         return ((n * hp + self.padded_input(0, ry, qy, 0)) * wp
-                + self.padded_input(1, rx, qx, 0)) * self.spec.in_channels
+                + self.padded_input(1, rx, qx, 0)) * self.cin
 
     def tap_row(self, rx):
         """Taps per row of the reduction ``k = (jy * tw + jx) * Cin + ic`` of phase ``rx``:
@@ -292,7 +300,7 @@ class Geometry:
     def k_offset(self, k, ry, rx):
         """What reduction index ``k = (jy * tw + jx) * Cin + ic`` (:meth:`tap_row`) adds to
         :meth:`row_offset` (the same for every row: inputs shift by -1 per tap)."""
-        cin, tw = self.spec.in_channels, self.tap_row(rx)
+        cin, tw = self.cin, self.tap_row(rx)
         j, wp = k // cin, self.padded_size[1]
         return ((self.padded_input(0, ry, 0, j // tw) - self.padded_input(0, ry, 0, 0)) * wp
                 + self.padded_input(1, rx, 0, j % tw) - self.padded_input(1, rx, 0, 0)
@@ -321,7 +329,7 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     channel ``m`` in phase :meth:`Geometry.group_phase` (``k = (jy * tw + jx) * Cin + ic``,
     ``tw`` the phase's x taps; zeros past a phase's reduction where the phases differ)."""
     geo = Geometry(spec)
-    cin, size = spec.in_channels, geo.group_size
+    cin, size = geo.cin, geo.group_size
     shape = wgmma_packed_shape(spec)
     wshape = tuple(spec.weight_shape)
 
@@ -339,7 +347,8 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
             with T.sblock("pack"):
                 vg, vn, vk = T.axis.remap("SSS", [g, n, k])
                 packed[vg, vn, vk] = T.if_then_else(
-                    vk < geo.phase_reduce(*geo.group_phase(vg, vn)),
+                    vk < geo.phase_reduce(*geo.group_phase(vg, vn))
+                    and vk % cin < spec.in_channels,
                     weight[weight_index(vg, vn, vk)], T.float16(0))
     return pack
 
@@ -393,10 +402,22 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     hp, wp = geo.padded_size
     data_shape, out_shape = tuple(spec.data_shape), tuple(spec.out_shape)
     packed_shape = wgmma_packed_shape(spec)
-    n_, cin = data_shape[:2]
+    n_, cin, real_cin = spec.batch, geo.cin, spec.in_channels
     hin, win = (ax.in_size for ax in geo.axes)
     columns, groups, group_size = geo.columns, geo.groups, geo.group_size
     kred, pixels = geo.reduce, geo.pixels
+
+    def live_channel(ch, inside):
+        # ``inside`` (the padded position is in the input), for a channel below Cin
+        return inside if real_cin == cin else tirx.all(inside, ch < real_cin)
+
+    def real_channel(ch):
+        # an input channel to read for padded channel ch (any: its value is not used)
+        return ch if real_cin == cin else T.min(ch, real_cin - 1)
+
+    def last_row(p):
+        # GEMM row p, or the last pixel past it
+        return T.min(p, pixels - 1) if ragged_rows else p
 
     def ksteps(ry, rx):
         # K steps of phase (ry, rx): a number where the phases are alike, else per tile
@@ -420,12 +441,16 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     # 32 bytes further (the leading byte offset is unused with this swizzle: 16)
     lbo, mode = 16, 3
 
-    tiled_copy = tile.tiled_copy and wp * (BK + 2) * 2 <= TILED_COPY_SMEM
+    tiled_copy = (tile.tiled_copy and wp * (BK + 2) * 2 <= TILED_COPY_SMEM
+                  and real_cin == cin)
     in_flight = tile.mma_in_flight
     tma_b = tile.tma_b
     if in_flight and warp_specialized:
         raise ValueError("wgmma: mma_in_flight is a form of the CTA-barrier loop")
-    tiles_x = pixels // BM
+    tiles_x = -(-pixels // BM)
+    # the last pixel tile runs past the pixels: its A rows repeat the last pixel, its stores
+    # stop there
+    ragged_rows = pixels % BM != 0
     # a column pair (2c, 2c + 1) of the accumulator fragment is phases (rx, rx + 1) of one
     # channel and row where the groups run along x by twos: one 4-byte store (x even, the
     # output rows of even length)
@@ -450,9 +475,11 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                 nn = idx // (wp * c8 * hp)
                 for e in T.unroll(CORE):
                     vec[e] = T.if_then_else(
-                        py0 <= yq and yq < py0 + hin and px0 <= xq and xq < px0 + win,
-                        data[(nn, c * CORE + e) + geo.spatial(T.max(T.min(yq - py0, hin - 1), 0),
-                                                              T.max(T.min(xq - px0, win - 1), 0))],
+                        live_channel(c * CORE + e, py0 <= yq and yq < py0 + hin and px0 <= xq
+                                     and xq < px0 + win),
+                        data[(nn, real_channel(c * CORE + e)) + geo.spatial(
+                            T.max(T.min(yq - py0, hin - 1), 0),
+                            T.max(T.min(xq - px0, win - 1), 0))],
                         T.float16(0))
                 for e in T.vectorized(CORE):
                     x_cl[nn, yq, xq, c * CORE + e] = vec[e]
@@ -502,7 +529,8 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # where each of this thread's A copies starts in the padded input (tap 0, the
         # channel chunk of its copy); a K step adds Geometry.k_offset
         for i in T.unroll(copies):
-            a_base[i] = (geo.row_offset(bx * BM + copy_row_chunk(tid + nthreads * i)[0], ry, rx)
+            a_base[i] = (geo.row_offset(last_row(bx * BM + copy_row_chunk(tid + nthreads * i)[0]),
+                                        ry, rx)
                          + copy_row_chunk(tid + nthreads * i)[1] * CORE)
 
     @T.macro
@@ -583,9 +611,10 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             col = by * bn + ip // 4 * 8 + lane % 4 * 2 + ip % 2
             n, qy, qx = geo.pixel(bx * BM + row)
             ry, rx = geo.group_phase(bz, col)
-            for e in T.vectorized(1 + int(paired)):
-                out[(n, col // group_size) + geo.spatial(qy * sy + ry, qx * sx + rx + e)] = (
-                    T.cast(acc[ip + e], "float16"))
+            if not ragged_rows or bx * BM + row < pixels:
+                for e in T.vectorized(1 + int(paired)):
+                    out[(n, col // group_size) + geo.spatial(qy * sy + ry, qx * sx + rx + e)] = (
+                        T.cast(acc[ip + e], "float16"))
 
     @T.macro
     def ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx, tx):
