@@ -44,7 +44,9 @@ batch 1 2.6x the WMMA kernel (h100-wgmma-padded-cin-ab-s26.json).
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import os
 import sys
 from dataclasses import dataclass
@@ -103,6 +105,10 @@ MIN_BLOCKS = 16
 # the widest tile whose grid has at least this many thread blocks (most of the H100's 132
 # SMs: pose 2048->256 at batch 64 fills 96 with BN 256, its fastest)
 FULL_GRID = 96
+# SMs of the H100 SXM and the H200: a grid of fewer blocks whose reduction is one K step has
+# nothing to overlap (the 3-D U-Net's k2 s2 at batch 1, 128 blocks of one step, ran 0.58x the
+# WMMA kernel's speed; at batch 64, 2048 blocks, 1.34x: h100-wgmma-3d-ab-s26.json)
+SMS = 132
 
 
 def wgmma_kernel(enabled: bool):
@@ -117,8 +123,8 @@ def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str |
     if spec.dtype != "float16" or spec.out_dtype != "float16":
         return f"{spec.dtype} -> {spec.out_dtype} (float16 -> float16 only)"
     if (spec.data_layout, spec.kernel_layout, spec.out_layout) not in (
-            ("NCHW", "IOHW", "NCHW"), ("NCW", "IOW", "NCW")):
-        return "2-d NCHW / IOHW or 1-d NCW / IOW only"
+            ("NCW", "IOW", "NCW"), ("NCHW", "IOHW", "NCHW"), ("NCDHW", "IODHW", "NCDHW")):
+        return "NCW / NCHW / NCDHW data with IOW / IOHW / IODHW weights only"
     if spec.groups != 1:
         return f"groups={spec.groups}"
     if any(ax.dilation != 1 or ax.out_size % ax.stride for ax in make_plan(spec).axes):
@@ -133,7 +139,8 @@ def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str |
 
 def supports_cuda_wgmma(spec: ConvTransposeSpec, target: Target) -> str | None:
     """The strategy predicate: :func:`wgmma_reason`, while the kernel is switched on, for
-    grids of at least MIN_BLOCKS thread blocks."""
+    grids of at least MIN_BLOCKS thread blocks, and of at least SMS where the reduction is
+    one K step."""
     if not _ENABLED:
         return "off (TVM_DECONV_CUDA_WGMMA=0 switched it off)"
     reason = wgmma_reason(spec, target)
@@ -142,6 +149,9 @@ def supports_cuda_wgmma(spec: ConvTransposeSpec, target: Target) -> str | None:
     blocks = grid_blocks(spec, choose_tile(spec))
     if blocks < MIN_BLOCKS:
         return f"{blocks} thread blocks (< {MIN_BLOCKS}: the WMMA kernel is as fast)"
+    if Geometry(spec).reduce <= BK and blocks < SMS:
+        return (f"one K step in {blocks} thread blocks (< {SMS}, one wave): nothing to "
+                "pipeline, the WMMA kernel is faster")
     return None
 
 
@@ -176,32 +186,50 @@ def choose_tile(spec: ConvTransposeSpec) -> WgmmaTile:
     return WgmmaTile(bn=max(full) if full else min(widths))
 
 
+def _product(values):
+    """The product of ``values`` (ints or TIR), with no leading 1 for TIR."""
+    return functools.reduce(operator.mul, values)
+
+
+def _digits(value, radices):
+    """``value`` (int or TIR) as mixed-radix digits, the last fastest (the first unbounded)."""
+    digits = []
+    for i, radix in enumerate(radices):
+        inner = value if i == len(radices) - 1 else value // _product(radices[i + 1:])
+        digits.append(inner if i == 0 else inner % radix)
+    return tuple(digits)
+
+
 @dataclass(frozen=True)
 class Geometry:
-    """Where the GEMM of a phase-batched 2-d plan reads and writes: the phases ``r = ry * sx
-    + rx``, taps ``j = jy * tw + jx`` (``k = j * Cin + ic``), pixels ``p = (n, qy, qx)`` and
-    the zero-padded channels-last input ``[N, hp, wp, Cin]``.  The kernel, the pack and the
-    tests index through it (ints or TIR expressions)."""
+    """Where the GEMM of a plan with phases of one size reads and writes, per spatial axis
+    (2-d: y, x; 3-d: z, y, x; 1-d: x after a y of one input row, one tap, stride 1): the
+    phases ``r = (.., ry, rx)`` (tuples), taps ``j = (.. * th + jy) * tw + jx`` (``k = j *
+    Cin' + ic``), pixels ``p = (n, .., qy, qx)`` and the zero-padded channels-last input
+    ``[N, .., hp, wp, Cin']``.  The kernel, the pack and the tests index through it (ints or
+    TIR expressions)."""
 
     spec: ConvTransposeSpec
 
     @property
     def axes(self):
-        """The y and x axis plans (a 1-d spec's y: one input row, one tap, stride 1)."""
+        """The axis plans, outermost first (a 1-d spec's y: one input row, one tap, stride
+        1)."""
         axes = make_plan(self.spec).axes
-        return axes if len(axes) == 2 else (plan_axis(1, 1, 1),) + axes
+        return axes if len(axes) > 1 else (plan_axis(1, 1, 1),) + axes
 
-    def spatial(self, y, x) -> tuple:
-        """The spatial index (y, x) of a buffer of the spec (1-d: x alone)."""
-        return (y, x) if self.spec.ndim == 2 else (x,)
+    def spatial(self, *index) -> tuple:
+        """The spatial index of a buffer of the spec from one index per axis (1-d: x
+        alone)."""
+        return index[len(index) - self.spec.ndim:]
 
     @property
-    def strides(self) -> tuple[int, int]:
+    def strides(self) -> tuple[int, ...]:
         return tuple(ax.stride for ax in self.axes)
 
     @property
-    def taps(self) -> tuple[int, int]:
-        """The most taps of any phase along y and x."""
+    def taps(self) -> tuple[int, ...]:
+        """The most taps of any phase along each axis."""
         return tuple(ax.max_taps for ax in self.axes)
 
     def tap_count(self, axis: int, r):
@@ -216,16 +244,16 @@ class Geometry:
         return out
 
     @property
-    def pads(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    def pads(self) -> tuple[tuple[int, int], ...]:
         return tuple(ax.input_pads() for ax in self.axes)
 
     @property
-    def padded_size(self) -> tuple[int, int]:
+    def padded_size(self) -> tuple[int, ...]:
         return tuple(ax.in_size + lo + hi for ax, (lo, hi) in zip(self.axes, self.pads))
 
     @property
-    def phase_size(self) -> tuple[int, int]:
-        """Output positions per phase (q extent) along y and x."""
+    def phase_size(self) -> tuple[int, ...]:
+        """Output positions per phase (q extent) along each axis."""
         return tuple(ax.out_size // ax.stride for ax in self.axes)
 
     @property
@@ -239,9 +267,9 @@ class Geometry:
         return -(-self.spec.in_channels // BK) * BK
 
     @property
-    def runs(self) -> tuple[int, int]:
-        """Phases per group along y and x (:attr:`AxisPlan.phase_run`): a group's phases read
-        one input window, so one A tile serves them all."""
+    def runs(self) -> tuple[int, ...]:
+        """Phases per group along each axis (:attr:`AxisPlan.phase_run`): a group's phases
+        read one input window, so one A tile serves them all."""
         return tuple(ax.phase_run for ax in self.axes)
 
     @property
@@ -257,54 +285,62 @@ class Geometry:
         """GEMM columns of a group: ``n = m * group_size + l``, its phases ``l`` fastest."""
         return self.group_size * self.spec.out_channels
 
-    def group_phase(self, g, n):
-        """(ry, rx) of column ``n`` of group ``g`` (ints or TIR): group ``g = gy * (sx / ux) +
-        gx`` holds phases ``(gy * uy + ly, gx * ux + lx)`` (``(uy, ux)``: :attr:`runs`), and
-        column ``n`` the one with ``ly * ux + lx = n % group_size``."""
-        (uy, ux), sx = self.runs, self.strides[1]
-        lane = n % (uy * ux)
-        return g // (sx // ux) * uy + lane // ux, g % (sx // ux) * ux + lane % ux
+    def group_phase(self, g, n) -> tuple:
+        """The phase (one index per axis) of column ``n`` of group ``g`` (ints or TIR): group
+        digits ``g_a`` (radices ``s_a / u_a``, ``u`` the :attr:`runs`) hold phases ``g_a * u_a
+        + l_a``, column ``n`` the one whose digits ``l_a`` (radices ``u_a``) are ``n %
+        group_size``."""
+        runs = self.runs
+        group = _digits(g, [s // u for s, u in zip(self.strides, runs)])
+        lane = _digits(n % self.group_size, runs)
+        return tuple(gd * u + ld for gd, u, ld in zip(group, runs, lane))
 
     @property
     def reduce(self) -> int:
         """The longest reduction of any phase (the packed weight's K)."""
         return math.prod(self.taps) * self.cin
 
-    def phase_reduce(self, ry, rx):
-        """Reduction length ``K = taps x Cin`` of phase (ry, rx)."""
-        return self.tap_count(0, ry) * self.tap_count(1, rx) * self.cin
+    def phase_reduce(self, r):
+        """Reduction length ``K = taps x Cin'`` of phase ``r``."""
+        return _product([self.tap_count(a, ra) for a, ra in enumerate(r)]) * self.cin
 
-    def pixel(self, p):
-        """(n, qy, qx) of GEMM row ``p``."""
-        qy, qx = self.phase_size
-        return p // (qy * qx), p // qx % qy, p % qx
+    def pixel(self, p) -> tuple:
+        """(n, .., qy, qx) of GEMM row ``p``."""
+        sizes = self.phase_size
+        return (p // math.prod(sizes),) + tuple(
+            (p if i == len(sizes) - 1 else p // math.prod(sizes[i + 1:])) % q
+            for i, q in enumerate(sizes))
 
     def padded_input(self, axis: int, r, q, j):
         """Index into the padded input along ``axis`` read by tap ``j`` of output ``q*s + r``."""
         return self.axes[axis].batched_input(r, q, j) + self.pads[axis][0]
 
-    def row_offset(self, p, ry, rx):
+    def row_offset(self, p, r):
         """Element offset in the flat padded channels-last input of GEMM row ``p``'s tap 0,
-        channel 0 in phase (ry, rx)."""
-        n, qy, qx = self.pixel(p)
-        hp, wp = self.padded_size
-        return ((n * hp + self.padded_input(0, ry, qy, 0)) * wp
-                + self.padded_input(1, rx, qx, 0)) * self.cin
+        channel 0 in phase ``r``."""
+        n, *qs = self.pixel(p)
+        offset = n
+        for axis, (size, ra, qa) in enumerate(zip(self.padded_size, r, qs)):
+            offset = offset * size + self.padded_input(axis, ra, qa, 0)
+        return offset * self.cin
 
-    def tap_row(self, rx):
-        """Taps per row of the reduction ``k = (jy * tw + jx) * Cin + ic`` of phase ``rx``:
-        its x taps (at least 1, so that a phase with none divides by it)."""
-        tw = self.tap_count(1, rx)
-        return max(tw, 1) if isinstance(tw, int) else T.max(tw, 1)
+    def tap_digits(self, j, r) -> tuple:
+        """Tap ``j`` of phase ``r`` as one tap index per axis (``j = (.. * th + jy) * tw +
+        jx`` with the phase's tap counts, each at least 1 so that a phase with none divides
+        by it)."""
+        counts = [self.tap_count(a, ra) for a, ra in enumerate(r)]
+        return _digits(j, [max(t, 1) if isinstance(t, int) else T.max(t, 1) for t in counts])
 
-    def k_offset(self, k, ry, rx):
-        """What reduction index ``k = (jy * tw + jx) * Cin + ic`` (:meth:`tap_row`) adds to
+    def k_offset(self, k, r):
+        """What reduction index ``k = j * Cin' + ic`` (:meth:`tap_digits`) adds to
         :meth:`row_offset` (the same for every row: inputs shift by -1 per tap)."""
-        cin, tw = self.cin, self.tap_row(rx)
-        j, wp = k // cin, self.padded_size[1]
-        return ((self.padded_input(0, ry, 0, j // tw) - self.padded_input(0, ry, 0, 0)) * wp
-                + self.padded_input(1, rx, 0, j % tw) - self.padded_input(1, rx, 0, 0)
-                ) * cin + k % cin
+        cin = self.cin
+        js = self.tap_digits(k // cin, r)
+        offset = None
+        for axis, (size, ra, ja) in enumerate(zip(self.padded_size, r, js)):
+            here, first = self.padded_input(axis, ra, 0, ja), self.padded_input(axis, ra, 0, 0)
+            offset = here - first if offset is None else offset * size + here - first
+        return offset * cin + k % cin
 
     def kernel_index(self, axis: int, r, j):
         """Kernel index of tap ``j`` of phase ``r`` (a select over the phases for TIR ``r``)."""
@@ -335,10 +371,10 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
 
     def weight_index(g, n, k):
         # the weight element of packed[g, n, k]
-        ry, rx = geo.group_phase(g, n)
-        j, tw = k // cin, geo.tap_row(rx)
-        return (k % cin, n // size) + geo.spatial(geo.kernel_index(0, ry, j // tw),
-                                                  geo.kernel_index(1, rx, j % tw))
+        r = geo.group_phase(g, n)
+        js = geo.tap_digits(k // cin, r)
+        return (k % cin, n // size) + geo.spatial(
+            *(geo.kernel_index(a, ra, ja) for a, (ra, ja) in enumerate(zip(r, js))))
 
     @T.prim_func(private=True, s_tir=True)
     def pack(weight: T.Buffer(wshape, "float16"), packed: T.Buffer(shape, "float16")):
@@ -347,7 +383,7 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
             with T.sblock("pack"):
                 vg, vn, vk = T.axis.remap("SSS", [g, n, k])
                 packed[vg, vn, vk] = T.if_then_else(
-                    vk < geo.phase_reduce(*geo.group_phase(vg, vn))
+                    vk < geo.phase_reduce(geo.group_phase(vg, vn))
                     and vk % cin < spec.in_channels,
                     weight[weight_index(vg, vn, vk)], T.float16(0))
     return pack
@@ -397,13 +433,14 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         raise ValueError(f"wgmma: BN {tile.bn} must divide the {geo.columns} GEMM columns "
                          f"({geo.group_size} phases x Cout {spec.out_channels})")
     bn, stages = tile.bn, tile.stages
-    sy, sx = geo.strides
-    (py0, _), (px0, _) = geo.pads
-    hp, wp = geo.padded_size
+    strides, padded = geo.strides, geo.padded_size
+    lows = [lo for lo, _ in geo.pads]
+    wp = padded[-1]
     data_shape, out_shape = tuple(spec.data_shape), tuple(spec.out_shape)
     packed_shape = wgmma_packed_shape(spec)
     n_, cin, real_cin = spec.batch, geo.cin, spec.in_channels
-    hin, win = (ax.in_size for ax in geo.axes)
+    in_sizes = [ax.in_size for ax in geo.axes]
+    win, px0 = in_sizes[-1], lows[-1]
     columns, groups, group_size = geo.columns, geo.groups, geo.group_size
     kred, pixels = geo.reduce, geo.pixels
 
@@ -415,17 +452,24 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # an input channel to read for padded channel ch (any: its value is not used)
         return ch if real_cin == cin else T.min(ch, real_cin - 1)
 
+    def out_index(pixel, col, r, e):
+        # out[n, channel, q * s + r (+ e along x)] of GEMM row ``pixel`` (n, q..), column col
+        n, *qs = pixel
+        positions = [q * s + ra for q, s, ra in zip(qs, strides, r)]
+        positions[-1] = positions[-1] + e
+        return (n, col // group_size) + geo.spatial(*positions)
+
     def last_row(p):
         # GEMM row p, or the last pixel past it
         return T.min(p, pixels - 1) if ragged_rows else p
 
-    def ksteps(ry, rx):
-        # K steps of phase (ry, rx): a number where the phases are alike, else per tile
-        return geo.phase_reduce(ry, rx) // BK
+    def ksteps(r):
+        # K steps of phase r: a number where the phases are alike, else per tile
+        return geo.phase_reduce(r) // BK
 
-    def tail_start(ry, rx):
+    def tail_start(r):
         # the CTA-barrier loop's first step without copies
-        steps = ksteps(ry, rx)
+        steps = ksteps(r)
         return max(lead, steps) if isinstance(steps, int) else T.max(lead, steps)
     c8 = cin // CORE
     stage_elems = (BM + bn) * BK
@@ -434,7 +478,34 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     copiers = 128 if warp_specialized else THREADS  # threads that copy the stage tiles
     a_copies = BM * BK // CORE // copiers  # 16-byte copies of A per copying thread per stage
     b_copies, b_rem = divmod(bn * BK // CORE, copiers)  # rem: the first threads copy one more
-    copy_total = n_ * hp * wp * c8
+    copy_total = n_ * math.prod(padded) * c8
+
+    def copy_coords(idx):
+        # (n, padded position per axis, 8-channel chunk) of kernel 1's copy idx: x fastest,
+        # then the chunks, then the outer axes
+        outer = padded[:-1]
+        return ((idx // (wp * c8 * math.prod(outer)),)
+                + tuple(idx // (wp * c8 * math.prod(outer[a + 1:])) % size
+                        for a, size in enumerate(outer))
+                + (idx % wp, idx // wp % c8))
+
+    def row_coords(cb):
+        # (n, padded position per outer axis, first channel) of the tiled copy's block cb
+        outer, chunks = padded[:-1], cin // BK
+        return ((cb // (chunks * math.prod(outer)),)
+                + tuple(cb // (chunks * math.prod(outer[a + 1:])) % size
+                        for a, size in enumerate(outer))
+                + (cb % chunks * BK,))
+
+    def in_input(positions, first_axis=0):
+        # the padded positions (axes from first_axis on) lie inside the input
+        return tirx.all(*(term for a, q in enumerate(positions, start=first_axis)
+                          for term in (lows[a] <= q, q < lows[a] + in_sizes[a])))
+
+    def input_index(positions):
+        # the input's spatial index of padded positions, clamped into it
+        return geo.spatial(*(T.max(T.min(q - lows[a], in_sizes[a] - 1), 0)
+                             for a, q in enumerate(positions)))
     copy_blocks = (copy_total + THREADS - 1) // THREADS
     # Stage tiles: 128-byte rows (a K step of 64), 8-row groups of ROW_GROUP bytes (the
     # descriptors' stride byte offset), 128-byte swizzle (descriptor mode 3); a k16 step starts
@@ -454,7 +525,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     # a column pair (2c, 2c + 1) of the accumulator fragment is phases (rx, rx + 1) of one
     # channel and row where the groups run along x by twos: one 4-byte store (x even, the
     # output rows of even length)
-    paired = geo.runs[1] % 2 == 0
+    pair = 2 if geo.runs[-1] % 2 == 0 else 1
     # CTA-barrier loop: copies run ``lead`` steps ahead of the MMAs, so that the stage a step
     # fills was last read by wgmmas waited for before the barrier (in flight: one step more)
     lead = stages - 1 - int(in_flight)
@@ -469,53 +540,45 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             vec = T.alloc_buffer((CORE,), "float16", scope="local")
             idx = cb * THREADS + ct
             if idx < copy_total:
-                xq = idx % wp
-                c = idx // wp % c8
-                yq = idx // (wp * c8) % hp
-                nn = idx // (wp * c8 * hp)
+                pos = copy_coords(idx)  # (n, positions.., chunk)
                 for e in T.unroll(CORE):
                     vec[e] = T.if_then_else(
-                        live_channel(c * CORE + e, py0 <= yq and yq < py0 + hin and px0 <= xq
-                                     and xq < px0 + win),
-                        data[(nn, real_channel(c * CORE + e)) + geo.spatial(
-                            T.max(T.min(yq - py0, hin - 1), 0),
-                            T.max(T.min(xq - px0, win - 1), 0))],
+                        live_channel(pos[-1] * CORE + e, in_input(pos[1:-1])),
+                        data[(pos[0], real_channel(pos[-1] * CORE + e))
+                             + input_index(pos[1:-1])],
                         T.float16(0))
                 for e in T.vectorized(CORE):
-                    x_cl[nn, yq, xq, c * CORE + e] = vec[e]
+                    x_cl[pos[:-1] + (pos[-1] * CORE + e,)] = vec[e]
 
     @T.macro
     def copy_input_tiled(data, x_cl):
         # kernel 1, through shared memory: a block copies one padded row of 64 channels,
         # reading channel rows (lanes along x) and writing 128 contiguous bytes per position
-        with T.launch_thread("blockIdx.x", n_ * hp * (cin // BK)) as cb:
+        with T.launch_thread("blockIdx.x", n_ * math.prod(padded[:-1]) * (cin // BK)) as cb:
             ct = T.launch_thread("threadIdx.x", THREADS)
             # rows of BK + 2: a row is 33 words, so neither phase's lanes share a bank
             tile_s = T.alloc_buffer((wp * (BK + 2),), "float16", scope="shared", align=16)
             vec = T.alloc_buffer((CORE,), "float16", scope="local")
-            c0 = cb % (cin // BK) * BK
-            yq = cb // (cin // BK) % hp
-            nn = cb // (cin // BK * hp)
-            if py0 <= yq and yq < py0 + hin:
+            row = row_coords(cb)  # (n, outer positions.., first channel)
+            if in_input(row[1:-1]):
                 for i in T.unroll((BK * win + THREADS - 1) // THREADS):
                     if ct + THREADS * i < BK * win:
                         tile_s[((ct + THREADS * i) % win + px0) * (BK + 2)
                                + (ct + THREADS * i) // win] = data[
-                            (nn, c0 + (ct + THREADS * i) // win)
-                            + geo.spatial(yq - py0, (ct + THREADS * i) % win)]
+                            (row[0], row[-1] + (ct + THREADS * i) // win)
+                            + input_index(row[1:-1] + ((ct + THREADS * i) % win + px0,))]
             T.tvm_storage_sync("shared")
             for i in T.unroll((wp * CORE + THREADS - 1) // THREADS):
                 if ct + THREADS * i < wp * CORE:
                     for e in T.unroll(CORE):
                         vec[e] = T.if_then_else(
-                            py0 <= yq and yq < py0 + hin and px0 <= (ct + THREADS * i) // CORE
-                            and (ct + THREADS * i) // CORE < px0 + win,
+                            in_input(row[1:-1] + ((ct + THREADS * i) // CORE,)),
                             tile_s[(ct + THREADS * i) // CORE * (BK + 2)
                                    + (ct + THREADS * i) % CORE * CORE + e],
                             T.float16(0))
                     for e in T.vectorized(CORE):
-                        x_cl[nn, yq, (ct + THREADS * i) // CORE,
-                             c0 + (ct + THREADS * i) % CORE * CORE + e] = vec[e]
+                        x_cl[row[:-1] + ((ct + THREADS * i) // CORE,
+                                         row[-1] + (ct + THREADS * i) % CORE * CORE + e)] = vec[e]
 
     @T.macro
     def copy_input(data, x_cl):
@@ -525,21 +588,21 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             copy_input_lanes(data, x_cl)
 
     @T.macro
-    def a_bases(a_base, bx, ry, rx, tid, nthreads, copies):
+    def a_bases(a_base, bx, r, tid, nthreads, copies):
         # where each of this thread's A copies starts in the padded input (tap 0, the
         # channel chunk of its copy); a K step adds Geometry.k_offset
         for i in T.unroll(copies):
             a_base[i] = (geo.row_offset(last_row(bx * BM + copy_row_chunk(tid + nthreads * i)[0]),
-                                        ry, rx)
+                                        r)
                          + copy_row_chunk(tid + nthreads * i)[1] * CORE)
 
     @T.macro
-    def copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tid, nthreads, copies):
+    def copy_a(smem, x_flat, a_base, stage, kt, r, tid, nthreads, copies):
         # the A tile of step kt (BM pixels x BK channels of one tap)
         for i in T.unroll(copies):
             T.ptx.cp.async_.cg.shared.global_(
                 T.address_of(smem[stage * stage_elems + tile_offset(tid + nthreads * i)]),
-                T.address_of(x_flat[a_base[i] + geo.k_offset(kt * BK, ry, rx)]), 16)
+                T.address_of(x_flat[a_base[i] + geo.k_offset(kt * BK, r)]), 16)
 
     @T.macro
     def copy_b(smem, weight, w_map, bar, stage, kt, bz, by, tid, nthreads, copies, rem):
@@ -579,8 +642,8 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         T.ptx.wgmma.commit_group.sync.aligned()
 
     @T.macro
-    def sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt, bz, by, ry,
-                  rx, tx, wg, copies: bool):
+    def sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt, bz, by, r,
+                  tx, wg, copies: bool):
         # CTA-barrier loop: the MMAs of step kt - lead, once its copies landed and are visible
         # to the async proxy, and (``copies``: kt < K steps, a static branch, so that no branch
         # separates a wgmma from its wait) the copies of step kt
@@ -590,7 +653,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # kt - lead - 1 - in_flight = kt - stages, the last to read the stage that step kt fills
         T.tvm_storage_sync("shared")
         if copies:
-            copy_a(smem, x_flat, a_base, kt % stages, kt, ry, rx, tx, copiers, a_copies)
+            copy_a(smem, x_flat, a_base, kt % stages, kt, r, tx, copiers, a_copies)
             copy_b(smem, weight, w_map, bars[kt % stages], kt % stages, kt, bz, by, tx, copiers,
                    b_copies, b_rem)
         T.ptx.cp.async_.commit_group()
@@ -605,26 +668,26 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # the accumulator fragment of wgmma m64nN: warp w of the warpgroup holds rows
         # 16w + lane/4 (+8), columns 8i' + 2(lane%4) (+1); column n of group bz is channel
         # n / group_size in phase group_phase(bz, n)
-        for i in T.unroll(bn // 2 // (1 + int(paired))):
-            ip = i * (1 + int(paired))
-            row = wg * 64 + lane // 32 * 16 + lane % 32 // 4 + ip // 2 % 2 * 8
-            col = by * bn + ip // 4 * 8 + lane % 4 * 2 + ip % 2
-            n, qy, qx = geo.pixel(bx * BM + row)
-            ry, rx = geo.group_phase(bz, col)
+        # (acc's index is written out, not bound to a name: a bound index becomes a local
+        # variable, and CUDA codegen then reused the first store's half2 for every store of
+        # an unrolled run with no loop before it -- one K step)
+        for i in T.unroll(bn // 2 // pair):
+            row = wg * 64 + lane // 32 * 16 + lane % 32 // 4 + i * pair // 2 % 2 * 8
+            col = by * bn + i * pair // 4 * 8 + lane % 4 * 2 + i * pair % 2
             if not ragged_rows or bx * BM + row < pixels:
-                for e in T.vectorized(1 + int(paired)):
-                    out[(n, col // group_size) + geo.spatial(qy * sy + ry, qx * sx + rx + e)] = (
-                        T.cast(acc[ip + e], "float16"))
+                for e in T.vectorized(pair):
+                    out[out_index(geo.pixel(bx * BM + row), col, geo.group_phase(bz, col), e)] = (
+                        T.cast(acc[i * pair + e], "float16"))
 
     @T.macro
-    def ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx, tx):
+    def ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, r, tx):
         # warp-specialized loop, copying warpgroup: the stages of tile (bx, by, group bz,
-        # its input window that of phase (ry, rx))
-        a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
-        for kt in range(ksteps(ry, rx)):
+        # its input window that of phase r)
+        a_bases(a_base, bx, r, tx, copiers, a_copies)
+        for kt in range(ksteps(r)):
             stage = kt % stages
             T.cuda.mbarrier_wait(T.address_of(bars[stages + stage]), (kt // stages + 1) % 2)
-            copy_a(smem, x_flat, a_base, stage, kt, ry, rx, tx, copiers, a_copies)
+            copy_a(smem, x_flat, a_base, stage, kt, r, tx, copiers, a_copies)
             copy_b(smem, weight, w_map, bars[stage], stage, kt, bz, by, tx, copiers,
                    b_copies, b_rem)
             T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(T.address_of(bars[stage]))
@@ -634,7 +697,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # warp-specialized loop, multiplying warpgroups: tile (bx, by, group bz)
         for i in T.unroll(bn // 2):
             acc[i] = T.float32(0)
-        for kt in range(ksteps(*geo.group_phase(bz, 0))):
+        for kt in range(ksteps(geo.group_phase(bz, 0))):
             stage = kt % stages
             T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
             T.ptx.fence.proxy.async_.shared__cta()
@@ -649,8 +712,8 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
              weight: T.Buffer(packed_shape, "float16"),
              out: T.Buffer(out_shape, "float16")):
         T.func_attr({"tirx.noalias": True})
-        x_cl = T.alloc_buffer((n_, hp, wp, cin), "float16")
-        x_flat = T.decl_buffer((n_ * hp * wp * cin,), "float16", data=x_cl.data)
+        x_cl = T.alloc_buffer((n_,) + padded + (cin,), "float16")
+        x_flat = T.decl_buffer((n_ * math.prod(padded) * cin,), "float16", data=x_cl.data)
         copy_input(data, x_cl)
         # host: the weight's tensor map (encoded for tma_b): boxes of BK x BN x 1, innermost
         # first
@@ -667,7 +730,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                                   align=1024)
             bx, by, bz = tile_coords(block, tiles_x, groups)
             # the group's input window: that of its first phase
-            ry, rx = geo.group_phase(bz, 0)
+            r = geo.group_phase(bz, 0)
             if warp_specialized:
                 # warpgroup 0 copies (cp.async, completion on full[s]), warpgroups 1-2
                 # multiply (wgmma, then release the stage on empty[s])
@@ -684,7 +747,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     # registers to the multiplying warpgroups (168 a thread at launch)
                     T.ptx.setmaxnreg.dec.sync.aligned.u32(40)
                     a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
-                    ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, ry, rx, tx)
+                    ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, r, tx)
                     T.ptx.cp.async_.wait_all()
                 else:
                     T.ptx.setmaxnreg.inc.sync.aligned.u32(232)
@@ -700,7 +763,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                 desc_b = T.alloc_buffer((1,), "uint64", scope="local")
                 a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
                 wg = tx // 128
-                a_bases(a_base, bx, ry, rx, tx, copiers, a_copies)
+                a_bases(a_base, bx, r, tx, copiers, a_copies)
                 for i in T.unroll(bn // 2):
                     acc[i] = T.float32(0)
                 # tma_b: a stage's B tile landed
@@ -713,17 +776,17 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     T.tvm_storage_sync("shared")
                 for kt in range(lead):
                     # the first ``lead`` steps' copies (one commit group a step)
-                    if kt < ksteps(ry, rx):
-                        copy_a(smem, x_flat, a_base, kt, kt, ry, rx, tx, copiers, a_copies)
+                    if kt < ksteps(r):
+                        copy_a(smem, x_flat, a_base, kt, kt, r, tx, copiers, a_copies)
                         copy_b(smem, weight, w_map, bars[kt], kt, kt, bz, by, tx, copiers,
                                b_copies, b_rem)
                     T.ptx.cp.async_.commit_group()
-                for kt in range(lead, ksteps(ry, rx)):
+                for kt in range(lead, ksteps(r)):
                     sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
-                              bz, by, ry, rx, tx, wg, True)
-                for kt in range(tail_start(ry, rx), ksteps(ry, rx) + lead):
+                              bz, by, r, tx, wg, True)
+                for kt in range(tail_start(r), ksteps(r) + lead):
                     sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
-                              bz, by, ry, rx, tx, wg, False)
+                              bz, by, r, tx, wg, False)
                 T.ptx.wgmma.wait_group.sync.aligned(0)
                 store(out, acc, bx, by, bz, wg, tx % 128)
 

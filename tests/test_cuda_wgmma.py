@@ -9,8 +9,10 @@ zoo layers against float64.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
+import re
 import shutil
 import subprocess
 
@@ -34,7 +36,7 @@ needs_gpu = pytest.mark.skipif(not has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0)
 # stride pairing the zoo has (k4 s2, k2 s2, k16 s8), one odd size, one 3-phase stride, one
 # bn=64 tile; phases with different tap counts (CycleGAN's k3 s2, 1-d k5 s2, and k2 s3 whose
 # third phase has none); Cin padded to a K step (FCN-8s' 21 channels, 1-d 40) and pixels that
-# end inside a tile (192 = 1.5 tiles; 1-d 150).
+# end inside a tile (192 = 1.5 tiles; 1-d 150); 3-d (the 3-D U-Net's k4 s2 and k2 s2).
 SPECS = [
     ((2, 64, 8, 8), (64, 128, 4, 4), 2, 1),
     ((1, 128, 16, 8), (128, 256, 2, 2), 2, 0),
@@ -48,11 +50,15 @@ SPECS = [
     ((2, 21, 8, 8), (21, 21, 16, 16), 8, 4),
     ((1, 64, 16, 12), (64, 64, 4, 4), 2, 1),
     ((3, 40, 50), (40, 16, 4), 2, 1),
+    ((2, 64, 4, 4, 4), (64, 32, 4, 4, 4), 2, 1),
+    ((2, 64, 4, 4, 8), (64, 16, 2, 2, 2), 2, 0),
+    ((2, 64, 8, 8), (64, 64, 2, 2), 2, 0),
+    ((2, 128, 4, 4, 8), (128, 16, 2, 2, 2), 2, 0),
 ]
 WGMMA_ZOO = ["dcgan_512_256_k4s2", "dcgan_256_128_k4s2", "dcgan_128_64_k4s2",
              "pose_2048_256_k4s2", "pose_256_256_k4s2", "unet_512_256_k2s2",
              "hifigan_512_256_k16s8", "cyclegan_256_128_k3s2", "cyclegan_128_64_k3s2",
-             "fcn8s_21_21_k16s8"]
+             "fcn8s_21_21_k16s8", "unet3d_64_32_k4s2", "unet3d_64_32_k2s2"]
 
 
 def _spec(data, weight, stride, padding, output_padding=0):
@@ -77,37 +83,36 @@ def test_wgmma_geometry_and_pack_match_the_reference(case):
     data, weight = random_inputs(spec, seed=3)
     geo = cuda_wgmma.Geometry(spec)
     packed = run_pack(cuda_wgmma.wgmma_pack(spec), weight).astype("float64")
-    (py0, _), (px0, _) = geo.pads
-    hp, wp = geo.padded_size
     n_, real_cin = spec.data_shape[:2]
     cin = geo.cin  # Cin rounded up to a K step: zero channels past it
     assert cin % cuda_wgmma.BK == 0 and cin - real_cin < cuda_wgmma.BK
-    hin, win = (ax.in_size for ax in geo.axes)
-    x_cl = np.zeros((n_, hp, wp, cin))
-    x_cl[:, py0:py0 + hin, px0:px0 + win, :real_cin] = data.reshape(
-        n_, real_cin, hin, win).transpose(0, 2, 3, 1)
-    sy, sx = geo.strides
-    rows = np.arange(geo.pixels)
-    n, qy, qx = geo.pixel(rows)
+    in_sizes = [ax.in_size for ax in geo.axes]
+    x_cl = np.zeros((n_,) + geo.padded_size + (cin,))
+    inside = tuple(slice(lo, lo + size) for (lo, _), size in zip(geo.pads, in_sizes))
+    x_cl[(slice(None),) + inside + (slice(0, real_cin),)] = np.moveaxis(
+        data.reshape([n_, real_cin] + in_sizes), 1, -1)
+    n, *qs = geo.pixel(np.arange(geo.pixels))
     out = np.zeros((n_, spec.out_channels) + tuple(ax.out_size for ax in geo.axes))
     written = np.zeros(out.shape, int)
     cols = np.arange(geo.columns)
     for g in range(geo.groups):
-        ry, rx = geo.group_phase(g, 0)  # the group's input window and taps: its first phase's
-        th, tw = geo.tap_count(0, ry), geo.tap_count(1, rx)
-        assert geo.phase_reduce(ry, rx) == th * tw * cin
-        assert not packed[g, :, th * tw * cin:].any()  # zeros past the phase's reduction
-        taps = packed[g, :, :th * tw * cin].reshape(geo.columns, th * tw, cin)
-        assert not taps[..., real_cin:].any()  # zeros for the padded channels
+        r = geo.group_phase(g, 0)  # the group's input window and taps: its first phase's
+        counts = [geo.tap_count(a, ra) for a, ra in enumerate(r)]
+        taps = math.prod(counts)
+        assert geo.phase_reduce(r) == taps * cin
+        assert not packed[g, :, taps * cin:].any()  # zeros past the phase's reduction
+        assert not packed[g, :, :taps * cin].reshape(geo.columns, taps, cin)[..., real_cin:].any()
         acc = np.zeros((geo.pixels, geo.columns))
-        for j in range(th * tw):
-            a = x_cl[n, geo.padded_input(0, ry, qy, j // tw), geo.padded_input(1, rx, qx, j % tw)]
+        for j in range(taps):
+            js = geo.tap_digits(j, r)
+            a = x_cl[(n,) + tuple(geo.padded_input(ax, ra, q, ja)
+                                  for ax, (ra, q, ja) in enumerate(zip(r, qs, js)))]
             acc += a @ packed[g, :, j * cin:(j + 1) * cin].T
-        col_ry, col_rx = geo.group_phase(g, cols)
-        y = qy[:, None] * sy + col_ry[None, :]
-        x = qx[:, None] * sx + col_rx[None, :]
-        out[n[:, None], cols[None, :] // geo.group_size, y, x] = acc
-        written[n[:, None], cols[None, :] // geo.group_size, y, x] += 1
+        col_r = geo.group_phase(g, cols)
+        where = (n[:, None], cols[None, :] // geo.group_size) + tuple(
+            q[:, None] * s + rc[None, :] for q, s, rc in zip(qs, geo.strides, col_r))
+        out[where] = acc
+        written[where] += 1
     assert (written == 1).all()  # every output once
     ref = conv_transpose_reference(data.astype("float64"), weight.astype("float64"), spec)
     assert relative_error(out.reshape(ref.shape), ref) < 1e-12
@@ -119,19 +124,17 @@ def test_flat_input_offsets_are_the_geometry_s_indices(case):
     every row, tap and phase that is the element Geometry.padded_input names."""
     spec = _spec(*case)
     geo = cuda_wgmma.Geometry(spec)
-    hp, wp = geo.padded_size
     cin = geo.cin
     rows = np.arange(0, geo.pixels, 7)
-    n, qy, qx = geo.pixel(rows)
-    for r in range(math.prod(geo.strides)):
-        ry, rx = divmod(r, geo.strides[1])
-        tw = geo.tap_count(1, rx)
-        for k in range(0, geo.phase_reduce(ry, rx), cuda_wgmma.CORE * 3):
-            j = k // cin
-            want = ((n * hp + geo.padded_input(0, ry, qy, j // tw)) * wp
-                    + geo.padded_input(1, rx, qx, j % tw)) * cin + k % cin
-            got = geo.row_offset(rows, ry, rx) + geo.k_offset(k, ry, rx)
-            assert (got == want).all()
+    n, *qs = geo.pixel(rows)
+    for r in itertools.product(*(range(s) for s in geo.strides)):
+        for k in range(0, geo.phase_reduce(r), cuda_wgmma.CORE * 3):
+            js = geo.tap_digits(k // cin, r)
+            want = n
+            for ax, (size, ra, q, ja) in enumerate(zip(geo.padded_size, r, qs, js)):
+                want = want * size + geo.padded_input(ax, ra, q, ja)
+            got = geo.row_offset(rows, r) + geo.k_offset(k, r)
+            assert (got == want * cin + k % cin).all()
 
 
 @pytest.mark.parametrize("why, kwargs", [
@@ -217,6 +220,29 @@ def test_phases_reading_one_window_share_a_gemm():
         phases = {geo.group_phase(g, n) for g in range(groups) for n in range(geo.group_size)}
         assert phases == {(ry, rx) for ry in range(geo.strides[0])
                           for rx in range(geo.strides[1])}
+
+
+@pytest.mark.parametrize("form", [{}, {"warp_specialized": False}])
+def test_paired_stores_read_every_accumulator_pair(form):
+    """Each 4-byte store of the epilogue reads its own accumulator pair, also with one K step
+    (k2 s2, Cin 64).  With the pair's index bound to a name, CUDA codegen printed every
+    store's load alike and the warp-specialized kernel reused the first one's value (wrong
+    outputs on the H100 where one K step left no loop before the stores)."""
+    spec = _spec((2, 64, 8, 8), (64, 64, 2, 2), 2, 0)
+    tile = dataclasses.replace(cuda_wgmma.choose_tile(spec), **form)
+    func = cuda_wgmma.wgmma_conv_transpose(spec, tile).with_attr("global_symbol", "main")
+    source = tvm.compile(func, cuda_wgmma.sm90a(CUDA)).mod.imports[0].inspect_source()
+    loads = re.findall(r"\*\(float2\*\)\(acc_ptr \+ (\d+)\)", source)
+    assert sorted(int(x) for x in loads) == list(range(0, tile.bn // 2, 2))
+    assert source.count("*(half2*)(out_ptr") == tile.bn // 4
+
+
+def test_one_k_step_needs_a_full_wave():
+    """The 3-D U-Net's k2 s2 (Cin 64, one tap: one K step) runs on the wgmma kernel at batch
+    64 (2048 thread blocks), not at batch 1 (128: less than one wave, nothing to pipeline)."""
+    one, many = (zoo.get("unet3d_64_32_k2s2").spec(b, dtype="float16") for b in (1, 64))
+    assert "one K step in 128 thread blocks" in cuda_wgmma.supports_cuda_wgmma(one, CUDA)
+    assert cuda_wgmma.supports_cuda_wgmma(many, CUDA) is None
 
 
 def test_wgmma_tile_must_divide_the_gemm_columns():
