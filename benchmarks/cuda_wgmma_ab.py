@@ -1,21 +1,20 @@
-"""A/B on the GPU machine: tvm_deconv.build with cuda.wgmma switched off (``wmma``: the
-WMMA tensor-core kernel) and on (``build_wgmma``: the sm_90a wgmma kernel of
-schedules/cuda_wgmma.py through the Relax path), tiles of the wgmma kernel alone, and cuDNN
-float16, side by side in one process; every output checked against the float64 result of
-the same float16 inputs.
+"""A/B on the GPU machine: tvm_deconv.build with cuda.wgmma switched off (``wmma``: the WMMA
+tensor-core kernel) and on (``build_wgmma``: the sm_90a wgmma kernel of schedules/cuda_wgmma.py
+through the Relax path), tiles of the wgmma kernel alone, and cuDNN float16, side by side in
+one process; every output checked against the float64 result of the same float16 inputs.
 
     python3 benchmarks/cuda_wgmma_ab.py pose_2048_256_k4s2:64,unet_512_256_k2s2:64 \
         --variants 256x4,256x4sync,256x4syncfltma --out $OUT/wgmma-ab.json
 
 A variant is ``{BN}x{stages}``, then ``sync`` for the loop whose warpgroups all copy, then
-multiply, between CTA barriers (else one warpgroup copies while two multiply), ``tc`` for
-the input copy through shared-memory tiles, ``fl`` for one step's wgmmas in flight while
-the next are issued (``sync`` only), ``tma`` for the weight tile by TMA, ``p`` for
-``:nocopy`` or ``:nomma`` after it time that kernel with its stage copies or its wgmmas
-removed (a probe of where the time goes: its output is wrong and not checked); ``:ref``, the
-kernel (and weight pack) of the file ``--ref`` names instead, another revision of
-schedules/cuda_wgmma.py (``git show REV:schedules/cuda_wgmma.py > ref.py``).  ``--variants ''`` times the
-builds alone.  ``--profile`` adds each kernel's time (ours and cuDNN's).
+multiply, between CTA barriers (else one warpgroup copies while two multiply), ``tc`` for the
+input copy through shared-memory tiles, ``fl`` for one step's wgmmas in flight while the next
+are issued (``sync`` only), ``tma`` for the weight tile by TMA.  ``:nocopy`` or
+``:nomma`` after it time that kernel with its stage copies or its wgmmas removed (a probe of
+where the time goes: its output is wrong and not checked); ``:ref``, the kernel (and weight
+pack) of the file ``--ref`` names instead, another revision of schedules/cuda_wgmma.py (``git
+show REV:schedules/cuda_wgmma.py > ref.py``).  ``--variants ''`` times the builds alone.
+``--profile`` adds each kernel's time (ours and cuDNN's).
 """
 
 from __future__ import annotations

@@ -1,45 +1,46 @@
 """Hopper (sm_90a) warpgroup tensor-core kernel (``wgmma.mma_async``) for float16 calls.
 
-Same implicit GEMM as :mod:`.cuda_tensorcore` (per phase ``r``: ``acc[p, m] += X[p, k] *
-W[m, k]``, pixels ``p = (n, q..)``, channels ``m``, ``k = (j.., ic)``; :class:`Geometry` holds
-the index arithmetic), except that phases reading one input window (runs of ``gcd(s, pad)``
-per axis: all 4 of U-Net's k2 s2, 4 of HiFi-GAN's 8) share one GEMM, their weights side by
-side (column ``n = m * group_size + l``); phases with different tap counts (k % s != 0:
-CycleGAN's k3 s2) run exact GEMMs of their own lengths (a tile's K loop covers its phase's
-taps, :meth:`Geometry.tap_count`); and a hand-laid kernel instead of a scheduled
-compute: ``wgmma`` reads both operands straight from shared memory through descriptors and
-runs asynchronously, which TIR's schedule primitives and WMMA intrinsics cannot express.
-TVM 0.27's table-driven PTX (``T.ptx.wgmma``, ``T.ptx.cp.async``, ``T.ptx.mbarrier``) and
-``T.cuda.wgmma.encode_matrix_descriptor`` write it.
+Same implicit GEMM as :mod:`.cuda_tensorcore` (per phase ``r``: ``acc[p, m] += X[p, k] * W[m,
+k]``, pixels ``p = (n, q..)``, channels ``m``, ``k = (j.., ic)``; :class:`Geometry` holds the
+index arithmetic, for 1-d, 2-d and 3-d alike), except that phases reading one input window
+(runs of ``gcd(s, pad)`` per axis: all 4 of U-Net's k2 s2, 4 of HiFi-GAN's 8) share one GEMM,
+their weights side by side (column ``n = m * group_size + l``); phases with different tap
+counts (k % s != 0: CycleGAN's k3 s2) run exact GEMMs of their own lengths (a tile's K loop
+covers its phase's taps, :meth:`Geometry.tap_count`); and a hand-laid kernel instead of a
+scheduled compute: ``wgmma`` reads both operands straight from shared memory through
+descriptors and runs asynchronously, which TIR's schedule primitives and WMMA intrinsics cannot
+express. TVM 0.27's table-driven PTX (``T.ptx.wgmma``, ``T.ptx.cp.async``, ``T.ptx.mbarrier``)
+and ``T.cuda.wgmma.encode_matrix_descriptor`` write it.
 
-Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, Cin']``, Cin'
-= Cin rounded up to BK with zero channels: FCN-8s' 21 -> 64), so every operand row of a K step
-is 16-byte ``cp.async`` copies with no guards.  Kernel 2: a thread block owns BM = 128 pixels
-(the last tile's rows past the pixels repeat the last one and are not stored) x BN columns of
-one phase group; per K step of BK = 64 (inside one tap) the A (pixels) and B (channels,
-:func:`wgmma_pack`'s K-major weight) tiles go into a ``stages``-deep ring of
-128-byte-swizzled shared tiles (:func:`tile_offset`; B optionally by TMA), then each of two
-warpgroups issues BK/16 ``wgmma.m64n{BN}k16`` on its 64 rows.  Two K loops (:class:`WgmmaTile`): one warpgroup
+Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, Cin']``, Cin' =
+Cin rounded up to BK with zero channels: FCN-8s' 21 -> 64), so every operand row of a K step is
+16-byte ``cp.async`` copies with no guards.  Kernel 2: a thread block owns BM = 128 pixels (the
+last tile's rows past the pixels repeat the last one and are not stored) x BN columns of one
+phase group; per K step of BK = 64 (inside one tap) the A (pixels) and B (channels,
+:func:`wgmma_pack`'s K-major weight) tiles go into a ``stages``-deep ring of 128-byte-swizzled
+shared tiles (:func:`tile_offset`; B optionally by TMA), then each of two warpgroups issues
+BK/16 ``wgmma.m64n{BN}k16`` on its 64 rows.  Two K loops (:class:`WgmmaTile`): one warpgroup
 copies and signals each stage through an mbarrier while two multiply and release it (the
 default); or all warpgroups copy, then multiply, between CTA barriers.  The float32
-accumulators (BN/2 registers a thread) are cast and written to ``out[n, m, q*s + r]``,
-4 bytes a store where a group's phases run along x (a column pair is two neighbouring
-outputs).  The tiles run phase groups fastest, so the thread blocks writing one output
-region's interleaved phases run together.
+accumulators (BN/2 registers a thread) are cast and written to ``out[n, m, q*s + r]``, 4 bytes
+a store where a group's phases run along x (a column pair is two neighbouring outputs).  The
+tiles run phase groups fastest, so the thread blocks writing one output region's interleaved
+phases run together.
 
-Measured (benchmarks/cuda_wgmma_ab.py, H100, batch 64): the swizzled tiles, each quarter
-warp copying one whole 128-byte row, run the GEMM 2.8x faster than the unswizzled core-matrix
-tiles of session 24 (pose 2048->256: 99 against 341 us); the layer then takes 0.117 ms
-against cuDNN's 0.141 and the WMMA kernel's 0.218.  Through ``tvm_deconv.build`` it ran
-1.10-1.82x the WMMA kernel's speed on the seven eligible zoo layers at batch 64, so
-``cuda.wgmma`` takes float16 layers on Hopper by default (grids of MIN_BLOCKS or more).
-Session 26: the phase-fastest tile order (U-Net 1.70x, HiFi-GAN 1.20x, pose 256->256 1.15x;
+Measured (benchmarks/cuda_wgmma_ab.py, H100, batch 64): the swizzled tiles, each quarter warp
+copying one whole 128-byte row, run the GEMM 2.8x faster than the unswizzled core-matrix tiles
+of session 24 (pose 2048->256: 99 against 341 us); the layer then takes 0.117 ms against
+cuDNN's 0.141 and the WMMA kernel's 0.218.  Through ``tvm_deconv.build`` it ran 1.10-1.82x the
+WMMA kernel's speed on the seven eligible zoo layers at batch 64, so ``cuda.wgmma`` takes
+float16 layers on Hopper by default (grids of MIN_BLOCKS or more). Session 26: the
+phase-fastest tile order (U-Net 1.70x, HiFi-GAN 1.20x, pose 256->256 1.15x;
 h100-wgmma-order-ab-s26.json), then the shared GEMMs of phase groups (HiFi-GAN 1.70x, U-Net
 1.07x; h100-wgmma-groups-ab-s26.json): at batch 64 U-Net 1.50x, HiFi-GAN 1.38x and pose
 256->256 1.07x cuDNN float16; with ragged phases taken, CycleGAN 256->128 / 128->64 1.77x /
-1.76x the zero taps on the WMMA kernel (h100-wgmma-ragged-ab-s26.json); Cin padded and the
-last pixel tile cut: FCN-8s 6.1x its FFMA kernel at batch 64 (3.3x cuDNN), pose 256->256 at
-batch 1 2.6x the WMMA kernel (h100-wgmma-padded-cin-ab-s26.json).
+1.76x the zero taps on the WMMA kernel (h100-wgmma-ragged-ab-s26.json); Cin padded and the last
+pixel tile cut: FCN-8s 6.1x its FFMA kernel at batch 64 (3.3x cuDNN), pose 256->256 at batch 1
+2.6x the WMMA kernel (h100-wgmma-padded-cin-ab-s26.json); in 3-d, the 3-D U-Net's k4 s2 1.75x /
+2.0x the WMMA kernel at batch 64 / 1 and k2 s2 1.34x at batch 64 (h100-wgmma-3d-ab-s26.json).
 """
 
 from __future__ import annotations
@@ -409,7 +410,8 @@ def tile_coords(tile, tiles_x: int, groups: int):
     """(pixel tile, column tile, phase group) of the linear tile index ``tile`` (int or TIR):
     phase groups fastest, so that the thread blocks writing the interleaved phases of one
     output region run together and fill its 32-byte sectors in L2 (U-Net at batch 64: 1.7x
-    faster than phases slowest, h100-wgmma-order-ab-s26.json), then pixel tiles, then column tiles."""
+    faster than phases slowest, h100-wgmma-order-ab-s26.json), then pixel tiles, then
+    column tiles."""
     rest = tile // groups
     return rest % tiles_x, rest // tiles_x, tile % groups
 
@@ -422,8 +424,9 @@ def _wgmma(bn, acc, desc_a, desc_b):
 
 def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                          ) -> tirx.PrimFunc:
-    """``(data, packed weight, out)``, NCHW or NCW, float16 with float32 accumulation: the
-    input copy and the GEMM kernel of ``tile`` (default :func:`choose_tile`)."""
+    """``(data, packed weight, out)``, NCW, NCHW or NCDHW, float16 with float32
+    accumulation: the input copy and the GEMM kernel of ``tile`` (default
+    :func:`choose_tile`)."""
     reason = wgmma_reason(spec)
     if reason:
         raise ValueError(reason)
