@@ -355,16 +355,17 @@ class Geometry:
 
 
 def wgmma_packed_shape(spec: ConvTransposeSpec) -> tuple[int, int, int]:
-    """``[groups, group_size x Cout, taps x Cin]``: :func:`wgmma_pack`'s weight."""
+    """``[groups, group_size x Cout, taps x Cin']``: :func:`wgmma_pack`'s weight."""
     geo = Geometry(spec)
     return geo.groups, geo.columns, geo.reduce
 
 
 def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
-    """``(weight [Cin, Cout, kh, kw], packed [groups, group_size x Cout, taps x Cin])``: per
+    """``(weight [Cin, Cout, k..], packed [groups, group_size x Cout, taps x Cin'])``: per
     phase group the K-major GEMM weight, column ``n = m * group_size + l`` the sub-kernel of
-    channel ``m`` in phase :meth:`Geometry.group_phase` (``k = (jy * tw + jx) * Cin + ic``,
-    ``tw`` the phase's x taps; zeros past a phase's reduction where the phases differ)."""
+    channel ``m`` in phase :meth:`Geometry.group_phase` (``k = j * Cin' + ic``, tap ``j`` as
+    :meth:`Geometry.tap_digits` splits it; zeros past Cin and past a phase's reduction where
+    the phases differ)."""
     geo = Geometry(spec)
     cin, size = geo.cin, geo.group_size
     shape = wgmma_packed_shape(spec)
@@ -500,9 +501,9 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                         for a, size in enumerate(outer))
                 + (cb % chunks * BK,))
 
-    def in_input(positions, first_axis=0):
-        # the padded positions (axes from first_axis on) lie inside the input
-        return tirx.all(*(term for a, q in enumerate(positions, start=first_axis)
+    def in_input(positions):
+        # the padded positions (one per axis, outermost first) lie inside the input
+        return tirx.all(*(term for a, q in enumerate(positions)
                           for term in (lows[a] <= q, q < lows[a] + in_sizes[a])))
 
     def input_index(positions):
