@@ -344,7 +344,8 @@ def _gpu_error(spec, seed, form, monkeypatch):
     choose = cuda_wgmma.choose_tile
     monkeypatch.setattr(cuda_wgmma, "choose_tile",
                         lambda s: dataclasses.replace(choose(s), **FORMS[form]))
-    monkeypatch.setattr(cuda_wgmma, "MIN_BLOCKS", 1)  # small specs too
+    monkeypatch.setattr(cuda_wgmma, "MIN_BLOCKS", 1)  # small specs too, one K step or more
+    monkeypatch.setattr(cuda_wgmma, "SMS", 1)
     data, weight = random_inputs(spec, seed=seed)
     with cuda_wgmma.wgmma_kernel(True):
         ex = tvm_deconv.build(transposed_conv_module(spec), "cuda")
@@ -361,10 +362,10 @@ def _gpu_error(spec, seed, form, monkeypatch):
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("case", SPECS, ids=_id)
 def test_gpu_wgmma_kernel(case, form, monkeypatch):
-    """Random specs (1-d and 2-d, strides 2, 3 and 8, BN from 24 to 128) in every form of the
-    kernel: the default tile (warp-specialized), the weight by TMA, the tiled input copy,
-    persistent blocks, the CTA-barrier loop, one step's wgmmas in flight, and with the weight
-    by TMA."""
+    """Random specs (1-d, 2-d and 3-d; strides 2, 3 and 8; ragged phases, padded Cin, a cut
+    last pixel tile, phase groups of 1 to 16; BN from 16 to 112) in every form of the
+    kernel: the default tile (warp-specialized), the weight by TMA, the tiled input copy, the
+    CTA-barrier loop, one step's wgmmas in flight, and that with the weight by TMA."""
     assert _gpu_error(_spec(*case), 5, form, monkeypatch) < 2e-3
 
 
