@@ -74,8 +74,8 @@ TMA_LOAD_3D = "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete
 
 @dataclass(frozen=True)
 class WgmmaTile:
-    """BN output channels per thread block (a multiple of 8 up to 256), the depth of the
-    shared-memory ring, and the kernel's form."""
+    """BN GEMM columns per thread block (output channels x the phases of a group; a multiple
+    of 8 up to 256), the depth of the shared-memory ring, and the kernel's form."""
 
     bn: int = 128
     stages: int = 4
@@ -192,6 +192,21 @@ def _product(values):
     return functools.reduce(operator.mul, values)
 
 
+def _max(a, b):
+    """The larger of ``a`` and ``b`` (ints, or TIR where either is)."""
+    return max(a, b) if isinstance(a, int) and isinstance(b, int) else T.max(a, b)
+
+
+def _over_phases(phases, r, value):
+    """``value(phase)`` of phase ``r``: for TIR ``r`` a select over the phases."""
+    if isinstance(r, int):
+        return value(phases[r])
+    out = value(phases[0])
+    for i, ph in enumerate(phases[1:], start=1):
+        out = T.if_then_else(r == i, value(ph), out)
+    return out
+
+
 def _digits(value, radices):
     """``value`` (int or TIR) as mixed-radix digits, the last fastest (the first unbounded)."""
     digits = []
@@ -237,12 +252,9 @@ class Geometry:
         """Taps of phase ``r`` along ``axis``: one number on a phase-batched axis, else (TIR
         ``r``) a select over the phases."""
         ax = self.axes[axis]
-        if ax.uniform_taps or isinstance(r, int):
-            return ax.phases[0 if ax.uniform_taps else r].num_taps
-        out = ax.phases[0].num_taps
-        for i, ph in enumerate(ax.phases[1:], start=1):
-            out = T.if_then_else(r == i, ph.num_taps, out)
-        return out
+        if ax.uniform_taps:
+            return ax.max_taps
+        return _over_phases(ax.phases, r, lambda ph: ph.num_taps)
 
     @property
     def pads(self) -> tuple[tuple[int, int], ...]:
@@ -307,10 +319,7 @@ class Geometry:
 
     def pixel(self, p) -> tuple:
         """(n, .., qy, qx) of GEMM row ``p``."""
-        sizes = self.phase_size
-        return (p // math.prod(sizes),) + tuple(
-            (p if i == len(sizes) - 1 else p // math.prod(sizes[i + 1:])) % q
-            for i, q in enumerate(sizes))
+        return _digits(p, (self.spec.batch,) + self.phase_size)
 
     def padded_input(self, axis: int, r, q, j):
         """Index into the padded input along ``axis`` read by tap ``j`` of output ``q*s + r``."""
@@ -330,7 +339,7 @@ class Geometry:
         jx`` with the phase's tap counts, each at least 1 so that a phase with none divides
         by it)."""
         counts = [self.tap_count(a, ra) for a, ra in enumerate(r)]
-        return _digits(j, [max(t, 1) if isinstance(t, int) else T.max(t, 1) for t in counts])
+        return _digits(j, [_max(t, 1) for t in counts])
 
     def k_offset(self, k, r):
         """What reduction index ``k = j * Cin' + ic`` (:meth:`tap_digits`) adds to
@@ -345,13 +354,8 @@ class Geometry:
 
     def kernel_index(self, axis: int, r, j):
         """Kernel index of tap ``j`` of phase ``r`` (a select over the phases for TIR ``r``)."""
-        phases = self.axes[axis].phases
-        if isinstance(r, int):
-            return phases[r].tap_start + j * phases[r].tap_step
-        out = phases[0].tap_start + j * phases[0].tap_step
-        for i, ph in enumerate(phases[1:], start=1):
-            out = T.if_then_else(r == i, ph.tap_start + j * ph.tap_step, out)
-        return out
+        return _over_phases(self.axes[axis].phases, r,
+                            lambda ph: ph.tap_start + j * ph.tap_step)
 
 
 def wgmma_packed_shape(spec: ConvTransposeSpec) -> tuple[int, int, int]:
@@ -473,8 +477,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
 
     def tail_start(r):
         # the CTA-barrier loop's first step without copies
-        steps = ksteps(r)
-        return max(lead, steps) if isinstance(steps, int) else T.max(lead, steps)
+        return _max(lead, ksteps(r))
     c8 = cin // CORE
     stage_elems = (BM + bn) * BK
     warp_specialized = tile.warp_specialized
@@ -487,19 +490,13 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     def copy_coords(idx):
         # (n, padded position per axis, 8-channel chunk) of kernel 1's copy idx: x fastest,
         # then the chunks, then the outer axes
-        outer = padded[:-1]
-        return ((idx // (wp * c8 * math.prod(outer)),)
-                + tuple(idx // (wp * c8 * math.prod(outer[a + 1:])) % size
-                        for a, size in enumerate(outer))
-                + (idx % wp, idx // wp % c8))
+        *outer, chunk, x = _digits(idx, (n_,) + padded[:-1] + (c8, wp))
+        return tuple(outer) + (x, chunk)
 
     def row_coords(cb):
         # (n, padded position per outer axis, first channel) of the tiled copy's block cb
-        outer, chunks = padded[:-1], cin // BK
-        return ((cb // (chunks * math.prod(outer)),)
-                + tuple(cb // (chunks * math.prod(outer[a + 1:])) % size
-                        for a, size in enumerate(outer))
-                + (cb % chunks * BK,))
+        *outer, chunk = _digits(cb, (n_,) + padded[:-1] + (cin // BK,))
+        return tuple(outer) + (chunk * BK,)
 
     def in_input(positions):
         # the padded positions (one per axis, outermost first) lie inside the input
