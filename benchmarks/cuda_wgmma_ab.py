@@ -1,20 +1,26 @@
 """A/B on the GPU machine: tvm_deconv.build with cuda.wgmma switched off (``wmma``: the WMMA
-tensor-core kernel) and on (``build_wgmma``: the sm_90a wgmma kernel of schedules/cuda_wgmma.py
-through the Relax path), tiles of the wgmma kernel alone, and cuDNN float16, side by side in
-one process; every output checked against the float64 result of the same float16 inputs.
+tensor-core kernel; float32: ``ffma``, the FFMA kernels) and on (``build_wgmma``: the sm_90a
+wgmma kernel of schedules/cuda_wgmma.py through the Relax path; float32 as 3xTF32), tiles of
+the wgmma kernel alone, and cuDNN in the same dtype (float32: TF32 off, and ``cudnn_tf32``
+for information), side by side in one process; every output checked against the float64
+result of the same inputs.
 
     python3 benchmarks/cuda_wgmma_ab.py pose_2048_256_k4s2:64,unet_512_256_k2s2:64 \
         --variants 256x4,256x4sync,256x4syncfltma --out $OUT/wgmma-ab.json
+    python3 benchmarks/cuda_wgmma_ab.py fcn8s_21_21_k16s8:64 --dtype float32 --variants ''
 
-A variant is ``{BN}x{stages}``, then ``sync`` for the loop whose warpgroups all copy, then
-multiply, between CTA barriers (else one warpgroup copies while two multiply), ``tc`` for the
+A variant is ``chosen`` (the tile :func:`choose_tile` gives the layer) or ``{BN}x{stages}``,
+then ``sync`` for the loop whose warpgroups all copy, then multiply, between CTA barriers
+(else one warpgroup copies while two multiply), ``tc`` for the
 input copy through shared-memory tiles, ``fl`` for one step's wgmmas in flight while the next
 are issued (``sync`` only), ``tma`` for the weight tile by TMA.  ``:nocopy`` or
 ``:nomma`` after it time that kernel with its stage copies or its wgmmas removed (a probe of
 where the time goes: its output is wrong and not checked); ``:ref``, the kernel (and weight
 pack) of the file ``--ref`` names instead, another revision of schedules/cuda_wgmma.py (``git
 show REV:schedules/cuda_wgmma.py > ref.py``).  ``--variants ''`` times the builds alone.
-``--profile`` adds each kernel's time (ours and cuDNN's).
+``--profile`` adds each kernel's time (ours and cuDNN's); ``--tvm-default``, TVM's default
+lowering of the layer (``tvm_default``).  Layers the wgmma kernel cannot run get their builds
+and no variants.
 """
 
 from __future__ import annotations
@@ -82,18 +88,22 @@ def variant_module(suffix: str, ref: str | None):
 def run_variant(row, key, spec, x, w, ref, dev, variant, profile=False, ref_source=None):
     try:
         form, _, suffix = variant.partition(":")
-        bn, stages, sync, tiled, in_flight, tma = re.fullmatch(
-            r"(\d+)x(\d+)(sync)?(tc)?(fl)?(tma)?", form).groups()
         kernels = variant_module(suffix, ref_source) if suffix else cuda_wgmma
-        tile = kernels.WgmmaTile(int(bn), int(stages), warp_specialized=not sync,
-                                 tiled_copy=bool(tiled), mma_in_flight=bool(in_flight),
-                                 tma_b=bool(tma))
+        if form == "chosen":
+            tile = kernels.choose_tile(spec)
+        else:
+            bn, stages, sync, tiled, in_flight, tma = re.fullmatch(
+                r"(\d+)x(\d+)(sync)?(tc)?(fl)?(tma)?", form).groups()
+            tile = kernels.WgmmaTile(int(bn), int(stages), warp_specialized=not sync,
+                                     tiled_copy=bool(tiled), mma_in_flight=bool(in_flight),
+                                     tma_b=bool(tma))
+        row[key + "_bn"] = tile.bn
         func = kernels.wgmma_conv_transpose(spec, tile)
         w_packed = run_pack(kernels.wgmma_pack(spec), w)
         ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                          target=SM90A)
         args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w_packed, dev),
-                tvm.runtime.tensor(np.zeros(spec.out_shape, "float16"), dev)]
+                tvm.runtime.tensor(np.zeros(spec.out_shape, spec.dtype), dev)]
         ex.mod["main"](*args)
         dev.sync()
         if suffix in ("", "ref"):
@@ -114,6 +124,8 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--profile", action="store_true", help="also each kernel's time (CUPTI)")
     ap.add_argument("--ref", help="another revision of schedules/cuda_wgmma.py, for ':ref'")
+    ap.add_argument("--dtype", default="float16", choices=sorted(cuda_wgmma.OPERANDS))
+    ap.add_argument("--tvm-default", action="store_true", help="also TVM's default lowering")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -122,21 +134,34 @@ def main():
     rows = []
     for item in args.layers.split(","):
         name, batch = item.split(":")
-        spec = zoo.get(name).spec(int(batch), dtype="float16")
-        row = {"layer": name, "batch": int(batch), "device": torch.cuda.get_device_name()}
+        spec = zoo.get(name).spec(int(batch), dtype=args.dtype)
+        row = {"layer": name, "batch": int(batch), "dtype": args.dtype,
+               "device": torch.cuda.get_device_name()}
         x, w, xt, wt, ref = common.random_case(spec)
-        row["cudnn_fp16_ms"] = common.time_cudnn(spec, xt, wt)
+        cudnn = {"float16": "cudnn_fp16", "float32": "cudnn_fp32"}[args.dtype]
+        row[cudnn + "_ms"] = common.time_cudnn(spec, xt, wt)
+        if args.dtype == "float32":
+            torch.backends.cudnn.allow_tf32 = True
+            row["cudnn_tf32_ms"] = common.time_cudnn(spec, xt, wt)
+            torch.backends.cudnn.allow_tf32 = False
         if args.profile:  # cuDNN's kernels (layout passes, its GEMM) and their times
             row["cudnn_kernels_us"] = profile_kernels(lambda: common.torch_conv(spec, xt, wt))
         if not args.no_build:
             # tvm_deconv.build: cuda.wgmma switched off (the WMMA kernel), then on
             with cuda_wgmma.wgmma_kernel(False):
-                common.build_check_time(row, "wmma", spec, x, w, ref, dev, 1.0)
+                off = "wmma" if args.dtype == "float16" else "ffma"
+                common.build_check_time(row, off, spec, x, w, ref, dev, 1.0)
             with cuda_wgmma.wgmma_kernel(True):
                 common.build_check_time(row, "build_wgmma", spec, x, w, ref, dev, 1.0)
                 row["build_wgmma_path"] = strategy.select(
                     strategy.CONV_TRANSPOSE, spec, resolve_target("cuda")).implementation.name
-        for variant in filter(None, args.variants.split(",")):
+        if args.tvm_default:
+            common.build_check_time(row, "tvm_default", spec, x, w, ref, dev, 1.0,
+                                    decompose=False)
+        declines = cuda_wgmma.wgmma_reason(spec)
+        if declines:
+            row["wgmma_declines"] = declines
+        for variant in [] if declines else filter(None, args.variants.split(",")):
             run_variant(row, "wgmma_" + variant, spec, x, w, ref, dev, variant,
                         profile=args.profile, ref_source=args.ref)
         print(json.dumps(row), flush=True)

@@ -77,9 +77,9 @@ register(CONV_TRANSPOSE, Implementation(
     compute=padded_taps_compute, schedule=schedule_cuda, pack=padded_taps_pack,
     space_compute=padded_taps_compute, space=schedule_cuda_space,
     predicate=supports_cuda_padded_taps, workspace=padded_taps_workspace_bytes))
-# float16 layers on Hopper whose phases are of one size: a hand-laid wgmma kernel
-# (schedules/cuda_wgmma.py), compiled for sm_90a; ragged phases (CycleGAN's k3 s2) as exact
-# GEMMs of their own lengths, before cuda.padded_taps' zero taps.
+# float16 and float32 (3xTF32) layers on Hopper whose phases are of one size: a hand-laid
+# wgmma kernel (schedules/cuda_wgmma.py), compiled for sm_90a; ragged phases (CycleGAN's k3 s2)
+# as exact GEMMs of their own lengths, before cuda.padded_taps' zero taps.
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.wgmma", target_keys=("cuda",), priority=23,
     compute=cuda_wgmma.wgmma_conv_transpose, pack=cuda_wgmma.wgmma_pack,

@@ -1,4 +1,6 @@
-"""Hopper (sm_90a) warpgroup tensor-core kernel (``wgmma.mma_async``) for float16 calls.
+"""Hopper (sm_90a) warpgroup tensor-core kernel (``wgmma.mma_async``) for float16 and float32
+calls (float32 as 3xTF32, :class:`Operands`: float32-accurate, the split TVM's CUTLASS offload
+also uses for float32 GEMMs).
 
 Same implicit GEMM as :mod:`.cuda_tensorcore` (per phase ``r``: ``acc[p, m] += X[p, k] * W[m,
 k]``, pixels ``p = (n, q..)``, channels ``m``, ``k = (j.., ic)``; :class:`Geometry` holds the
@@ -13,17 +15,19 @@ express. TVM 0.27's table-driven PTX (``T.ptx.wgmma``, ``T.ptx.cp.async``, ``T.p
 and ``T.cuda.wgmma.encode_matrix_descriptor`` write it.
 
 Kernel 1 copies the input zero-padded and channels last (``[N, H+pads, W+pads, Cin']``, Cin' =
-Cin rounded up to BK with zero channels: FCN-8s' 21 -> 64), so every operand row of a K step is
-16-byte ``cp.async`` copies with no guards.  Kernel 2: a thread block owns BM = 128 pixels (the
-last tile's rows past the pixels repeat the last one and are not stored) x BN columns of one
-phase group; per K step of BK = 64 (inside one tap) the A (pixels) and B (channels,
-:func:`wgmma_pack`'s K-major weight) tiles go into a ``stages``-deep ring of 128-byte-swizzled
-shared tiles (:func:`tile_offset`; B optionally by TMA), then each of two warpgroups issues
-BK/16 ``wgmma.m64n{BN}k16`` on its 64 rows.  Two K loops (:class:`WgmmaTile`): one warpgroup
-copies and signals each stage through an mbarrier while two multiply and release it (the
-default); or all warpgroups copy, then multiply, between CTA barriers.  The float32
-accumulators (BN/2 registers a thread) are cast and written to ``out[n, m, q*s + r]``, 4 bytes
-a store where a group's phases run along x (a column pair is two neighbouring outputs).  The
+Cin rounded up to BK with zero channels: FCN-8s' 21 -> 64; float32: its three tf32 parts side
+by side), so every operand row of a K step is 16-byte ``cp.async`` copies with no guards.
+Kernel 2: a thread block owns BM = 128 pixels (the last tile's rows past the pixels repeat the
+last one and are not stored) x BN columns of one phase group; per K step of BK = 128 bytes (64
+float16, 32 float32; inside one tap) the A (pixels) and B (channels, :func:`wgmma_pack`'s
+K-major weight) tiles go into a ``stages``-deep ring of 128-byte-swizzled shared tiles
+(:func:`tile_offset`; B optionally by TMA), then each of two warpgroups issues 4
+``wgmma.m64n{BN}k16`` (tf32: k8) on its 64 rows.  Two K loops (:class:`WgmmaTile`): one
+warpgroup copies and signals each stage through an mbarrier while two multiply and release it
+(the default); or all warpgroups copy, then multiply, between CTA barriers.  The float32
+accumulators (BN/2 registers a thread; float32 calls add each step's into a second set) are
+cast and written to ``out[n, m, q*s + r]``, a pair a store where a group's phases run along x
+(a column pair is two neighbouring outputs).  The
 tiles run phase groups fastest, so the thread blocks writing one output region's interleaved
 phases run together.
 
@@ -61,15 +65,86 @@ from tvm_deconv.plan import ConvTransposeSpec, make_plan, plan_axis
 from .common import module_switch
 
 BM = 128          # pixels per thread block: two warpgroups of m64
-BK = 64           # K per stage: 4 wgmma k16 steps
-CORE = 8          # core matrix: 8 rows x 8 float16 (16 bytes)
+ROW_BYTES = 128   # a stage tile row: one K step (BK elements), the swizzle's span
+CHUNK_BYTES = 16  # one cp.async; a core matrix row
+CHUNKS = ROW_BYTES // CHUNK_BYTES  # 16-byte chunks a row (and rows a core matrix)
+MMA_K_BYTES = 32  # the K of one wgmma: k16 float16, k8 tf32
 THREADS = 256
 WS_THREADS = 384  # warp-specialized: a copying warpgroup and two multiplying ones
 TILED_COPY_SMEM = 40 << 10  # the tiled input copy's row tile, at most
-ROW_GROUP = CORE * BK * 2  # bytes of 8 rows of a stage tile: the descriptors' SBO
+ROW_GROUP = CHUNKS * ROW_BYTES  # bytes of 8 rows of a stage tile: the descriptors' SBO
 SWIZZLE_128B = 3  # CUtensorMapSwizzle of the stage tiles' layout
 L2_PROMOTION_128B = 2  # CUtensorMapL2promotion
 TMA_LOAD_3D = "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+
+
+@dataclass(frozen=True)
+class Operands:
+    """How a dtype's GEMM operands sit in the stage tiles and which wgmma multiplies them.
+
+    float16: the values, ``wgmma ... k16 .f32.f16.f16``.  float32: 3xTF32 -- each value ``x``
+    split into tf32 parts ``hi = tf32(x)``, ``lo = tf32(x - hi)`` (:func:`tf32_round`), laid
+    side by side along K so that one ``wgmma ... k8 .f32.tf32.tf32`` GEMM over 3 x K sums
+    ``A_hi B_hi + A_hi B_lo + A_lo B_hi`` (A parts ``(hi, hi, lo)``, B parts ``(hi, lo,
+    hi)``); the dropped ``A_lo B_lo`` is below 2^-22 of each product.  With each K step's sums
+    promoted (:attr:`promote`) the zoo's outputs were within 1.3e-7 to 5.3e-7 of float64 on
+    the H100, the FFMA kernels' 1.4e-7 to 1.6e-6 (h100-zoo-fp32-b{1,64}-s27.json)."""
+
+    dtype: str
+    parts: int  # the GEMM's K is parts x taps x channels
+    mma_type: str  # wgmma's .atype / .btype
+
+    @property
+    def promote(self) -> bool:
+        """Whether each K step's wgmma sums are added into a second set of float32 registers
+        by FADD (float32): the tensor cores' accumulation truncates, so over a long K (3 x
+        8192 for pose 2048->256 at batch 64) one accumulator drifted to 6.1e-5 relative error
+        on the H100 (h100-wgmma-fp32-first-s27.json); promoted, 5.3e-7, the FFMA kernel's
+        1.6e-6 (h100-zoo-fp32-b64-s27.json)."""
+        return self.parts > 1
+
+    @property
+    def max_bn(self) -> int:
+        """The widest tile whose accumulators fit a thread's 232 registers (two sets of BN/2
+        where the steps' sums are promoted)."""
+        return 128 if self.promote else 256
+
+    @property
+    def bytes(self) -> int:
+        return 2 if self.dtype == "float16" else 4
+
+    @property
+    def bk(self) -> int:
+        """Elements of a K step (one 128-byte tile row)."""
+        return ROW_BYTES // self.bytes
+
+    @property
+    def core(self) -> int:
+        """Elements of a 16-byte copy."""
+        return CHUNK_BYTES // self.bytes
+
+    @property
+    def mma_k(self) -> int:
+        """The K of one wgmma."""
+        return MMA_K_BYTES // self.bytes
+
+
+OPERANDS = {"float16": Operands("float16", 1, "f16"), "float32": Operands("float32", 3, "tf32")}
+# float32 part p of the A (input) and B (weight) operands is the low part where these hold
+A_LOW_PART, B_LOW_PART = 2, 1
+
+
+def tf32_round(x):
+    """float32 ``x`` (TIR) rounded to tf32's 10 mantissa bits, ties away from zero (the 13
+    bits below are what wgmma ignores)."""
+    bits = T.reinterpret("uint32", x)
+    return T.reinterpret("float32", (bits + T.uint32(0x1000)) & T.uint32(0xFFFFE000))
+
+
+def tf32_part(x, low):
+    """``tf32(x)``, or where ``low`` (TIR bool) holds ``tf32(x - tf32(x))``."""
+    high = tf32_round(x)
+    return T.if_then_else(low, tf32_round(x - high), high)
 
 
 @dataclass(frozen=True)
@@ -98,6 +173,9 @@ class WgmmaTile:
 # On: faster than the WMMA kernel on every timed layer with MIN_BLOCKS or more thread blocks
 # (h100-wgmma-zoo-s25.json); TVM_DECONV_CUDA_WGMMA=0 or wgmma_kernel(False) switch it off.
 _ENABLED = os.environ.get("TVM_DECONV_CUDA_WGMMA", "1") == "1"
+# float32 as 3xTF32 (:class:`Operands`); TVM_DECONV_CUDA_WGMMA_FP32=0 or wgmma_float32(False)
+# keep float32 on the FFMA kernels
+_FLOAT32 = os.environ.get("TVM_DECONV_CUDA_WGMMA_FP32", "1") == "1"
 HOPPER_ARCHS = ("sm_90", "sm_90a")
 # the fewest thread blocks for which the strategy takes the kernel (DCGAN 128->64 at batch 1,
 # 8 of them, ran 0.95x the WMMA kernel's speed; HiFi-GAN at batch 1, 32, 2.3x:
@@ -110,6 +188,13 @@ FULL_GRID = 96
 # nothing to overlap (the 3-D U-Net's k2 s2 at batch 1, 128 blocks of one step, ran 0.58x the
 # WMMA kernel's speed; at batch 64, 2048 blocks, 1.34x: h100-wgmma-3d-ab-s26.json)
 SMS = 132
+# float32 (3xTF32) against the FFMA kernels on the H100 (h100-zoo-fp32-b{1,64}-s27.json):
+# grids of 32 thread blocks (pose 256->256 and HiFi-GAN at batch 1) ran 0.56-0.57x their
+# split-K kernels' speed, grids of 84 and more (FCN-8s, U-Net at batch 1) 1.29-2.06x; tiles
+# of 32 columns (the 3-D U-Net's k4 s2, whose A tile feeds the fewest MACs) 0.86x at batch
+# 64 (1.04x at batch 1), of 64 columns 0.97-1.33x
+MIN_BLOCKS_FP32 = 64
+MIN_BN_FP32 = 64
 
 
 def wgmma_kernel(enabled: bool):
@@ -117,12 +202,19 @@ def wgmma_kernel(enabled: bool):
     return module_switch(sys.modules[__name__], "_ENABLED", enabled)
 
 
+def wgmma_float32(enabled: bool):
+    """Within the context, float32 calls on Hopper take (``True``) or skip the wgmma kernel's
+    3xTF32 form (while the kernel is on)."""
+    return module_switch(sys.modules[__name__], "_FLOAT32", enabled)
+
+
 def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str | None:
     """``None`` where the wgmma kernel can run ``spec`` (on ``target``), else why not."""
     if target is not None and str(target.attrs.get("arch", "")) not in HOPPER_ARCHS:
         return f"target arch {target.attrs.get('arch')} is not Hopper (sm_90)"
-    if spec.dtype != "float16" or spec.out_dtype != "float16":
-        return f"{spec.dtype} -> {spec.out_dtype} (float16 -> float16 only)"
+    if spec.dtype not in OPERANDS or spec.out_dtype != spec.dtype:
+        return (f"{spec.dtype} -> {spec.out_dtype} (float16 -> float16 or float32 -> float32 "
+                "only)")
     if (spec.data_layout, spec.kernel_layout, spec.out_layout) not in (
             ("NCW", "IOW", "NCW"), ("NCHW", "IOHW", "NCHW"), ("NCDHW", "IODHW", "NCDHW")):
         return "NCW / NCHW / NCDHW data with IOW / IOHW / IODHW weights only"
@@ -140,17 +232,27 @@ def wgmma_reason(spec: ConvTransposeSpec, target: Target | None = None) -> str |
 
 def supports_cuda_wgmma(spec: ConvTransposeSpec, target: Target) -> str | None:
     """The strategy predicate: :func:`wgmma_reason`, while the kernel is switched on, for
-    grids of at least MIN_BLOCKS thread blocks, and of at least SMS where the reduction is
-    one K step."""
+    grids of at least MIN_BLOCKS thread blocks (float32: MIN_BLOCKS_FP32, and tiles of
+    MIN_BN_FP32 columns), and of at least SMS where the reduction is one K step."""
     if not _ENABLED:
         return "off (TVM_DECONV_CUDA_WGMMA=0 switched it off)"
+    if spec.dtype == "float32" and not _FLOAT32:
+        return "float32 off (TVM_DECONV_CUDA_WGMMA_FP32=0: float32 keeps the FFMA kernels)"
     reason = wgmma_reason(spec, target)
     if reason is not None:
         return reason
-    blocks = grid_blocks(spec, choose_tile(spec))
+    tile = choose_tile(spec)
+    blocks = grid_blocks(spec, tile)
     if blocks < MIN_BLOCKS:
         return f"{blocks} thread blocks (< {MIN_BLOCKS}: the WMMA kernel is as fast)"
-    if Geometry(spec).reduce <= BK and blocks < SMS:
+    if spec.dtype == "float32" and blocks < MIN_BLOCKS_FP32:
+        return (f"float32 in {blocks} thread blocks (< {MIN_BLOCKS_FP32}: the FFMA kernels' "
+                "split-K is faster)")
+    if spec.dtype == "float32" and tile.bn < MIN_BN_FP32:
+        return (f"float32 tiles of {tile.bn} GEMM columns (< {MIN_BN_FP32}: the FFMA kernel "
+                "is faster)")
+    geo = Geometry(spec)
+    if geo.reduce <= geo.ops.bk and blocks < SMS:
         return (f"one K step in {blocks} thread blocks (< {SMS}, one wave): nothing to "
                 "pipeline, the WMMA kernel is faster")
     return None
@@ -165,9 +267,9 @@ def sm90a(target: Target) -> Target:
 
 
 def workspace_bytes(spec: ConvTransposeSpec) -> int:
-    """The zero-padded channels-last copy of the input."""
+    """The zero-padded channels-last copy of the input (float32: its 3 tf32 parts)."""
     geo = Geometry(spec)
-    return spec.batch * math.prod(geo.padded_size) * geo.cin * 2
+    return spec.batch * math.prod(geo.padded_size) * geo.cin * geo.ops.bytes
 
 
 def grid_blocks(spec: ConvTransposeSpec, tile: WgmmaTile) -> int:
@@ -181,7 +283,8 @@ def choose_tile(spec: ConvTransposeSpec) -> WgmmaTile:
     whose grid has FULL_GRID thread blocks, else the narrowest: on the H100 the fastest BN of
     each timed layer but pose 256->256 (BN 64 1.02x faster than its 256) and U-Net at batch 1
     (BN 128 1.04x faster than its 64; h100-wgmma-zoo-s25.json)."""
-    widths = [b for b in range(8, 257, 8) if Geometry(spec).columns % b == 0]
+    geo = Geometry(spec)
+    widths = [b for b in range(8, geo.ops.max_bn + 1, 8) if geo.columns % b == 0]
     widths = [b for b in widths if b >= min(64, max(widths))]
     full = [b for b in widths if grid_blocks(spec, WgmmaTile(bn=b)) >= FULL_GRID]
     return WgmmaTile(bn=max(full) if full else min(widths))
@@ -274,10 +377,27 @@ class Geometry:
         return self.spec.batch * math.prod(self.phase_size)
 
     @property
+    def ops(self) -> Operands:
+        return OPERANDS[self.spec.dtype]
+
+    @property
+    def channels(self) -> int:
+        """Cin rounded up to a K step (BK): zeros past Cin in the padded input and the packed
+        weight, so that a K step stays inside one tap (and one float32 part)."""
+        bk = self.ops.bk
+        return -(-self.spec.in_channels // bk) * bk
+
+    @property
     def cin(self) -> int:
-        """Input channels of the GEMM: Cin rounded up to a K step (BK), zeros past Cin in the
-        padded input and the packed weight, so that a K step stays inside one tap."""
-        return -(-self.spec.in_channels // BK) * BK
+        """Input channels of the GEMM per tap (``Cin'``): the operand parts (float32: 3) x
+        :attr:`channels`, part-major."""
+        return self.ops.parts * self.channels
+
+    def channel_part(self, c):
+        """(operand part, input channel) of GEMM channel ``c`` (int or TIR)."""
+        if self.ops.parts == 1:
+            return 0, c
+        return c // self.channels, c % self.channels
 
     @property
     def runs(self) -> tuple[int, ...]:
@@ -371,7 +491,7 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     :meth:`Geometry.tap_digits` splits it; zeros past Cin and past a phase's reduction where
     the phases differ)."""
     geo = Geometry(spec)
-    cin, size = geo.cin, geo.group_size
+    cin, size, dtype = geo.cin, geo.group_size, spec.dtype
     shape = wgmma_packed_shape(spec)
     wshape = tuple(spec.weight_shape)
 
@@ -379,19 +499,26 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
         # the weight element of packed[g, n, k]
         r = geo.group_phase(g, n)
         js = geo.tap_digits(k // cin, r)
-        return (k % cin, n // size) + geo.spatial(
+        return (geo.channel_part(k % cin)[1], n // size) + geo.spatial(
             *(geo.kernel_index(a, ra, ja) for a, (ra, ja) in enumerate(zip(r, js))))
 
+    def value(weight, g, n, k):
+        # the weight element, or (float32) its tf32 part of the B operand
+        w = weight[weight_index(g, n, k)]
+        if geo.ops.parts == 1:
+            return w
+        return tf32_part(w, geo.channel_part(k % cin)[0] == B_LOW_PART)
+
     @T.prim_func(private=True, s_tir=True)
-    def pack(weight: T.Buffer(wshape, "float16"), packed: T.Buffer(shape, "float16")):
+    def pack(weight: T.Buffer(wshape, dtype), packed: T.Buffer(shape, dtype)):
         T.func_attr({"tirx.noalias": True})
         for g, n, k in T.grid(*shape):
             with T.sblock("pack"):
                 vg, vn, vk = T.axis.remap("SSS", [g, n, k])
                 packed[vg, vn, vk] = T.if_then_else(
                     vk < geo.phase_reduce(geo.group_phase(vg, vn))
-                    and vk % cin < spec.in_channels,
-                    weight[weight_index(vg, vn, vk)], T.float16(0))
+                    and geo.channel_part(vk % cin)[1] < spec.in_channels,
+                    value(weight, vg, vn, vk), tirx.const(0, dtype))
     return pack
 
 
@@ -399,16 +526,17 @@ def copy_row_chunk(cidx):
     """(row, 16-byte chunk) of a stage tile (BM or BN rows x BK) that its 16-byte copy
     ``cidx`` (int or TIR) fills: 8 consecutive copies fill one row, so a warp reads 4 whole
     128-byte rows of global memory."""
-    return cidx // CORE, cidx % CORE
+    return cidx // CHUNKS, cidx % CHUNKS
 
 
-def tile_offset(cidx):
+def tile_offset(cidx, ops: Operands):
     """Element offset in a stage tile of its 16-byte copy ``cidx`` (:func:`copy_row_chunk`):
     128-byte rows, each row's chunk c at ``c ^ (row % 8)`` (the 128-byte swizzle of the wgmma
     descriptors and TMA), so the 8 copies of a quarter warp hit distinct banks."""
     row, chunk = copy_row_chunk(cidx)
-    xor = chunk ^ (row % CORE) if isinstance(cidx, int) else tirx.bitwise_xor(chunk, row % CORE)
-    return row * BK + xor * CORE
+    xor = (chunk ^ (row % CHUNKS) if isinstance(cidx, int)
+           else tirx.bitwise_xor(chunk, row % CHUNKS))
+    return row * ops.bk + xor * ops.core
 
 
 def tile_coords(tile, tiles_x: int, groups: int):
@@ -421,10 +549,12 @@ def tile_coords(tile, tiles_x: int, groups: int):
     return rest % tiles_x, rest // tiles_x, tile % groups
 
 
-def _wgmma(bn, acc, desc_a, desc_b):
-    shape = f"m64n{bn}k16"
-    op = getattr(T.ptx.wgmma.mma_async.sync.aligned, shape).f32.f16.f16
-    return op(*[acc[i] for i in range(bn // 2)], desc_a, desc_b, T.ptx.pred(1), 1, 1, 0, 0)
+def _wgmma(ops: Operands, bn, acc, desc_a, desc_b):
+    shape = getattr(T.ptx.wgmma.mma_async.sync.aligned, f"m64n{bn}k{ops.mma_k}").f32
+    op = getattr(getattr(shape, ops.mma_type), ops.mma_type)
+    # float16 tiles take the transpose immediates (0: both K-major), tf32 has none
+    trans = (0, 0) if ops.mma_type == "f16" else ()
+    return op(*[acc[i] for i in range(bn // 2)], desc_a, desc_b, T.ptx.pred(1), 1, 1, *trans)
 
 
 def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
@@ -437,9 +567,12 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         raise ValueError(reason)
     tile = tile or choose_tile(spec)
     geo = Geometry(spec)
-    if geo.columns % tile.bn or tile.bn % 8 or tile.bn > 256:
+    if geo.columns % tile.bn or tile.bn % 8:
         raise ValueError(f"wgmma: BN {tile.bn} must divide the {geo.columns} GEMM columns "
                          f"({geo.group_size} phases x Cout {spec.out_channels})")
+    if tile.bn > geo.ops.max_bn:
+        raise ValueError(f"wgmma: BN {tile.bn} > {geo.ops.max_bn}, the widest whose "
+                         f"{spec.dtype} accumulators fit the registers")
     bn, stages = tile.bn, tile.stages
     strides, padded = geo.strides, geo.padded_size
     lows = [lo for lo, _ in geo.pads]
@@ -447,18 +580,24 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
     data_shape, out_shape = tuple(spec.data_shape), tuple(spec.out_shape)
     packed_shape = wgmma_packed_shape(spec)
     n_, cin, real_cin = spec.batch, geo.cin, spec.in_channels
+    ops, dtype = geo.ops, spec.dtype
+    bk, core, zero = ops.bk, ops.core, tirx.const(0, spec.dtype)
     in_sizes = [ax.in_size for ax in geo.axes]
     win, px0 = in_sizes[-1], lows[-1]
     columns, groups, group_size = geo.columns, geo.groups, geo.group_size
     kred, pixels = geo.reduce, geo.pixels
 
     def live_channel(ch, inside):
-        # ``inside`` (the padded position is in the input), for a channel below Cin
-        return inside if real_cin == cin else tirx.all(inside, ch < real_cin)
+        # ``inside`` (the padded position is in the input), for an input channel below Cin
+        return inside if real_cin == geo.channels else tirx.all(inside, ch < real_cin)
 
     def real_channel(ch):
-        # an input channel to read for padded channel ch (any: its value is not used)
-        return ch if real_cin == cin else T.min(ch, real_cin - 1)
+        # an input channel to read for input channel ch (any: its value is not used)
+        return ch if real_cin == geo.channels else T.min(ch, real_cin - 1)
+
+    def a_value(x, part):
+        # input value x, or (float32) its tf32 part ``part`` of the A operand
+        return x if ops.parts == 1 else tf32_part(x, part == A_LOW_PART)
 
     def out_index(pixel, col, r, e):
         # out[n, channel, q * s + r (+ e along x)] of GEMM row ``pixel`` (n, q..), column col
@@ -473,30 +612,30 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
 
     def ksteps(r):
         # K steps of phase r: a number where the phases are alike, else per tile
-        return geo.phase_reduce(r) // BK
+        return geo.phase_reduce(r) // bk
 
     def tail_start(r):
         # the CTA-barrier loop's first step without copies
         return _max(lead, ksteps(r))
-    c8 = cin // CORE
-    stage_elems = (BM + bn) * BK
+    cin_chunks = cin // core
+    stage_elems = (BM + bn) * bk
     warp_specialized = tile.warp_specialized
     threads = WS_THREADS if warp_specialized else THREADS
     copiers = 128 if warp_specialized else THREADS  # threads that copy the stage tiles
-    a_copies = BM * BK // CORE // copiers  # 16-byte copies of A per copying thread per stage
-    b_copies, b_rem = divmod(bn * BK // CORE, copiers)  # rem: the first threads copy one more
-    copy_total = n_ * math.prod(padded) * c8
+    a_copies = BM * bk // core // copiers  # 16-byte copies of A per copying thread per stage
+    b_copies, b_rem = divmod(bn * bk // core, copiers)  # rem: the first threads copy one more
+    copy_total = n_ * math.prod(padded) * cin_chunks
 
     def copy_coords(idx):
-        # (n, padded position per axis, 8-channel chunk) of kernel 1's copy idx: x fastest,
-        # then the chunks, then the outer axes
-        *outer, chunk, x = _digits(idx, (n_,) + padded[:-1] + (c8, wp))
+        # (n, padded position per axis, 16-byte channel chunk) of kernel 1's copy idx: x
+        # fastest, then the chunks, then the outer axes
+        *outer, chunk, x = _digits(idx, (n_,) + padded[:-1] + (cin_chunks, wp))
         return tuple(outer) + (x, chunk)
 
     def row_coords(cb):
         # (n, padded position per outer axis, first channel) of the tiled copy's block cb
-        *outer, chunk = _digits(cb, (n_,) + padded[:-1] + (cin // BK,))
-        return tuple(outer) + (chunk * BK,)
+        *outer, chunk = _digits(cb, (n_,) + padded[:-1] + (cin // bk,))
+        return tuple(outer) + (chunk * bk,)
 
     def in_input(positions):
         # the padded positions (one per axis, outermost first) lie inside the input
@@ -508,17 +647,22 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         return geo.spatial(*(T.max(T.min(q - lows[a], in_sizes[a] - 1), 0)
                              for a, q in enumerate(positions)))
     copy_blocks = (copy_total + THREADS - 1) // THREADS
-    # Stage tiles: 128-byte rows (a K step of 64), 8-row groups of ROW_GROUP bytes (the
-    # descriptors' stride byte offset), 128-byte swizzle (descriptor mode 3); a k16 step starts
-    # 32 bytes further (the leading byte offset is unused with this swizzle: 16)
+    # Stage tiles: 128-byte rows (a K step of bk), 8-row groups of ROW_GROUP bytes (the
+    # descriptors' stride byte offset), 128-byte swizzle (descriptor mode 3); a wgmma's K step
+    # starts 32 bytes further (the leading byte offset is unused with this swizzle: 16)
     lbo, mode = 16, 3
 
-    tiled_copy = (tile.tiled_copy and wp * (BK + 2) * 2 <= TILED_COPY_SMEM
+    # (float16 only, every channel real: the tile holds one channel row of bk)
+    tiled_copy = (tile.tiled_copy and wp * (bk + 2) * ops.bytes <= TILED_COPY_SMEM
                   and real_cin == cin)
     in_flight = tile.mma_in_flight
     tma_b = tile.tma_b
     if in_flight and warp_specialized:
         raise ValueError("wgmma: mma_in_flight is a form of the CTA-barrier loop")
+    promote = ops.promote
+    if in_flight and promote:
+        raise ValueError("wgmma: float32 adds each step's sums once its wgmmas are done, so "
+                         "no step stays in flight (mma_in_flight)")
     tiles_x = -(-pixels // BM)
     # the last pixel tile runs past the pixels: its A rows repeat the last pixel, its stores
     # stop there
@@ -538,48 +682,51 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # kernel 1: zero-padded channels-last copy; lanes along x (coalesced reads)
         with T.launch_thread("blockIdx.x", copy_blocks) as cb:
             ct = T.launch_thread("threadIdx.x", THREADS)
-            vec = T.alloc_buffer((CORE,), "float16", scope="local")
+            vec = T.alloc_buffer((core,), dtype, scope="local")
             idx = cb * THREADS + ct
             if idx < copy_total:
                 pos = copy_coords(idx)  # (n, positions.., chunk)
-                for e in T.unroll(CORE):
+                for e in T.unroll(core):
                     vec[e] = T.if_then_else(
-                        live_channel(pos[-1] * CORE + e, in_input(pos[1:-1])),
-                        data[(pos[0], real_channel(pos[-1] * CORE + e))
-                             + input_index(pos[1:-1])],
-                        T.float16(0))
-                for e in T.vectorized(CORE):
-                    x_cl[pos[:-1] + (pos[-1] * CORE + e,)] = vec[e]
+                        live_channel(geo.channel_part(pos[-1] * core + e)[1],
+                                     in_input(pos[1:-1])),
+                        a_value(data[(pos[0],
+                                      real_channel(geo.channel_part(pos[-1] * core + e)[1]))
+                                     + input_index(pos[1:-1])],
+                                geo.channel_part(pos[-1] * core + e)[0]),
+                        zero)
+                for e in T.vectorized(core):
+                    x_cl[pos[:-1] + (pos[-1] * core + e,)] = vec[e]
 
     @T.macro
     def copy_input_tiled(data, x_cl):
         # kernel 1, through shared memory: a block copies one padded row of 64 channels,
         # reading channel rows (lanes along x) and writing 128 contiguous bytes per position
-        with T.launch_thread("blockIdx.x", n_ * math.prod(padded[:-1]) * (cin // BK)) as cb:
+        with T.launch_thread("blockIdx.x", n_ * math.prod(padded[:-1]) * (cin // bk)) as cb:
             ct = T.launch_thread("threadIdx.x", THREADS)
-            # rows of BK + 2: a row is 33 words, so neither phase's lanes share a bank
-            tile_s = T.alloc_buffer((wp * (BK + 2),), "float16", scope="shared", align=16)
-            vec = T.alloc_buffer((CORE,), "float16", scope="local")
+            # rows of bk + 2: a row is 33 words, so neither phase's lanes share a bank
+            tile_s = T.alloc_buffer((wp * (bk + 2),), dtype, scope="shared", align=16)
+            vec = T.alloc_buffer((core,), dtype, scope="local")
             row = row_coords(cb)  # (n, outer positions.., first channel)
             if in_input(row[1:-1]):
-                for i in T.unroll((BK * win + THREADS - 1) // THREADS):
-                    if ct + THREADS * i < BK * win:
-                        tile_s[((ct + THREADS * i) % win + px0) * (BK + 2)
+                for i in T.unroll((bk * win + THREADS - 1) // THREADS):
+                    if ct + THREADS * i < bk * win:
+                        tile_s[((ct + THREADS * i) % win + px0) * (bk + 2)
                                + (ct + THREADS * i) // win] = data[
                             (row[0], row[-1] + (ct + THREADS * i) // win)
                             + input_index(row[1:-1] + ((ct + THREADS * i) % win + px0,))]
             T.tvm_storage_sync("shared")
-            for i in T.unroll((wp * CORE + THREADS - 1) // THREADS):
-                if ct + THREADS * i < wp * CORE:
-                    for e in T.unroll(CORE):
+            for i in T.unroll((wp * core + THREADS - 1) // THREADS):
+                if ct + THREADS * i < wp * core:
+                    for e in T.unroll(core):
                         vec[e] = T.if_then_else(
-                            in_input(row[1:-1] + ((ct + THREADS * i) // CORE,)),
-                            tile_s[(ct + THREADS * i) // CORE * (BK + 2)
-                                   + (ct + THREADS * i) % CORE * CORE + e],
-                            T.float16(0))
-                    for e in T.vectorized(CORE):
-                        x_cl[row[:-1] + ((ct + THREADS * i) // CORE,
-                                         row[-1] + (ct + THREADS * i) % CORE * CORE + e)] = vec[e]
+                            in_input(row[1:-1] + ((ct + THREADS * i) // core,)),
+                            tile_s[(ct + THREADS * i) // core * (bk + 2)
+                                   + (ct + THREADS * i) % core * core + e],
+                            zero)
+                    for e in T.vectorized(core):
+                        x_cl[row[:-1] + ((ct + THREADS * i) // core,
+                                         row[-1] + (ct + THREADS * i) % core * core + e)] = vec[e]
 
     @T.macro
     def copy_input(data, x_cl):
@@ -595,15 +742,15 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         for i in T.unroll(copies):
             a_base[i] = (geo.row_offset(last_row(bx * BM + copy_row_chunk(tid + nthreads * i)[0]),
                                         r)
-                         + copy_row_chunk(tid + nthreads * i)[1] * CORE)
+                         + copy_row_chunk(tid + nthreads * i)[1] * core)
 
     @T.macro
     def copy_a(smem, x_flat, a_base, stage, kt, r, tid, nthreads, copies):
-        # the A tile of step kt (BM pixels x BK channels of one tap)
+        # the A tile of step kt (BM pixels x bk channels of one tap)
         for i in T.unroll(copies):
             T.ptx.cp.async_.cg.shared.global_(
-                T.address_of(smem[stage * stage_elems + tile_offset(tid + nthreads * i)]),
-                T.address_of(x_flat[a_base[i] + geo.k_offset(kt * BK, r)]), 16)
+                T.address_of(smem[stage * stage_elems + tile_offset(tid + nthreads * i, ops)]),
+                T.address_of(x_flat[a_base[i] + geo.k_offset(kt * bk, r)]), 16)
 
     @T.macro
     def copy_b(smem, weight, w_map, bar, stage, kt, bz, by, tid, nthreads, copies, rem):
@@ -612,39 +759,59 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # copies each, one more for the first ``rem``
         if tma_b:
             if tid == 0:
-                T.ptx.mbarrier.arrive.expect_tx.shared__cta.b64(T.address_of(bar), bn * BK * 2)
+                T.ptx.mbarrier.arrive.expect_tx.shared__cta.b64(T.address_of(bar),
+                                                                 bn * bk * ops.bytes)
                 T.ptx[TMA_LOAD_3D](
-                    T.address_of(smem[stage * stage_elems + BM * BK]), T.address_of(w_map),
-                    T.cast(kt * BK, "int32"), T.cast(by * bn, "int32"), T.cast(bz, "int32"),
+                    T.address_of(smem[stage * stage_elems + BM * bk]), T.address_of(w_map),
+                    T.cast(kt * bk, "int32"), T.cast(by * bn, "int32"), T.cast(bz, "int32"),
                     T.address_of(bar))
         else:
             for i in T.unroll(copies + int(rem > 0)):
                 if i < copies or tid < rem:
                     T.ptx.cp.async_.cg.shared.global_(
-                        T.address_of(smem[stage * stage_elems + BM * BK
-                                          + tile_offset(tid + nthreads * i)]),
+                        T.address_of(smem[stage * stage_elems + BM * bk
+                                          + tile_offset(tid + nthreads * i, ops)]),
                         T.address_of(weight[bz, by * bn + copy_row_chunk(tid + nthreads * i)[0],
-                                            kt * BK + copy_row_chunk(tid + nthreads * i)[1]
-                                            * CORE]),
+                                            kt * bk + copy_row_chunk(tid + nthreads * i)[1]
+                                            * core]),
                         16)
 
     @T.macro
     def mma_step(smem, stage, wg, acc, desc_a, desc_b):
-        # BK/16 wgmmas on one stage: this warpgroup's 64 rows of A, all BN rows of B
+        # 4 wgmmas (k16 float16, k8 tf32) on one stage: this warpgroup's 64 rows of A, all
+        # BN rows of B
         T.ptx.wgmma.fence.sync.aligned()
-        for kk in T.unroll(BK // 16):
+        for kk in T.unroll(bk // ops.mma_k):
             T.cuda.wgmma.encode_matrix_descriptor(
-                desc_a.data, T.address_of(smem[stage * stage_elems + wg * 64 * BK + kk * 16]),
+                desc_a.data,
+                T.address_of(smem[stage * stage_elems + wg * 64 * bk + kk * ops.mma_k]),
                 lbo // 16, ROW_GROUP // 16, mode)
             T.cuda.wgmma.encode_matrix_descriptor(
-                desc_b.data, T.address_of(smem[stage * stage_elems + BM * BK + kk * 16]),
+                desc_b.data, T.address_of(smem[stage * stage_elems + BM * bk + kk * ops.mma_k]),
                 lbo // 16, ROW_GROUP // 16, mode)
-            _wgmma(bn, acc, desc_a[0], desc_b[0])
+            _wgmma(ops, bn, acc, desc_a[0], desc_b[0])
         T.ptx.wgmma.commit_group.sync.aligned()
 
     @T.macro
-    def sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt, bz, by, r,
-                  tx, wg, copies: bool):
+    def clear(acc, sums):
+        for i in T.unroll(bn // 2):
+            acc[i] = T.float32(0)
+        if promote:
+            for i in T.unroll(bn // 2):
+                sums[i] = T.float32(0)
+
+    @T.macro
+    def promote_step(acc, sums):
+        # float32: a step's wgmma sums added into ``sums`` (FADD rounds to nearest), acc
+        # cleared for the next step (:attr:`Operands.promote`)
+        if promote:
+            for i in T.unroll(bn // 2):
+                sums[i] = sums[i] + acc[i]
+                acc[i] = T.float32(0)
+
+    @T.macro
+    def sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, sums, desc_a, desc_b, kt, bz,
+                  by, r, tx, wg, copies: bool):
         # CTA-barrier loop: the MMAs of step kt - lead, once its copies landed and are visible
         # to the async proxy, and (``copies``: kt < K steps, a static branch, so that no branch
         # separates a wgmma from its wait) the copies of step kt
@@ -663,6 +830,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                                  (kt - lead) // stages % 2)
         mma_step(smem, (kt - lead) % stages, wg, acc, desc_a, desc_b)
         T.ptx.wgmma.wait_group.sync.aligned(int(in_flight))
+        promote_step(acc, sums)
 
     @T.macro
     def store(out, acc, bx, by, bz, wg, lane):
@@ -678,7 +846,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             if not ragged_rows or bx * BM + row < pixels:
                 for e in T.vectorized(pair):
                     out[out_index(geo.pixel(bx * BM + row), col, geo.group_phase(bz, col), e)] = (
-                        T.cast(acc[i * pair + e], "float16"))
+                        T.cast(acc[i * pair + e], dtype))
 
     @T.macro
     def ws_produce(smem, x_flat, weight, w_map, bars, a_base, bx, by, bz, r, tx):
@@ -694,10 +862,9 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             T.ptx.cp.async_.mbarrier.arrive.noinc.shared__cta.b64(T.address_of(bars[stage]))
 
     @T.macro
-    def ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, bz, wg, tx):
+    def ws_consume(smem, out, bars, acc, sums, desc_a, desc_b, bx, by, bz, wg, tx):
         # warp-specialized loop, multiplying warpgroups: tile (bx, by, group bz)
-        for i in T.unroll(bn // 2):
-            acc[i] = T.float32(0)
+        clear(acc, sums)
         for kt in range(ksteps(geo.group_phase(bz, 0))):
             stage = kt % stages
             T.cuda.mbarrier_wait(T.address_of(bars[stage]), kt // stages % 2)
@@ -706,28 +873,62 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             # its wgmmas done, the stage goes back to the copying warpgroup
             T.ptx.wgmma.wait_group.sync.aligned(0)
             T.ptx.mbarrier.arrive.shared__cta.b64(T.address_of(bars[stages + stage]))
-        store(out, acc, bx, by, bz, wg, tx % 128)
+            promote_step(acc, sums)
+        store(out, sums, bx, by, bz, wg, tx % 128)
+
+    @T.macro
+    def sync_loop(smem, x_flat, weight, out, w_map, acc, sums, bx, by, bz, r, tx):
+        # CTA-barrier loop: all warpgroups copy, then multiply
+        desc_a = T.alloc_buffer((1,), "uint64", scope="local")
+        desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+        a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
+        wg = tx // 128
+        a_bases(a_base, bx, r, tx, copiers, a_copies)
+        clear(acc, sums)
+        # tma_b: a stage's B tile landed
+        bars = T.alloc_buffer((stages,), "uint64", scope="shared", align=8)
+        if tma_b:
+            if tx == 0:
+                for s in T.unroll(stages):
+                    T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[s]), 1)
+                T.ptx.fence.mbarrier_init.release.cluster()
+            T.tvm_storage_sync("shared")
+        for kt in range(lead):
+            # the first ``lead`` steps' copies (one commit group a step)
+            if kt < ksteps(r):
+                copy_a(smem, x_flat, a_base, kt, kt, r, tx, copiers, a_copies)
+                copy_b(smem, weight, w_map, bars[kt], kt, kt, bz, by, tx, copiers, b_copies,
+                       b_rem)
+            T.ptx.cp.async_.commit_group()
+        for kt in range(lead, ksteps(r)):
+            sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, sums, desc_a, desc_b, kt,
+                      bz, by, r, tx, wg, True)
+        for kt in range(tail_start(r), ksteps(r) + lead):
+            sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, sums, desc_a, desc_b, kt,
+                      bz, by, r, tx, wg, False)
+        T.ptx.wgmma.wait_group.sync.aligned(0)
+        store(out, sums, bx, by, bz, wg, tx % 128)
 
     @T.prim_func(private=True)
-    def conv(data: T.Buffer(data_shape, "float16"),
-             weight: T.Buffer(packed_shape, "float16"),
-             out: T.Buffer(out_shape, "float16")):
+    def conv(data: T.Buffer(data_shape, dtype),
+             weight: T.Buffer(packed_shape, dtype),
+             out: T.Buffer(out_shape, dtype)):
         T.func_attr({"tirx.noalias": True})
-        x_cl = T.alloc_buffer((n_,) + padded + (cin,), "float16")
-        x_flat = T.decl_buffer((n_ * math.prod(padded) * cin,), "float16", data=x_cl.data)
+        x_cl = T.alloc_buffer((n_,) + padded + (cin,), dtype)
+        x_flat = T.decl_buffer((n_ * math.prod(padded) * cin,), dtype, data=x_cl.data)
         copy_input(data, x_cl)
-        # host: the weight's tensor map (encoded for tma_b): boxes of BK x BN x 1, innermost
+        # host: the weight's tensor map (encoded for tma_b): boxes of bk x BN x 1, innermost
         # first
         w_map = T.Bind(T.tvm_stack_alloca("tensormap", 1))
         if tma_b:
             T.evaluate(T.tensormap_encode_tiled(
-                w_map, weight.data, kred, columns, groups, kred * 2, columns * kred * 2, BK, bn, 1,
-                1, 1, 1, descriptor_dtype="float16", rank=3, swizzle=SWIZZLE_128B,
-                l2_promotion=L2_PROMOTION_128B))
+                w_map, weight.data, kred, columns, groups, kred * ops.bytes,
+                columns * kred * ops.bytes, bk, bn, 1, 1, 1, 1, descriptor_dtype=dtype, rank=3,
+                swizzle=SWIZZLE_128B, l2_promotion=L2_PROMOTION_128B))
         # kernel 2: the GEMMs
         with T.launch_thread("blockIdx.x", grid_blocks(spec, tile)) as block:
             tx = T.launch_thread("threadIdx.x", threads)
-            smem = T.alloc_buffer((stages * stage_elems,), "float16", scope="shared.dyn",
+            smem = T.alloc_buffer((stages * stage_elems,), dtype, scope="shared.dyn",
                                   align=1024)
             bx, by, bz = tile_coords(block, tiles_x, groups)
             # the group's input window: that of its first phase
@@ -756,39 +957,20 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                     acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
                     desc_a = T.alloc_buffer((1,), "uint64", scope="local")
                     desc_b = T.alloc_buffer((1,), "uint64", scope="local")
-                    ws_consume(smem, out, bars, acc, desc_a, desc_b, bx, by, bz, wg, tx)
+                    if promote:
+                        sums = T.alloc_buffer((bn // 2,), "float32", scope="local")
+                        ws_consume(smem, out, bars, acc, sums, desc_a, desc_b, bx, by, bz, wg,
+                                   tx)
+                    else:
+                        ws_consume(smem, out, bars, acc, acc, desc_a, desc_b, bx, by, bz, wg,
+                                   tx)
             else:
                 # all warpgroups copy, then multiply, between CTA barriers
                 acc = T.alloc_buffer((bn // 2,), "float32", scope="local")
-                desc_a = T.alloc_buffer((1,), "uint64", scope="local")
-                desc_b = T.alloc_buffer((1,), "uint64", scope="local")
-                a_base = T.alloc_buffer((a_copies,), "int32", scope="local")
-                wg = tx // 128
-                a_bases(a_base, bx, r, tx, copiers, a_copies)
-                for i in T.unroll(bn // 2):
-                    acc[i] = T.float32(0)
-                # tma_b: a stage's B tile landed
-                bars = T.alloc_buffer((stages,), "uint64", scope="shared", align=8)
-                if tma_b:
-                    if tx == 0:
-                        for s in T.unroll(stages):
-                            T.ptx.mbarrier.init.shared__cta.b64(T.address_of(bars[s]), 1)
-                        T.ptx.fence.mbarrier_init.release.cluster()
-                    T.tvm_storage_sync("shared")
-                for kt in range(lead):
-                    # the first ``lead`` steps' copies (one commit group a step)
-                    if kt < ksteps(r):
-                        copy_a(smem, x_flat, a_base, kt, kt, r, tx, copiers, a_copies)
-                        copy_b(smem, weight, w_map, bars[kt], kt, kt, bz, by, tx, copiers,
-                               b_copies, b_rem)
-                    T.ptx.cp.async_.commit_group()
-                for kt in range(lead, ksteps(r)):
-                    sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
-                              bz, by, r, tx, wg, True)
-                for kt in range(tail_start(r), ksteps(r) + lead):
-                    sync_step(smem, x_flat, weight, w_map, bars, a_base, acc, desc_a, desc_b, kt,
-                              bz, by, r, tx, wg, False)
-                T.ptx.wgmma.wait_group.sync.aligned(0)
-                store(out, acc, bx, by, bz, wg, tx % 128)
+                if promote:
+                    sums = T.alloc_buffer((bn // 2,), "float32", scope="local")
+                    sync_loop(smem, x_flat, weight, out, w_map, acc, sums, bx, by, bz, r, tx)
+                else:
+                    sync_loop(smem, x_flat, weight, out, w_map, acc, acc, bx, by, bz, r, tx)
 
     return conv

@@ -217,6 +217,24 @@ def test_tuned_columns_are_checked_and_resume(tmp_path):
     assert {p: p.read_text() for p in work.rglob("database_tuning_record.json")} == records
 
 
+def test_ours_tuned_without_a_design_space_is_the_untuned_build(tmp_path):
+    """A call whose kernel has no design space (cuda.wgmma) leaves ours_tuned no task: its
+    column is the untuned build with 0 trials, not a missing tuning log (H100, session 27)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    spec = zoo.get("dcgan_64_3_k4s2").spec(1)
+    mod = tvm_deconv.testing.transposed_conv_module(spec)
+    data, weight = tvm_deconv.testing.random_inputs(spec, seed=0)
+    info = {}
+    ex = bench._ours_tuned(mod, {"w": weight}, [], tvm_deconv.resolve_target("llvm"), 8,
+                           tmp_path / "ours", info)
+    vm = tvm.relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(data)).numpy()
+    ref = tvm_deconv.testing.conv_transpose_reference(data, weight, spec)
+    assert tvm_deconv.testing.relative_error(out, ref) < 1e-5
+    assert info["trials_measured"] == 0 and not (tmp_path / "ours").exists()
+
+
 def test_sgemm_peak_is_measured_and_divides_ours_in_the_table():
     pytest.importorskip("onnxruntime")
     peak = bench.sgemm_peak_gflops(1, size=256, repeat=2)

@@ -362,11 +362,15 @@ def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: P
     the rest on); records already in ``work_dir`` count, so re-running resumes.  Failed
     candidates leave no record and do not count; the best records of all tasks are then
     re-timed side by side (:func:`~tvm_deconv.tuning.retime_records`, as ``tune`` ends).
-    ``info["trials_measured"]``: the records."""
+    ``info["trials_measured"]``: the records.  With no tasks (the call's kernel is finished,
+    e.g. ``cuda.wgmma``: no design space) it is the untuned build, 0 trials."""
     # pylint: disable=import-outside-toplevel
     from .build import build
     from .tuning import retime_records, retimes, tune
 
+    if not tasks:
+        info["trials_measured"] = 0
+        return build(mod, target, params, tuning_logs=False)
     builder, runner = _builder_and_runner()
     left = trials
     for i, task in enumerate(tasks):
