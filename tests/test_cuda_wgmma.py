@@ -355,13 +355,16 @@ def test_tma_weight_tile_is_encoded_on_the_host_and_loaded_by_one_bulk_copy():
     assert "mbarrier.arrive.expect_tx" in source
 
 
-@pytest.mark.parametrize("name", ["dcgan_128_64_k4s2", "unet_512_256_k2s2",
-                                  "cyclegan_256_128_k3s2"])
-def test_build_gives_an_sm90a_wgmma_kernel(name, caplog):
+@pytest.mark.parametrize("name, dtype", [
+    ("dcgan_128_64_k4s2", "float16"), ("unet_512_256_k2s2", "float16"),
+    ("cyclegan_256_128_k3s2", "float16"), ("unet_512_256_k2s2", "float32"),
+    ("fcn8s_21_21_k16s8", "float32")])
+def test_build_gives_an_sm90a_wgmma_kernel(name, dtype, caplog):
     """Through tvm_deconv.build (bias + ReLU after it: the kernel is opaque, so they stay
-    separate kernels): the conv's CUDA source issues wgmma from shared-memory descriptors."""
-    spec = zoo.get(name).spec(64, dtype="float16")
-    b = relax.Var("b", relax.TensorType((1, spec.out_channels, 1, 1), "float16"))
+    separate kernels): the conv's CUDA source issues wgmma from shared-memory descriptors
+    (float32: tf32 ones)."""
+    spec = zoo.get(name).spec(64, dtype=dtype)
+    b = relax.Var("b", relax.TensorType((1, spec.out_channels, 1, 1), dtype))
     mod = transposed_conv_module(spec, extra_args=[b], epilogue=lambda bb, y: bb.emit(
         relax.op.nn.relu(relax.op.add(y, b))))
     with cuda_wgmma.wgmma_kernel(True), caplog.at_level(logging.INFO, "tvm_deconv"):
@@ -371,6 +374,7 @@ def test_build_gives_an_sm90a_wgmma_kernel(name, caplog):
     assert len(sources) == 1
     assert "cp.async.cg.shared.global" in sources[0]
     assert "fence.proxy.async.shared::cta" in sources[0]
+    assert (".f32.tf32.tf32" in sources[0]) == (dtype == "float32")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH: cannot assemble "
