@@ -11,9 +11,9 @@ result of the same inputs.
 
 A variant is ``chosen`` (the tile :func:`choose_tile` gives the layer) or ``{BN}x{stages}``,
 then ``sync`` for the loop whose warpgroups all copy, then multiply, between CTA barriers
-(else one warpgroup copies while two multiply), ``tc`` for the
-input copy through shared-memory tiles, ``fl`` for one step's wgmmas in flight while the next
-are issued (``sync`` only), ``tma`` for the weight tile by TMA.  ``:nocopy`` or
+(else one warpgroup copies while two multiply), ``tc`` for the input copy through
+shared-memory tiles, ``fl`` for one step's wgmmas in flight while the next are issued
+(``sync`` only), ``tma`` for the weight tile by TMA.  ``:nocopy`` or
 ``:nomma`` after it time that kernel with its stage copies or its wgmmas removed (a probe of
 where the time goes: its output is wrong and not checked); ``:ref``, the kernel (and weight
 pack) of the file ``--ref`` names instead, another revision of schedules/cuda_wgmma.py (``git
@@ -147,7 +147,7 @@ def main():
         if args.profile:  # cuDNN's kernels (layout passes, its GEMM) and their times
             row["cudnn_kernels_us"] = profile_kernels(lambda: common.torch_conv(spec, xt, wt))
         if not args.no_build:
-            # tvm_deconv.build: cuda.wgmma switched off (the WMMA kernel), then on
+            # tvm_deconv.build: cuda.wgmma switched off (the WMMA / FFMA kernels), then on
             with cuda_wgmma.wgmma_kernel(False):
                 off = "wmma" if args.dtype == "float16" else "ffma"
                 common.build_check_time(row, off, spec, x, w, ref, dev, 1.0)
