@@ -495,19 +495,18 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
     shape = wgmma_packed_shape(spec)
     wshape = tuple(spec.weight_shape)
 
-    def weight_index(g, n, k):
-        # the weight element of packed[g, n, k]
+    def packed_value(weight, g, n, k):
+        # packed[g, n, k]: the weight element (float32: its tf32 part of the B operand), zero
+        # past the phase's reduction and past Cin
+        part, channel = geo.channel_part(k % cin)
         r = geo.group_phase(g, n)
         js = geo.tap_digits(k // cin, r)
-        return (geo.channel_part(k % cin)[1], n // size) + geo.spatial(
-            *(geo.kernel_index(a, ra, ja) for a, (ra, ja) in enumerate(zip(r, js))))
-
-    def value(weight, g, n, k):
-        # the weight element, or (float32) its tf32 part of the B operand
-        w = weight[weight_index(g, n, k)]
-        if geo.ops.parts == 1:
-            return w
-        return tf32_part(w, geo.channel_part(k % cin)[0] == B_LOW_PART)
+        w = weight[(channel, n // size) + geo.spatial(
+            *(geo.kernel_index(a, ra, ja) for a, (ra, ja) in enumerate(zip(r, js))))]
+        if geo.ops.parts > 1:
+            w = tf32_part(w, part == B_LOW_PART)
+        return T.if_then_else(tirx.all(k < geo.phase_reduce(r), channel < spec.in_channels),
+                              w, tirx.const(0, dtype))
 
     @T.prim_func(private=True, s_tir=True)
     def pack(weight: T.Buffer(wshape, dtype), packed: T.Buffer(shape, dtype)):
@@ -515,10 +514,7 @@ def wgmma_pack(spec: ConvTransposeSpec) -> tirx.PrimFunc:
         for g, n, k in T.grid(*shape):
             with T.sblock("pack"):
                 vg, vn, vk = T.axis.remap("SSS", [g, n, k])
-                packed[vg, vn, vk] = T.if_then_else(
-                    vk < geo.phase_reduce(geo.group_phase(vg, vn))
-                    and geo.channel_part(vk % cin)[1] < spec.in_channels,
-                    value(weight, vg, vn, vk), tirx.const(0, dtype))
+                packed[vg, vn, vk] = packed_value(weight, vg, vn, vk)
     return pack
 
 
@@ -559,9 +555,9 @@ def _wgmma(ops: Operands, bn, acc, desc_a, desc_b):
 
 def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
                          ) -> tirx.PrimFunc:
-    """``(data, packed weight, out)``, NCW, NCHW or NCDHW, float16 with float32
-    accumulation: the input copy and the GEMM kernel of ``tile`` (default
-    :func:`choose_tile`)."""
+    """``(data, packed weight, out)``, NCW, NCHW or NCDHW, float16 (float32 accumulators) or
+    float32 (3xTF32, :class:`Operands`): the input copy and the GEMM kernel of ``tile``
+    (default :func:`choose_tile`)."""
     reason = wgmma_reason(spec)
     if reason:
         raise ValueError(reason)
@@ -595,9 +591,14 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
         # an input channel to read for input channel ch (any: its value is not used)
         return ch if real_cin == geo.channels else T.min(ch, real_cin - 1)
 
-    def a_value(x, part):
-        # input value x, or (float32) its tf32 part ``part`` of the A operand
-        return x if ops.parts == 1 else tf32_part(x, part == A_LOW_PART)
+    def input_value(data, n, c, positions):
+        # x_cl[n, positions.., c] of kernel 1: the input (float32: its tf32 part of the A
+        # operand), zero in the padding and past Cin
+        part, channel = geo.channel_part(c)
+        x = data[(n, real_channel(channel)) + input_index(positions)]
+        if ops.parts > 1:
+            x = tf32_part(x, part == A_LOW_PART)
+        return T.if_then_else(live_channel(channel, in_input(positions)), x, zero)
 
     def out_index(pixel, col, r, e):
         # out[n, channel, q * s + r (+ e along x)] of GEMM row ``pixel`` (n, q..), column col
@@ -687,14 +688,7 @@ def wgmma_conv_transpose(spec: ConvTransposeSpec, tile: WgmmaTile | None = None
             if idx < copy_total:
                 pos = copy_coords(idx)  # (n, positions.., chunk)
                 for e in T.unroll(core):
-                    vec[e] = T.if_then_else(
-                        live_channel(geo.channel_part(pos[-1] * core + e)[1],
-                                     in_input(pos[1:-1])),
-                        a_value(data[(pos[0],
-                                      real_channel(geo.channel_part(pos[-1] * core + e)[1]))
-                                     + input_index(pos[1:-1])],
-                                geo.channel_part(pos[-1] * core + e)[0]),
-                        zero)
+                    vec[e] = input_value(data, pos[0], pos[-1] * core + e, pos[1:-1])
                 for e in T.vectorized(core):
                     x_cl[pos[:-1] + (pos[-1] * core + e,)] = vec[e]
 

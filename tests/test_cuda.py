@@ -44,8 +44,8 @@ CUDA = resolve_target("cuda")
 @pytest.fixture(autouse=True)
 def _without_wgmma():
     """These tests are of the kernels for every CUDA GPU (the WMMA tensor-core kernel on
-    float16); tests/test_cuda_wgmma.py has the Hopper wgmma kernel that takes float16 layers
-    on sm_90 targets by default."""
+    float16, FFMA on float32); tests/test_cuda_wgmma.py has the Hopper wgmma kernel that takes
+    float16 and float32 layers on sm_90 targets by default."""
     with cuda_wgmma.wgmma_kernel(False):
         yield
 
