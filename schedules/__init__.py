@@ -59,7 +59,7 @@ register(CONV_TRANSPOSE, Implementation(
 register(CONV_TRANSPOSE, Implementation(
     name="cpu.generic", target_keys=("cpu",), priority=0,
     compute=decomposed_conv_transpose, schedule=schedule_generic_cpu, predicate=supports_dtype))
-# Few output channels per group (FSRCNN 56->1): a direct kernel, every phase of a dense
+# Few output channels per group (FSRCNN 56->1, DCGAN 64->3): a direct kernel, every phase of a dense
 # output patch per thread (schedules/cuda_direct.py); the implicit GEMM's channel tile would
 # be mostly idle there.
 register(CONV_TRANSPOSE, Implementation(

@@ -39,8 +39,8 @@ others keep FFMA, with an INFO log line saying why.
 :func:`schedule_cuda_space` is MetaSchedule's ``ours`` space over the start tile and unroll.
 
 Layers with at most :data:`~.cuda_direct.DIRECT_MAX_OUT_CHANNELS` output channels per group
-(FSRCNN's 56->1) do not come here: ``cuda.direct`` (:mod:`.cuda_direct`, higher priority)
-takes them, since a GEMM tile over one output channel is mostly idle.
+(FSRCNN's 56->1, DCGAN's 64->3) do not come here: ``cuda.direct`` (:mod:`.cuda_direct`,
+higher priority) takes them, since a GEMM tile over a few output channels is mostly idle.
 """
 
 from __future__ import annotations

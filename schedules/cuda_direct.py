@@ -1,4 +1,5 @@
-"""CUDA direct kernel for transposed convs with few output channels per group (FSRCNN 56->1).
+"""CUDA direct kernel for transposed convs with few output channels per group (FSRCNN 56->1,
+DCGAN 64->3).
 
 The implicit GEMMs of :mod:`.cuda` tile output channels x output pixels; with one output
 channel (M = 1) most of their tile is idle (FSRCNN ran at 0.13-0.26x cuDNN fp32 that way).
@@ -53,10 +54,11 @@ DIRECT_ANNOTATION = "tvm_deconv.cuda_direct"
 # Output channels per group this kernel takes (each thread holds all of them).  Measured on
 # the H200 (benchmarks/results/h200-fsrcnn-direct-threshold.json): a k9 s2 56->2 layer ran
 # 1.47x / 0.76x cuDNN fp32 direct (batch 1 / 64) against 0.47x / 0.12x as implicit GEMM, and
-# 56->4 1.12x / 0.73x against 0.48x / 0.10x; but DCGAN 64->3 (k4 s2) at batch 1 ran 0.038 ms
-# direct against 0.012 ms in its phase-batched GEMM.  Up to 2 keeps every other zoo layer on
-# its GEMM path.
-DIRECT_MAX_OUT_CHANNELS = 2
+# 56->4 1.12x / 0.73x against 0.48x / 0.10x.  DCGAN 64->3 (k4 s2) ran 3x slower direct there,
+# on a 16-block grid; with blocks of 8 positions and 8 channel groups (choose_tile) it runs
+# 0.0059 ms direct against 0.0117 ms in its phase-batched GEMM at batch 1 and 0.041 against
+# 0.044 ms at batch 64 (H100, benchmarks/results/h100-direct-dcgan3-ab-s28.json).
+DIRECT_MAX_OUT_CHANNELS = 4
 # Accumulators per thread the tile chooser allows (phases x channels x vy x vx floats).
 MAX_ACCUMULATORS = 72
 # Unrolled multiply-adds per input channel of one thread (code size of the inner body).
@@ -136,21 +138,28 @@ def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
 # threads 0.61 / 0.52 ms, 2x2 0.60 / 0.58, 2x4 0.74 / 0.76, 1x1 1.1 / 1.0.  At batch 1 the
 # grid shrinks it to 1x1 on 4x16 threads (256 blocks): 0.027 / 0.053 ms.
 START_TILE = (1, 2, 8, 16)
-# Where the grid leaves fewer than MIN_THREADS_PER_SM threads per SM (batch 1: 256 blocks of
-# 64 threads, latency-bound), up to MAX_CHANNEL_GROUPS thread groups split each K step's
-# channels (DirectTile.kz).  On the H100 at batch 1, 4 groups ran FSRCNN x3 2.18x and x2 1.23x
-# faster than 1 (0.025 / 0.022 ms), x2 in float16 0.064 -> 0.021 ms
-# (benchmarks/results/h100-direct-kz-ab-s20.json, h100-direct-kz-x3-ab-s20.json).
-MIN_THREADS_PER_SM = 512
-MAX_CHANNEL_GROUPS = 4
+# Where the grid leaves fewer than MIN_THREADS_PER_SM threads per SM (batch 1: latency-bound),
+# up to MAX_CHANNEL_GROUPS thread groups split each K step's channels (DirectTile.kz).  On
+# the H100 at batch 1, 4 groups ran FSRCNN x3 2.18x and x2 1.23x faster than 1 (0.025 /
+# 0.022 ms), x2 in float16 0.064 -> 0.021 ms (benchmarks/results/h100-direct-kz-ab-s20.json,
+# h100-direct-kz-x3-ab-s20.json); 8 groups ran them 0.90x / 1.08x (no gain; this threshold
+# keeps their 256 blocks of 64 positions at 4), DCGAN 64->3 on 32 blocks of 4x8 positions
+# 1.3x faster than 4 (h100-direct-fsrcnn-ab-s28.json, h100-direct-dcgan3-ab-s28.json).
+MIN_THREADS_PER_SM = 256
+MAX_CHANNEL_GROUPS = 8
+# Thread positions (ty x tx) per block, at least: a short grid halves the threads down to it
+# (the channel groups then multiply the threads).  DCGAN 64->3 at batch 1 ran 0.0059 ms on
+# 2x4 positions x 8 groups, 0.0065 on 2x2, 0.0088-0.0092 on 16-32 (H100).
+MIN_BLOCK_POSITIONS = 8
 
 
 def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
     """Start at :data:`START_TILE`; fit the grid (no tile much wider than the phase grid),
     the accumulator budget, and — while the grid has fewer blocks than the chip has SMs
-    (batch 1) — halve the per-thread tile, then the threads (down to 64); then channel groups
-    ``kz`` up to :data:`MAX_CHANNEL_GROUPS` while the grid has fewer than
-    :data:`MIN_THREADS_PER_SM` threads per SM; ``ck`` from :func:`with_channel_step`."""
+    (batch 1) — halve the per-thread tile, then the threads (ty first down to 64, then the
+    larger of ty / tx down to :data:`MIN_BLOCK_POSITIONS`); then channel groups ``kz`` up to
+    :data:`MAX_CHANNEL_GROUPS` while the grid has fewer than :data:`MIN_THREADS_PER_SM`
+    threads per SM; ``ck`` from :func:`with_channel_step`."""
     geo = _geometry(spec)
     per_pos = len(_live_phases(spec)) * spec.out_per_group  # as _accumulators counts
     vy, vx, ty, tx = START_TILE
@@ -174,6 +183,8 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
             vx, vy = (vx // 2, vy) if vx >= vy else (vx, vy // 2)
         elif ty * tx > 64:
             ty, tx = (ty // 2, tx) if ty >= 2 else (ty, tx // 2)
+        elif ty * tx > MIN_BLOCK_POSITIONS:
+            ty, tx = (ty // 2, tx) if ty >= tx else (ty, tx // 2)
         else:
             break
     kz = 1

@@ -183,17 +183,17 @@ def test_cuda_schedule_structure_cpu_emulation(spec):
 
 
 BATCHED_SPECS = [
-    make_spec((2, 6, 4, 5), (6, 3, 4, 4), strides=2, padding=1),               # DCGAN-like
-    # groups (3 output channels per group: with 2 or fewer cuda.direct takes the call)
-    make_spec((1, 6, 4, 4), (6, 3, 4, 4), strides=2, padding=1, groups=3),
-    make_spec((1, 4, 5, 6), (4, 3, 4, 6), strides=(2, 3), padding=(1, 2),      # s differs per axis
+    make_spec((2, 6, 4, 5), (6, 5, 4, 4), strides=2, padding=1),               # DCGAN-like
+    # groups (5 output channels per group: with 4 or fewer cuda.direct takes the call)
+    make_spec((1, 6, 4, 4), (6, 5, 4, 4), strides=2, padding=1, groups=3),
+    make_spec((1, 4, 5, 6), (4, 5, 4, 6), strides=(2, 3), padding=(1, 2),      # s differs per axis
               output_padding=(0, 1)),
     make_spec((2, 4, 7), (4, 5, 16), strides=8, padding=4),                    # 1-d, 8 phases
     make_spec((1, 4, 3, 4, 3), (4, 2, 4, 4, 4), strides=2, padding=1),         # 3-d
-    make_spec((1, 3, 3, 5), (4, 4, 2, 5), strides=2, padding=1,                # NHWC / HWOI
+    make_spec((1, 3, 3, 5), (4, 4, 5, 5), strides=2, padding=1,                # NHWC / HWOI
               data_layout="NHWC", kernel_layout="HWOI"),
-    make_spec((1, 5, 3, 3), (5, 3, 9, 9), strides=3, padding=4, output_padding=2),  # FSRCNN x3
-    # (3 channels: 1-2 take cuda.direct); split-K (few output pixels, many input channels):
+    make_spec((1, 5, 3, 3), (5, 5, 9, 9), strides=3, padding=4, output_padding=2),  # FSRCNN x3
+    # (5 channels: 1-4 take cuda.direct); split-K (few output pixels, many input channels):
     make_spec((1, 128, 2, 3), (128, 16, 4, 4), strides=2, padding=1),
     make_spec((2, 128, 3), (128, 16, 16), strides=8, padding=4),                # 1-d
     make_spec((1, 64, 1, 2, 2), (64, 16, 4, 4, 4), strides=2, padding=1),       # 3-d
@@ -412,6 +412,9 @@ def test_direct_kernel_splits_channels_where_the_grid_is_short():
         tile = cuda_direct.choose_tile(zoo.get(name).spec(1))
         assert tile.kz > 1 and tile.ck % tile.kz == 0, tile
         assert cuda_direct.choose_tile(zoo.get(name).spec(64)).kz == 1
+    # DCGAN 64->3's 32x32 phase grid: blocks of 2x4 positions fill the chip, 8 groups each.
+    tile = cuda_direct.choose_tile(zoo.get("dcgan_64_3_k4s2").spec(1))
+    assert (tile.ty * tile.tx, tile.kz) == (cuda_direct.MIN_BLOCK_POSITIONS, 8), tile
     chosen = {cuda_direct.choose_tile(s).kz
               for s in DIRECT_SPECS + few_channel_specs(12, seed=5, max_size=20)}
     assert {2, 4} <= chosen, chosen
@@ -423,16 +426,16 @@ def test_direct_kernel_splits_channels_where_the_grid_is_short():
 
 
 def test_direct_kernel_takes_few_output_channels_only():
-    """FSRCNN's 56->1 layers (fp32 and fp16, batch 1 and 64) take cuda.direct; every other
-    zoo layer keeps its implicit-GEMM path."""
+    """FSRCNN's 56->1 and DCGAN's 64->3 layers (fp32 and fp16, batch 1 and 64) take
+    cuda.direct; every other zoo layer keeps its implicit-GEMM path."""
     for layer in zoo.LAYERS:
         for batch in (1, 64):
             for dtype in ("float32", "float16"):
                 spec = layer.spec(batch, dtype=dtype)
                 chosen = strategy.select(strategy.CONV_TRANSPOSE, spec, CUDA).implementation
                 name = chosen.name if chosen is not None else None  # None: TVM's default
-                assert (name == "cuda.direct") == layer.name.startswith("fsrcnn"), \
-                    (layer.name, batch, dtype, name)
+                direct = layer.name.startswith("fsrcnn") or layer.name == "dcgan_64_3_k4s2"
+                assert (name == "cuda.direct") == direct, (layer.name, batch, dtype, name)
     many = make_spec((1, 8, 4, 4), (8, cuda_direct.DIRECT_MAX_OUT_CHANNELS + 1, 3, 3), strides=2)
     assert "output channels per group" in cuda_direct.supports_cuda_direct(many, CUDA)
     three_d = make_spec((1, 4, 3, 3, 3), (4, 1, 3, 3, 3), strides=2)
@@ -497,7 +500,7 @@ def _check_gpu_layer_with_bias_relu(spec, seed):
 SINGLE_PIXEL_SPECS = [
     make_spec((1, 8, 1, 1), (8, 16, 4, 4), strides=1),
     make_spec((5, 7, 1, 1), (7, 12, 4, 4), strides=2, padding=1),
-    make_spec((2, 6, 1, 1), (6, 3, 3, 5), strides=(2, 3), padding=(1, 2), output_padding=(1, 0)),
+    make_spec((2, 6, 1, 1), (6, 5, 3, 5), strides=(2, 3), padding=(1, 2), output_padding=(1, 0)),
     make_spec((3, 4, 1, 1), (4, 32, 2, 2), strides=2),
     make_spec((2, 16, 1), (16, 8, 7), strides=3, padding=2),
     make_spec((2, 3, 1, 1, 1), (3, 5, 2, 3, 2), strides=1),

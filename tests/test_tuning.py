@@ -344,8 +344,8 @@ def test_each_space_is_its_own_workload_on_cuda():
     """CUDA's sampled space starts from the default compute; its workload is still its own,
     so trials, best times and tune-report curves are counted per space."""
     target = tvm_deconv.resolve_target("cuda")
-    # 4 output channels: SPEC's 2 take cuda.direct, which has no sampled space.
-    spec = make_spec((1, 4, 4, 4), (4, 4, 4, 4), strides=2, padding=1)
+    # 8 output channels: up to 4 take cuda.direct, which has no sampled space.
+    spec = make_spec((1, 4, 4, 4), (4, 8, 4, 4), strides=2, padding=1)
     default, ours = tuning.make_tasks([spec], target, spaces=["default", "ours"])
     assert not tvm_ffi.structural_equal(default.mod, ours.mod)
     assert ours.mod["main"].attrs[tuning.SPACE_ATTR] == "ours"
