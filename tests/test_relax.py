@@ -198,7 +198,12 @@ def test_registry_priority_and_predicates():
     assert strategy.select(strategy.CONV_TRANSPOSE, spec, arm).implementation.name \
         == "arm_cpu.decomposed"
     cuda = tvm_deconv.resolve_target("cuda")
+    # 4 output channels: the few-channel direct kernel outranks the implicit GEMM, which
+    # takes 8.
     assert strategy.select(strategy.CONV_TRANSPOSE, spec, cuda).implementation.name \
+        == "cuda.direct"
+    wider = make_spec((2, 8, 4, 4), (8, 8, 4, 4), strides=2, padding=1)
+    assert strategy.select(strategy.CONV_TRANSPOSE, wider, cuda).implementation.name \
         == "cuda.decomposed"
     int_spec = make_spec((1, 2, 3, 3), (2, 2, 3, 3), strides=2, dtype="int8")
     selection = strategy.select(strategy.CONV_TRANSPOSE, int_spec, target)
