@@ -59,9 +59,9 @@ register(CONV_TRANSPOSE, Implementation(
 register(CONV_TRANSPOSE, Implementation(
     name="cpu.generic", target_keys=("cpu",), priority=0,
     compute=decomposed_conv_transpose, schedule=schedule_generic_cpu, predicate=supports_dtype))
-# Few output channels per group (FSRCNN 56->1, DCGAN 64->3): a direct kernel, every phase of a dense
-# output patch per thread (schedules/cuda_direct.py); the implicit GEMM's channel tile would
-# be mostly idle there.
+# Few output channels per group (FSRCNN 56->1, DCGAN 64->3): a direct kernel, every phase of
+# a dense output patch per thread (schedules/cuda_direct.py); the implicit GEMM's channel tile
+# would be mostly idle there.
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.direct", target_keys=("cuda", "gpu"), priority=30,
     compute=cuda_direct_compute, schedule=schedule_cuda_direct, pack=decomposed_pack,
