@@ -62,7 +62,7 @@ def profile_kernels(call, calls: int = 5) -> dict:
 
 # what a probe removes from the kernel's source
 PROBES = {"nocopy": ("T.ptx.cp.async_.cg.shared.global_(", "_probe_skip("),
-          "nomma": ("_wgmma(bn, acc, desc_a[0], desc_b[0])", "T.evaluate(0)")}
+          "nomma": ("_wgmma(ops, bn, acc, desc_a[0], desc_b[0])", "T.evaluate(0)")}
 
 
 def variant_module(suffix: str, ref: str | None):
