@@ -1,6 +1,8 @@
 """Tuning: verified records, resumable databases, logs applied at build, log hygiene."""
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +74,28 @@ def test_a_record_without_the_default_to_beat_keeps_the_default(tmp_path, caplog
     assert not any("tuned" in n for n in names)
     assert any("none for x86.decomposed's default schedule" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_default_record_with_an_empty_trace_is_found(tmp_path, caplog):
+    """MetaSchedule stores a kernel scheduled in its compute (``x86.phase_tile``) with an
+    empty trace, and TVM 0.27's ``get_top_k`` never returns such a record: tuning measured
+    that default again each run, and the build kept it over a faster tuned record."""
+    target = tvm_deconv.resolve_target("x86-avx512")  # (lowered here, never run)
+    spec = make_spec((1, 8, 4, 16), (8, 4, 4, 4), strides=2, padding=1)
+    impl, func, _ = tuning.workload_func(spec, tuning.DEFAULT, target)
+    assert impl == "x86.phase_tile"
+    mod = tvm.IRModule({"main": func})
+    database = tuning.open_database(tmp_path)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        s_tir.Schedule(mod).trace, database.commit_workload(mod), [1e-3], target,
+        ms.arg_info.ArgInfo.from_prim_func(func)))
+    assert len(tuning.top_records(tuning.open_database(tmp_path), mod)) == 1
+    write_record(tmp_path, spec, target, secs=1e-4)  # a faster stock record
+    _, weight = random_inputs(spec)
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        names = lowered_names(one_layer(spec, weight), target, str(tmp_path))
+    assert any("transpose_tuned" in n for n in names)
+    assert any("uses its tuned stock schedule" in r.getMessage() for r in caplog.records)
 
 
 def test_workloads_without_records_keep_the_default_and_say_so(tmp_path, caplog):
@@ -471,6 +495,34 @@ def test_rest_verifier_tells_a_wrong_kernel_from_a_right_one():
     right.parallel(right.get_loops(right.get_sblock("relu"))[0])
     assert verifier.error(right) < verifier.tolerance
     assert verifier.error(s_tir.Schedule(tvm.IRModule({"main": identity}))) > 0.1
+
+
+def test_pooled_builder_keeps_its_workers_between_batches():
+    """Each batch of LocalBuilder starts fresh workers (29 s for one candidate on the H100
+    machine); PooledBuilder's stay, and a candidate that does not build is an error result."""
+    target = tvm_deconv.resolve_target("llvm")
+    x = tvm.te.placeholder((64,), name="x")
+    good = tvm.IRModule({"main": tvm.te.create_prim_func(
+        [x, tvm.te.compute((64,), lambda i: x[i] + 1.0, name="y")])})
+    bad = tvm.IRModule({"main": good["main"].with_attr("target", "not a target")})
+    others = _child_processes()  # (earlier tests' runner workers)
+    builder = tuning.PooledBuilder(max_workers=1)
+    try:
+        first = builder.build([ms.builder.BuilderInput(good, target)])
+        workers = _child_processes() - others
+        second = builder.build([ms.builder.BuilderInput(good, target),
+                                ms.builder.BuilderInput(bad, target)])
+        assert _child_processes() - others == workers and len(workers) == 1
+    finally:
+        builder.close()
+    assert not _child_processes() & workers
+    assert first[0].error_msg is None and second[0].error_msg is None
+    assert os.path.exists(second[0].artifact_path) and second[1].error_msg
+
+
+def _child_processes() -> set:
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    return {int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()}
 
 
 def test_search_population_shrinks_with_the_phase_count():

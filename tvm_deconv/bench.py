@@ -303,13 +303,28 @@ def torch_prepared(fn: Callable, args: tuple, threads: int) -> Prepared:
                     breakdown=lambda: _torch_breakdown(call))
 
 
-def _builder_and_runner():
-    """MetaSchedule's local builder and runner, the same for both tuned columns.  Generous
-    timeouts: a fresh build worker first imports TVM's tensor intrinsics, which took minutes
-    on a loaded 2-core machine (MetaSchedule's 30 s default then kills every build)."""
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+class TuningWorkers:
+    """The MetaSchedule builders and runner of a bench run's tuned columns, started once for
+    all its rows (each row used to start three worker pools; a fresh build worker costs
+    seconds, 29 s on the H100 machine under TVM's default build).  ``ours`` builds candidates
+    as :func:`tvm_deconv.tune` does (:func:`~tvm_deconv.tuning.build_candidate`, in the pass
+    config of the final build); ``tvm_default`` with MetaSchedule's default build, which
+    first imports every tensor intrinsic: minutes on a loaded 2-core machine, hence the
+    generous timeouts (MetaSchedule's 30 s default killed every build).  One runner for both."""
 
-    return ms.builder.LocalBuilder(timeout_sec=600), ms.runner.LocalRunner(timeout_sec=300)
+    def __init__(self):
+        # pylint: disable=import-outside-toplevel
+        from tvm.s_tir import meta_schedule as ms
+
+        from .tuning import PooledBuilder
+
+        self.ours = PooledBuilder(timeout_sec=600)
+        self.tvm_default = PooledBuilder(f_build=None, timeout_sec=600)
+        self.runner = ms.runner.LocalRunner(timeout_sec=300)
+
+    def close(self) -> None:
+        self.ours.close()
+        self.tvm_default.close()
 
 
 def _fused_like_compile_relax(mod, params: dict, target):
@@ -332,7 +347,7 @@ def _fused_like_compile_relax(mod, params: dict, target):
 
 
 def _tvm_default_tuned(mod, params: dict, target, trials: int, work_dir: Path, info: dict,
-                       cost_model: str = "xgb"):
+                       workers: TuningWorkers, cost_model: str = "xgb"):
     """TVM's own pipeline tuned by MetaSchedule with ``trials`` trials in all (resumable:
     records already in ``work_dir`` count), then ``compile_relax`` with that database.
     ``info["trials_measured"]``: the records the database holds."""
@@ -345,18 +360,17 @@ def _tvm_default_tuned(mod, params: dict, target, trials: int, work_dir: Path, i
     left = trials - len(database.get_all_tuning_records())
     tensors = {k: tvm.runtime.tensor(np.asarray(v)) for k, v in params.items()}
     if left > 0:
-        builder, runner = _builder_and_runner()
         database = ms.relax_integration.tune_relax(
             _fused_like_compile_relax(mod, tensors, target), {}, target, str(work_dir),
             max_trials_global=left,
-            num_trials_per_iter=min(16, left), database=database, builder=builder,
-            runner=runner, cost_model=cost_model)
+            num_trials_per_iter=min(16, left), database=database, builder=workers.tvm_default,
+            runner=workers.runner, cost_model=cost_model)
     info["trials_measured"] = len(database.get_all_tuning_records())
     return ms.relax_integration.compile_relax(database, mod, target, tensors)
 
 
 def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: Path,
-                info: dict, cost_model: str = "xgb"):
+                info: dict, workers: TuningWorkers, cost_model: str = "xgb"):
     """tvm-deconv with its tasks tuned by :func:`tvm_deconv.tuning.tune`, ``trials`` in all:
     each task gets an even share of what is left (a one-point space takes one trial and hands
     the rest on); records already in ``work_dir`` count, so re-running resumes.  Failed
@@ -371,13 +385,12 @@ def _ours_tuned(mod, params: dict, tasks: list, target, trials: int, work_dir: P
     if not tasks:
         info["trials_measured"] = 0
         return build(mod, target, params, tuning_logs=False)
-    builder, runner = _builder_and_runner()
     left = trials
     for i, task in enumerate(tasks):
         share = -(-left // (len(tasks) - i))  # ceil: a budget below the task count still runs
         if share > 0:
-            (result,) = tune([task], target, work_dir, trials=share, runner=runner,
-                             builder=builder, cost_model=cost_model, retime=False)
+            (result,) = tune([task], target, work_dir, trials=share, runner=workers.runner,
+                             builder=workers.ours, cost_model=cost_model, retime=False)
             left -= result.trials_before + result.trials_run
     if retimes(target):
         retime_records(work_dir, tasks, target)
@@ -479,10 +492,10 @@ def _common_impls(case: Case, mod, params: dict, inputs: list, args, target, tas
         default_info: dict = {}
         case.impls["ours_tuned"] = lambda: tvm_prepared(lambda: _ours_tuned(
             mod, params, _tuning_order(tasks_fn()), target, args.tune_trials, work / "ours",
-            ours_info, args.cost_model), inputs, ours_info, device=dev)
+            ours_info, args.tuning_workers, args.cost_model), inputs, ours_info, device=dev)
         case.impls["tvm_default_tuned"] = lambda: tvm_prepared(lambda: _tvm_default_tuned(
             mod, params, target, args.tune_trials, work / "tvm_default", default_info,
-            args.cost_model), inputs, default_info, device=dev)
+            args.tuning_workers, args.cost_model), inputs, default_info, device=dev)
 
 
 def _dtype_suffix(case: Case) -> str:
@@ -1071,16 +1084,21 @@ def run(args: argparse.Namespace) -> int:
         header = f"target {target}; threads (TVM, ORT, PyTorch): {threads}{budget}{peak_text}"
     print(header, flush=True)
     rows, bad = [], 0
-    with _progress(sum(len(c.impls) for c in todo)) as bar:
-        for case in todo:
-            row = bench_case(case, args, bar)
-            rows.append(row)
-            bad += _report_row(row, bar.write)
-            # Written after every row, so a run killed by a time limit keeps what it finished.
-            _write_json(args, header, rows, impls, str(target), threads, peak)
-            if args.markdown:
-                _write_markdown(args, header, markdown_table(rows, impls, args.suite,
-                                                             args.tune_trials, peak), rows)
+    args.tuning_workers = TuningWorkers() if args.tune_trials > 0 else None
+    try:
+        with _progress(sum(len(c.impls) for c in todo)) as bar:
+            for case in todo:
+                row = bench_case(case, args, bar)
+                rows.append(row)
+                bad += _report_row(row, bar.write)
+                # Written after every row, so a run killed by a time limit keeps its rows.
+                _write_json(args, header, rows, impls, str(target), threads, peak)
+                if args.markdown:
+                    _write_markdown(args, header, markdown_table(rows, impls, args.suite,
+                                                                 args.tune_trials, peak), rows)
+    finally:
+        if args.tuning_workers is not None:
+            args.tuning_workers.close()
     table = markdown_table(rows, impls, args.suite, args.tune_trials, peak)
     print("\n" + table)
     if args.breakdown:

@@ -465,9 +465,23 @@ def _mean(secs) -> float:
     return sum(float(s) for s in secs) / len(secs)
 
 
+def top_records(database, mod: tvm.IRModule, top: Optional[int] = None) -> list:
+    """The measured records of ``mod``'s workload in ``database`` (records on the database's
+    own workload object: :func:`open_database`, :func:`load_tuning_logs`), fastest first,
+    failed ones left out.  MetaSchedule's ``get_top_k``, but that in TVM 0.27 also leaves out
+    every record whose trace has no scheduling instruction, i.e. the default-space records of
+    kernels scheduled in their compute (``x86.phase_tile``): their tuning runs measured the
+    default again each time, and the build, seeing no default record, kept the default over
+    every tuned one."""
+    workload = database.commit_workload(mod)
+    timed = sorted(((_mean(r.run_secs), i, r) for i, r in
+                    enumerate(database.get_all_tuning_records())
+                    if r.workload.same_as(workload)), key=lambda t: t[:2])
+    return [r for secs, _, r in timed if secs < FAILED_SECS][:top]
+
+
 def _records(database, task: TuningTask) -> list:
-    workload = database.commit_workload(task.mod)
-    return list(database.get_top_k(workload, 1 << 20))
+    return top_records(database, task.mod)
 
 
 def open_database(work_dir: str | os.PathLike):
@@ -499,6 +513,58 @@ def local_builder(timeout_sec: float = 120, f_export=None):
     upload)."""
     return ms.builder.LocalBuilder(timeout_sec=timeout_sec, f_build=build_candidate,
                                    f_export=f_export)
+
+
+@derived_object
+class PooledBuilder(ms.builder.PyBuilder):
+    """MetaSchedule's local build (``f_build`` then ``f_export`` in worker processes) with
+    one worker pool for all its batches.  LocalBuilder starts a fresh pool per batch, and a
+    fresh worker first imports TVM, plus every tensor intrinsic under TVM's default build:
+    29 s for a one-candidate batch on the H100 machine (session 29), where the bench process
+    builds a whole layer in 1-3 s.  Workers are recycled after ``uses_per_worker`` builds (the leak LocalBuilder
+    avoids by its fresh pools); :meth:`close` stops them.
+
+    ``f_build`` None is TVM's default build, as LocalBuilder's.  In: a batch of
+    ``BuilderInput``; out: one ``BuilderResult`` each (an artifact path, or the error)."""
+
+    def __init__(self, f_build=build_candidate, timeout_sec: float = 120,
+                 max_workers: Optional[int] = None, uses_per_worker: int = 64):
+        super().__init__()
+        self.f_build, self.timeout_sec = f_build, timeout_sec
+        self.max_workers, self.uses_per_worker = max_workers, uses_per_worker
+        self._pool = None
+
+    def build(self, build_inputs):
+        from tvm.s_tir.meta_schedule.builder.local_builder import (  # pylint: disable=C0415
+            _serialize_params, _worker_func)
+        from tvm.s_tir.meta_schedule.utils import cpu_count  # pylint: disable=C0415
+        from tvm.support.popen_pool import (  # pylint: disable=import-outside-toplevel
+            PopenPoolExecutor, StatusKind)
+
+        if self._pool is None:
+            self._pool = PopenPoolExecutor(max_workers=self.max_workers or cpu_count(),
+                                           timeout=self.timeout_sec,
+                                           maximum_process_uses=self.uses_per_worker)
+        results = []
+        for done in self._pool.map_with_error_catching(
+                lambda args: _worker_func(*args),
+                [(self.f_build, None, i.mod, i.target, _serialize_params(i.params))
+                 for i in build_inputs]):
+            if done.status == StatusKind.COMPLETE:
+                results.append(ms.builder.BuilderResult(done.value, None))
+            elif done.status == StatusKind.TIMEOUT:
+                results.append(ms.builder.BuilderResult(
+                    None, f"PooledBuilder: timeout, killed after {self.timeout_sec} s"))
+            else:
+                results.append(ms.builder.BuilderResult(
+                    None, f"PooledBuilder: an exception occurred\n{done.value}"))
+        return results
+
+    def close(self) -> None:
+        """Stop the workers (a later build starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def tune(
@@ -553,45 +619,50 @@ def tune(
     tasks = list(mod_or_tasks) if not is_module else extract_tasks(mod_or_tasks, target, spaces)
     if not tasks and not rest_of_model:
         raise ValueError("nothing to tune: the module has no supported transposed conv")
+    own_pool = builder is None and board is None
     if builder is None:
-        builder = board.builder() if board else local_builder()
+        builder = board.builder() if board else PooledBuilder()
     if runner == "local":
         runner = board.runner() if board else ms.runner.LocalRunner(timeout_sec=60)
     run = _TaskRunner(target, builder, runner, cost_model, progress, seed, board)
-    database = open_database(work_dir)
-    results = []
-    for task in tasks:
-        verifier = (lambda t=task: Verifier(t, target, seed or 0, board)) if verify else None
-        try:
-            before, new, best, rejected, lost = run(
-                database, work_dir, task, _space_generator(task, target),
-                _search_strategy(task), verifier, min(trials, _space_size(task)))
-        except BoardLost as gone:  # (with the rows finished so far)
-            raise BoardLost(str(gone), results) from None
-        results.append(_with_best(
-            TaskResult(task.name, task.space, task.implementation, before, new, None, rejected),
-            task.spec, best * 1e3 if math.isfinite(best) else None))
-        if lost is not None:
-            raise BoardLost(f"{lost}; the records measured so far stay in {work_dir}: bring "
-                            "the board back and run the same command to continue", results)
-    if retime is None:
-        retime = retimes(target, verify, board)
-    if retime and tasks:
-        retimed = retime_records(work_dir, tasks, target)
-        results = [_with_best(row, task.spec, retimed[task.name] * 1e3)
-                   if task.name in retimed else row for row, task in zip(results, tasks)]
-    if rest_of_model:
-        rest_dir = Path(work_dir) / REST_DIR
-        rest_db = open_database(rest_dir)
-        for task in rest_of_model_tasks(mod_or_tasks, target, work_dir, params):
-            verifier = (lambda t=task: RestVerifier(t, target)) if verify else None
-            space = ms.space_generator.PostOrderApply(
-                sch_rules="from-target", postprocs="from-target", mutator_probs="from-target")
-            before, new, best, rejected, _ = run(rest_db, rest_dir, task, space,
-                                                 "evolutionary", verifier, trials)
-            results.append(TaskResult(task.name, REST, "metaschedule", before, new,
-                                      best * 1e3 if math.isfinite(best) else None, rejected))
-    return results
+    try:
+        database = open_database(work_dir)
+        results = []
+        for task in tasks:
+            verifier = (lambda t=task: Verifier(t, target, seed or 0, board)) if verify else None
+            try:
+                before, new, best, rejected, lost = run(
+                    database, work_dir, task, _space_generator(task, target),
+                    _search_strategy(task), verifier, min(trials, _space_size(task)))
+            except BoardLost as gone:  # (with the rows finished so far)
+                raise BoardLost(str(gone), results) from None
+            results.append(_with_best(
+                TaskResult(task.name, task.space, task.implementation, before, new, None, rejected),
+                task.spec, best * 1e3 if math.isfinite(best) else None))
+            if lost is not None:
+                raise BoardLost(f"{lost}; the records measured so far stay in {work_dir}: bring "
+                                "the board back and run the same command to continue", results)
+        if retime is None:
+            retime = retimes(target, verify, board)
+        if retime and tasks:
+            retimed = retime_records(work_dir, tasks, target)
+            results = [_with_best(row, task.spec, retimed[task.name] * 1e3)
+                       if task.name in retimed else row for row, task in zip(results, tasks)]
+        if rest_of_model:
+            rest_dir = Path(work_dir) / REST_DIR
+            rest_db = open_database(rest_dir)
+            for task in rest_of_model_tasks(mod_or_tasks, target, work_dir, params):
+                verifier = (lambda t=task: RestVerifier(t, target)) if verify else None
+                space = ms.space_generator.PostOrderApply(
+                    sch_rules="from-target", postprocs="from-target", mutator_probs="from-target")
+                before, new, best, rejected, _ = run(rest_db, rest_dir, task, space,
+                                                     "evolutionary", verifier, trials)
+                results.append(TaskResult(task.name, REST, "metaschedule", before, new,
+                                          best * 1e3 if math.isfinite(best) else None, rejected))
+        return results
+    finally:
+        if own_pool:
+            builder.close()
 
 
 def _with_best(row: TaskResult, spec: ConvTransposeSpec, best_ms: Optional[float]
@@ -873,8 +944,9 @@ def load_tuning_logs(path: str | os.PathLike, target: Target):
         if key != wanted:
             foreign.add(key)
             continue
-        database.commit_workload(record.workload.mod)
-        database.commit_tuning_record(record)
+        database.commit_tuning_record(ms.database.TuningRecord(  # (on the database's workload)
+            record.trace, database.commit_workload(record.workload.mod), record.run_secs,
+            record.target, record.args_info))
     if foreign:
         logger.warning("tvm_deconv: %s: ignored records tuned for %s (building for %s)", path,
                        ", ".join(sorted(foreign)), wanted)
@@ -907,7 +979,7 @@ def _read_records(path: Path) -> list:
 
 def best_schedule(database, task_mod: tvm.IRModule, target: Target):
     """(schedule, seconds) of the best record for a workload, or ``None``."""
-    records = database.get_top_k(database.commit_workload(task_mod), 1)
+    records = top_records(database, task_mod, 1)
     if not records:
         return None
     record = records[0]
@@ -1129,7 +1201,7 @@ def export_logs(work_dir: str | os.PathLike, out_dir: str | os.PathLike,
     out = open_database(out_dir)
     kept = []
     for task in tasks:
-        records = list(source.get_top_k(source.commit_workload(task.mod), top))
+        records = top_records(source, task.mod, top)
         timed = [(r, r.run_secs) for r in records]
         if remeasure and records:
             verifier = Verifier(task, target)
