@@ -27,7 +27,7 @@ from tvm_deconv.plan import make_spec
 from tvm_deconv.schedules import cuda_wgmma
 from tvm_deconv.targets import resolve_target
 from tvm_deconv.testing import (conv_transpose_reference, cuda_sources, has_gpu, random_inputs,
-                                relative_error, run_pack, transposed_conv_module)
+                                relative_error, run_pack, tolerance, transposed_conv_module)
 
 CUDA = resolve_target("cuda")
 needs_gpu = pytest.mark.skipif(not has_gpu(), reason="no NVIDIA GPU (tvm.cuda(0) missing)")
@@ -62,8 +62,6 @@ WGMMA_ZOO = ["dcgan_512_256_k4s2", "dcgan_256_128_k4s2", "dcgan_128_64_k4s2",
 
 
 DTYPES = ["float16", "float32"]
-# float32 (3xTF32) against float64: the FFMA kernels' bound (tests/test_cuda.py)
-TOLERANCE = {"float16": 2e-3, "float32": 1e-5}
 
 
 def _spec(data, weight, stride, padding, output_padding=0, dtype="float16"):
@@ -455,7 +453,7 @@ def test_gpu_wgmma_kernel(case, form, dtype, monkeypatch):
     wgmmas in flight and that with the weight by TMA (float16); float16, and float32 as
     3xTF32 within float32's error bound."""
     error = _gpu_error(_spec(*case, dtype=dtype), 5, form, monkeypatch)
-    assert error < TOLERANCE[dtype]
+    assert error < tolerance(dtype)
 
 
 @pytest.mark.gpu
@@ -464,4 +462,4 @@ def test_gpu_wgmma_kernel(case, form, dtype, monkeypatch):
 @pytest.mark.parametrize("name", WGMMA_ZOO)
 def test_gpu_wgmma_zoo_layer(name, dtype, monkeypatch):
     error = _gpu_error(zoo.get(name).spec(64, dtype=dtype), 6, "ws", monkeypatch)
-    assert error < TOLERANCE[dtype]
+    assert error < tolerance(dtype)

@@ -474,14 +474,9 @@ def top_records(database, mod: tvm.IRModule, top: Optional[int] = None) -> list:
     default again each time, and the build, seeing no default record, kept the default over
     every tuned one."""
     workload = database.commit_workload(mod)
-    timed = sorted(((_mean(r.run_secs), i, r) for i, r in
-                    enumerate(database.get_all_tuning_records())
-                    if r.workload.same_as(workload)), key=lambda t: t[:2])
-    return [r for secs, _, r in timed if secs < FAILED_SECS][:top]
-
-
-def _records(database, task: TuningTask) -> list:
-    return top_records(database, task.mod)
+    measured = [r for r in database.get_all_tuning_records()
+                if r.workload.same_as(workload) and _mean(r.run_secs) < FAILED_SECS]
+    return sorted(measured, key=lambda r: _mean(r.run_secs))[:top]
 
 
 def open_database(work_dir: str | os.PathLike):
@@ -517,12 +512,12 @@ def local_builder(timeout_sec: float = 120, f_export=None):
 
 @derived_object
 class PooledBuilder(ms.builder.PyBuilder):
-    """MetaSchedule's local build (``f_build`` then ``f_export`` in worker processes) with
-    one worker pool for all its batches.  LocalBuilder starts a fresh pool per batch, and a
-    fresh worker first imports TVM, plus every tensor intrinsic under TVM's default build:
+    """MetaSchedule's local build (``f_build``, then its default export, in worker processes)
+    with one worker pool for all its batches.  LocalBuilder starts a fresh pool per batch, and
+    a fresh worker first imports TVM, plus every tensor intrinsic under TVM's default build:
     29 s for a one-candidate batch on the H100 machine (session 29), where the bench process
-    builds a whole layer in 1-3 s.  Workers are recycled after ``uses_per_worker`` builds (the leak LocalBuilder
-    avoids by its fresh pools); :meth:`close` stops them.
+    builds a whole layer in 1-3 s.  Workers are recycled after ``uses_per_worker`` builds
+    (the leak LocalBuilder avoids by its fresh pools); :meth:`close` stops them.
 
     ``f_build`` None is TVM's default build, as LocalBuilder's.  In: a batch of
     ``BuilderInput``; out: one ``BuilderResult`` each (an artifact path, or the error)."""
@@ -744,7 +739,7 @@ class _TaskRunner:
                  make_verifier, budget):
         from .rpc import BoardLost  # pylint: disable=import-outside-toplevel
 
-        done = _records(database, task)
+        done = top_records(database, task.mod)
         before = len(done)
         left = budget - before
         best = min((_mean(r.run_secs) for r in done), default=math.inf)
@@ -775,7 +770,7 @@ class _TaskRunner:
         finally:
             if bar is not None:
                 bar.close()
-        new = len(_records(database, task)) - before
+        new = len(top_records(database, task.mod)) - before
         return before, new, callback.best_secs, callback.rejected, callback.board_error
 
 
