@@ -46,6 +46,14 @@ def layer_of(name: str):
     return zoo.ZooLayer(name, cin, cout, (size, size), k, s, p, op)
 
 
+def tile_texts(tiles: str, spec) -> list[str]:
+    """``--tiles`` as tile labels (:func:`~tvm_deconv.schedules.cuda_direct.tile_of_label`);
+    ``space``: every tile of the tuning space but the chosen one."""
+    if tiles != "space":
+        return [t for t in tiles.split(",") if t]
+    return [cuda_direct.tile_label(t) for t in cuda_direct.candidate_tiles(spec)[1:]]
+
+
 def run_variant(row, key, spec, x, w, ref, dev):
     cuda_ab_common.build_check_time(row, key, spec, x, w, ref, dev, budget_s=0.5)
 
@@ -54,7 +62,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", help="comma-separated layer:batch")
     parser.add_argument("--tiles", default=DEFAULT_TILES,
-                        help="vy x vx x ty x tx [x kz], comma-separated")
+                        help="vy x vx x ty x tx [x kz [x max ck]][p (prefetch)], "
+                        "comma-separated; 'space': every tile of the tuning space")
     parser.add_argument("--max-out-channels", type=int, default=4)
     parser.add_argument("--no-fp16", action="store_true")
     parser.add_argument("--out", default="cuda_direct_ab.json")
@@ -97,8 +106,8 @@ def main(argv=None) -> int:
             run_variant(row, "direct", spec, x, w, ref, dev)
             if not args.no_fp16:
                 run_variant(row, "direct_fp16", spec16, x16, w16, ref16, dev)
-            for text in [t for t in args.tiles.split(",") if t]:
-                tile = cuda_direct.with_channel_step(spec, *map(int, text.split("x")))
+            for text in tile_texts(args.tiles, spec):
+                tile = cuda_direct.tile_of_label(spec, text)
                 strategy.register(strategy.CONV_TRANSPOSE, dataclasses.replace(
                     direct, compute=lambda sp, tile=tile: cuda_direct.direct_conv_transpose(
                         sp, tile)))

@@ -15,7 +15,8 @@ from .cuda import (cuda_compute, cuda_pack, schedule_cuda, schedule_cuda_space, 
 from .cuda_padded_taps import (padded_taps_compute, padded_taps_pack, supports_cuda_padded_taps,
                                workspace_bytes as padded_taps_workspace_bytes)
 from . import cuda_wgmma
-from .cuda_direct import cuda_direct_compute, schedule_cuda_direct, supports_cuda_direct
+from .cuda_direct import (cuda_direct_compute, direct_space_compute, schedule_cuda_direct,
+                          schedule_direct_space, supports_cuda_direct)
 from .generic_cpu import schedule_generic_cpu
 from .single_pixel import (gpu_single_pixel_compute, schedule_single_pixel, single_pixel_compute,
                            supports_gpu_single_pixel, supports_single_pixel)
@@ -61,10 +62,11 @@ register(CONV_TRANSPOSE, Implementation(
     compute=decomposed_conv_transpose, schedule=schedule_generic_cpu, predicate=supports_dtype))
 # Few output channels per group (FSRCNN 56->1, DCGAN 64->3): a direct kernel, every phase of
 # a dense output patch per thread (schedules/cuda_direct.py); the implicit GEMM's channel tile
-# would be mostly idle there.
+# would be mostly idle there.  Its tuning space is a list of tiles, one kernel each.
 register(CONV_TRANSPOSE, Implementation(
     name="cuda.direct", target_keys=("cuda", "gpu"), priority=30,
     compute=cuda_direct_compute, schedule=schedule_cuda_direct, pack=decomposed_pack,
+    space_compute=direct_space_compute, space=schedule_direct_space,
     predicate=supports_cuda_direct))
 # A 1-pixel input (DCGAN's projection) is a plain GEMM / GEMV: dlight's rules schedule it.
 register(CONV_TRANSPOSE, Implementation(

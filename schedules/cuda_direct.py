@@ -20,8 +20,20 @@ This kernel is written directly in TIR (thread-bound loops, no schedule search) 
 * where the grid leaves the SMs few threads (batch 1), ``kz`` thread groups (``threadIdx.z``)
   share the block's positions and split each K step's channels; their accumulators are summed
   through shared memory before the store;
+* optionally (``DirectTile.prefetch``, a tuning-space knob) each thread loads its share of the
+  next K step into registers before this step's multiply-adds and stores it after them;
 * the store writes each phase's positions ``o = r + q*s`` of the final output (guarded where
   a phase is shorter than the grid).
+
+The tuning space (MetaSchedule's ``ours``): the kernel is written per tile, so its space is
+one categorical knob over :func:`candidate_tiles` (thread tiles, block shapes, channel
+groups, K-step depth, prefetch), sampled in :func:`schedule_direct_space` and kept in the
+trace as an annotation of the ``direct`` block (the tile's numbers, :func:`encode_tile`, not
+a list index, so a record never names another tile when the list changes).  The workload
+stays the chosen tile's kernel with the spec attached (:func:`direct_space_compute`);
+:func:`realize_tile` writes the annotated tile's kernel in its place before every build of a
+candidate or record.  The cost model therefore sees the same loop nest for every tile: the
+search is a random one over the list (37-62 tiles on the zoo's direct layers).
 
 IR in: a :class:`~tvm_deconv.plan.ConvTransposeSpec` (2-d, any layouts, groups, dilation,
 output_padding; float32/float16/float64, float16 accumulating in float32).  IR out: an
@@ -34,7 +46,9 @@ emulated thread then stages the whole window for itself, which is redundant but 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
@@ -51,6 +65,8 @@ from .cuda import OP_PATTERN_OPAQUE, _num_sms
 from .x86 import itemsize
 
 DIRECT_ANNOTATION = "tvm_deconv.cuda_direct"
+TILE_ANNOTATION = "tvm_deconv.cuda_direct_tile"  # a tuning record's tile (encode_tile)
+SPEC_ATTR = "tvm_deconv.cuda_direct_spec"        # the ours-space workload's spec, as JSON
 # Output channels per group this kernel takes (each thread holds all of them).  Measured on
 # the H200 (benchmarks/results/h200-fsrcnn-direct-threshold.json): a k9 s2 56->2 layer ran
 # 1.47x / 0.76x cuDNN fp32 direct (batch 1 / 64) against 0.47x / 0.12x as implicit GEMM, and
@@ -71,7 +87,9 @@ class DirectTile:
     """Per-thread positions ``vy x vx`` of the phase grid, threads ``ty x tx`` per block,
     ``ck`` input channels per K step, shared by ``kz`` groups of threads (``threadIdx.z``:
     each group the same positions, every ``kz``-th staged channel; summed through shared
-    memory at the end)."""
+    memory at the end); with ``prefetch``, each thread loads its share of the next K step's
+    staging into registers before this step's multiply-adds and stores it to shared memory
+    after them (one block barrier less exposed to the loads' latency per step)."""
 
     vy: int
     vx: int
@@ -79,6 +97,7 @@ class DirectTile:
     tx: int
     ck: int
     kz: int = 1
+    prefetch: bool = False  # load the next K step into registers during this one's FMAs
 
     @property
     def threads(self) -> int:
@@ -173,8 +192,7 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
         vy //= 2
 
     def blocks():
-        return (spec.batch * spec.groups * -(-geo.grid[0] // (ty * vy))
-                * -(-geo.grid[1] // (tx * vx)))
+        return _blocks(spec, geo, vy, vx, ty, tx)
 
     while per_pos * vy * vx > MAX_ACCUMULATORS and vy * vx > 1:
         vx, vy = (vx // 2, vy) if vx >= vy else (vx, vy // 2)
@@ -187,26 +205,194 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
             ty, tx = (ty // 2, tx) if ty >= tx else (ty, tx // 2)
         else:
             break
+    return with_channel_step(spec, vy, vx, ty, tx, _channel_groups(blocks() * ty * tx, num_sms))
+
+
+def _blocks(spec: ConvTransposeSpec, geo: _Geometry, vy: int, vx: int, ty: int, tx: int) -> int:
+    return (spec.batch * spec.groups * -(-geo.grid[0] // (ty * vy))
+            * -(-geo.grid[1] // (tx * vx)))
+
+
+def _channel_groups(positions: int, num_sms: int) -> int:
+    """Thread groups ``kz`` for a grid of ``positions`` thread positions: doubled up to
+    :data:`MAX_CHANNEL_GROUPS` while the grid has fewer than :data:`MIN_THREADS_PER_SM`
+    threads per SM."""
     kz = 1
-    while kz < MAX_CHANNEL_GROUPS and blocks() * ty * tx * kz < num_sms * MIN_THREADS_PER_SM:
+    while kz < MAX_CHANNEL_GROUPS and positions * kz < num_sms * MIN_THREADS_PER_SM:
         kz *= 2
-    return with_channel_step(spec, vy, vx, ty, tx, kz)
+    return kz
+
+
+# Input channels per K step, at most (with_channel_step); the tuning space also offers up to
+# DEEP_CHANNEL_STEP where the grid is short (fewer K steps, so fewer staging latencies
+# and block barriers in a row).
+CHANNEL_STEP = 8
+DEEP_CHANNEL_STEP = 32
 
 
 def with_channel_step(spec: ConvTransposeSpec, vy: int, vx: int, ty: int, tx: int,
-                      kz: int = 1) -> DirectTile:
-    """The tile with ``ck``: the largest divisor of the input channels per group (at most 8,
-    a multiple of ``kz``) whose staged window, weights and partial sums fit
+                      kz: int = 1, max_ck: int = CHANNEL_STEP) -> DirectTile:
+    """The tile with ``ck``: the largest divisor of the input channels per group (at most
+    ``max_ck``, a multiple of ``kz``) whose staged window, weights and partial sums fit
     :data:`SHARED_BYTES`; else fewer channel groups ``kz``, down to 1 (and ``ck`` 1)."""
     ipg = spec.in_per_group
     while True:
-        for ck in range(min(8, ipg), 0, -1):
+        for ck in range(min(max_ck, ipg), 0, -1):
             tile = DirectTile(vy, vx, ty, tx, ck, kz)
             if ipg % ck == 0 and ck % kz == 0 and _shared_bytes(spec, tile) <= SHARED_BYTES:
                 return tile
         if kz == 1:
             return DirectTile(vy, vx, ty, tx, 1)
         kz //= 2
+
+
+def _unrolled_fmas(spec: ConvTransposeSpec, tile: DirectTile) -> int:
+    """Multiply-adds per input channel of one thread (all unrolled)."""
+    return _taps_per_channel(spec) * spec.out_per_group * tile.vy * tile.vx
+
+
+# The tuning space's per-thread positions (vy x vx) and block positions (ty x tx): register
+# blocking from 1 to 8 positions (each staged weight feeds vy * vx multiply-adds), blocks from
+# MIN_BLOCK_POSITIONS to 128 positions.
+SPACE_THREAD_TILES = ((1, 1), (1, 2), (2, 2), (2, 4))
+SPACE_BLOCK_SHAPES = ((2, 4), (4, 4), (4, 8), (4, 16), (8, 16))
+MAX_THREADS_PER_BLOCK = 1024
+
+
+def candidate_tiles(spec: ConvTransposeSpec, num_sms: int = 132) -> list[DirectTile]:
+    """The tuning space: :func:`choose_tile`'s tile first, then each thread tile of
+    :data:`SPACE_THREAD_TILES` on each block shape of :data:`SPACE_BLOCK_SHAPES` no wider than
+    twice the phase grid, with the channel groups ``kz`` that fill the chip
+    (:func:`_channel_groups`) and twice as many (fewer where the channels or shared memory
+    do not divide among them: :func:`with_channel_step`); where ``kz > 1`` (a short grid,
+    latency-bound) also the tile with ``prefetch`` and the tile with up to
+    :data:`DEEP_CHANNEL_STEP` channels a K step, halving ``kz`` until more than
+    :data:`CHANNEL_STEP` divide among the groups.  Only tiles within the accumulator,
+    unrolled-code, shared-memory and thread budgets, each once."""
+    geo = _geometry(spec)
+    tiles = [choose_tile(spec, num_sms)]
+    per_pos = len(_live_phases(spec)) * spec.out_per_group
+
+    def add(tile: DirectTile) -> None:
+        if (tile not in tiles and tile.threads <= MAX_THREADS_PER_BLOCK
+                and _unrolled_fmas(spec, tile) <= MAX_UNROLLED_FMAS
+                and _shared_bytes(spec, tile) <= SHARED_BYTES):
+            tiles.append(tile)
+
+    for vy, vx in SPACE_THREAD_TILES:
+        if per_pos * vy * vx > MAX_ACCUMULATORS:
+            continue
+        for ty, tx in SPACE_BLOCK_SHAPES:
+            if ty * vy >= 2 * geo.grid[0] or tx * vx >= 2 * geo.grid[1]:
+                continue
+            kz = _channel_groups(_blocks(spec, geo, vy, vx, ty, tx) * ty * tx, num_sms)
+            for groups in sorted({kz, min(2 * kz, MAX_CHANNEL_GROUPS)}):
+                add(with_channel_step(spec, vy, vx, ty, tx, groups))
+            if kz == 1:
+                continue
+            shallow = with_channel_step(spec, vy, vx, ty, tx, kz)
+            if spec.in_per_group > shallow.ck:  # (prefetch needs a next K step)
+                add(dataclasses.replace(shallow, prefetch=True))
+            deep_kz = kz
+            while deep_kz > 1:
+                deep = with_channel_step(spec, vy, vx, ty, tx, deep_kz, DEEP_CHANNEL_STEP)
+                if deep.ck > CHANNEL_STEP:
+                    add(deep)
+                    break
+                deep_kz //= 2
+    return tiles
+
+
+# encode_tile's fields and their decimal digits (sample_categorical keeps int32 values).
+_TILE_DIGITS = (("prefetch", 1), ("vy", 1), ("vx", 1), ("ty", 2), ("tx", 2), ("ck", 2),
+                ("kz", 1))
+
+
+def encode_tile(tile: DirectTile) -> int:
+    """A tile as one integer of up to 10 decimal digits, ``prefetch vy vx ty tx ck kz`` at
+    1, 1, 1, 2, 2, 2 and 1 digits: 1x2 positions on 8x16 threads, 8 channels a step, 1 group,
+    no prefetch is ``0_1_2_08_16_08_1`` (so 120816081)."""
+    text = ""
+    for name, digits in _TILE_DIGITS:
+        value = int(getattr(tile, name))
+        low = 0 if name == "prefetch" else 1
+        if not low <= value < 10 ** digits:
+            raise ValueError(f"{tile}: {name} = {value} has no tile code "
+                             f"({low}..{10 ** digits - 1})")
+        text += f"{value:0{digits}d}"
+    return int(text)
+
+
+def decode_tile(code: int) -> DirectTile:
+    """The tile of :func:`encode_tile`'s ``code``; a ValueError naming the fix for any other
+    number (a corrupt tuning record)."""
+    text = f"{int(code):010d}"
+    fields, at = {}, 0
+    for name, digits in _TILE_DIGITS:
+        fields[name], at = int(text[at:at + digits]), at + digits
+    prefetch = fields.pop("prefetch")
+    if len(text) != 10 or prefetch > 1 or not all(fields.values()):
+        raise ValueError(f"{code} is not a direct-kernel tile code (10 digits at most, prefetch "
+                         "0 or 1, no other field 0): the tuning record naming it is corrupt; "
+                         "delete its log or tune again")
+    return DirectTile(**fields, prefetch=bool(prefetch))
+
+
+def tile_label(tile: DirectTile) -> str:
+    """``vy x vx x ty x tx x kz x ck``, ``p`` appended with ``prefetch``: ``1x2x8x16x1x8``."""
+    return (f"{tile.vy}x{tile.vx}x{tile.ty}x{tile.tx}x{tile.kz}x{tile.ck}"
+            + ("p" if tile.prefetch else ""))
+
+
+def tile_of_label(spec: ConvTransposeSpec, label: str) -> DirectTile:
+    """The tile of a label (A/B scripts' ``--tiles``): its numbers are
+    :func:`with_channel_step`'s arguments ``vy x vx x ty x tx [x kz [x max ck]]``, so ``ck``
+    may be left to it; a trailing ``p`` turns on ``prefetch``."""
+    numbers = label.removesuffix("p").split("x")
+    if not 4 <= len(numbers) <= 6 or not all(n.isdigit() and int(n) > 0 for n in numbers):
+        raise ValueError(f"tile {label!r}: expected vy x vx x ty x tx [x kz [x max ck]][p], "
+                         "positive integers, e.g. 2x2x4x4x8 or 1x2x8x16x1x8p")
+    tile = with_channel_step(spec, *map(int, numbers))
+    return dataclasses.replace(tile, prefetch=label.endswith("p"))
+
+
+def direct_space_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
+    """The tuning space's workload: :func:`cuda_direct_compute` with ``spec`` attached (the
+    space and :func:`realize_tile` need it)."""
+    fields = dataclasses.asdict(spec)
+    return cuda_direct_compute(spec).with_attr(SPEC_ATTR, json.dumps(fields, sort_keys=True))
+
+
+def _spec_of(func: tirx.PrimFunc) -> ConvTransposeSpec:
+    fields = json.loads(str(func.attrs[SPEC_ATTR]))
+    return ConvTransposeSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in fields.items()})
+
+
+def schedule_direct_space(sch: s_tir.Schedule, target: Target) -> list:
+    """One design: a categorical sample over :func:`candidate_tiles`' codes, annotated on the
+    ``direct`` block (IR in: :func:`direct_space_compute`'s PrimFunc; out: the same with the
+    annotation)."""
+    spec = _spec_of(sch.mod["main"])
+    codes = [encode_tile(t) for t in candidate_tiles(spec, _num_sms(target))]
+    choice = sch.sample_categorical(codes, [1.0 / len(codes)] * len(codes))
+    sch.annotate(sch.get_sblock("direct"), TILE_ANNOTATION, choice)
+    return [sch]
+
+
+def realize_tile(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` itself, unless it is the tuning space's workload with a tile annotated: then
+    the direct kernel of that tile, with ``func``'s attributes."""
+    if func.attrs is None or SPEC_ATTR not in func.attrs:
+        return func
+    sch = s_tir.Schedule(func)
+    code = sch.get(sch.get_sblock("direct")).annotations.get(TILE_ANNOTATION)
+    if code is None:
+        return func
+    kernel = direct_conv_transpose(_spec_of(func), decode_tile(int(code)))
+    for key, value in func.attrs.items():
+        kernel = kernel.with_attr(key, value)
+    return kernel
 
 
 def supports_cuda_direct(spec: ConvTransposeSpec, target: Target) -> str | None:
@@ -220,7 +406,7 @@ def supports_cuda_direct(spec: ConvTransposeSpec, target: Target) -> str | None:
         return (f"{spec.out_per_group} output channels per group > {DIRECT_MAX_OUT_CHANNELS}: "
                 "the implicit GEMM fills its channel tile")
     tile = choose_tile(spec)
-    fmas = _taps_per_channel(spec) * spec.out_per_group * tile.vy * tile.vx
+    fmas = _unrolled_fmas(spec, tile)
     if fmas > MAX_UNROLLED_FMAS:
         return f"{fmas} unrolled multiply-adds per input channel > {MAX_UNROLLED_FMAS}"
     if _shared_bytes(spec, tile) > SHARED_BYTES:
@@ -255,19 +441,21 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
     sp = spec.spatial_axes
     zero = tirx.const(0, acc_dtype)
 
-    def cooperative(total: int, body) -> None:
-        """``body(e)`` for e in range(total), spread over the block's threads."""
-        with T.serial(_i64(-(-total // nthreads))) as f:
+    def cooperative(total: int, body, unroll: bool = False) -> None:
+        """``body(e, f, t)`` for e in range(total), spread over the block's threads: thread
+        ``t`` (linear) takes ``e = f * threads + t``."""
+        with (T.unroll if unroll else T.serial)(_i64(-(-total // nthreads))) as f:
             with _loop(ty_n, "threadIdx.y", bind) as cty, \
                     _loop(tx_n, "threadIdx.x", bind) as ctx, \
                     _loop(kz, "threadIdx.z", bind) as ctz:
-                e = f * _i64(nthreads) + (ctz * _i64(ty_n) + cty) * _i64(tx_n) + ctx
+                t = (ctz * _i64(ty_n) + cty) * _i64(tx_n) + ctx
+                e = f * _i64(nthreads) + t
                 if total % nthreads:
                     with T.If(e < _i64(total)):
                         with T.Then():
-                            body(e)
+                            body(e, f, t)
                 else:
-                    body(e)
+                    body(e, f, t)
 
     with IRBuilder() as builder:
         with T.prim_func(s_tir=True):
@@ -305,32 +493,45 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                                             scope=local)
                         with T.unroll(_i64(nacc)) as i:
                             T.buffer_store(acc, zero, [i])
-                        with T.serial(_i64(ipg // ck)) as ko:
-                            def stage_input(e):
-                                c = tirx.floordiv(e, _i64(win[0] * win[1]))
-                                wy = tirx.floormod(tirx.floordiv(e, _i64(win[1])),
-                                                   _i64(win[0]))
-                                wx = tirx.floormod(e, _i64(win[1]))
-                                iy = q0[0] + _i64(geo.lo[0]) + wy
-                                ix = q0[1] + _i64(geo.lo[1]) + wx
-                                ic = g * _i64(ipg) + ko * _i64(ck) + c
-                                src = data[tuple(_index(spec.data_layout, {
-                                    "N": n, "C": ic, sp[0]: iy, sp[1]: ix}))]
-                                inside = tirx.all(iy >= _i64(0), iy < _i64(spec.in_size[0]),
-                                                  ix >= _i64(0), ix < _i64(spec.in_size[1]))
-                                T.buffer_store(xs, tirx.if_then_else(
-                                    inside, src.astype(acc_dtype), zero), [c, wy, wx])
+                        def input_slot(e):
+                            """Staged element ``e``'s index in ``xs``: (channel, wy, wx)."""
+                            return [tirx.floordiv(e, _i64(win[0] * win[1])),
+                                    tirx.floormod(tirx.floordiv(e, _i64(win[1])), _i64(win[0])),
+                                    tirx.floormod(e, _i64(win[1]))]
 
-                            def stage_weight(e):
-                                c = tirx.floordiv(e, _i64(ntaps * opg))
-                                t = tirx.floormod(tirx.floordiv(e, _i64(opg)), _i64(ntaps))
-                                o = tirx.floormod(e, _i64(opg))
-                                ic = g * _i64(ipg) + ko * _i64(ck) + c
-                                T.buffer_store(ws, weight[t, ic, o].astype(acc_dtype),
-                                               [c, t, o])
+                        def input_value(ko, e):
+                            c, wy, wx = input_slot(e)
+                            iy = q0[0] + _i64(geo.lo[0]) + wy
+                            ix = q0[1] + _i64(geo.lo[1]) + wx
+                            ic = g * _i64(ipg) + ko * _i64(ck) + c
+                            src = data[tuple(_index(spec.data_layout, {
+                                "N": n, "C": ic, sp[0]: iy, sp[1]: ix}))]
+                            inside = tirx.all(iy >= _i64(0), iy < _i64(spec.in_size[0]),
+                                              ix >= _i64(0), ix < _i64(spec.in_size[1]))
+                            return tirx.if_then_else(inside, src.astype(acc_dtype), zero)
 
-                            cooperative(ck * win[0] * win[1], stage_input)
-                            cooperative(ck * ntaps * opg, stage_weight)
+                        def weight_slot(e):
+                            """Staged weight ``e``'s index in ``ws``: (channel, tap, output)."""
+                            return [tirx.floordiv(e, _i64(ntaps * opg)),
+                                    tirx.floormod(tirx.floordiv(e, _i64(opg)), _i64(ntaps)),
+                                    tirx.floormod(e, _i64(opg))]
+
+                        def weight_value(ko, e):
+                            c, t, o = weight_slot(e)
+                            return weight[t, g * _i64(ipg) + ko * _i64(ck) + c, o].astype(
+                                acc_dtype)
+
+                        # (elements, value at K step ko, shared buffer, its index) per operand
+                        operands = [(ck * win[0] * win[1], input_value, xs, input_slot),
+                                    (ck * ntaps * opg, weight_value, ws, weight_slot)]
+
+                        def stage(ko):
+                            for total, value, buf, slot in operands:
+                                cooperative(total, lambda e, f, t, value=value, buf=buf,
+                                            slot=slot: T.buffer_store(buf, value(ko, e),
+                                                                      slot(e)))
+
+                        def compute():
                             with T.serial(_i64(ck // kz)) as cg:
                                 c = cg * _i64(kz) + tz if kz > 1 else cg
                                 with T.unroll(_i64(patch[0])) as py, \
@@ -338,6 +539,42 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                                     T.buffer_store(xr, xs[c, ty * _i64(vy) + py,
                                                           tx * _i64(vx) + px], [py, px])
                                 _phase_fmas(phases, offsets, geo, tile, opg, acc, xr, ws, c)
+
+                        steps = ipg // ck
+                        if not tile.prefetch or steps == 1:
+                            with T.serial(_i64(steps)) as ko:
+                                stage(ko)
+                                compute()
+                        else:
+                            # A thread's registers: [its elements, 1] (on the CPU every
+                            # emulated thread's, [elements, threads]).
+                            held = [T.alloc_buffer(
+                                [_i64(-(-total // nthreads)), _i64(1 if bind else nthreads)],
+                                acc_dtype, scope=local) for total, _, _, _ in operands]
+
+                            def fetch(ko):
+                                for reg, (total, value, _, _) in zip(held, operands):
+                                    cooperative(total, lambda e, f, t, reg=reg, value=value:
+                                                T.buffer_store(reg, value(ko, e),
+                                                               [f, _i64(0) if bind else t]),
+                                                unroll=True)
+
+                            def commit():
+                                for reg, (total, _, buf, slot) in zip(held, operands):
+                                    cooperative(total, lambda e, f, t, reg=reg, buf=buf,
+                                                slot=slot: T.buffer_store(
+                                                    buf, reg[f, _i64(0) if bind else t],
+                                                    slot(e)), unroll=True)
+
+                            stage(_i64(0))
+                            with T.serial(_i64(steps)) as ko:
+                                with T.If(ko + _i64(1) < _i64(steps)):
+                                    with T.Then():
+                                        fetch(ko + _i64(1))
+                                compute()
+                                with T.If(ko + _i64(1) < _i64(steps)):
+                                    with T.Then():
+                                        commit()
                         if kz > 1:
                             _sum_channel_groups(acc, partials, tz, ty * _i64(tx_n) + tx, kz,
                                                 nacc)

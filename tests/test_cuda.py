@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax, s_tir
+from tvm.s_tir import meta_schedule as ms
 
 import tvm_deconv
 from tvm_deconv import strategy, tuning, zoo
@@ -425,6 +426,110 @@ def test_direct_kernel_splits_channels_where_the_grid_is_short():
     assert poisoned_run_error(func, spec, decomposed_pack(spec), seed=3) < 1e-5
 
 
+# More than CHANNEL_STEP input channels on a short grid: the space's deep K steps and
+# prefetching tiles.
+DEEP_STEP_SPECS = [
+    make_spec((1, 24, 6, 7), (24, 1, 9, 9), strides=2, padding=4, output_padding=1),
+    make_spec((2, 20, 5, 4), (20, 3, 4, 4), strides=2, padding=1),
+]
+DIRECT_SPACE_SPECS = DIRECT_SPECS + DEEP_STEP_SPECS
+
+
+@pytest.mark.parametrize("spec", DIRECT_SPACE_SPECS, ids=_spec_id)
+def test_every_direct_space_tile_is_correct_cpu_emulation(spec):
+    """Every tile of the direct kernel's tuning space matches the reference (CPU emulation,
+    NaN-poisoned output)."""
+    pack = decomposed_pack(spec)
+    tiles = cuda_direct.candidate_tiles(spec)
+    if spec in DEEP_STEP_SPECS:
+        assert max(t.ck for t in tiles) > cuda_direct.CHANNEL_STEP, tiles
+        assert any(t.prefetch for t in tiles), tiles
+    for tile in tiles:
+        func = cuda_direct.direct_conv_transpose(spec, tile, bind=False)
+        assert poisoned_run_error(func, spec, pack, seed=3) < 1e-5, tile
+
+
+def test_direct_tuning_space_tiles():
+    """The space starts at the chosen tile and keeps each tile once, within the budgets; it
+    offers register blocking (vy * vx > 1) where the rule keeps 1 x 1 (FSRCNN at batch 1),
+    and deeper K steps and prefetching there; tile codes and labels (A/B scripts) round-trip,
+    and a field without a code or a malformed label is an error."""
+    for name in ("fsrcnn_x2_56_1_k9s2", "fsrcnn_x3_56_1_k9s3", "dcgan_64_3_k4s2"):
+        for batch in (1, 64):
+            spec = zoo.get(name).spec(batch)
+            tiles = cuda_direct.candidate_tiles(spec)
+            assert tiles[0] == cuda_direct.choose_tile(spec) and len(set(tiles)) == len(tiles)
+            assert len(tiles) > 1
+            for tile in tiles:
+                assert cuda_direct.decode_tile(cuda_direct.encode_tile(tile)) == tile
+                label = cuda_direct.tile_label(tile)
+                assert cuda_direct.tile_of_label(spec, label) == tile, label
+                assert tile.threads <= cuda_direct.MAX_THREADS_PER_BLOCK
+                assert cuda_direct._shared_bytes(spec, tile) <= cuda_direct.SHARED_BYTES
+                assert cuda_direct._accumulators(spec, tile) <= cuda_direct.MAX_ACCUMULATORS
+    fsrcnn = zoo.get("fsrcnn_x2_56_1_k9s2").spec(1)
+    chosen = cuda_direct.choose_tile(fsrcnn)
+    assert chosen.vy * chosen.vx == 1
+    tiles = cuda_direct.candidate_tiles(fsrcnn)
+    assert any(t.vy * t.vx > 1 for t in tiles)
+    assert chosen.ck <= cuda_direct.CHANNEL_STEP < max(t.ck for t in tiles)
+    assert not chosen.prefetch and any(t.prefetch for t in tiles)
+    assert cuda_direct.encode_tile(cuda_direct.DirectTile(1, 2, 8, 16, 8)) == 120816081
+    assert cuda_direct.encode_tile(cuda_direct.DirectTile(2, 4, 16, 16, 32, 8, True)) < 2 ** 31
+    with pytest.raises(ValueError, match="no tile code"):
+        cuda_direct.encode_tile(cuda_direct.DirectTile(1, 1, 4, 128, 8))
+    for corrupt in (110008081, 1234567890, 12345678901):
+        with pytest.raises(ValueError, match="tune again"):
+            cuda_direct.decode_tile(corrupt)
+    with pytest.raises(ValueError, match="e.g. 2x2x4x4x8"):
+        cuda_direct.tile_of_label(fsrcnn, "2x2x0x4")
+
+
+def _direct_space_schedule(task, tile):
+    """The direct space's design with its sample decided for ``tile``."""
+    sch = s_tir.Schedule(task.mod)
+    cuda_direct.schedule_direct_space(sch, CUDA)
+    spec = task.spec
+    index = cuda_direct.candidate_tiles(spec, cuda_sched._num_sms(CUDA)).index(tile)
+    trace = sch.trace.with_decision(sch.trace.insts[0], index, remove_postproc=True)
+    chosen = s_tir.Schedule(task.mod)
+    trace.apply_to_schedule(chosen, remove_postproc=True)
+    return chosen
+
+
+def _block_sizes(sources) -> list[int]:
+    return [int(n) for src in sources for n in re.findall(r"__launch_bounds__\((\d+)\)", src)]
+
+
+def test_direct_tuning_record_builds_its_tile(tmp_path, caplog):
+    """A record of the direct kernel's space builds the tile its trace chose, in the tuner's
+    candidate build and in tvm_deconv.build (which picks it over a slower default record);
+    the workload itself stays the chosen tile's kernel."""
+    spec = zoo.get("dcgan_64_3_k4s2").spec(1)
+    default, ours = tuning.make_tasks([spec], CUDA, spaces=["default", "ours"])
+    assert ours.implementation == "cuda.direct"
+    chosen = cuda_direct.choose_tile(spec)
+    tile = next(t for t in cuda_direct.candidate_tiles(spec) if t.threads != chosen.threads)
+    sch = _direct_space_schedule(ours, tile)
+    assert set(_block_sizes([tuning.build_candidate(ours.mod, CUDA).imports[0]
+                             .inspect_source()])) == {chosen.threads}
+    assert set(_block_sizes([tuning.build_candidate(sch.mod, CUDA).imports[0]
+                             .inspect_source()])) == {tile.threads}
+
+    database = tuning.open_database(tmp_path)
+    for task, trace, secs in ((default, s_tir.Schedule(default.mod).trace, 1e-3),
+                              (ours, sch.trace, 1e-4)):
+        database.commit_tuning_record(ms.database.TuningRecord(
+            trace, database.commit_workload(task.mod), [secs], CUDA,
+            ms.arg_info.ArgInfo.from_prim_func(task.func)))
+    with caplog.at_level(logging.INFO, logger="tvm_deconv"):
+        ex = tvm_deconv.build(one_layer(spec), CUDA, tuning_logs=str(tmp_path))
+    assert any("uses its tuned cuda.direct schedule (ours space" in r.getMessage()
+               for r in caplog.records)
+    assert tile.threads in _block_sizes(cuda_sources(ex.mod))
+    assert chosen.threads not in _block_sizes(cuda_sources(ex.mod))
+
+
 def test_direct_kernel_takes_few_output_channels_only():
     """FSRCNN's 56->1 and DCGAN's 64->3 layers (fp32 and fp16, batch 1 and 64) take
     cuda.direct; every other zoo layer keeps its implicit-GEMM path."""
@@ -580,6 +685,16 @@ def _float16_error(spec) -> float:
 def test_gpu_direct_kernel(spec, tile):
     assert poisoned_run_error(cuda_direct.direct_conv_transpose(spec, tile), spec,
                               decomposed_pack(spec), seed=4, gpu=True) < 1e-5
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("spec", DIRECT_SPACE_SPECS, ids=_spec_id)
+def test_gpu_every_direct_space_tile(spec):
+    """Every tile of the direct kernel's tuning space on the GPU (NaN-poisoned output)."""
+    for tile in cuda_direct.candidate_tiles(spec):
+        assert poisoned_run_error(cuda_direct.direct_conv_transpose(spec, tile), spec,
+                                  decomposed_pack(spec), seed=4, gpu=True) < 1e-5, tile
 
 
 @pytest.mark.gpu

@@ -368,7 +368,7 @@ def test_each_space_is_its_own_workload_on_cuda():
     """CUDA's sampled space starts from the default compute; its workload is still its own,
     so trials, best times and tune-report curves are counted per space."""
     target = tvm_deconv.resolve_target("cuda")
-    # 8 output channels: up to 4 take cuda.direct, which has no sampled space.
+    # 8 output channels: cuda.decomposed (up to 4 take cuda.direct).
     spec = make_spec((1, 4, 4, 4), (4, 8, 4, 4), strides=2, padding=1)
     default, ours = tuning.make_tasks([spec], target, spaces=["default", "ours"])
     assert not tvm_ffi.structural_equal(default.mod, ours.mod)
@@ -518,6 +518,16 @@ def test_pooled_builder_keeps_its_workers_between_batches():
     assert not _child_processes() & workers
     assert first[0].error_msg is None and second[0].error_msg is None
     assert os.path.exists(second[0].artifact_path) and second[1].error_msg
+    # A board's builder is one too, exporting the shared library its RPC server loads.
+    from tvm_deconv.rpc import Board
+
+    board_builder = Board("127.0.0.1", 9190, "no-board-needed").builder()
+    try:
+        (built,) = board_builder.build([ms.builder.BuilderInput(good, target)])
+    finally:
+        board_builder.close()
+    assert built.error_msg is None and built.artifact_path.endswith(".so")
+    assert os.path.exists(built.artifact_path)
 
 
 def _child_processes() -> set:

@@ -26,7 +26,7 @@ from tvm.rpc import base
 from tvm.s_tir import meta_schedule as ms
 from tvm.support.popen_pool import PopenPoolExecutor
 
-from .tuning import local_builder
+from .tuning import PooledBuilder
 
 logger = logging.getLogger("tvm_deconv")
 
@@ -137,9 +137,9 @@ class Board:
         return session, session.load_module(os.path.basename(path))
 
     def builder(self):
-        """LocalBuilder exporting shared libraries for the board; its 120 s timeout suits
-        2-core hosts (MetaSchedule's default 30 s does not)."""
-        return local_builder(f_export=functools.partial(_export, self))
+        """A :class:`~tvm_deconv.tuning.PooledBuilder` exporting shared libraries for the
+        board (its workers live for the whole tuning run; ``close()`` stops them)."""
+        return PooledBuilder(f_export=functools.partial(_export, self))
 
     def runner(self):
         """RPCRunner measuring on the board (see :class:`_BoardRunner`)."""

@@ -176,7 +176,7 @@ class _TransposedConvRewriter(PyExprMutator):
     def _tuned(self, spec: ConvTransposeSpec, impl):
         """(implementation, scheduled PrimFunc, pack) of the best tuning record, if any."""
         from .tuning import (  # noqa: C0415
-            DEFAULT, SPACES, best_schedule, spec_label, workload_func)
+            DEFAULT, SPACES, best_schedule, realized, spec_label, workload_func)
 
         best, timed_default = None, False
         for space in SPACES:
@@ -205,7 +205,7 @@ class _TransposedConvRewriter(PyExprMutator):
             return None
         logger.info("tvm_deconv: %s uses its tuned %s schedule (%s space, %.3f ms when tuned)",
                     spec_label(spec), name, space, secs * 1e3)
-        return name, _finished(sch.mod["main"]), pack
+        return name, _finished(realized(sch.mod)["main"]), pack
 
     def _packed(self, weight: relax.Expr, spec: ConvTransposeSpec, impl_name: str, pack
                 ) -> relax.Expr:

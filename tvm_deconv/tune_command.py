@@ -2,11 +2,12 @@
 (``--rest-of-model``: and the rest of the model).
 
 On a board (``--rpc-tracker HOST:PORT --rpc-key KEY``, :mod:`tvm_deconv.rpc`): candidates are
-built here with MetaSchedule's LocalBuilder, exported as a shared library (cross-compiled with
-``--cross-cc`` for AArch64 targets: the default ``.tar`` export does not load on a board),
-measured on the board through the RPC tracker, and every would-be best candidate is run on the
-board against the float64 reference computed here.  A board that drops out ends the run with
-exit status 3 naming it; the records measured before stay and re-running continues.
+built here (:class:`~tvm_deconv.tuning.PooledBuilder`), exported as a shared library
+(cross-compiled with ``--cross-cc`` for AArch64 targets: the default ``.tar`` export does not
+load on a board), measured on the board through the RPC tracker, and every would-be best
+candidate is run on the board against the float64 reference computed here.  A board that
+drops out ends the run with exit status 3 naming it; the records measured before stay and
+re-running continues.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ design space); fused epilogues are not part of a task.  Three design spaces:
 * ``"default"``: the target implementation's compute under its default schedule (one point,
   measured once, so the build can keep it where it beats every tuned candidate);
 * ``"ours"``: the implementation's sampled design space (``space_compute`` under ``space``,
-  e.g. :mod:`tvm_deconv.schedules.x86_space`: register tiles, unroll, loop order); tasks of
-  implementations without one are not created;
+  e.g. :mod:`tvm_deconv.schedules.x86_space`: register tiles, unroll, loop order; for
+  ``cuda.direct`` a knob over whole kernels, which :func:`realized` writes out before each
+  build); tasks of implementations without one are not created;
 * ``"stock"``: MetaSchedule's post-order-apply rules on the canonical compute in its
   ``phase_buffers`` form (the only form TIR's reduction primitives accept); for float16 on
   CUDA where the tensor-core kernel takes the shape, its tensor-core tiling
@@ -50,7 +51,7 @@ from . import strategy
 from .build import kernel_context
 from .compute import decomposed_conv_transpose, decomposed_pack
 from .plan import ConvTransposeSpec, make_plan
-from .schedules import cuda_tensorcore
+from .schedules import cuda_direct, cuda_tensorcore
 from .targets import TargetLike, resolve_target
 from .testing import (conv_transpose_reference, random_inputs, relative_error, run_pack,
                       tolerance)
@@ -339,7 +340,7 @@ class Verifier:
         try:
             if lib is None:
                 with kernel_context(self.target):
-                    lib = tvm.compile(sch.mod, self.target)
+                    lib = tvm.compile(realized(sch.mod), self.target)
             return relative_error(self._run(lib), self.ref)
         except BoardLost:
             raise
@@ -487,6 +488,17 @@ def open_database(work_dir: str | os.PathLike):
     return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
 
 
+def realized(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with each PrimFunc as it is built: a ``cuda.direct`` space workload becomes the
+    kernel of the tile its trace chose (:func:`~.schedules.cuda_direct.realize_tile`), the
+    others stay.  Every build of a candidate or a record goes through it."""
+    funcs = {gv: cuda_direct.realize_tile(func) if isinstance(func, tirx.PrimFunc) else func
+             for gv, func in mod.functions_items()}
+    if all(funcs[gv].same_as(func) for gv, func in mod.functions_items()):
+        return mod
+    return tvm.IRModule(funcs, attrs=mod.attrs)
+
+
 def build_candidate(mod: tvm.IRModule, target: Target, _params=None):
     """MetaSchedule's default candidate build without its import of every tensor intrinsic
     (``tvm.s_tir.tensor_intrin`` TVMScript-parses them all), which these kernels never use:
@@ -498,16 +510,8 @@ def build_candidate(mod: tvm.IRModule, target: Target, _params=None):
         RemoveWeightLayoutRewriteBlock)
 
     with kernel_context(target):
-        return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod),
-                         target=target)
-
-
-def local_builder(timeout_sec: float = 120, f_export=None):
-    """MetaSchedule's LocalBuilder with :func:`build_candidate` (the 30 s default timeout is
-    too short on 2-core machines); ``f_export`` as LocalBuilder's (boards: a ``.so`` to
-    upload)."""
-    return ms.builder.LocalBuilder(timeout_sec=timeout_sec, f_build=build_candidate,
-                                   f_export=f_export)
+        mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(realized(mod))
+        return tvm_build(mod, target=target)
 
 
 @derived_object
@@ -519,13 +523,15 @@ class PooledBuilder(ms.builder.PyBuilder):
     builds a whole layer in 1-3 s.  Workers are recycled after ``uses_per_worker`` builds
     (the leak LocalBuilder avoids by its fresh pools); :meth:`close` stops them.
 
-    ``f_build`` None is TVM's default build, as LocalBuilder's.  In: a batch of
-    ``BuilderInput``; out: one ``BuilderResult`` each (an artifact path, or the error)."""
+    ``f_build`` None is TVM's default build, as LocalBuilder's; ``f_export`` as LocalBuilder's
+    (None: its ``.tar``; boards: a ``.so`` to upload, :meth:`~tvm_deconv.rpc.Board.builder`).
+    The 120 s default timeout suits 2-core hosts (MetaSchedule's 30 s does not).  In: a batch
+    of ``BuilderInput``; out: one ``BuilderResult`` each (an artifact path, or the error)."""
 
     def __init__(self, f_build=build_candidate, timeout_sec: float = 120,
-                 max_workers: Optional[int] = None, uses_per_worker: int = 64):
+                 max_workers: Optional[int] = None, uses_per_worker: int = 64, f_export=None):
         super().__init__()
-        self.f_build, self.timeout_sec = f_build, timeout_sec
+        self.f_build, self.f_export, self.timeout_sec = f_build, f_export, timeout_sec
         self.max_workers, self.uses_per_worker = max_workers, uses_per_worker
         self._pool = None
 
@@ -543,7 +549,7 @@ class PooledBuilder(ms.builder.PyBuilder):
         results = []
         for done in self._pool.map_with_error_catching(
                 lambda args: _worker_func(*args),
-                [(self.f_build, None, i.mod, i.target, _serialize_params(i.params))
+                [(self.f_build, self.f_export, i.mod, i.target, _serialize_params(i.params))
                  for i in build_inputs]):
             if done.status == StatusKind.COMPLETE:
                 results.append(ms.builder.BuilderResult(done.value, None))
@@ -614,7 +620,7 @@ def tune(
     tasks = list(mod_or_tasks) if not is_module else extract_tasks(mod_or_tasks, target, spaces)
     if not tasks and not rest_of_model:
         raise ValueError("nothing to tune: the module has no supported transposed conv")
-    own_pool = builder is None and board is None
+    own_pool = builder is None
     if builder is None:
         builder = board.builder() if board else PooledBuilder()
     if runner == "local":
@@ -1083,7 +1089,7 @@ def _checked_timer(task: TuningTask, record, verifier: "Verifier", target: Targe
     sch = tvm.s_tir.Schedule(task.mod)
     record.trace.apply_to_schedule(sch, remove_postproc=False)
     try:
-        lib = tvm.compile(sch.mod, target)
+        lib = tvm.compile(realized(sch.mod), target)
     except Exception as exc:  # pylint: disable=broad-except
         logger.warning("tvm_deconv: %s: a stored record fails to build: %s", task.name, exc)
         return None
