@@ -21,19 +21,22 @@ This kernel is written directly in TIR (thread-bound loops, no schedule search) 
   share the block's positions and split each K step's channels; their accumulators are summed
   through shared memory before the store;
 * optionally (``DirectTile.prefetch``, a tuning-space knob) each thread loads its share of the
-  next K step into registers before this step's multiply-adds and stores it after them;
+  next K step into registers before this step's multiply-adds and stores it after them, and
+  (``DirectTile.vector_weights``) each phase's staged taps start 16-byte aligned, so nvcc
+  reads the weights four at a time;
 * the store writes each phase's positions ``o = r + q*s`` of the final output (guarded where
   a phase is shorter than the grid).
 
 The tuning space (MetaSchedule's ``ours``): the kernel is written per tile, so its space is
 one categorical knob over :func:`candidate_tiles` (thread tiles, block shapes, channel
-groups, K-step depth, prefetch), sampled in :func:`schedule_direct_space` and kept in the
-trace as an annotation of the ``direct`` block (the tile's numbers, :func:`encode_tile`, not
-a list index, so a record never names another tile when the list changes).  The workload
-stays the chosen tile's kernel with the spec attached (:func:`direct_space_compute`);
-:func:`realize_tile` writes the annotated tile's kernel in its place before every build of a
-candidate or record.  The cost model therefore sees the same loop nest for every tile: the
-search is a random one over the list (37-62 tiles on the zoo's direct layers).
+groups, K-step depth, prefetch, aligned weights), sampled in :func:`schedule_direct_space`
+and kept in the trace as an annotation of the ``direct`` block (the tile's numbers,
+:func:`encode_tile`, not a list index, so a record never names another tile when the list
+changes).  The workload stays the chosen tile's kernel with the spec attached
+(:func:`direct_space_compute`); :func:`realize_tile` writes the annotated tile's kernel in
+its place before every build of a candidate or record.  The cost model therefore sees the
+same loop nest for every tile: the search is a random one over the list (38-63 tiles on the
+zoo's direct layers).
 
 IR in: a :class:`~tvm_deconv.plan.ConvTransposeSpec` (2-d, any layouts, groups, dilation,
 output_padding; float32/float16/float64, float16 accumulating in float32).  IR out: an
@@ -49,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
@@ -89,7 +93,9 @@ class DirectTile:
     each group the same positions, every ``kz``-th staged channel; summed through shared
     memory at the end); with ``prefetch``, each thread loads its share of the next K step's
     staging into registers before this step's multiply-adds and stores it to shared memory
-    after them (one block barrier less exposed to the loads' latency per step)."""
+    after them (one block barrier less exposed to the loads' latency per step); with
+    ``vector_weights``, each phase's staged taps start on a 16-byte boundary
+    (:func:`_tap_layout`), so nvcc reads a thread's weights four at a time (``ld.shared.v4``)."""
 
     vy: int
     vx: int
@@ -98,6 +104,7 @@ class DirectTile:
     ck: int
     kz: int = 1
     prefetch: bool = False  # load the next K step into registers during this one's FMAs
+    vector_weights: bool = False  # phases' taps 16-byte aligned in shared memory (_tap_layout)
 
     @property
     def threads(self) -> int:
@@ -144,10 +151,27 @@ def _live_phases(spec: ConvTransposeSpec) -> list:
     return [ph for ph in make_plan(spec).phases() if not ph.is_empty]
 
 
+def _tap_layout(spec: ConvTransposeSpec, aligned: bool) -> tuple[dict, int]:
+    """({phase index: first tap}, taps a channel) of the staged weights: the packed weight's
+    (:meth:`~tvm_deconv.plan.TransposedConvPlan.tap_offsets`), or with ``aligned`` each
+    phase's start rounded up to a multiple of ``4 / gcd(4, output channels)`` taps (16 bytes
+    of float32; the gap is never read)."""
+    plan = make_plan(spec)
+    if not aligned:
+        return plan.tap_offsets()
+    step = 4 // math.gcd(4, spec.out_per_group)
+    offsets, total = {}, 0
+    for phase in plan.phases():
+        offsets[phase.index] = total
+        total += -(-math.prod(phase.num_taps) // step) * step
+    return offsets, total
+
+
 def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
     geo = _geometry(spec)
     window = (tile.ty * tile.vy + geo.halo[0]) * (tile.tx * tile.vx + geo.halo[1])
-    staged = tile.ck * (window + _taps_per_channel(spec) * spec.out_per_group)
+    taps = _tap_layout(spec, tile.vector_weights)[1]
+    staged = tile.ck * (window + taps * spec.out_per_group)
     partials = tile.threads * _accumulators(spec, tile) if tile.kz > 1 else 0
     return (staged + partials) * itemsize(accumulate_dtype(spec))
 
@@ -260,25 +284,31 @@ MAX_THREADS_PER_BLOCK = 1024
 
 
 def candidate_tiles(spec: ConvTransposeSpec, num_sms: int = 132) -> list[DirectTile]:
-    """The tuning space: :func:`choose_tile`'s tile first, then each thread tile of
-    :data:`SPACE_THREAD_TILES` on each block shape of :data:`SPACE_BLOCK_SHAPES` no wider than
-    twice the phase grid, with the channel groups ``kz`` that fill the chip
-    (:func:`_channel_groups`) and twice as many (fewer where the channels or shared memory
-    do not divide among them: :func:`with_channel_step`); where ``kz > 1`` (a short grid,
-    latency-bound) also the tile with ``prefetch`` and the tile with up to
-    :data:`DEEP_CHANNEL_STEP` channels a K step, halving ``kz`` until more than
-    :data:`CHANNEL_STEP` divide among the groups.  Only tiles within the accumulator,
-    unrolled-code, shared-memory and thread budgets, each once."""
+    """The tuning space: :func:`choose_tile`'s tile first and with ``vector_weights``, then
+    each thread tile of :data:`SPACE_THREAD_TILES` on each block shape of
+    :data:`SPACE_BLOCK_SHAPES` no wider than twice the phase grid, with the channel groups
+    ``kz`` that fill the chip (:func:`_channel_groups`) and twice as many (fewer where the
+    channels or shared memory do not divide among them: :func:`with_channel_step`); where
+    ``kz > 1`` (a short grid, latency-bound) also the tile with ``prefetch`` and the tile
+    with up to :data:`DEEP_CHANNEL_STEP` channels a K step, halving ``kz`` until more than
+    :data:`CHANNEL_STEP` divide among the groups.  All but the rule's tile with
+    ``vector_weights`` where it changes the layout (it only removes shared loads).  Only
+    tiles within the accumulator, unrolled-code, shared-memory and thread budgets, each
+    once."""
     geo = _geometry(spec)
-    tiles = [choose_tile(spec, num_sms)]
+    rule = choose_tile(spec, num_sms)
+    tiles = [rule]
     per_pos = len(_live_phases(spec)) * spec.out_per_group
+    aligned = _tap_layout(spec, True) != _tap_layout(spec, False)
 
     def add(tile: DirectTile) -> None:
+        tile = dataclasses.replace(tile, vector_weights=aligned)
         if (tile not in tiles and tile.threads <= MAX_THREADS_PER_BLOCK
                 and _unrolled_fmas(spec, tile) <= MAX_UNROLLED_FMAS
                 and _shared_bytes(spec, tile) <= SHARED_BYTES):
             tiles.append(tile)
 
+    add(rule)
     for vy, vx in SPACE_THREAD_TILES:
         if per_pos * vy * vx > MAX_ACCUMULATORS:
             continue
@@ -303,22 +333,28 @@ def candidate_tiles(spec: ConvTransposeSpec, num_sms: int = 132) -> list[DirectT
     return tiles
 
 
-# encode_tile's fields and their decimal digits (sample_categorical keeps int32 values).
-_TILE_DIGITS = (("prefetch", 1), ("vy", 1), ("vx", 1), ("ty", 2), ("tx", 2), ("ck", 2),
-                ("kz", 1))
+# encode_tile's fields: (name, decimal digits, stored as log2) -- sample_categorical keeps
+# int32 values, so the power-of-two fields go by their exponent.
+_TILE_DIGITS = (("flags", 1, False), ("vy", 1, True), ("vx", 1, True), ("ty", 1, True),
+                ("tx", 1, True), ("ck", 2, False), ("kz", 1, True))
 
 
 def encode_tile(tile: DirectTile) -> int:
-    """A tile as one integer of up to 10 decimal digits, ``prefetch vy vx ty tx ck kz`` at
-    1, 1, 1, 2, 2, 2 and 1 digits: 1x2 positions on 8x16 threads, 8 channels a step, 1 group,
-    no prefetch is ``0_1_2_08_16_08_1`` (so 120816081)."""
+    """A tile as one integer of up to 8 decimal digits: ``flags`` (1 prefetch + 2
+    vector_weights), then log2 of ``vy vx ty tx``, ``ck`` (2 digits) and log2 ``kz``: 1x2
+    positions on 8x16 threads, 8 channels a step, 1 group, no flags is ``0_0_1_3_4_08_0``
+    (so 134080)."""
     text = ""
-    for name, digits in _TILE_DIGITS:
-        value = int(getattr(tile, name))
-        low = 0 if name == "prefetch" else 1
-        if not low <= value < 10 ** digits:
-            raise ValueError(f"{tile}: {name} = {value} has no tile code "
-                             f"({low}..{10 ** digits - 1})")
+    for name, digits, log2 in _TILE_DIGITS:
+        value = (int(tile.prefetch) + 2 * int(tile.vector_weights) if name == "flags"
+                 else getattr(tile, name))
+        if log2:
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"{tile}: {name} = {value} is not a power of two: it has no "
+                                 "tile code")
+            value = value.bit_length() - 1
+        if value >= 10 ** digits or (name == "ck" and value < 1):
+            raise ValueError(f"{tile}: {name} = {value} has no tile code")
         text += f"{value:0{digits}d}"
     return int(text)
 
@@ -326,34 +362,39 @@ def encode_tile(tile: DirectTile) -> int:
 def decode_tile(code: int) -> DirectTile:
     """The tile of :func:`encode_tile`'s ``code``; a ValueError naming the fix for any other
     number (a corrupt tuning record)."""
-    text = f"{int(code):010d}"
+    text = f"{int(code):08d}"
     fields, at = {}, 0
-    for name, digits in _TILE_DIGITS:
-        fields[name], at = int(text[at:at + digits]), at + digits
-    prefetch = fields.pop("prefetch")
-    if len(text) != 10 or prefetch > 1 or not all(fields.values()):
-        raise ValueError(f"{code} is not a direct-kernel tile code (10 digits at most, prefetch "
-                         "0 or 1, no other field 0): the tuning record naming it is corrupt; "
-                         "delete its log or tune again")
-    return DirectTile(**fields, prefetch=bool(prefetch))
+    for name, digits, log2 in _TILE_DIGITS:
+        value, at = int(text[at:at + digits]), at + digits
+        fields[name] = 1 << value if log2 else value
+    flags = fields.pop("flags")
+    if len(text) != 8 or flags > 3 or fields["ck"] == 0:
+        raise ValueError(f"{code} is not a direct-kernel tile code (8 digits at most, flags "
+                         "0-3, ck > 0): the tuning record naming it is corrupt; delete its log "
+                         "or tune again")
+    return DirectTile(**fields, prefetch=bool(flags & 1), vector_weights=bool(flags & 2))
 
 
 def tile_label(tile: DirectTile) -> str:
-    """``vy x vx x ty x tx x kz x ck``, ``p`` appended with ``prefetch``: ``1x2x8x16x1x8``."""
+    """``vy x vx x ty x tx x kz x ck``, then ``p`` with ``prefetch`` and ``v`` with
+    ``vector_weights``: ``1x2x8x16x1x8``, ``2x2x4x4x8x8pv``."""
     return (f"{tile.vy}x{tile.vx}x{tile.ty}x{tile.tx}x{tile.kz}x{tile.ck}"
-            + ("p" if tile.prefetch else ""))
+            + ("p" if tile.prefetch else "") + ("v" if tile.vector_weights else ""))
 
 
 def tile_of_label(spec: ConvTransposeSpec, label: str) -> DirectTile:
     """The tile of a label (A/B scripts' ``--tiles``): its numbers are
     :func:`with_channel_step`'s arguments ``vy x vx x ty x tx [x kz [x max ck]]``, so ``ck``
-    may be left to it; a trailing ``p`` turns on ``prefetch``."""
-    numbers = label.removesuffix("p").split("x")
-    if not 4 <= len(numbers) <= 6 or not all(n.isdigit() and int(n) > 0 for n in numbers):
-        raise ValueError(f"tile {label!r}: expected vy x vx x ty x tx [x kz [x max ck]][p], "
-                         "positive integers, e.g. 2x2x4x4x8 or 1x2x8x16x1x8p")
+    may be left to it; then ``p`` turns on ``prefetch`` and ``v`` ``vector_weights``."""
+    numbers = label.rstrip("pv")
+    flags = label[len(numbers):]
+    numbers = numbers.split("x")
+    if (flags not in ("", "p", "v", "pv") or not 4 <= len(numbers) <= 6
+            or not all(n.isdigit() and int(n) > 0 for n in numbers)):
+        raise ValueError(f"tile {label!r}: expected vy x vx x ty x tx [x kz [x max ck]][p][v], "
+                         "positive integers, e.g. 2x2x4x4x8 or 1x2x8x16x1x8pv")
     tile = with_channel_step(spec, *map(int, numbers))
-    return dataclasses.replace(tile, prefetch=label.endswith("p"))
+    return dataclasses.replace(tile, prefetch="p" in flags, vector_weights="v" in flags)
 
 
 def direct_space_compute(spec: ConvTransposeSpec) -> tirx.PrimFunc:
@@ -426,7 +467,8 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
     tile = tile or choose_tile(spec)
     plan = make_plan(spec)
     geo = _geometry(spec)
-    offsets, ntaps = plan.tap_offsets()
+    packed_offsets, ntaps = plan.tap_offsets()
+    offsets, staged_taps = _tap_layout(spec, tile.vector_weights)
     acc_dtype = accumulate_dtype(spec)
     shared, local = ("shared", "local") if bind else ("global", "global")
     vy, vx, ty_n, tx_n, ck, kz = tile.vy, tile.vx, tile.ty, tile.tx, tile.ck, tile.kz
@@ -487,8 +529,8 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                         acc = T.alloc_buffer([_i64(nacc)], acc_dtype, scope=local)
                         xs = T.alloc_buffer([_i64(ck), _i64(win[0]), _i64(win[1])], acc_dtype,
                                             scope=shared)
-                        ws = T.alloc_buffer([_i64(ck), _i64(ntaps), _i64(opg)], acc_dtype,
-                                            scope=shared)
+                        ws = T.alloc_buffer([_i64(ck), _i64(staged_taps), _i64(opg)],
+                                            acc_dtype, scope=shared)
                         xr = T.alloc_buffer([_i64(patch[0]), _i64(patch[1])], acc_dtype,
                                             scope=local)
                         with T.unroll(_i64(nacc)) as i:
@@ -510,14 +552,18 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                                               ix >= _i64(0), ix < _i64(spec.in_size[1]))
                             return tirx.if_then_else(inside, src.astype(acc_dtype), zero)
 
-                        def weight_slot(e):
-                            """Staged weight ``e``'s index in ``ws``: (channel, tap, output)."""
+                        def packed_slot(e):
+                            """Staged weight ``e``: (channel, packed tap, output)."""
                             return [tirx.floordiv(e, _i64(ntaps * opg)),
                                     tirx.floormod(tirx.floordiv(e, _i64(opg)), _i64(ntaps)),
                                     tirx.floormod(e, _i64(opg))]
 
+                        def weight_slot(e):
+                            c, t, o = packed_slot(e)
+                            return [c, _staged_tap(t, packed_offsets, offsets), o]
+
                         def weight_value(ko, e):
-                            c, t, o = weight_slot(e)
+                            c, t, o = packed_slot(e)
                             return weight[t, g * _i64(ipg) + ko * _i64(ck) + c, o].astype(
                                 acc_dtype)
 
@@ -584,6 +630,16 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                         else:
                             _store(spec, phases, geo, tile, acc, out, n, g, q0, ty, tx)
     return builder.get()
+
+
+def _staged_tap(t, packed_offsets: dict, offsets: dict):
+    """Packed tap ``t``'s index in the staged layout: ``t`` plus its phase's shift (a select
+    over the phases' starts; none where the layouts agree)."""
+    starts = sorted((packed_offsets[i], offsets[i] - packed_offsets[i]) for i in packed_offsets)
+    shift = _i64(starts[-1][1])
+    for (_, before), (start, _) in reversed(list(zip(starts, starts[1:]))):
+        shift = tirx.if_then_else(t < _i64(start), _i64(before), shift)
+    return t if offsets == packed_offsets else t + shift
 
 
 def _sum_channel_groups(acc, partials, tz, thread, kz: int, nacc: int) -> None:

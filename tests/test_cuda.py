@@ -427,7 +427,8 @@ def test_direct_kernel_splits_channels_where_the_grid_is_short():
 
 
 # More than CHANNEL_STEP input channels on a short grid: the space's deep K steps and
-# prefetching tiles.
+# prefetching tiles (k9's 25/20/20/16-tap phases with aligned weights too; k4's 4-tap phases
+# are aligned as they are).
 DEEP_STEP_SPECS = [
     make_spec((1, 24, 6, 7), (24, 1, 9, 9), strides=2, padding=4, output_padding=1),
     make_spec((2, 20, 5, 4), (20, 3, 4, 4), strides=2, padding=1),
@@ -444,6 +445,8 @@ def test_every_direct_space_tile_is_correct_cpu_emulation(spec):
     if spec in DEEP_STEP_SPECS:
         assert max(t.ck for t in tiles) > cuda_direct.CHANNEL_STEP, tiles
         assert any(t.prefetch for t in tiles), tiles
+        aligned = cuda_direct._tap_layout(spec, True) != cuda_direct._tap_layout(spec, False)
+        assert any(t.vector_weights and t.prefetch for t in tiles) == aligned, tiles
     for tile in tiles:
         func = cuda_direct.direct_conv_transpose(spec, tile, bind=False)
         assert poisoned_run_error(func, spec, pack, seed=3) < 1e-5, tile
@@ -452,8 +455,9 @@ def test_every_direct_space_tile_is_correct_cpu_emulation(spec):
 def test_direct_tuning_space_tiles():
     """The space starts at the chosen tile and keeps each tile once, within the budgets; it
     offers register blocking (vy * vx > 1) where the rule keeps 1 x 1 (FSRCNN at batch 1),
-    and deeper K steps and prefetching there; tile codes and labels (A/B scripts) round-trip,
-    and a field without a code or a malformed label is an error."""
+    deeper K steps and prefetching there, and aligned weights where the phases' taps are not;
+    tile codes and labels (A/B scripts) round-trip, and a field without a code or a malformed
+    label is an error."""
     for name in ("fsrcnn_x2_56_1_k9s2", "fsrcnn_x3_56_1_k9s3", "dcgan_64_3_k4s2"):
         for batch in (1, 64):
             spec = zoo.get(name).spec(batch)
@@ -474,15 +478,24 @@ def test_direct_tuning_space_tiles():
     assert any(t.vy * t.vx > 1 for t in tiles)
     assert chosen.ck <= cuda_direct.CHANNEL_STEP < max(t.ck for t in tiles)
     assert not chosen.prefetch and any(t.prefetch for t in tiles)
-    assert cuda_direct.encode_tile(cuda_direct.DirectTile(1, 2, 8, 16, 8)) == 120816081
-    assert cuda_direct.encode_tile(cuda_direct.DirectTile(2, 4, 16, 16, 32, 8, True)) < 2 ** 31
+    # FSRCNN's 25/20/20/16-tap phases: 16-byte aligned (84 taps) in all but the rule's tile
+    assert not chosen.vector_weights and all(t.vector_weights for t in tiles[1:])
+    assert cuda_direct._tap_layout(fsrcnn, True)[1] == 84
+    assert tiles[1] == dataclasses.replace(chosen, vector_weights=True)
+    dcgan = zoo.get("dcgan_64_3_k4s2").spec(64)  # (4 taps a phase: already aligned)
+    assert not any(t.vector_weights for t in cuda_direct.candidate_tiles(dcgan))
+    assert cuda_direct.encode_tile(cuda_direct.DirectTile(1, 2, 8, 16, 8)) == 134080
+    widest = cuda_direct.DirectTile(2, 4, 128, 128, 32, 8, True, True)
+    assert cuda_direct.decode_tile(cuda_direct.encode_tile(widest)) == widest
+    assert cuda_direct.encode_tile(widest) < 2 ** 31
     with pytest.raises(ValueError, match="no tile code"):
-        cuda_direct.encode_tile(cuda_direct.DirectTile(1, 1, 4, 128, 8))
+        cuda_direct.encode_tile(cuda_direct.DirectTile(1, 1, 4, 12, 8))
     for corrupt in (110008081, 1234567890, 12345678901):
         with pytest.raises(ValueError, match="tune again"):
             cuda_direct.decode_tile(corrupt)
-    with pytest.raises(ValueError, match="e.g. 2x2x4x4x8"):
-        cuda_direct.tile_of_label(fsrcnn, "2x2x0x4")
+    for label in ("2x2x0x4", "2x2x4x4x8q", "2x2x4x4x8vp"):
+        with pytest.raises(ValueError, match="e.g. 2x2x4x4x8"):
+            cuda_direct.tile_of_label(fsrcnn, label)
 
 
 def _direct_space_schedule(task, tile):
