@@ -156,15 +156,7 @@ def _tap_layout(spec: ConvTransposeSpec, aligned: bool) -> tuple[dict, int]:
     (:meth:`~tvm_deconv.plan.TransposedConvPlan.tap_offsets`), or with ``aligned`` each
     phase's start rounded up to a multiple of ``4 / gcd(4, output channels)`` taps (16 bytes
     of float32; the gap is never read)."""
-    plan = make_plan(spec)
-    if not aligned:
-        return plan.tap_offsets()
-    step = 4 // math.gcd(4, spec.out_per_group)
-    offsets, total = {}, 0
-    for phase in plan.phases():
-        offsets[phase.index] = total
-        total += -(-math.prod(phase.num_taps) // step) * step
-    return offsets, total
+    return make_plan(spec).tap_offsets(4 // math.gcd(4, spec.out_per_group) if aligned else 1)
 
 
 def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
@@ -598,19 +590,21 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                                 [_i64(-(-total // nthreads)), _i64(1 if bind else nthreads)],
                                 acc_dtype, scope=local) for total, _, _, _ in operands]
 
+                            def held_slot(f, t):
+                                return [f, _i64(0) if bind else t]
+
                             def fetch(ko):
                                 for reg, (total, value, _, _) in zip(held, operands):
                                     cooperative(total, lambda e, f, t, reg=reg, value=value:
                                                 T.buffer_store(reg, value(ko, e),
-                                                               [f, _i64(0) if bind else t]),
-                                                unroll=True)
+                                                               held_slot(f, t)), unroll=True)
 
                             def commit():
                                 for reg, (total, _, buf, slot) in zip(held, operands):
                                     cooperative(total, lambda e, f, t, reg=reg, buf=buf,
                                                 slot=slot: T.buffer_store(
-                                                    buf, reg[f, _i64(0) if bind else t],
-                                                    slot(e)), unroll=True)
+                                                    buf, reg[tuple(held_slot(f, t))], slot(e)),
+                                                unroll=True)
 
                             stage(_i64(0))
                             with T.serial(_i64(steps)) as ko:
@@ -635,11 +629,13 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
 def _staged_tap(t, packed_offsets: dict, offsets: dict):
     """Packed tap ``t``'s index in the staged layout: ``t`` plus its phase's shift (a select
     over the phases' starts; none where the layouts agree)."""
+    if offsets == packed_offsets:
+        return t
     starts = sorted((packed_offsets[i], offsets[i] - packed_offsets[i]) for i in packed_offsets)
     shift = _i64(starts[-1][1])
     for (_, before), (start, _) in reversed(list(zip(starts, starts[1:]))):
         shift = tirx.if_then_else(t < _i64(start), _i64(before), shift)
-    return t if offsets == packed_offsets else t + shift
+    return t + shift
 
 
 def _sum_channel_groups(acc, partials, tz, thread, kz: int, nacc: int) -> None:

@@ -432,13 +432,14 @@ class TransposedConvPlan:
         spans the same patch of every phase."""
         return all(a.phases_on_input_grid for a in self.axes)
 
-    def tap_offsets(self) -> tuple[dict, int]:
+    def tap_offsets(self, align: int = 1) -> tuple[dict, int]:
         """({phase index: offset}, total): the phases' sub-kernels laid end to end on one
-        flat tap axis (row-major taps within a phase), for packed weight layouts."""
+        flat tap axis (row-major taps within a phase), for packed weight layouts; each
+        sub-kernel's span rounded up to a multiple of ``align`` taps (the gaps unused)."""
         offsets, total = {}, 0
         for phase in self.phases():
             offsets[phase.index] = total
-            total += math.prod(phase.num_taps)
+            total += -(-math.prod(phase.num_taps) // align) * align
         return offsets, total
 
     def macs(self) -> int:
