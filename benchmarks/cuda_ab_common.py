@@ -90,6 +90,7 @@ def build_check_time(row, key, spec, x, w, ref, dev, budget_s, decompose=True):
         out = vm["main"](x_nd).numpy().astype("float64")
         row[key + "_err"] = relative_error(out, ref)
         row[key + "_ms"] = time_tvm(vm, dev, [x_nd], budget_s)[0]
+        print(f"  {key}: {row[key + '_ms']:.4f} ms, error {row[key + '_err']:.1e}", flush=True)
     except Exception as err:  # pylint: disable=broad-except
         row[key + "_error"] = f"{type(err).__name__}: {str(err)[:200]}"
         traceback.print_exc()

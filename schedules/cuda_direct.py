@@ -12,7 +12,11 @@ This kernel is written directly in TIR (thread-bound loops, no schedule search) 
 * per K step of ``ck`` input channels the block stages the input window of its tile (the
   tile plus the halo every phase's taps reach, from :meth:`AxisPhase.input_span`; zero
   outside the input, so the bounds check runs once per staged element) and the ``ck``
-  channels' packed weights (:func:`~tvm_deconv.compute.decomposed_pack`) in shared memory;
+  channels' packed weights (:func:`~tvm_deconv.compute.decomposed_pack`) in shared memory,
+  through registers: each thread issues a round of its loads (up to
+  :data:`STAGE_REGISTERS`) before storing them, so their latencies overlap; each phase's
+  staged taps start 16-byte aligned (``DirectTile.vector_weights``), so nvcc reads a
+  thread's weights four at a time;
 * each thread copies its ``(vy + halo) x (vx + halo)`` input patch into registers once per
   channel and serves all phases from it: phase ``p``'s tap ``j`` reads patch row
   ``i + in_start - j*in_step - lo`` (the plan's offsets), so ragged phases (k9 s2: 5 and 4
@@ -21,9 +25,7 @@ This kernel is written directly in TIR (thread-bound loops, no schedule search) 
   share the block's positions and split each K step's channels; their accumulators are summed
   through shared memory before the store;
 * optionally (``DirectTile.prefetch``, a tuning-space knob) each thread loads its share of the
-  next K step into registers before this step's multiply-adds and stores it after them, and
-  (``DirectTile.vector_weights``) each phase's staged taps start 16-byte aligned, so nvcc
-  reads the weights four at a time;
+  next K step into registers before this step's multiply-adds and stores it after them;
 * the store writes each phase's positions ``o = r + q*s`` of the final output (guarded where
   a phase is shorter than the grid).
 
@@ -168,18 +170,18 @@ def _shared_bytes(spec: ConvTransposeSpec, tile: DirectTile) -> int:
     return (staged + partials) * itemsize(accumulate_dtype(spec))
 
 
-# Positions per thread (vy, vx) and threads (ty, tx) before fitting.  Measured on the H200
-# (benchmarks/results/h200-fsrcnn-direct-ab.json, FSRCNN x2 / x3 at batch 64): 1x2 on 8x16
-# threads 0.61 / 0.52 ms, 2x2 0.60 / 0.58, 2x4 0.74 / 0.76, 1x1 1.1 / 1.0.  At batch 1 the
-# grid shrinks it to 1x1 on 4x16 threads (256 blocks): 0.027 / 0.053 ms.
-START_TILE = (1, 2, 8, 16)
+# Positions per thread (vy, vx) and threads (ty, tx) before fitting.  Measured on the H100
+# (benchmarks/results/h100-direct-rule-ab-s31.json): with 2x2 positions a thread (each staged
+# weight feeds four multiply-adds) FSRCNN x2 / x3 at batch 64 ran 0.272 / 0.379 ms on 8x16
+# threads against 0.367 / 0.461 with 1x2; at batch 1 (4x4 threads, 8 channel groups)
+# 0.0107 / 0.0122 against 0.0200 / 0.0201 with 1x1 on 4x16 threads.
+START_TILE = (2, 2, 8, 16)
 # Where the grid leaves fewer than MIN_THREADS_PER_SM threads per SM (batch 1: latency-bound),
 # up to MAX_CHANNEL_GROUPS thread groups split each K step's channels (DirectTile.kz).  On
 # the H100 at batch 1, 4 groups ran FSRCNN x3 2.18x and x2 1.23x faster than 1 (0.025 /
 # 0.022 ms), x2 in float16 0.064 -> 0.021 ms (benchmarks/results/h100-direct-kz-ab-s20.json,
-# h100-direct-kz-x3-ab-s20.json); 8 groups ran them 0.90x / 1.08x (no gain; this threshold
-# keeps their 256 blocks of 64 positions at 4), DCGAN 64->3 on 32 blocks of 4x8 positions
-# 1.3x faster than 4 (h100-direct-fsrcnn-ab-s28.json, h100-direct-dcgan3-ab-s28.json).
+# h100-direct-kz-x3-ab-s20.json); DCGAN 64->3 on 32 blocks of 2x4 positions ran 1.3x faster
+# with 8 than with 4 (h100-direct-dcgan3-ab-s28.json).
 MIN_THREADS_PER_SM = 256
 MAX_CHANNEL_GROUPS = 8
 # Thread positions (ty x tx) per block, at least: a short grid halves the threads down to it
@@ -189,12 +191,13 @@ MIN_BLOCK_POSITIONS = 8
 
 
 def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
-    """Start at :data:`START_TILE`; fit the grid (no tile much wider than the phase grid),
-    the accumulator budget, and — while the grid has fewer blocks than the chip has SMs
-    (batch 1) — halve the per-thread tile, then the threads (ty first down to 64, then the
-    larger of ty / tx down to :data:`MIN_BLOCK_POSITIONS`); then channel groups ``kz`` up to
+    """Start at :data:`START_TILE`; fit the grid (no tile much wider than the phase grid) and
+    the accumulator budget; while the grid has fewer blocks than the chip has SMs (batch 1)
+    halve the threads (ty first down to 64, then the larger of ty / tx down to
+    :data:`MIN_BLOCK_POSITIONS`), then the per-thread tile; then channel groups ``kz`` up to
     :data:`MAX_CHANNEL_GROUPS` while the grid has fewer than :data:`MIN_THREADS_PER_SM`
-    threads per SM; ``ck`` from :func:`with_channel_step`."""
+    threads per SM; ``ck`` from :func:`with_channel_step`; 16-byte aligned weights where
+    that changes the layout (it only removes shared loads)."""
     geo = _geometry(spec)
     per_pos = len(_live_phases(spec)) * spec.out_per_group  # as _accumulators counts
     vy, vx, ty, tx = START_TILE
@@ -213,15 +216,22 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
     while per_pos * vy * vx > MAX_ACCUMULATORS and vy * vx > 1:
         vx, vy = (vx // 2, vy) if vx >= vy else (vx, vy // 2)
     while blocks() < num_sms:
-        if vy * vx > 1:
-            vx, vy = (vx // 2, vy) if vx >= vy else (vx, vy // 2)
-        elif ty * tx > 64:
+        if ty * tx > 64:
             ty, tx = (ty // 2, tx) if ty >= 2 else (ty, tx // 2)
         elif ty * tx > MIN_BLOCK_POSITIONS:
             ty, tx = (ty // 2, tx) if ty >= tx else (ty, tx // 2)
+        elif vy * vx > 1:
+            vx, vy = (vx // 2, vy) if vx >= vy else (vx, vy // 2)
         else:
             break
-    return with_channel_step(spec, vy, vx, ty, tx, _channel_groups(blocks() * ty * tx, num_sms))
+    tile = with_channel_step(spec, vy, vx, ty, tx, _channel_groups(blocks() * ty * tx, num_sms))
+    return dataclasses.replace(tile, vector_weights=_aligned_differs(spec))
+
+
+def _aligned_differs(spec: ConvTransposeSpec) -> bool:
+    """Whether 16-byte aligned weights change the staged layout (not where every phase's taps
+    already start aligned, e.g. 4-tap phases)."""
+    return _tap_layout(spec, True) != _tap_layout(spec, False)
 
 
 def _blocks(spec: ConvTransposeSpec, geo: _Geometry, vy: int, vx: int, ty: int, tx: int) -> int:
@@ -276,22 +286,21 @@ MAX_THREADS_PER_BLOCK = 1024
 
 
 def candidate_tiles(spec: ConvTransposeSpec, num_sms: int = 132) -> list[DirectTile]:
-    """The tuning space: :func:`choose_tile`'s tile first and with ``vector_weights``, then
-    each thread tile of :data:`SPACE_THREAD_TILES` on each block shape of
-    :data:`SPACE_BLOCK_SHAPES` no wider than twice the phase grid, with the channel groups
-    ``kz`` that fill the chip (:func:`_channel_groups`) and twice as many (fewer where the
-    channels or shared memory do not divide among them: :func:`with_channel_step`); where
-    ``kz > 1`` (a short grid, latency-bound) also the tile with ``prefetch`` and the tile
-    with up to :data:`DEEP_CHANNEL_STEP` channels a K step, halving ``kz`` until more than
-    :data:`CHANNEL_STEP` divide among the groups.  All but the rule's tile with
-    ``vector_weights`` where it changes the layout (it only removes shared loads).  Only
-    tiles within the accumulator, unrolled-code, shared-memory and thread budgets, each
-    once."""
+    """The tuning space: :func:`choose_tile`'s tile first, then each thread tile of
+    :data:`SPACE_THREAD_TILES` on each block shape of :data:`SPACE_BLOCK_SHAPES` no wider
+    than twice the phase grid, with the channel groups ``kz`` that fill the chip
+    (:func:`_channel_groups`) and twice as many (fewer where the channels or shared memory do
+    not divide among them: :func:`with_channel_step`); where ``kz > 1`` (a short grid,
+    latency-bound) also the tile with ``prefetch`` and the tile with up to
+    :data:`DEEP_CHANNEL_STEP` channels a K step, halving ``kz`` until more than
+    :data:`CHANNEL_STEP` divide among the groups.  All with ``vector_weights`` where it
+    changes the layout, as the rule's (it only removes shared loads).  Only tiles within the
+    accumulator, unrolled-code, shared-memory and thread budgets, each once."""
     geo = _geometry(spec)
     rule = choose_tile(spec, num_sms)
     tiles = [rule]
     per_pos = len(_live_phases(spec)) * spec.out_per_group
-    aligned = _tap_layout(spec, True) != _tap_layout(spec, False)
+    aligned = _aligned_differs(spec)
 
     def add(tile: DirectTile) -> None:
         tile = dataclasses.replace(tile, vector_weights=aligned)
@@ -300,7 +309,6 @@ def candidate_tiles(spec: ConvTransposeSpec, num_sms: int = 132) -> list[DirectT
                 and _shared_bytes(spec, tile) <= SHARED_BYTES):
             tiles.append(tile)
 
-    add(rule)
     for vy, vx in SPACE_THREAD_TILES:
         if per_pos * vy * vx > MAX_ACCUMULATORS:
             continue
@@ -475,16 +483,16 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
     sp = spec.spatial_axes
     zero = tirx.const(0, acc_dtype)
 
-    def cooperative(total: int, body, unroll: bool = False) -> None:
-        """``body(e, f, t)`` for e in range(total), spread over the block's threads: thread
-        ``t`` (linear) takes ``e = f * threads + t``."""
-        with (T.unroll if unroll else T.serial)(_i64(-(-total // nthreads))) as f:
+    def cooperative(total: int, body, first: int, count: int) -> None:
+        """``body(e, f, t)``, unrolled, for thread ``t``'s (linear) elements ``e = (first +
+        f) * threads + t < total`` of the block's ``total``, ``f`` in range(count)."""
+        with T.unroll(_i64(count)) as f:
             with _loop(ty_n, "threadIdx.y", bind) as cty, \
                     _loop(tx_n, "threadIdx.x", bind) as ctx, \
                     _loop(kz, "threadIdx.z", bind) as ctz:
                 t = (ctz * _i64(ty_n) + cty) * _i64(tx_n) + ctx
-                e = f * _i64(nthreads) + t
-                if total % nthreads:
+                e = (f + _i64(first)) * _i64(nthreads) + t
+                if (first + count) * nthreads > total:
                     with T.If(e < _i64(total)):
                         with T.Then():
                             body(e, f, t)
@@ -562,12 +570,8 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                         # (elements, value at K step ko, shared buffer, its index) per operand
                         operands = [(ck * win[0] * win[1], input_value, xs, input_slot),
                                     (ck * ntaps * opg, weight_value, ws, weight_slot)]
-
-                        def stage(ko):
-                            for total, value, buf, slot in operands:
-                                cooperative(total, lambda e, f, t, value=value, buf=buf,
-                                            slot=slot: T.buffer_store(buf, value(ko, e),
-                                                                      slot(e)))
+                        rounds = _stage_rounds([-(-total // nthreads) for total, *_ in operands],
+                                               tile.prefetch)
 
                         def compute():
                             with T.serial(_i64(ck // kz)) as cg:
@@ -578,43 +582,49 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
                                                           tx * _i64(vx) + px], [py, px])
                                 _phase_fmas(phases, offsets, geo, tile, opg, acc, xr, ws, c)
 
+                        # A thread's staging registers per operand: [loads of a round, 1] (on
+                        # the CPU every emulated thread's, [loads, threads]).
+                        held = [T.alloc_buffer(
+                            [_i64(_round_loads(rounds, k)), _i64(1 if bind else nthreads)],
+                            acc_dtype, scope=local) for k in range(len(operands))]
+
+                        def held_slot(f, t):
+                            return [f, _i64(0) if bind else t]
+
+                        def fetch(ko, parts):
+                            for k, first, count in parts:
+                                total, value, _, _ = operands[k]
+                                cooperative(total, lambda e, f, t, reg=held[k], value=value:
+                                            T.buffer_store(reg, value(ko, e), held_slot(f, t)),
+                                            first, count)
+
+                        def commit(parts):
+                            for k, first, count in parts:
+                                total, _, buf, slot = operands[k]
+                                cooperative(total, lambda e, f, t, reg=held[k], buf=buf,
+                                            slot=slot: T.buffer_store(
+                                                buf, reg[tuple(held_slot(f, t))], slot(e)),
+                                            first, count)
+
                         steps = ipg // ck
                         if not tile.prefetch or steps == 1:
                             with T.serial(_i64(steps)) as ko:
-                                stage(ko)
+                                for parts in rounds:
+                                    fetch(ko, parts)
+                                    commit(parts)
                                 compute()
                         else:
-                            # A thread's registers: [its elements, 1] (on the CPU every
-                            # emulated thread's, [elements, threads]).
-                            held = [T.alloc_buffer(
-                                [_i64(-(-total // nthreads)), _i64(1 if bind else nthreads)],
-                                acc_dtype, scope=local) for total, _, _, _ in operands]
-
-                            def held_slot(f, t):
-                                return [f, _i64(0) if bind else t]
-
-                            def fetch(ko):
-                                for reg, (total, value, _, _) in zip(held, operands):
-                                    cooperative(total, lambda e, f, t, reg=reg, value=value:
-                                                T.buffer_store(reg, value(ko, e),
-                                                               held_slot(f, t)), unroll=True)
-
-                            def commit():
-                                for reg, (total, _, buf, slot) in zip(held, operands):
-                                    cooperative(total, lambda e, f, t, reg=reg, buf=buf,
-                                                slot=slot: T.buffer_store(
-                                                    buf, reg[tuple(held_slot(f, t))], slot(e)),
-                                                unroll=True)
-
-                            stage(_i64(0))
+                            (parts,) = rounds
+                            fetch(_i64(0), parts)
+                            commit(parts)
                             with T.serial(_i64(steps)) as ko:
                                 with T.If(ko + _i64(1) < _i64(steps)):
                                     with T.Then():
-                                        fetch(ko + _i64(1))
+                                        fetch(ko + _i64(1), parts)
                                 compute()
                                 with T.If(ko + _i64(1) < _i64(steps)):
                                     with T.Then():
-                                        commit()
+                                        commit(parts)
                         if kz > 1:
                             _sum_channel_groups(acc, partials, tz, ty * _i64(tx_n) + tx, kz,
                                                 nacc)
@@ -626,15 +636,52 @@ def direct_conv_transpose(spec: ConvTransposeSpec, tile: DirectTile | None = Non
     return builder.get()
 
 
+# Global loads a thread issues into registers before their stores to shared memory, per
+# round of a K step's staging: the loads of a round are in flight together instead of one
+# load's latency per staged element.
+STAGE_REGISTERS = 32
+
+
+def _stage_rounds(loads: list, prefetch: bool) -> list:
+    """A K step's staging as rounds of ``(operand, first, count)``: each thread loads the
+    round's ``count`` elements of each operand (its ``first``-th on) into registers, then
+    stores them to shared memory.  ``loads``: elements per thread of each operand.  With
+    ``prefetch`` one round of everything (the next step waits in registers), else rounds of
+    at most :data:`STAGE_REGISTERS` loads."""
+    if prefetch:
+        return [[(k, 0, n) for k, n in enumerate(loads)]]
+    rounds, parts, room = [], [], STAGE_REGISTERS
+    for k, n in enumerate(loads):
+        first = 0
+        while first < n:
+            count = min(n - first, room)
+            parts.append((k, first, count))
+            first, room = first + count, room - count
+            if room == 0:
+                rounds.append(parts)
+                parts, room = [], STAGE_REGISTERS
+    return rounds + [parts] if parts else rounds
+
+
+def _round_loads(rounds: list, operand: int) -> int:
+    """Registers an operand's staging needs: its largest count in any round (1 if none)."""
+    return max([count for parts in rounds for k, _, count in parts if k == operand] or [1])
+
+
 def _staged_tap(t, packed_offsets: dict, offsets: dict):
-    """Packed tap ``t``'s index in the staged layout: ``t`` plus its phase's shift (a select
-    over the phases' starts; none where the layouts agree)."""
+    """Packed tap ``t``'s index in the staged layout: ``t`` plus its phase's shift, a sum of
+    the gaps at the phase starts it has passed (none where the layouts agree).  Comparisons
+    cast to integers keep the index bounded, so TVM narrows the kernel's indices to int32
+    (a select does not)."""
     if offsets == packed_offsets:
         return t
-    starts = sorted((packed_offsets[i], offsets[i] - packed_offsets[i]) for i in packed_offsets)
-    shift = _i64(starts[-1][1])
-    for (_, before), (start, _) in reversed(list(zip(starts, starts[1:]))):
-        shift = tirx.if_then_else(t < _i64(start), _i64(before), shift)
+    shift = _i64(0)
+    gap = 0
+    for phase in sorted(packed_offsets, key=packed_offsets.get):
+        step = offsets[phase] - packed_offsets[phase] - gap
+        if step:
+            shift = shift + _i64(step) * (t >= _i64(packed_offsets[phase])).astype("int64")
+        gap += step
     return t + shift
 
 

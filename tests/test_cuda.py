@@ -453,10 +453,10 @@ def test_every_direct_space_tile_is_correct_cpu_emulation(spec):
 
 
 def test_direct_tuning_space_tiles():
-    """The space starts at the chosen tile and keeps each tile once, within the budgets; it
-    offers register blocking (vy * vx > 1) where the rule keeps 1 x 1 (FSRCNN at batch 1),
-    deeper K steps and prefetching there, and aligned weights where the phases' taps are not;
-    tile codes and labels (A/B scripts) round-trip, and a field without a code or a malformed
+    """The space starts at the chosen tile and keeps each tile once, within the budgets; around
+    the rule's 2 x 2 positions a thread it offers 1 to 8 (FSRCNN at batch 1), deeper K steps
+    and prefetching there, and aligned weights in every tile where the phases' taps are not
+    aligned (as in the rule's); tile codes and labels (A/B scripts) round-trip, and a field without a code or a malformed
     label is an error."""
     for name in ("fsrcnn_x2_56_1_k9s2", "fsrcnn_x3_56_1_k9s3", "dcgan_64_3_k4s2"):
         for batch in (1, 64):
@@ -473,15 +473,14 @@ def test_direct_tuning_space_tiles():
                 assert cuda_direct._accumulators(spec, tile) <= cuda_direct.MAX_ACCUMULATORS
     fsrcnn = zoo.get("fsrcnn_x2_56_1_k9s2").spec(1)
     chosen = cuda_direct.choose_tile(fsrcnn)
-    assert chosen.vy * chosen.vx == 1
+    assert (chosen.vy, chosen.vx) == (2, 2)
     tiles = cuda_direct.candidate_tiles(fsrcnn)
-    assert any(t.vy * t.vx > 1 for t in tiles)
+    assert {t.vy * t.vx for t in tiles} == {1, 2, 4, 8}
     assert chosen.ck <= cuda_direct.CHANNEL_STEP < max(t.ck for t in tiles)
     assert not chosen.prefetch and any(t.prefetch for t in tiles)
-    # FSRCNN's 25/20/20/16-tap phases: 16-byte aligned (84 taps) in all but the rule's tile
-    assert not chosen.vector_weights and all(t.vector_weights for t in tiles[1:])
+    # FSRCNN's 25/20/20/16-tap phases: 16-byte aligned (84 taps) in every tile
+    assert all(t.vector_weights for t in tiles)
     assert cuda_direct._tap_layout(fsrcnn, True)[1] == 84
-    assert tiles[1] == dataclasses.replace(chosen, vector_weights=True)
     dcgan = zoo.get("dcgan_64_3_k4s2").spec(64)  # (4 taps a phase: already aligned)
     assert not any(t.vector_weights for t in cuda_direct.candidate_tiles(dcgan))
     assert cuda_direct.encode_tile(cuda_direct.DirectTile(1, 2, 8, 16, 8)) == 134080
@@ -496,6 +495,36 @@ def test_direct_tuning_space_tiles():
     for label in ("2x2x0x4", "2x2x4x4x8q", "2x2x4x4x8vp"):
         with pytest.raises(ValueError, match="e.g. 2x2x4x4x8"):
             cuda_direct.tile_of_label(fsrcnn, label)
+
+
+def test_direct_staging_rounds_cover_each_element_once():
+    """A K step's staging rounds load every element of each operand once, at most
+    STAGE_REGISTERS a round; with prefetch, one round of everything (the next step's
+    registers)."""
+    for loads in ([9, 6], [40, 30], [32, 1], [1, 1], [100, 0]):
+        rounds = cuda_direct._stage_rounds(loads, prefetch=False)
+        assert all(sum(n for _, _, n in parts) <= cuda_direct.STAGE_REGISTERS
+                   for parts in rounds), rounds
+        for operand, count in enumerate(loads):
+            covered = [first + i for parts in rounds for k, first, n in parts if k == operand
+                       for i in range(n)]
+            assert covered == list(range(count)), (loads, rounds)
+        assert cuda_direct._stage_rounds(loads, prefetch=True) == [
+            [(k, 0, n) for k, n in enumerate(loads)]]
+    assert len(cuda_direct._stage_rounds([40, 30], prefetch=False)) == 3
+
+
+@pytest.mark.parametrize("name", ["fsrcnn_x2_56_1_k9s2", "fsrcnn_x3_56_1_k9s3"])
+def test_direct_kernel_aligned_weights_keep_int32_indices(name):
+    """FSRCNN's taps staged 16-byte aligned (a shift per phase start) still let TVM narrow the
+    kernel's indices to int32: its CUDA source casts nothing to int64_t (a select there kept
+    the whole kernel in 64-bit index arithmetic)."""
+    spec = zoo.get(name).spec(1)
+    tile = cuda_direct.choose_tile(spec)
+    assert tile.vector_weights
+    func = cuda_direct.direct_conv_transpose(spec, tile)
+    source = tvm.compile(tvm.IRModule({"main": func}), CUDA).mod.imports[0].inspect_source()
+    assert "__global__" in source and "(int64_t)" not in source
 
 
 def _direct_space_schedule(task, tile):
