@@ -37,7 +37,7 @@ and kept in the trace as an annotation of the ``direct`` block (the tile's numbe
 changes).  The workload stays the chosen tile's kernel with the spec attached
 (:func:`direct_space_compute`); :func:`realize_tile` writes the annotated tile's kernel in
 its place before every build of a candidate or record.  The cost model therefore sees the
-same loop nest for every tile: the search is a random one over the list (38-63 tiles on the
+same loop nest for every tile: the search is a random one over the list (37-62 tiles on the
 zoo's direct layers).
 
 IR in: a :class:`~tvm_deconv.plan.ConvTransposeSpec` (2-d, any layouts, groups, dilation,
@@ -297,21 +297,18 @@ def candidate_tiles(spec: ConvTransposeSpec, num_sms: int = 132) -> list[DirectT
     changes the layout, as the rule's (it only removes shared loads).  Only tiles within the
     accumulator, unrolled-code, shared-memory and thread budgets, each once."""
     geo = _geometry(spec)
-    rule = choose_tile(spec, num_sms)
-    tiles = [rule]
-    per_pos = len(_live_phases(spec)) * spec.out_per_group
+    tiles = [choose_tile(spec, num_sms)]
     aligned = _aligned_differs(spec)
 
     def add(tile: DirectTile) -> None:
         tile = dataclasses.replace(tile, vector_weights=aligned)
         if (tile not in tiles and tile.threads <= MAX_THREADS_PER_BLOCK
+                and _accumulators(spec, tile) <= MAX_ACCUMULATORS
                 and _unrolled_fmas(spec, tile) <= MAX_UNROLLED_FMAS
                 and _shared_bytes(spec, tile) <= SHARED_BYTES):
             tiles.append(tile)
 
     for vy, vx in SPACE_THREAD_TILES:
-        if per_pos * vy * vx > MAX_ACCUMULATORS:
-            continue
         for ty, tx in SPACE_BLOCK_SHAPES:
             if ty * vy >= 2 * geo.grid[0] or tx * vx >= 2 * geo.grid[1]:
                 continue
@@ -664,8 +661,8 @@ def _stage_rounds(loads: list, prefetch: bool) -> list:
 
 
 def _round_loads(rounds: list, operand: int) -> int:
-    """Registers an operand's staging needs: its largest count in any round (1 if none)."""
-    return max([count for parts in rounds for k, _, count in parts if k == operand] or [1])
+    """Registers an operand's staging needs: its largest count in any round."""
+    return max(count for parts in rounds for k, _, count in parts if k == operand)
 
 
 def _staged_tap(t, packed_offsets: dict, offsets: dict):

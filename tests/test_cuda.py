@@ -523,7 +523,7 @@ def test_direct_kernel_aligned_weights_keep_int32_indices(name):
     tile = cuda_direct.choose_tile(spec)
     assert tile.vector_weights
     func = cuda_direct.direct_conv_transpose(spec, tile)
-    source = tvm.compile(tvm.IRModule({"main": func}), CUDA).mod.imports[0].inspect_source()
+    source = tvm.compile(func, CUDA).mod.imports[0].inspect_source()
     assert "__global__" in source and "(int64_t)" not in source
 
 
