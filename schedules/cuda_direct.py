@@ -199,7 +199,6 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
     threads per SM; ``ck`` from :func:`with_channel_step`; 16-byte aligned weights where
     that changes the layout (it only removes shared loads)."""
     geo = _geometry(spec)
-    per_pos = len(_live_phases(spec)) * spec.out_per_group  # as _accumulators counts
     vy, vx, ty, tx = START_TILE
     while tx > 1 and tx * vx >= 2 * geo.grid[1]:
         tx, ty = tx // 2, ty * 2
@@ -213,7 +212,8 @@ def choose_tile(spec: ConvTransposeSpec, num_sms: int = 132) -> DirectTile:
     def blocks():
         return _blocks(spec, geo, vy, vx, ty, tx)
 
-    while per_pos * vy * vx > MAX_ACCUMULATORS and vy * vx > 1:
+    while (_accumulators(spec, DirectTile(vy, vx, ty, tx, 1)) > MAX_ACCUMULATORS
+           and vy * vx > 1):
         vx, vy = (vx // 2, vy) if vx >= vy else (vx, vy // 2)
     while blocks() < num_sms:
         if ty * tx > 64:
