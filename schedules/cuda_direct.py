@@ -251,7 +251,11 @@ def _channel_groups(positions: int, num_sms: int) -> int:
 
 # Input channels per K step, at most (with_channel_step); the tuning space also offers up to
 # DEEP_CHANNEL_STEP where the grid is short (fewer K steps, so fewer staging latencies
-# and block barriers in a row).
+# and block barriers in a row).  Not all channels in one step: FSRCNN x2 at batch 1 staging
+# its 56 channels at once (57-86 KB of dynamic shared memory) ran 0.0151-0.0168 ms against
+# 0.0102 in 7 steps (H100, benchmarks/results/h100-direct-one-step-ab-s32.json): nothing
+# overlaps that staging, and the kernel is bound by issue latency, not by the steps
+# (h100-direct-ncu-s32.txt).
 CHANNEL_STEP = 8
 DEEP_CHANNEL_STEP = 32
 
