@@ -445,8 +445,8 @@ def test_every_direct_space_tile_is_correct_cpu_emulation(spec):
     if spec in DEEP_STEP_SPECS:
         assert max(t.ck for t in tiles) > cuda_direct.CHANNEL_STEP, tiles
         assert any(t.prefetch for t in tiles), tiles
-        aligned = cuda_direct._tap_layout(spec, True) != cuda_direct._tap_layout(spec, False)
-        assert any(t.vector_weights and t.prefetch for t in tiles) == aligned, tiles
+        assert (any(t.vector_weights and t.prefetch for t in tiles)
+                == cuda_direct._aligned_differs(spec)), tiles
     for tile in tiles:
         func = cuda_direct.direct_conv_transpose(spec, tile, bind=False)
         assert poisoned_run_error(func, spec, pack, seed=3) < 1e-5, tile
@@ -456,8 +456,8 @@ def test_direct_tuning_space_tiles():
     """The space starts at the chosen tile and keeps each tile once, within the budgets; around
     the rule's 2 x 2 positions a thread it offers 1 to 8 (FSRCNN at batch 1), deeper K steps
     and prefetching there, and aligned weights in every tile where the phases' taps are not
-    aligned (as in the rule's); tile codes and labels (A/B scripts) round-trip, and a field without a code or a malformed
-    label is an error."""
+    aligned (as in the rule's); tile codes and labels (A/B scripts) round-trip, and a field
+    without a code or a malformed label is an error."""
     for name in ("fsrcnn_x2_56_1_k9s2", "fsrcnn_x3_56_1_k9s3", "dcgan_64_3_k4s2"):
         for batch in (1, 64):
             spec = zoo.get(name).spec(batch)
