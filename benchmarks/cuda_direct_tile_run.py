@@ -3,7 +3,8 @@
     source .dev/setup.sh && ncu --clock-control none --cache-control none \\
         --kernel-name regex:direct --launch-skip 3 --launch-count 1 \\
         --section SpeedOfLight --section WarpStateStats --section SchedulerStats \\
-        python3 benchmarks/cuda_direct_tile_run.py fsrcnn_x2_56_1_k9s2 1 2x2x4x8x8x8v
+        python3 benchmarks/cuda_direct_tile_run.py fsrcnn_x2_56_1_k9s2 1 2x2x4x8x8x8v \\
+        [--dtype float16]
 
 Builds the tile's PrimFunc (:func:`~tvm_deconv.schedules.cuda_direct.tile_of_label`) alone
 through ``tvm.compile``, runs it on random inputs a few times, then prints the median of the
@@ -32,20 +33,21 @@ def main(argv=None) -> int:
     parser.add_argument("layer", help="a zoo layer name")
     parser.add_argument("batch", type=int)
     parser.add_argument("tile", help="a tile label, e.g. 2x2x4x8x8x8v")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16"))
     args = parser.parse_args(argv)
-    spec = zoo.get(args.layer).spec(args.batch, "float32")
+    spec = zoo.get(args.layer).spec(args.batch, args.dtype)
     tile = cuda_direct.tile_of_label(spec, args.tile)
     ex = tvm.compile(tvm.IRModule({"main": cuda_direct.direct_conv_transpose(spec, tile)}),
                      tvm.target.Target("cuda"))
     dev = tvm.cuda(0)
     rng = np.random.default_rng(0)
-    tensors = [tvm.runtime.tensor(rng.standard_normal(shape).astype("float32"), dev)
+    tensors = [tvm.runtime.tensor(rng.standard_normal(shape).astype(args.dtype), dev)
                for shape in (spec.data_shape, decomposed_packed_shape(spec), spec.out_shape)]
     for _ in range(4):
         ex(*tensors)
     dev.sync()
     timing = ex.mod.time_evaluator("main", dev, number=200, repeat=5)(*tensors)
-    print(args.tile, tile, f"median {np.median(timing.results) * 1e6:.2f} us")
+    print(args.tile, args.dtype, tile, f"median {np.median(timing.results) * 1e6:.2f} us")
     return 0
 
 
