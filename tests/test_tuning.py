@@ -531,8 +531,21 @@ def test_pooled_builder_keeps_its_workers_between_batches():
 
 
 def _child_processes() -> set:
-    tasks = Path(f"/proc/{os.getpid()}/task")
-    return {int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()}
+    """This process's live children, by the parent pid in each /proc/PID/stat. (Reading
+    /proc/self/task/*/children raced: a pool thread that ended between listing and reading
+    took its file with it.)"""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        # The command name in parentheses may hold spaces: the fields after it are state, ppid.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            children.add(int(entry.name))
+    return children
 
 
 def test_search_population_shrinks_with_the_phase_count():
